@@ -1,0 +1,1 @@
+"""pyrovae: variational autoencoders on Pyro."""

@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Everything a user can get wrong (a missing data set, a nonsense option, a
+corrupted checkpoint) raises a subclass of :class:`PyrovaeError`. The CLI turns
+these into a one-line message and a non-zero exit; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PyrovaeError(Exception):
+    """Base class of every error caused by user input."""
+
+
+class DataError(PyrovaeError):
+    """A data set is missing, malformed, or incompatible with the likelihood."""
+
+
+class ConfigError(PyrovaeError):
+    """An option value is invalid or options contradict each other."""
+
+
+class CheckpointError(PyrovaeError):
+    """A checkpoint or run directory is missing, truncated, corrupted or foreign."""
