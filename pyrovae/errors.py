@@ -23,3 +23,7 @@ class ConfigError(PyrovaeError):
 
 class CheckpointError(PyrovaeError):
     """A checkpoint or run directory is missing, truncated, corrupted or foreign."""
+
+
+class TrainingError(PyrovaeError):
+    """Training cannot go on (the loss diverged); the last good checkpoint is kept."""

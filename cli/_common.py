@@ -1,0 +1,93 @@
+"""Pieces shared by the commands: lazy registry choices and error handling."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` over the names of a registry, read on first use.
+
+    ``pyrovae --help`` then needs no torch import; ``pyrovae train --help``
+    lists whatever the registry holds, including entries added later.
+    """
+
+    def __init__(self, registry: str) -> None:
+        self._registry = registry  # "module:ATTRIBUTE"
+        self._names: Sequence[str] | None = None
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        if self._names is None:
+            module, attribute = self._registry.split(":")
+            self._names = getattr(importlib.import_module(module), attribute).names()
+        return self._names
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:  # click's __init__ assigns it
+        pass
+
+
+def user_errors(command: F) -> F:
+    """Turn :class:`pyrovae.errors.PyrovaeError` into a one-line message and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pyrovae.errors import PyrovaeError
+
+        try:
+            return command(*args, **kwargs)
+        except PyrovaeError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``"512,256"`` -> ``(512, 256)``."""
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise click.BadParameter(f"expected layer sizes like 400 or 512,256, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"expected positive layer sizes like 400 or 512,256, got {value!r}")
+    return sizes
+
+
+run_option = click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run directory (default: the most recent one under runs/).",
+)
+seed_option = click.option("--seed", type=int, default=None, help="Seed for the random draws.")
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto takes CUDA when present.",
+)
+
+
+def image_path(value: str) -> str:
+    """Check that an output image path has an extension the image writer knows."""
+    from pathlib import Path
+
+    from pyrovae.errors import ConfigError
+
+    if Path(value).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ConfigError(f"--out must end in .png, .jpg or .jpeg, got {value!r}")
+    Path(value).parent.mkdir(parents=True, exist_ok=True)
+    return value

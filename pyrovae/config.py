@@ -1,0 +1,207 @@
+"""Typed run configuration, serialized to ``config.json`` in every run directory.
+
+A run is reproduced or resumed from its folder alone: the resolved config
+(including the image shape read off the data) is written next to the
+checkpoint, and :meth:`RunConfig.load` rebuilds it. Validation lives here so
+that a bad option fails before any data is read or any folder is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pyrovae.errors import ConfigError
+
+Binarize = Literal["dynamic", "static", "none"]
+Arch = Literal["mlp", "conv"]
+ElboName = Literal["meanfield", "trace"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
+ARCHS: tuple[str, ...] = ("mlp", "conv")
+ELBOS: tuple[str, ...] = ("meanfield", "trace")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _positive(value: float, option: str, *, integer: bool = False) -> None:
+    if integer and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{option} must be a whole number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{option} must be positive, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Which data set, and how pixels are prepared for the likelihood.
+
+    Parameters
+    ----------
+    dataset
+        ``digits`` (default, bundled with scikit-learn), ``mnist``,
+        ``fashion-mnist``, a ``.npy``/``.npz`` file or a folder of images.
+    data_dir
+        Folder holding the IDX files of MNIST / Fashion-MNIST.
+    binarize
+        For binary likelihoods: resample pixels as Bernoulli draws every batch
+        (``dynamic``), once at load time (``static``), or not at all (``none``;
+        the data must then already be binary).
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    binarize: Binarize = "dynamic"
+
+    def validate(self) -> None:
+        _choice(self.binarize, BINARIZE, "--binarize")
+
+
+@dataclass
+class ModelConfig:
+    """The generative model p(z) p(x|z) and the guide q(z|x).
+
+    ``likelihood``, ``guide`` and ``prior`` are registry keys (see
+    :mod:`pyrovae.likelihoods`, :mod:`pyrovae.guides`, :mod:`pyrovae.priors`).
+    ``obs_scale`` applies to the Gaussian likelihood: ``pixel`` (a learned
+    scale per pixel), ``shared`` (one learned scale) or a fixed positive number.
+    ``image_shape`` is filled in from the data, as ``(C, H, W)``.
+    """
+
+    likelihood: str = "bernoulli"
+    obs_scale: str = "pixel"
+    arch: Arch = "mlp"
+    hidden: tuple[int, ...] = (400,)
+    latent_dim: int = 16
+    guide: str = "normal"
+    prior: str = "normal"
+    image_shape: tuple[int, int, int] | None = None
+
+    def validate(self) -> None:
+        from pyrovae.guides import GUIDES
+        from pyrovae.likelihoods import LIKELIHOODS
+        from pyrovae.priors import PRIORS
+
+        LIKELIHOODS.get(self.likelihood)
+        GUIDES.get(self.guide)
+        PRIORS.get(self.prior)
+        _choice(self.arch, ARCHS, "--arch")
+        if not self.hidden:
+            raise ConfigError("--hidden needs at least one layer size")
+        for width in self.hidden:
+            _positive(width, "--hidden", integer=True)
+        _positive(self.latent_dim, "--latent-dim", integer=True)
+        if self.obs_scale not in ("pixel", "shared"):
+            try:
+                _positive(float(self.obs_scale), "--obs-scale")
+            except ValueError:
+                raise ConfigError(
+                    f"--obs-scale must be 'pixel', 'shared' or a positive number, "
+                    f"got {self.obs_scale!r}"
+                ) from None
+
+
+@dataclass
+class TrainConfig:
+    """Optimization: the ELBO, its β-weighting and annealing, Adam, the budget.
+
+    ``beta`` weights the KL term (β-VAE); ``kl_warmup`` epochs raise the weight
+    linearly from 0 to ``beta``. ``elbo`` is ``meanfield``
+    (:class:`pyro.infer.TraceMeanField_ELBO`, analytic KL where it exists) or
+    ``trace`` (:class:`pyro.infer.Trace_ELBO`); ``particles`` is the number of
+    vectorized samples of z per data point.
+    """
+
+    elbo: ElboName = "meanfield"
+    particles: int = 1
+    beta: float = 1.0
+    kl_warmup: int = 0
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 30
+    seed: int = 0
+    device: DeviceName = "auto"
+
+    def validate(self) -> None:
+        _choice(self.elbo, ELBOS, "--elbo")
+        _choice(self.device, DEVICES, "--device")
+        _positive(self.particles, "--particles", integer=True)
+        _positive(self.batch_size, "--batch-size", integer=True)
+        _positive(self.epochs, "--epochs", integer=True)
+        _positive(self.lr, "--lr")
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ConfigError(f"--beta must be a non-negative number, got {self.beta!r}")
+        if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
+            raise ConfigError(f"--kl-warmup must be a whole number >= 0, got {self.kl_warmup!r}")
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild a run: data, model and training settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Raise :class:`ConfigError` on the first invalid value; return self."""
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take defaults."""
+        parts: dict[str, Any] = {}
+        for part in dataclasses.fields(cls):
+            sub_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[part.name]
+            values = dict(raw.get(part.name, {}))
+            known = {f.name for f in dataclasses.fields(sub_cls)}
+            unknown = set(values) - known
+            if unknown:
+                raise ConfigError(f"unknown {part.name} option(s): {', '.join(sorted(unknown))}")
+            for key in ("hidden", "image_shape"):
+                if values.get(key) is not None:
+                    values[key] = tuple(values[key])
+            parts[part.name] = sub_cls(**values)
+        unknown = set(raw) - set(parts)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        return cls(**parts)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON, atomically (a crash leaves the old file or the new one)."""
+        from pyrovae.checkpoint import atomic_write_bytes
+
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write_bytes(Path(path), text.encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunConfig:
+        from pyrovae.errors import CheckpointError
+
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"no config.json at {path}: not a pyrovae run directory") from None
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"cannot read {path}: {err}") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path} is not a pyrovae config")
+        try:
+            return cls.from_dict(raw)
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{path} is not a valid pyrovae config: {err}") from None

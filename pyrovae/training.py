@@ -1,0 +1,335 @@
+"""Training: stochastic variational inference on the VAE's model and guide.
+
+Each step differentiates a Pyro ELBO estimator (``TraceMeanField_ELBO`` by
+default) of the model and guide on one minibatch and takes an Adam step: the
+loop :class:`pyro.infer.SVI` runs, with a torch optimizer over the module's
+parameters so that the whole state lives in one ``state_dict``. On top: KL
+warm-up (β from 0 to ``beta`` over ``kl_warmup`` epochs; Bowman et al. 2016,
+Sønderby et al. 2016), a test-set evaluation each epoch, an atomic checkpoint
+each epoch, and exact resume (model, optimizer, epoch and RNG state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyrovae.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
+from pyrovae.config import RunConfig
+from pyrovae.data import ImageData, check_finite_unit_interval, is_binary, load_dataset, to_unit_float
+from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.model import VAE
+from pyrovae.objectives import elbo_terms, make_elbo
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+#: Running loss is read back from the device every this many steps, not every step.
+LOG_EVERY = 25
+
+Logger = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, its config and the trained VAE."""
+
+    run_dir: Path
+    config: RunConfig
+    vae: VAE
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """Metrics of the last epoch."""
+        return self.history[-1]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def prepare_data(config: RunConfig, device: torch.device) -> ImageData:
+    """Load the data set, check it fits the likelihood, binarize statically if asked.
+
+    The test set of a binary likelihood is binarized once with a fixed seed,
+    so that test ELBOs are comparable across epochs and runs.
+    """
+    data = load_dataset(config.data.dataset, config.data.data_dir, seed=config.train.seed)
+    for split, images in (("training", data.train), ("test", data.test)):
+        check_finite_unit_interval(images, f"the {split} set of {data.name}")
+    likelihood = LIKELIHOODS.get(config.model.likelihood)
+    if likelihood.binary:
+        if config.data.binarize == "none":
+            if not (is_binary(data.train) and is_binary(data.test)):
+                raise DataError(
+                    f"likelihood {config.model.likelihood} needs pixels that are exactly 0 or 1, "
+                    f"but {data.name} has intensities; use --binarize dynamic or static"
+                )
+        else:
+            generator = torch.Generator().manual_seed(config.train.seed + 1)
+            test = torch.bernoulli(to_unit_float(data.test), generator=generator)
+            train = data.train
+            if config.data.binarize == "static":
+                train = torch.bernoulli(to_unit_float(data.train), generator=generator)
+            data = ImageData(data.name, train, test, data.train_labels, data.test_labels)
+    return data.to(device)
+
+
+def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
+    """β at global step ``step``: linear from just above 0 to ``beta`` over the warm-up."""
+    warmup_steps = config.train.kl_warmup * steps_per_epoch
+    if warmup_steps == 0:
+        return config.train.beta
+    return config.train.beta * min(1.0, (step + 1) / warmup_steps)
+
+
+@torch.no_grad()
+def evaluate_elbo(vae: VAE, images: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Mean per-data-point ELBO, reconstruction term and KL (nats) over ``images``."""
+    was_training = vae.training
+    vae.eval()
+    totals = torch.zeros(2, device=images.device, dtype=torch.float64)
+    for start in range(0, images.shape[0], batch_size):
+        x = to_unit_float(images[start : start + batch_size])
+        terms = elbo_terms(vae.model, vae.guide, x)
+        totals += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
+    vae.train(was_training)
+    recon, kl = (totals / images.shape[0]).tolist()
+    return {"elbo": recon - kl, "recon": recon, "kl": kl}
+
+
+def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
+    """A fresh folder ``runs/<time>-<dataset>-<likelihood>``."""
+    stem = Path(config.data.dataset).stem if "/" in config.data.dataset else config.data.dataset
+    base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{stem}-{config.model.likelihood}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write_bytes(run_dir / METRICS_NAME, text.encode())
+
+
+def _rng_state(data_generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    data_generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    log: Logger = print,
+) -> TrainResult:
+    """Train a new VAE; write its run folder; return the result.
+
+    Parameters
+    ----------
+    config
+        The run config. It is validated before any data is read or any
+        folder is made.
+    out
+        The run folder; default a fresh one under ``runs/``. It must not hold
+        a run already (use :func:`resume` for that).
+    progress
+        Show a progress bar per epoch.
+    log
+        Where the per-epoch lines go.
+
+    Example
+    -------
+    >>> from pyrovae import RunConfig, train
+    >>> result = train(RunConfig(), progress=False)  # digits, Bernoulli, 30 epochs
+    >>> result.final["test_elbo"]  # doctest: +SKIP
+    """
+    config.validate()
+    run_dir = Path(out) if out is not None else default_run_dir(config)
+    if (run_dir / CONFIG_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} exists and is not a folder")
+    return _fit(config, run_dir, checkpoint=None, progress=progress, log=log)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    log: Logger = print,
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its last checkpoint.
+
+    ``epochs`` raises the total number of epochs (the run's own by default);
+    ``device`` moves it to another device. On CPU a resumed run ends with the
+    same parameters as one that was never stopped.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    config = RunConfig.load(run_dir / CONFIG_NAME)
+    if epochs is not None:
+        config.train.epochs = epochs
+    if device is not None:
+        config.train.device = device  # type: ignore[assignment]
+    config.validate()
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    return _fit(config, run_dir, checkpoint=checkpoint, progress=progress, log=log)
+
+
+def _fit(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    checkpoint: dict[str, Any] | None,
+    progress: bool,
+    log: Logger,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    from pyrovae.plots import save_run_figures
+
+    device = resolve_device(config.train.device)
+    data = prepare_data(config, device)
+    if checkpoint is not None and config.model.image_shape != data.image_shape:
+        raise CheckpointError(
+            f"the run was trained on images of shape {config.model.image_shape}, "
+            f"but {config.data.dataset} now has {data.image_shape}"
+        )
+    config.model.image_shape = data.image_shape
+
+    torch.manual_seed(config.train.seed)
+    data_generator = torch.Generator().manual_seed(config.train.seed)
+    vae = VAE(config.model).to(device)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.train.lr)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        try:
+            vae.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            _set_rng_state(checkpoint["rng"], data_generator)
+            history = list(checkpoint["history"])
+            start_epoch = int(checkpoint["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"checkpoint in {run_dir} does not match its config: {first[:200]}"
+            ) from None
+        log(f"resuming {run_dir} after epoch {start_epoch} of {config.train.epochs}")
+
+    # Everything that can fail on bad input has run: only now touch the disk.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / CONFIG_NAME)
+    if checkpoint is not None:
+        _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+    log(f"run directory: {run_dir}")
+
+    elbo = make_elbo(config.train.elbo, config.train.particles)
+    binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
+    n_train, batch_size = data.train.shape[0], config.train.batch_size
+    steps_per_epoch = math.ceil(n_train / batch_size)
+
+    for epoch in range(start_epoch, config.train.epochs):
+        vae.train()
+        started = time.perf_counter()
+        order = torch.randperm(n_train, generator=data_generator).to(device)
+        total = torch.zeros((), device=device)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            disable=None if progress else True,
+            leave=False,
+            unit="batch",
+        )
+        for step in bar:
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = to_unit_float(data.train[index])  # (batch, C, H, W)
+            if binarize:
+                x = torch.bernoulli(x)
+            vae.beta = kl_weight(config, epoch * steps_per_epoch + step, steps_per_epoch)
+            loss = elbo.differentiable_loss(vae.model, vae.guide, x) / x.shape[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * x.shape[0]
+            if step % LOG_EVERY == LOG_EVERY - 1 and not bar.disable:
+                bar.set_postfix(loss=f"{total.item() / min(n_train, (step + 1) * batch_size):.2f}")
+        bar.close()
+        train_loss = total.item() / n_train
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"the loss became {train_loss} in epoch {epoch + 1}; the checkpoint of epoch "
+                f"{epoch} in {run_dir} is kept; try a lower --lr"
+            )
+        test = evaluate_elbo(vae, data.test)
+        row = {
+            "epoch": epoch + 1,
+            "train_elbo": -train_loss,
+            "beta": vae.beta,
+            "test_elbo": test["elbo"],
+            "test_recon": test["recon"],
+            "test_kl": test["kl"],
+            "images_per_s": n_train / seconds,
+            "seconds": seconds,
+        }
+        history.append(row)
+        save_checkpoint(
+            run_dir / CHECKPOINT_NAME,
+            {
+                "epoch": epoch + 1,
+                "model": vae.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(data_generator),
+                "history": history,
+            },
+        )
+        _write_metrics(run_dir, history)
+        beta_note = "" if vae.beta == 1.0 else f" (beta {vae.beta:.3g})"
+        log(
+            f"epoch {epoch + 1:>3}/{config.train.epochs}  train ELBO {-train_loss:9.3f}{beta_note}"
+            f"  test ELBO {test['elbo']:9.3f}  recon {test['recon']:9.3f}  KL {test['kl']:7.3f}"
+            f"  {n_train / seconds:8.0f} img/s"
+        )
+
+    vae.beta = 1.0
+    vae.eval()
+    figures = save_run_figures(vae, data.test, history, run_dir)
+    log("wrote " + ", ".join(str(path) for path in figures))
+    return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test starts from seeded RNGs, an empty param store and
+Pyro's validation on (as in Pyro's own tests/conftest.py)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seeded_clean_pyro():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    pyro.enable_validation(True)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def tiny_config():
+    """A digits config that trains in about a second."""
+    from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(hidden=(32,), latent_dim=4),
+        train=TrainConfig(epochs=2, batch_size=256, device="cpu"),
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
