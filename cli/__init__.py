@@ -8,10 +8,10 @@ heavy imports (torch, Pyro, ArviZ) happen inside the command, so that
 from __future__ import annotations
 
 import click
-
-from pyrovae import __version__
 from pyrovae.cli.generate import reconstruct_command, sample_command
 from pyrovae.cli.train import train_command
+
+from pyrovae import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -58,9 +58,13 @@ def parse_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -
     try:
         sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
     except ValueError:
-        raise click.BadParameter(f"expected layer sizes like 400 or 512,256, got {value!r}") from None
+        raise click.BadParameter(
+            f"expected layer sizes like 400 or 512,256, got {value!r}"
+        ) from None
     if not sizes or min(sizes) < 1:
-        raise click.BadParameter(f"expected positive layer sizes like 400 or 512,256, got {value!r}")
+        raise click.BadParameter(
+            f"expected positive layer sizes like 400 or 512,256, got {value!r}"
+        )
     return sizes
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from pyrovae.cli._common import device_option, image_path, run_option, seed_option, user_errors
 
 _mode_option = click.option(
@@ -16,22 +15,42 @@ _mode_option = click.option(
 
 
 @click.command("sample")
-@click.option("-n", "n", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Number of images.")
+@click.option(
+    "-n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of images."
+)
 @run_option
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Image file [default: RUN/samples.png].")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="Scale of the prior's spread; below 1 gives more typical images.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Image file [default: RUN/samples.png].",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Scale of the prior's spread; below 1 gives more typical images.",
+)
 @seed_option
-@click.option("--save-array", type=click.Path(dir_okay=False), default=None,
-              help="Also save the images as an (n, C, H, W) .npy array.")
+@click.option(
+    "--save-array",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also save the images as an (n, C, H, W) .npy array.",
+)
 @_mode_option
 @device_option
 @user_errors
 def sample_command(
-    n: int, run_dir: str | None, out: str | None, temperature: float, seed: int | None,
-    save_array: str | None, mode: str, device: str,
+    n: int,
+    run_dir: str | None,
+    out: str | None,
+    temperature: float,
+    seed: int | None,
+    save_array: str | None,
+    mode: str,
+    device: str,
 ) -> None:
     """Draw z ~ p(z), decode, and write an image grid."""
     from pathlib import Path
@@ -54,18 +73,28 @@ def sample_command(
 
 
 @click.command("reconstruct")
-@click.option("-n", "n", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Number of images.")
+@click.option(
+    "-n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of images."
+)
 @run_option
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Image file [default: RUN/reconstructions.png].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Image file [default: RUN/reconstructions.png].",
+)
 @seed_option
 @_mode_option
 @device_option
 @user_errors
 def reconstruct_command(
-    n: int, run_dir: str | None, split: str, out: str | None, seed: int | None, mode: str,
+    n: int,
+    run_dir: str | None,
+    split: str,
+    out: str | None,
+    seed: int | None,
+    mode: str,
     device: str,
 ) -> None:
     """Show images beside their reconstructions through z ~ q(z|x)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from pyrovae.cli._common import RegistryChoice, parse_sizes, user_errors
+
 from pyrovae.config import ARCHS, BINARIZE, DEVICES, ELBOS, DataConfig, ModelConfig, TrainConfig
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
@@ -14,44 +14,122 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "progress"}
 
 
 @click.command("train")
-@click.option("--dataset", default=DataConfig.dataset, show_default=True,
-              help="digits, mnist, fashion-mnist, a .npy/.npz file or a folder of images.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with the IDX files of MNIST / Fashion-MNIST.")
-@click.option("--binarize", type=click.Choice(BINARIZE), default=DataConfig.binarize,
-              show_default=True, help="How binary likelihoods binarize pixels.")
-@click.option("--likelihood", type=RegistryChoice("pyrovae.likelihoods:LIKELIHOODS"),
-              default=ModelConfig.likelihood, show_default=True, help="p(x|z).")
-@click.option("--obs-scale", default=ModelConfig.obs_scale, show_default=True,
-              help="Gaussian scale: pixel (learned per pixel), shared (learned), or a number.")
-@click.option("--arch", type=click.Choice(ARCHS), default=ModelConfig.arch, show_default=True,
-              help="Encoder/decoder networks.")
-@click.option("--hidden", callback=parse_sizes, default="400", show_default=True,
-              help="Hidden layer sizes, comma-separated (e.g. 512,256).")
+@click.option(
+    "--dataset",
+    default=DataConfig.dataset,
+    show_default=True,
+    help="digits, mnist, fashion-mnist, a .npy/.npz file or a folder of images.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with the IDX files of MNIST / Fashion-MNIST.",
+)
+@click.option(
+    "--binarize",
+    type=click.Choice(BINARIZE),
+    default=DataConfig.binarize,
+    show_default=True,
+    help="How binary likelihoods binarize pixels.",
+)
+@click.option(
+    "--likelihood",
+    type=RegistryChoice("pyrovae.likelihoods:LIKELIHOODS"),
+    default=ModelConfig.likelihood,
+    show_default=True,
+    help="p(x|z).",
+)
+@click.option(
+    "--obs-scale",
+    default=ModelConfig.obs_scale,
+    show_default=True,
+    help="Gaussian scale: pixel (learned per pixel), shared (learned), or a number.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    default=ModelConfig.arch,
+    show_default=True,
+    help="Encoder/decoder networks.",
+)
+@click.option(
+    "--hidden",
+    callback=parse_sizes,
+    default="400",
+    show_default=True,
+    help="Hidden layer sizes, comma-separated (e.g. 512,256).",
+)
 @click.option("--latent-dim", type=int, default=ModelConfig.latent_dim, show_default=True)
-@click.option("--guide", type=RegistryChoice("pyrovae.guides:GUIDES"), default=ModelConfig.guide,
-              show_default=True, help="q(z|x).")
-@click.option("--prior", type=RegistryChoice("pyrovae.priors:PRIORS"), default=ModelConfig.prior,
-              show_default=True, help="p(z).")
-@click.option("--elbo", type=click.Choice(ELBOS), default=TrainConfig.elbo, show_default=True,
-              help="meanfield: TraceMeanField_ELBO (analytic KL); trace: Trace_ELBO.")
-@click.option("--particles", type=int, default=TrainConfig.particles, show_default=True,
-              help="Samples of z per data point, vectorized.")
-@click.option("--beta", type=float, default=TrainConfig.beta, show_default=True,
-              help="Weight on the KL term (beta-VAE).")
-@click.option("--kl-warmup", type=int, default=TrainConfig.kl_warmup, show_default=True,
-              help="Epochs over which beta rises linearly from 0.")
+@click.option(
+    "--guide",
+    type=RegistryChoice("pyrovae.guides:GUIDES"),
+    default=ModelConfig.guide,
+    show_default=True,
+    help="q(z|x).",
+)
+@click.option(
+    "--prior",
+    type=RegistryChoice("pyrovae.priors:PRIORS"),
+    default=ModelConfig.prior,
+    show_default=True,
+    help="p(z).",
+)
+@click.option(
+    "--elbo",
+    type=click.Choice(ELBOS),
+    default=TrainConfig.elbo,
+    show_default=True,
+    help="meanfield: TraceMeanField_ELBO (analytic KL); trace: Trace_ELBO.",
+)
+@click.option(
+    "--particles",
+    type=int,
+    default=TrainConfig.particles,
+    show_default=True,
+    help="Samples of z per data point, vectorized.",
+)
+@click.option(
+    "--beta",
+    type=float,
+    default=TrainConfig.beta,
+    show_default=True,
+    help="Weight on the KL term (beta-VAE).",
+)
+@click.option(
+    "--kl-warmup",
+    type=int,
+    default=TrainConfig.kl_warmup,
+    show_default=True,
+    help="Epochs over which beta rises linearly from 0.",
+)
 @click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Adam step size.")
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
-@click.option("--epochs", type=int, default=None,
-              help=f"Epochs in all [default: {TrainConfig.epochs}; with --resume, the run's].")
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help=f"Epochs in all [default: {TrainConfig.epochs}; with --resume, the run's].",
+)
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default=None,
-              help="auto takes CUDA when present [default: auto; with --resume, the run's].")
-@click.option("--out", type=click.Path(), default=None,
-              help="Run directory [default: a new folder under runs/].")
-@click.option("--resume", type=click.Path(), default=None,
-              help="Continue the run in this directory from its last checkpoint.")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default=None,
+    help="auto takes CUDA when present [default: auto; with --resume, the run's].",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Run directory [default: a new folder under runs/].",
+)
+@click.option(
+    "--resume",
+    type=click.Path(),
+    default=None,
+    help="Continue the run in this directory from its last checkpoint.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.pass_context
 @user_errors
@@ -73,8 +151,9 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             raise click.UsageError(
                 f"with --resume only --epochs and --device may be given, not {flags}"
             )
-        resume(options["resume"], epochs=options["epochs"], device=options["device"],
-               progress=progress)
+        resume(
+            options["resume"], epochs=options["epochs"], device=options["device"], progress=progress
+        )
         return
 
     config = RunConfig(
@@ -82,14 +161,23 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             dataset=options["dataset"], data_dir=options["data_dir"], binarize=options["binarize"]
         ),
         model=ModelConfig(
-            likelihood=options["likelihood"], obs_scale=options["obs_scale"], arch=options["arch"],
-            hidden=options["hidden"], latent_dim=options["latent_dim"], guide=options["guide"],
+            likelihood=options["likelihood"],
+            obs_scale=options["obs_scale"],
+            arch=options["arch"],
+            hidden=options["hidden"],
+            latent_dim=options["latent_dim"],
+            guide=options["guide"],
             prior=options["prior"],
         ),
         train=TrainConfig(
-            elbo=options["elbo"], particles=options["particles"], beta=options["beta"],
-            kl_warmup=options["kl_warmup"], lr=options["lr"], batch_size=options["batch_size"],
-            epochs=options["epochs"] or TrainConfig.epochs, seed=options["seed"],
+            elbo=options["elbo"],
+            particles=options["particles"],
+            beta=options["beta"],
+            kl_warmup=options["kl_warmup"],
+            lr=options["lr"],
+            batch_size=options["batch_size"],
+            epochs=options["epochs"] or TrainConfig.epochs,
+            seed=options["seed"],
             device=options["device"] or TrainConfig.device,
         ),
     )

@@ -40,7 +40,23 @@ _EXPORTS = {
     "PyrovaeError": "pyrovae.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "PyrovaeError",
+    "Run",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "VAE",
+    "latest_run",
+    "load_dataset",
+    "load_run",
+    "reconstruct",
+    "resume",
+    "sample",
+    "train",
+]
 
 if TYPE_CHECKING:
     from pyrovae.api import Run, latest_run, load_run, reconstruct, sample

@@ -21,7 +21,7 @@ import torch
 from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyrovae.config import RunConfig
 from pyrovae.data import ImageData, to_unit_float
-from pyrovae.errors import CheckpointError, ConfigError
+from pyrovae.errors import CheckpointError, ConfigError, first_line
 from pyrovae.model import VAE
 from pyrovae.training import CONFIG_NAME, prepare_data, resolve_device
 
@@ -69,8 +69,9 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
         vae = VAE(config.model)
         vae.load_state_dict(state["model"])
     except (ConfigError, KeyError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint in {run_dir} does not match its config: {first[:200]}")
+        raise CheckpointError(
+            f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
+        ) from None
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
     return Run(run_dir=run_dir, config=config, vae=vae, history=history)

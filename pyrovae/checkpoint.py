@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pyrovae.errors import CheckpointError
+from pyrovae.errors import CheckpointError, first_line
 
 FORMAT = "pyrovae-checkpoint"
 VERSION = 1
@@ -62,10 +62,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same here
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         if "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it contains pickled objects other than tensors, refused for safety"
-        raise CheckpointError(f"cannot load checkpoint {path}: {reason[:200]}") from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint")
     if state.get("version") != VERSION:

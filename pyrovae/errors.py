@@ -27,3 +27,9 @@ class CheckpointError(PyrovaeError):
 
 class TrainingError(PyrovaeError):
     """Training cannot go on (the loss diverged); the last good checkpoint is kept."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type's name), for one-line errors."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]

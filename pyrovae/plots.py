@@ -71,6 +71,8 @@ def save_run_figures(
     originals = to_unit_float(test_images[:16])
     return [
         save_grid(vae.sample(64), run_dir / "samples.png"),
-        save_reconstructions(originals, vae.reconstruct(originals), run_dir / "reconstructions.png"),
+        save_reconstructions(
+            originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
+        ),
         save_loss_curve(history, run_dir / "loss_curve.png"),
     ]

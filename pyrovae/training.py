@@ -24,8 +24,14 @@ import torch
 
 from pyrovae.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
 from pyrovae.config import RunConfig
-from pyrovae.data import ImageData, check_finite_unit_interval, is_binary, load_dataset, to_unit_float
-from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError
+from pyrovae.data import (
+    ImageData,
+    check_finite_unit_interval,
+    is_binary,
+    load_dataset,
+    to_unit_float,
+)
+from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
 from pyrovae.objectives import elbo_terms, make_elbo
@@ -176,7 +182,8 @@ def train(
     run_dir = Path(out) if out is not None else default_run_dir(config)
     if (run_dir / CONFIG_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(
-            f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out"
+            f"{run_dir} already holds a run; resume it with --resume {run_dir}"
+            " or pick another --out"
         )
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a folder")
@@ -245,9 +252,8 @@ def _fit(
             history = list(checkpoint["history"])
             start_epoch = int(checkpoint["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(
-                f"checkpoint in {run_dir} does not match its config: {first[:200]}"
+                f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
             ) from None
         log(f"resuming {run_dir} after epoch {start_epoch} of {config.train.epochs}")
 
