@@ -196,7 +196,9 @@ class RunConfig:
         try:
             raw = json.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise CheckpointError(f"no config.json at {path}: not a pyrovae run directory") from None
+            raise CheckpointError(
+                f"no config.json at {path}: not a pyrovae run directory"
+            ) from None
         except (OSError, ValueError, UnicodeDecodeError) as err:
             raise CheckpointError(f"cannot read {path}: {err}") from None
         if not isinstance(raw, dict):
