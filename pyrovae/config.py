@@ -19,12 +19,12 @@ from typing import Any, Literal
 from pyrovae.errors import ConfigError
 
 Binarize = Literal["dynamic", "static", "none"]
-Arch = Literal["mlp", "conv"]
+Arch = Literal["mlp", "conv", "linear"]
 ElboName = Literal["meanfield", "trace"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
-ARCHS: tuple[str, ...] = ("mlp", "conv")
+ARCHS: tuple[str, ...] = ("mlp", "conv", "linear")
 ELBOS: tuple[str, ...] = ("meanfield", "trace")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 

@@ -8,8 +8,8 @@ class here; the trainer and CLI read :data:`LIKELIHOODS`.
 - ``bernoulli``: binary pixels, logits from the decoder.
 - ``continuous-bernoulli``: intensities in [0, 1] with the normalizing
   constant of Loaiza-Ganem & Cunningham (2019), "The continuous Bernoulli".
-- ``gaussian``: intensities; mean through a sigmoid, scale learned per pixel,
-  shared, or fixed.
+- ``gaussian``: intensities; the decoder's output is the mean (so a linear
+  decoder gives probabilistic PCA), scale learned per pixel, shared, or fixed.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
 
 @LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
-    """Normal(sigmoid(decoded), scale); ``config.obs_scale`` picks the scale's form."""
+    """Normal(decoded, scale); ``config.obs_scale`` picks the scale's form."""
 
     #: Floor on a learned scale, so that the density cannot grow without bound
     #: on pixels that are constant in the data (image borders).
@@ -81,5 +81,4 @@ class GaussianLikelihood(Likelihood):
         return self.fixed_scale
 
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
-        loc = torch.sigmoid(decoded)
-        return dist.Normal(loc, self.scale().expand_as(loc)).to_event(_IMAGE_DIMS)
+        return dist.Normal(decoded, self.scale().expand_as(decoded)).to_event(_IMAGE_DIMS)

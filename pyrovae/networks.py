@@ -9,6 +9,9 @@ particles (an extra leading dim on z) need no special casing.
 MLP: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 Conv: two stride-2 convolutions each way, as in most image VAEs since
 Salimans et al. (2015) and the DCGAN family.
+Linear: affine maps both ways; with a Gaussian likelihood the model is
+probabilistic PCA (Tipping & Bishop 1999), whose marginal likelihood and
+posterior are closed form (see :mod:`pyrovae.ppca`).
 """
 
 from __future__ import annotations
@@ -113,10 +116,38 @@ class ConvDecoder(nn.Module):
         return out.reshape(*batch_shape, *self.image_shape)  # (..., C, H, W)
 
 
+class LinearEncoder(nn.Module):
+    """One affine map from the flattened image to ``hidden[-1]`` features."""
+
+    def __init__(self, image_shape: tuple[int, int, int], hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Linear(image_shape[0] * image_shape[1] * image_shape[2], hidden[-1])
+        self.out_features = hidden[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(-3))  # (..., hidden[-1])
+
+
+class LinearDecoder(nn.Module):
+    """x's mean = W z + b: the decoder of probabilistic PCA."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_latent: int) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Linear(n_latent, image_shape[0] * image_shape[1] * image_shape[2])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.image_shape)  # (..., C, H, W)
+
+
 def build_networks(
     arch: str, image_shape: tuple[int, int, int], hidden: Sequence[int], n_latent: int
-) -> tuple[MLPEncoder | ConvEncoder, MLPDecoder | ConvDecoder]:
-    """The encoder and decoder of architecture ``arch`` (``mlp`` or ``conv``)."""
+) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder of architecture ``arch`` (``mlp``, ``conv`` or ``linear``).
+
+    Encoders carry ``out_features``, the size of h(x) that the guide reads.
+    """
     if arch == "mlp":
         return MLPEncoder(image_shape, hidden), MLPDecoder(image_shape, hidden, n_latent)
     if arch == "conv":
@@ -126,4 +157,6 @@ def build_networks(
                 " use --arch mlp"
             )
         return ConvEncoder(image_shape, hidden), ConvDecoder(image_shape, hidden, n_latent)
-    raise ConfigError(f"--arch must be mlp or conv, got {arch!r}")
+    if arch == "linear":
+        return LinearEncoder(image_shape, hidden), LinearDecoder(image_shape, n_latent)
+    raise ConfigError(f"--arch must be mlp, conv or linear, got {arch!r}")

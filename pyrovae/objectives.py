@@ -15,10 +15,17 @@ from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from pyrovae.config import TrainConfig
 from pyrovae.errors import ConfigError
 from pyrovae.sites import LATENT, OBS
 
 _ELBOS: dict[str, type[ELBO]] = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
+
+
+def make_objective(config: TrainConfig) -> ELBO:
+    """The training objective of ``config``: a Pyro ELBO object whose
+    ``differentiable_loss(model, guide, x)`` is minimized (summed over the batch)."""
+    return make_elbo(config.elbo, config.particles)
 
 
 def make_elbo(name: str, particles: int = 1) -> ELBO:

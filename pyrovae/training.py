@@ -34,7 +34,7 @@ from pyrovae.data import (
 from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
-from pyrovae.objectives import elbo_terms, make_elbo
+from pyrovae.objectives import elbo_terms, make_objective
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -264,7 +264,7 @@ def _fit(
         _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
     log(f"run directory: {run_dir}")
 
-    elbo = make_elbo(config.train.elbo, config.train.particles)
+    objective = make_objective(config.train)
     binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
     n_train, batch_size = data.train.shape[0], config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -287,7 +287,7 @@ def _fit(
             if binarize:
                 x = torch.bernoulli(x)
             vae.beta = kl_weight(config, epoch * steps_per_epoch + step, steps_per_epoch)
-            loss = elbo.differentiable_loss(vae.model, vae.guide, x) / x.shape[0]
+            loss = objective.differentiable_loss(vae.model, vae.guide, x) / x.shape[0]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
