@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from pyrovae.cli._common import device_option, image_path, run_option, seed_option, user_errors
 
 _mode_option = click.option(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from pyrovae.cli._common import RegistryChoice, parse_sizes, user_errors
 
+from pyrovae.cli._common import RegistryChoice, parse_sizes, user_errors
 from pyrovae.config import ARCHS, BINARIZE, DEVICES, ELBOS, DataConfig, ModelConfig, TrainConfig
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
@@ -176,7 +176,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             kl_warmup=options["kl_warmup"],
             lr=options["lr"],
             batch_size=options["batch_size"],
-            epochs=options["epochs"] or TrainConfig.epochs,
+            epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
             seed=options["seed"],
             device=options["device"] or TrainConfig.device,
         ),

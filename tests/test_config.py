@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.errors import CheckpointError, ConfigError
+
+
+def test_round_trip_through_json(tmp_path):
+    config = RunConfig(
+        data=DataConfig(dataset="mnist", data_dir="/data", binarize="static"),
+        model=ModelConfig(hidden=(64, 32), latent_dim=3, image_shape=(1, 28, 28)),
+        train=TrainConfig(beta=0.5, kl_warmup=3, epochs=7),
+    )
+    config.save(tmp_path / "config.json")
+    loaded = RunConfig.load(tmp_path / "config.json")
+    assert loaded == config
+    assert isinstance(loaded.model.hidden, tuple)
+    assert isinstance(loaded.model.image_shape, tuple)
+
+
+def test_missing_keys_take_defaults():
+    config = RunConfig.from_dict({"train": {"epochs": 3}})
+    assert config.train.epochs == 3
+    assert config.model == ModelConfig()
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (RunConfig(train=TrainConfig(lr=-1.0)), "--lr"),
+        (RunConfig(train=TrainConfig(epochs=0)), "--epochs"),
+        (RunConfig(train=TrainConfig(beta=float("nan"))), "--beta"),
+        (RunConfig(train=TrainConfig(kl_warmup=-2)), "--kl-warmup"),
+        (RunConfig(train=TrainConfig(elbo="renyi")), "--elbo"),  # type: ignore[arg-type]
+        (RunConfig(model=ModelConfig(likelihood="poisson")), "likelihood"),
+        (RunConfig(model=ModelConfig(hidden=())), "--hidden"),
+        (RunConfig(model=ModelConfig(obs_scale="wide")), "--obs-scale"),
+        (RunConfig(model=ModelConfig(obs_scale="-1")), "--obs-scale"),
+        (RunConfig(data=DataConfig(binarize="sometimes")), "--binarize"),  # type: ignore[arg-type]
+    ],
+)
+def test_invalid_values_raise_one_line_config_errors(config, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        config.validate()
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_keys_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        RunConfig.from_dict({"train": {"learning_rate": 1.0}})
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"learning_rate": 1.0}}))
+    with pytest.raises(CheckpointError, match="not a valid pyrovae config"):
+        RunConfig.load(tmp_path / "config.json")
+
+
+def test_unreadable_config_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError):
+        RunConfig.load(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="not a pyrovae run"):
+        RunConfig.load(tmp_path / "missing.json")

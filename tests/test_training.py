@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyrovae.api import load_run
+from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from pyrovae.config import RunConfig
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.model import VAE
+from pyrovae.training import evaluate_elbo, kl_weight, prepare_data, resume, train
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_training_improves_test_elbo_clearly(tiny_config, tmp_path):
+    tiny_config.train.epochs = 5
+    data = prepare_data(tiny_config, torch.device("cpu"))
+    tiny_config.model.image_shape = data.image_shape
+    torch.manual_seed(tiny_config.train.seed)
+    untrained = evaluate_elbo(VAE(tiny_config.model), data.test)["elbo"]
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    trained = result.final["test_elbo"]
+    assert trained > untrained + 5.0, (untrained, trained)
+
+
+def test_run_directory_contents(tiny_config, tmp_path):
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    run_dir = result.run_dir
+    expected = {"config.json", "metrics.jsonl", CHECKPOINT_NAME, "samples.png",
+                "reconstructions.png", "loss_curve.png"}  # fmt: skip
+    assert expected <= {p.name for p in run_dir.iterdir()}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for key in ("train_elbo", "test_elbo", "test_recon", "test_kl", "images_per_s"):
+        assert all(math.isfinite(row[key]) for row in rows)
+    row = rows[-1]
+    assert row["test_elbo"] == pytest.approx(row["test_recon"] - row["test_kl"])
+    saved = RunConfig.load(run_dir / "config.json")
+    assert saved.model.image_shape == (1, 8, 8)
+    assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] == 2
+
+
+def test_same_seed_same_numbers(tiny_config, tmp_path):
+    first = train(tiny_config, tmp_path / "a", progress=False, log=_quiet)
+    second = train(tiny_config, tmp_path / "b", progress=False, log=_quiet)
+    assert first.final["test_elbo"] == second.final["test_elbo"]
+    for key, value in first.vae.state_dict().items():
+        assert torch.equal(value, second.vae.state_dict()[key])
+
+
+def test_stop_and_resume_equals_uninterrupted_run(tiny_config, tmp_path):
+    tiny_config.train.epochs = 3
+    tiny_config.train.kl_warmup = 2  # the schedule must survive the restart too
+    straight = train(tiny_config, tmp_path / "straight", progress=False, log=_quiet)
+
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "stopped", progress=False, log=_quiet)
+    resumed = resume(tmp_path / "stopped", epochs=3, progress=False, log=_quiet)
+
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    for key, value in straight.vae.state_dict().items():
+        assert torch.equal(value, resumed.vae.state_dict()[key]), key
+    assert straight.history[-1]["test_elbo"] == resumed.history[-1]["test_elbo"]
+    reloaded = load_run(tmp_path / "stopped", device="cpu")
+    for key, value in reloaded.vae.state_dict().items():
+        assert torch.equal(value, straight.vae.state_dict()[key]), key
+
+
+def test_existing_run_is_not_overwritten(tiny_config, tmp_path):
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    before = (tmp_path / "run" / CHECKPOINT_NAME).read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert (tmp_path / "run" / CHECKPOINT_NAME).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((20, 8, 8), np.nan, dtype=np.float32), "NaN"),
+        (np.full((20, 8, 8), 3.0, dtype=np.float32), "outside"),
+    ],
+)
+def test_bad_data_fails_before_a_run_directory_exists(tiny_config, tmp_path, array, message):
+    np.save(tmp_path / "bad.npy", array)
+    tiny_config.data.dataset = str(tmp_path / "bad.npy")
+    with pytest.raises(DataError, match=message):
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bernoulli_without_binarization_needs_binary_pixels(tiny_config, tmp_path):
+    tiny_config.data.binarize = "none"
+    with pytest.raises(DataError, match="--binarize"):
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("likelihood", ["continuous-bernoulli", "gaussian"])
+def test_intensity_likelihoods_train(tiny_config, tmp_path, likelihood):
+    tiny_config.model.likelihood = likelihood
+    tiny_config.train.epochs = 1
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert math.isfinite(result.final["test_elbo"])
+
+
+def test_conv_architecture_trains_on_small_images(tiny_config, tmp_path):
+    tiny_config.model.arch = "conv"
+    tiny_config.train.epochs = 1
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert math.isfinite(result.final["test_elbo"])
+
+
+def test_kl_warmup_schedule(tiny_config):
+    tiny_config.train.kl_warmup = 2
+    tiny_config.train.beta = 0.5
+    betas = [kl_weight(tiny_config, step, steps_per_epoch=10) for step in range(30)]
+    assert 0 < betas[0] < 0.05
+    assert betas[19] == pytest.approx(0.5) and betas[29] == 0.5
+    assert all(a <= b for a, b in zip(betas, betas[1:], strict=False))
+    tiny_config.train.kl_warmup = 0
+    assert kl_weight(tiny_config, 0, 10) == 0.5
+
+
+def test_cuda_requested_without_cuda(tiny_config, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    tiny_config.train.device = "cuda"
+    with pytest.raises(ConfigError, match="CUDA"):
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
