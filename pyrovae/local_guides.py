@@ -1,0 +1,221 @@
+"""Non-amortized guides: q*(z|x) optimized separately for each data point.
+
+An amortized guide shares one encoder across all data points; the best
+per-data-point posterior of the same (or a richer) family, fitted with the
+decoder fixed, shows what that sharing costs. Cremer, Li & Duvenaud (2018),
+"Inference Suboptimality in Variational Autoencoders", split the gap
+log p(x) - ELBO(q) into
+
+- the approximation gap log p(x) - ELBO(q*), the price of the family, and
+- the amortization gap ELBO(q*) - ELBO(q), the price of the encoder.
+
+q* is one of Pyro's autoguides over the local latents of the model p(z) p(x|z)
+with the VAE's networks and prior frozen:
+
+- ``normal``: :class:`~pyro.infer.autoguide.AutoNormal`, a diagonal Gaussian
+  per data point (the family of the ``normal`` amortized guide), initialized
+  at the encoder's q(z|x);
+- ``iaf``: :class:`~pyro.infer.autoguide.AutoIAFNormal`, a Gaussian pushed
+  through inverse autoregressive flows (Kingma et al. 2016), one per data
+  point.
+
+Example
+-------
+>>> x = to_unit_float(run.data().test[:8])
+>>> local = fit_local_posterior(run.vae, x, kind="normal", steps=500)
+>>> local.posterior.sample((100,)).shape     # (100, 8, n_latent)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.autoguide import AutoIAFNormal, AutoNormal, init_to_value
+from torch.distributions import constraints
+
+from pyrovae.errors import ConfigError
+from pyrovae.model import VAE
+from pyrovae.sites import DATA_PLATE, LATENT, OBS
+
+LocalKind = Literal["normal", "iaf"]
+LOCAL_KINDS: tuple[str, ...] = ("normal", "iaf")
+_EMPTY = torch.Size()
+
+
+def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model p(z) p(x|z) of ``vae`` as a Pyro function of ``x`` with no parameters.
+
+    Unlike :meth:`VAE.model` it registers no module with Pyro, so the networks
+    stay fixed constants for autoguides and for NUTS, and it ignores ``beta``.
+    """
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
+            z = pyro.sample(LATENT, vae.prior())  # (batch, n_latent)
+            pyro.sample(OBS, vae.px(z), obs=x)
+        return z
+
+    return model
+
+
+@contextmanager
+def frozen(vae: VAE) -> Iterator[VAE]:
+    """Turn off gradients of the VAE's parameters (and ``train`` mode) for the block."""
+    flags = [p.requires_grad for p in vae.parameters()]
+    was_training = vae.training
+    vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    try:
+        yield vae
+    finally:
+        for p, flag in zip(vae.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        vae.train(was_training)
+
+
+class StackedPosterior(dist.TorchDistribution):
+    """Independent per-data-point distributions over ``(n_latent,)`` as one batch ``(B,)``."""
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    support = constraints.real_vector
+
+    def __init__(self, parts: Sequence[torch.distributions.Distribution]) -> None:
+        self.parts = list(parts)
+        event_shape = self.parts[0].event_shape
+        super().__init__(torch.Size([len(self.parts)]), event_shape, validate_args=False)
+
+    def sample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+        return torch.stack([p.sample(sample_shape) for p in self.parts], dim=-2)
+
+    def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+        return torch.stack([p.rsample(sample_shape) for p in self.parts], dim=-2)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.stack([p.log_prob(value[..., i, :]) for i, p in enumerate(self.parts)], -1)
+
+
+@dataclass
+class LocalPosterior:
+    """Result of :func:`fit_local_posterior`.
+
+    Attributes
+    ----------
+    posterior
+        q*(z|x) as one distribution with batch shape ``(B,)`` and event shape
+        ``(n_latent,)``, detached from the optimizer.
+    kind
+        ``normal`` or ``iaf``.
+    losses
+        The negative ELBO summed over the batch, per optimization step.
+    """
+
+    posterior: torch.distributions.Distribution
+    kind: str
+    losses: list[float]
+
+
+def _encoder_init(vae: VAE, x: torch.Tensor, n: int = 64) -> torch.Tensor:
+    """E_q[z|x] from the amortized guide: closed form when it has one, else a sample mean."""
+    with torch.no_grad():
+        qz = vae.qz(x)
+        try:
+            return qz.mean.detach().clone()
+        except NotImplementedError:
+            return qz.sample((n,)).mean(0)
+
+
+def _optimize(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    guide: torch.nn.Module,
+    x: torch.Tensor,
+    steps: int,
+    lr: float,
+    particles: int,
+) -> list[float]:
+    elbo = Trace_ELBO(
+        num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
+    )
+    guide(x)  # create the guide's parameters before handing them to the optimizer
+    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = elbo.differentiable_loss(model, guide, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def fit_local_posterior(
+    vae: VAE,
+    x: torch.Tensor,
+    kind: LocalKind = "normal",
+    *,
+    steps: int = 1000,
+    lr: float = 0.01,
+    particles: int = 8,
+    hidden_dim: int | None = None,
+    num_transforms: int = 2,
+) -> LocalPosterior:
+    """Fit q*(z|x) separately for each image of ``x``, with the VAE's networks frozen.
+
+    Parameters
+    ----------
+    vae
+        A trained VAE; its parameters are not changed.
+    x
+        Images on the [0, 1] scale, ``(B, C, H, W)`` (binary for a binary likelihood).
+    kind
+        ``normal`` (:class:`~pyro.infer.autoguide.AutoNormal`, all points in
+        one vectorized fit, started at the encoder's mean) or ``iaf``
+        (:class:`~pyro.infer.autoguide.AutoIAFNormal`, one flow per point).
+    steps, lr
+        Adam steps and learning rate.
+    particles
+        Samples of z per step in the ELBO estimate.
+    hidden_dim, num_transforms
+        Width (default ``4 * n_latent``) and number of the IAF layers.
+
+    Returns
+    -------
+    LocalPosterior
+    """
+    if kind not in LOCAL_KINDS:
+        raise ConfigError(f"local posterior kind must be one of {', '.join(LOCAL_KINDS)}")
+    if steps < 1:
+        raise ConfigError(f"steps must be at least 1, got {steps}")
+    model = fixed_decoder_model(vae)
+    with frozen(vae), pyro.get_param_store().scope():
+        if kind == "normal":
+            guide = AutoNormal(
+                model, init_loc_fn=init_to_value(values={LATENT: _encoder_init(vae, x)})
+            )
+            losses = _optimize(model, guide, x, steps, lr, particles)
+            loc = guide.locs.z.detach().clone()  # (B, n_latent)
+            scale = guide.scales.z.detach().clone()  # (B, n_latent)
+            posterior: torch.distributions.Distribution = dist.Normal(loc, scale).to_event(1)
+        else:
+            hidden = [hidden_dim or 4 * vae.n_latent]
+            parts, losses = [], []
+            for i in range(x.shape[0]):
+                guide = AutoIAFNormal(model, hidden_dim=hidden, num_transforms=num_transforms)
+                point_losses = _optimize(model, guide, x[i : i + 1], steps, lr, particles)
+                losses = (
+                    [a + b for a, b in zip(losses, point_losses, strict=True)]
+                    if losses
+                    else point_losses
+                )
+                for p in guide.parameters():
+                    p.requires_grad_(False)
+                parts.append(guide.get_posterior())  # over the (n_latent,) vector of one point
+            posterior = StackedPosterior(parts)
+    return LocalPosterior(posterior=posterior, kind=kind, losses=losses)
