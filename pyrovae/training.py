@@ -89,12 +89,18 @@ def prepare_data(config: RunConfig, device: torch.device) -> ImageData:
                 )
         else:
             generator = torch.Generator().manual_seed(config.train.seed + 1)
-            test = torch.bernoulli(to_unit_float(data.test), generator=generator)
+            test = _binarize_like(data.test, generator)
             train = data.train
             if config.data.binarize == "static":
-                train = torch.bernoulli(to_unit_float(data.train), generator=generator)
+                train = _binarize_like(data.train, generator)
             data = ImageData(data.name, train, test, data.train_labels, data.test_labels)
     return data.to(device)
+
+
+def _binarize_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Bernoulli draws of ``images``' intensities, stored in ``images``' dtype (uint8 as 0/255)."""
+    binary = torch.bernoulli(to_unit_float(images), generator=generator)
+    return binary.mul(255).to(torch.uint8) if images.dtype == torch.uint8 else binary
 
 
 def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:

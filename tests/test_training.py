@@ -135,3 +135,19 @@ def test_cuda_requested_without_cuda(tiny_config, tmp_path):
     tiny_config.train.device = "cuda"
     with pytest.raises(ConfigError, match="CUDA"):
         train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_uint8_images_are_binarized_in_their_own_dtype(tiny_config, tmp_path, binarize):
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    tiny_config.data.dataset = str(tmp_path / "images.npy")
+    tiny_config.data.binarize = binarize
+    data = prepare_data(tiny_config, torch.device("cpu"))
+    assert data.train.dtype == data.test.dtype == torch.uint8
+    assert set(data.test.unique().tolist()) <= {0, 255}
+    if binarize == "static":
+        assert set(data.train.unique().tolist()) <= {0, 255}
+    tiny_config.train.epochs = 1
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert math.isfinite(result.final["test_elbo"])
