@@ -21,11 +21,13 @@ from pyrovae.errors import ConfigError
 Binarize = Literal["dynamic", "static", "none"]
 Arch = Literal["mlp", "conv", "linear"]
 ElboName = Literal["meanfield", "trace"]
+ObjectiveName = Literal["elbo", "iwae"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
 ARCHS: tuple[str, ...] = ("mlp", "conv", "linear")
 ELBOS: tuple[str, ...] = ("meanfield", "trace")
+OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
@@ -75,6 +77,10 @@ class ModelConfig:
     ``obs_scale`` applies to the Gaussian likelihood: ``pixel`` (a learned
     scale per pixel), ``shared`` (one learned scale) or a fixed positive number.
     ``image_shape`` is filled in from the data, as ``(C, H, W)``.
+    ``flows`` and ``flow_hidden`` size the normalizing flows of flow guides
+    and of the ``flow`` prior (layers, and hidden widths of each layer's
+    network); ``prior_components`` is the number of mixture components of
+    the ``mog`` prior and of pseudo-inputs of the ``vamp`` prior.
     """
 
     likelihood: str = "bernoulli"
@@ -85,6 +91,9 @@ class ModelConfig:
     guide: str = "normal"
     prior: str = "normal"
     image_shape: tuple[int, int, int] | None = None
+    flows: int = 4
+    flow_hidden: tuple[int, ...] = (128,)
+    prior_components: int = 50
 
     def validate(self) -> None:
         from pyrovae.guides import GUIDES
@@ -100,6 +109,25 @@ class ModelConfig:
         for width in self.hidden:
             _positive(width, "--hidden", integer=True)
         _positive(self.latent_dim, "--latent-dim", integer=True)
+        _positive(self.flows, "--flows", integer=True)
+        _positive(self.prior_components, "--prior-components", integer=True)
+        if not self.flow_hidden:
+            raise ConfigError("--flow-hidden needs at least one layer size")
+        for width in self.flow_hidden:
+            _positive(width, "--flow-hidden", integer=True)
+        autoregressive = self.guide == "iaf" or self.prior == "flow"
+        if autoregressive and min(self.flow_hidden) < self.latent_dim:
+            # A MADE layer narrower than its input cannot connect every output.
+            raise ConfigError(
+                f"--flow-hidden sizes must be at least --latent-dim ({self.latent_dim}) "
+                f"for autoregressive flows, got {','.join(map(str, self.flow_hidden))}"
+            )
+        if self.prior == "vamp" and not GUIDES.get(self.guide).scores_any_z:
+            # The VampPrior evaluates q(z|u_k) at codes q did not draw.
+            raise ConfigError(
+                f"--prior vamp needs a guide with a closed-form inverse, not {self.guide!r}: "
+                "use normal, iaf or spline"
+            )
         if self.obs_scale not in ("pixel", "shared"):
             try:
                 _positive(float(self.obs_scale), "--obs-scale")
@@ -118,9 +146,12 @@ class TrainConfig:
     linearly from 0 to ``beta``. ``elbo`` is ``meanfield``
     (:class:`pyro.infer.TraceMeanField_ELBO`, analytic KL where it exists) or
     ``trace`` (:class:`pyro.infer.Trace_ELBO`); ``particles`` is the number of
-    vectorized samples of z per data point.
+    vectorized samples of z per data point. ``objective`` ``iwae`` trains on
+    the importance-weighted bound with ``particles`` samples instead
+    (Burda et al. 2016); ``elbo`` is then ignored.
     """
 
+    objective: ObjectiveName = "elbo"
     elbo: ElboName = "meanfield"
     particles: int = 1
     beta: float = 1.0
@@ -132,6 +163,7 @@ class TrainConfig:
     device: DeviceName = "auto"
 
     def validate(self) -> None:
+        _choice(self.objective, OBJECTIVES, "--objective")
         _choice(self.elbo, ELBOS, "--elbo")
         _choice(self.device, DEVICES, "--device")
         _positive(self.particles, "--particles", integer=True)
@@ -173,7 +205,7 @@ class RunConfig:
             unknown = set(values) - known
             if unknown:
                 raise ConfigError(f"unknown {part.name} option(s): {', '.join(sorted(unknown))}")
-            for key in ("hidden", "image_shape"):
+            for key in ("hidden", "image_shape", "flow_hidden"):
                 if values.get(key) is not None:
                     values[key] = tuple(values[key])
             parts[part.name] = sub_cls(**values)

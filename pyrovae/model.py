@@ -63,6 +63,8 @@ class VAE(nn.Module):
         self.guide_net = GUIDES.get(config.guide)(
             self.encoder.out_features, config.latent_dim, config
         )
+        # Priors built on q(z|x) (the VampPrior) get it now that it exists.
+        self.prior.attach_posterior(self.qz)
         self.beta = 1.0
 
     @property
