@@ -38,13 +38,13 @@ def _model_device(vae: VAE) -> torch.device:
     return next(vae.parameters()).device
 
 
-def log_importance_weights(
+def importance_draws(
     vae: VAE,
     x: torch.Tensor,
     n: int,
     proposal: Distribution | None = None,
-) -> torch.Tensor:
-    """Log importance ratios log p(x, z) - log r(z) for ``n`` draws z ~ r per data point.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws z ~ r(z) per data point and their log importance ratios log p(x, z) - log r(z).
 
     Parameters
     ----------
@@ -61,14 +61,24 @@ def log_importance_weights(
 
     Returns
     -------
-    torch.Tensor
-        ``(n, batch)``.
+    z, log_w
+        ``(n, batch, n_latent)`` and ``(n, batch)``.
     """
     r = vae.qz(x) if proposal is None else proposal
     z = r.sample((n,))  # (n, batch, n_latent)
     log_r = r.log_prob(z)  # (n, batch)
     log_joint = vae.prior().log_prob(z) + vae.px(z).log_prob(x)  # (n, batch)
-    return log_joint - log_r
+    return z, log_joint - log_r
+
+
+def log_importance_weights(
+    vae: VAE,
+    x: torch.Tensor,
+    n: int,
+    proposal: Distribution | None = None,
+) -> torch.Tensor:
+    """The log importance ratios ``(n, batch)`` of :func:`importance_draws`."""
+    return importance_draws(vae, x, n, proposal)[1]
 
 
 def auto_chunk_size(vae: VAE, batch_size: int, budget: int = DEFAULT_ELEMENT_BUDGET) -> int:
