@@ -8,10 +8,11 @@ heavy imports (torch, Pyro, ArviZ) happen inside the command, so that
 from __future__ import annotations
 
 import click
-from pyrovae.cli.generate import reconstruct_command, sample_command
-from pyrovae.cli.train import train_command
 
 from pyrovae import __version__
+from pyrovae.cli.evaluate import diagnose_command, evaluate_command
+from pyrovae.cli.generate import reconstruct_command, sample_command
+from pyrovae.cli.train import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,9 +24,13 @@ def main() -> None:
     pyrovae train --likelihood bernoulli     train on the bundled digits
     pyrovae sample -n 64                      images from the latest run
     pyrovae reconstruct -n 16                 test images and reconstructions
+    pyrovae evaluate -k 5000                  log p(x), ELBO, active units, gaps
+    pyrovae diagnose -n 100                   PSIS, NUTS, PPC report (ArviZ)
     """
 
 
 main.add_command(train_command)
 main.add_command(sample_command)
 main.add_command(reconstruct_command)
+main.add_command(evaluate_command)
+main.add_command(diagnose_command)
