@@ -1,0 +1,151 @@
+"""Tests of :mod:`pyrovae.priors`: learned densities are normalized, their samples
+follow their densities, and every prior trains, resumes, samples and reconstructs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyrovae.api import load_run, reconstruct, sample
+from pyrovae.config import ModelConfig
+from pyrovae.errors import ConfigError
+from pyrovae.model import VAE
+from pyrovae.priors import PRIORS, VampPrior
+from pyrovae.training import resume, train
+
+LEARNED = ("mog", "flow", "vamp")
+
+
+def vae_2d(prior: str, guide: str = "normal") -> VAE:
+    """A VAE with a 2-D latent and its prior moved away from its initialization."""
+    config = ModelConfig(
+        image_shape=(1, 4, 4),
+        hidden=(8,),
+        latent_dim=2,
+        prior=prior,
+        guide=guide,
+        flows=2,
+        flow_hidden=(8,),
+        prior_components=3,
+    )
+    config.validate()
+    vae = VAE(config)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return vae
+
+
+def grid(half_width: float = 20.0, n: int = 801) -> tuple[torch.Tensor, float]:
+    """Points ``(n*n, 2)`` of a square grid and the area of one cell."""
+    axis = torch.linspace(-half_width, half_width, n)
+    zz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
+    return zz, (axis[1] - axis[0]).item() ** 2
+
+
+def test_registry_lists_every_prior() -> None:
+    assert set(PRIORS.names()) == {"normal", *LEARNED}
+
+
+@pytest.mark.parametrize(
+    ("prior", "guide"),
+    [
+        ("normal", "normal"),
+        ("mog", "normal"),
+        ("flow", "normal"),
+        ("vamp", "normal"),
+        ("vamp", "iaf"),
+    ],
+)
+def test_prior_density_integrates_to_one(prior: str, guide: str) -> None:
+    vae = vae_2d(prior, guide)
+    zz, cell = grid()
+    with torch.no_grad():
+        pz = vae.prior()
+        assert pz.batch_shape == () and pz.event_shape == (2,)
+        mass = pz.log_prob(zz).exp().sum().item() * cell
+    assert mass == pytest.approx(1.0, abs=5e-3)
+
+
+@pytest.mark.parametrize("prior", PRIORS.names())
+def test_samples_follow_the_density(prior: str) -> None:
+    vae = vae_2d(prior)
+    zz, cell = grid()
+    with torch.no_grad():
+        density = vae.prior().log_prob(zz).exp() * cell  # (n*n,)
+        mean = density @ zz  # (2,)
+        var = density @ (zz - mean) ** 2
+        draws = vae.prior.sample(20000)
+        cooler = vae.prior.sample(20000, temperature=0.5)
+    assert draws.shape == (20000, 2)
+    stderr = (var / draws.shape[0]).sqrt()
+    assert ((draws.mean(0) - mean).abs() < 4 * stderr).all(), (draws.mean(0), mean)
+    # The mass of each quadrant around the mean (robust to heavy tails).
+    for signs in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        sign = torch.tensor(signs, dtype=zz.dtype)
+        mass = density[((zz - mean) * sign > 0).all(-1)].sum()
+        share = ((draws - mean) * sign > 0).all(-1).float().mean()
+        assert abs(share - mass) < 0.015, (signs, share, mass)
+    # A lower temperature concentrates the draws (for a mixture: each component).
+    assert (cooler.var(0) < draws.var(0)).all()
+
+
+def test_vamp_prior_mixes_the_guide_over_pseudo_inputs() -> None:
+    vae = vae_2d("vamp")
+    prior = vae.prior
+    assert isinstance(prior, VampPrior)
+    # The encoder is reached through a plain reference, not as a submodule.
+    assert set(prior.state_dict()) == {"raw_inputs"}
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        components = vae.qz(prior.pseudo_inputs())  # batch (K,)
+        expected = components.log_prob(z.unsqueeze(1)).logsumexp(-1) - math.log(3)
+        assert torch.allclose(prior().log_prob(z), expected, atol=1e-5)
+
+
+def test_vamp_prior_refuses_guides_without_an_inverse() -> None:
+    for guide in ("planar", "radial"):
+        with pytest.raises(ConfigError, match="closed-form inverse"):
+            ModelConfig(prior="vamp", guide=guide).validate()
+
+
+def test_flow_prior_needs_wide_enough_made_layers() -> None:
+    with pytest.raises(ConfigError, match="flow-hidden"):
+        ModelConfig(prior="flow", latent_dim=16, flow_hidden=(8,)).validate()
+
+
+@pytest.mark.parametrize("prior", LEARNED)
+def test_every_prior_trains_resumes_samples_and_reconstructs(tiny_config, tmp_path, prior):
+    tiny_config.model.prior = prior
+    tiny_config.model.flows = 2
+    tiny_config.model.flow_hidden = (8,)
+    tiny_config.model.prior_components = 5
+    tiny_config.train.epochs = 1
+    quiet = {"progress": False, "log": lambda _: None}
+    first = train(tiny_config, tmp_path / "run", **quiet)
+    assert math.isfinite(first.final["test_elbo"])
+    resumed = resume(tmp_path / "run", epochs=2, **quiet)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    run = load_run(tmp_path / "run", device="cpu")
+    for name, value in resumed.vae.prior.state_dict().items():
+        assert torch.equal(run.vae.prior.state_dict()[name], value), name
+    images = sample(run, n=3, temperature=0.7, seed=0)
+    originals, recon = reconstruct(run, n=2, seed=0)
+    assert images.shape == (3, 1, 8, 8) and recon.shape == originals.shape
+    assert torch.isfinite(images).all() and ((images >= 0) & (images <= 1)).all()
+
+
+def test_vamp_prior_resume_is_exact(tiny_config, tmp_path):
+    tiny_config.model.prior = "vamp"
+    tiny_config.model.prior_components = 5
+    quiet = {"progress": False, "log": lambda _: None}
+    straight = train(tiny_config, tmp_path / "straight", **quiet)
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "split", **quiet)
+    resumed = resume(tmp_path / "split", epochs=2, **quiet)
+    for (name, a), b in zip(
+        straight.vae.state_dict().items(), resumed.vae.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
