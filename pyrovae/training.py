@@ -3,7 +3,10 @@
 Each step differentiates a Pyro ELBO estimator (``TraceMeanField_ELBO`` by
 default) of the model and guide on one minibatch and takes an Adam step: the
 loop :class:`pyro.infer.SVI` runs, with a torch optimizer over the module's
-parameters so that the whole state lives in one ``state_dict``. On top: KL
+parameters so that the whole state lives in one ``state_dict``; the step
+itself (:mod:`pyrovae.step`) runs at the speed of a hand-written PyTorch loop.
+Launched by ``torchrun`` it trains data-parallel (:mod:`pyrovae.distributed`),
+with rank 0 writing the run directory. On top: KL
 warm-up (β from 0 to ``beta`` over ``kl_warmup`` epochs; Bowman et al. 2016,
 Sønderby et al. 2016), a test-set evaluation each epoch, an atomic checkpoint
 each epoch, and exact resume (model, optimizer, epoch and RNG state).
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from pyrovae import distributed
 from pyrovae.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
 from pyrovae.config import RunConfig
 from pyrovae.data import (
@@ -35,12 +39,10 @@ from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingErro
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
 from pyrovae.objectives import elbo_terms, make_objective
+from pyrovae.step import TrainStep, make_optimizer, train_epoch
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
-#: Running loss is read back from the device every this many steps, not every step.
-LOG_EVERY = 25
-
 Logger = Callable[[str], None]
 
 
@@ -142,6 +144,10 @@ def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(run_dir / METRICS_NAME, text.encode())
 
 
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0."""
+
+
 def _rng_state(data_generator: torch.Generator) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
     if torch.cuda.is_available():
@@ -185,15 +191,17 @@ def train(
     >>> result.final["test_elbo"]  # doctest: +SKIP
     """
     config.validate()
-    run_dir = Path(out) if out is not None else default_run_dir(config)
-    if (run_dir / CONFIG_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; resume it with --resume {run_dir}"
-            " or pick another --out"
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} exists and is not a folder")
-    return _fit(config, run_dir, checkpoint=None, progress=progress, log=log)
+    with distributed.session(resolve_device(config.train.device)) as context:
+        # Under torchrun every process trains, rank 0 names the folder.
+        run_dir = context.broadcast(Path(out) if out is not None else default_run_dir(config))
+        if (run_dir / CONFIG_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run; resume it with --resume {run_dir}"
+                " or pick another --out"
+            )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--out {run_dir} exists and is not a folder")
+        return _fit(config, run_dir, checkpoint=None, progress=progress, log=log, context=context)
 
 
 def resume(
@@ -220,7 +228,10 @@ def resume(
         config.train.device = device  # type: ignore[assignment]
     config.validate()
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    return _fit(config, run_dir, checkpoint=checkpoint, progress=progress, log=log)
+    with distributed.session(resolve_device(config.train.device)) as context:
+        return _fit(
+            config, run_dir, checkpoint=checkpoint, progress=progress, log=log, context=context
+        )
 
 
 def _fit(
@@ -230,12 +241,16 @@ def _fit(
     checkpoint: dict[str, Any] | None,
     progress: bool,
     log: Logger,
+    context: distributed.Context | None = None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
     from pyrovae.plots import save_run_figures
 
-    device = resolve_device(config.train.device)
+    context = context or distributed.Context()
+    if not context.is_main:
+        log, progress = _silent, False
+    device = context.device(resolve_device(config.train.device))
     data = prepare_data(config, device)
     if checkpoint is not None and config.model.image_shape != data.image_shape:
         raise CheckpointError(
@@ -247,7 +262,10 @@ def _fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = VAE(config.model).to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.train.lr)
+    context.broadcast_parameters(vae)
+    if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
+        torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
+    optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -255,6 +273,15 @@ def _fit(
             vae.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             _set_rng_state(checkpoint["rng"], data_generator)
+            if context.rank > 0:
+                ranks = checkpoint.get("rng_ranks", [])
+                if len(ranks) == context.world_size:
+                    _set_rng_state(ranks[context.rank], data_generator)
+                else:  # the world size changed: fresh, still deterministic, draws
+                    seed = distributed.rank_seed(
+                        config.train.seed + checkpoint["epoch"], context.rank
+                    )
+                    torch.manual_seed(seed)
             history = list(checkpoint["history"])
             start_epoch = int(checkpoint["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
@@ -263,14 +290,24 @@ def _fit(
             ) from None
         log(f"resuming {run_dir} after epoch {start_epoch} of {config.train.epochs}")
 
-    # Everything that can fail on bad input has run: only now touch the disk.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / CONFIG_NAME)
-    if checkpoint is not None:
-        _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+    # Everything that can fail on bad input has run (on every process): only now
+    # touch the disk, from rank 0 alone.
+    context.barrier()
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / CONFIG_NAME)
+        if checkpoint is not None:
+            _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
     log(f"run directory: {run_dir}")
+    if context.enabled:
+        log(
+            f"data-parallel over {context.world_size} processes, "
+            f"global batch {config.train.batch_size}"
+        )
 
     objective = make_objective(config.train)
+    gradient_hook = context.all_reduce_gradients if context.enabled else None
+    step = TrainStep(vae, objective, optimizer, gradient_hook=gradient_hook)
     binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
     n_train, batch_size = data.train.shape[0], config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -278,8 +315,8 @@ def _fit(
     for epoch in range(start_epoch, config.train.epochs):
         vae.train()
         started = time.perf_counter()
+        # The same permutation on every process (same generator state); each takes its shard.
         order = torch.randperm(n_train, generator=data_generator).to(device)
-        total = torch.zeros((), device=device)
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{config.train.epochs}",
@@ -287,21 +324,26 @@ def _fit(
             leave=False,
             unit="batch",
         )
-        for step in bar:
-            index = order[step * batch_size : (step + 1) * batch_size]
-            x = to_unit_float(data.train[index])  # (batch, C, H, W)
-            if binarize:
-                x = torch.bernoulli(x)
-            vae.beta = kl_weight(config, epoch * steps_per_epoch + step, steps_per_epoch)
-            loss = objective.differentiable_loss(vae.model, vae.guide, x) / x.shape[0]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * x.shape[0]
-            if step % LOG_EVERY == LOG_EVERY - 1 and not bar.disable:
-                bar.set_postfix(loss=f"{total.item() / min(n_train, (step + 1) * batch_size):.2f}")
+
+        def show_loss(step: int, total: torch.Tensor, bar: Any = bar) -> None:
+            if not bar.disable:
+                seen = min(n_train, (step + 1) * batch_size) / context.world_size
+                bar.set_postfix(loss=f"{total.item() / seen:.2f}")
+
+        first = epoch * steps_per_epoch
+        total = train_epoch(
+            step,
+            data.train,
+            order,
+            batch_size,
+            binarize=binarize,
+            beta=lambda i, first=first: kl_weight(config, first + i, steps_per_epoch),
+            shard=(context.rank, context.world_size),
+            steps=bar,
+            on_log=show_loss,
+        )
         bar.close()
-        train_loss = total.item() / n_train
+        train_loss = context.sum(total).item() / n_train
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -310,7 +352,13 @@ def _fit(
                 f"the loss became {train_loss} in epoch {epoch + 1}; the checkpoint of epoch "
                 f"{epoch} in {run_dir} is kept; try a lower --lr"
             )
+        if not context.is_main:
+            context.all_gather(_rng_state(data_generator))
+            history.append(context.broadcast(None))
+            continue
         test = evaluate_elbo(vae, data.test)
+        # After the evaluation, which draws z too: the state the next epoch starts from.
+        rng_states = context.all_gather(_rng_state(data_generator))
         row = {
             "epoch": epoch + 1,
             "train_elbo": -train_loss,
@@ -321,17 +369,17 @@ def _fit(
             "images_per_s": n_train / seconds,
             "seconds": seconds,
         }
-        history.append(row)
-        save_checkpoint(
-            run_dir / CHECKPOINT_NAME,
-            {
-                "epoch": epoch + 1,
-                "model": vae.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(data_generator),
-                "history": history,
-            },
-        )
+        history.append(context.broadcast(row))
+        state = {
+            "epoch": epoch + 1,
+            "model": vae.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_states[0],
+            "history": history,
+        }
+        if context.enabled:
+            state["rng_ranks"] = rng_states
+        save_checkpoint(run_dir / CHECKPOINT_NAME, state)
         _write_metrics(run_dir, history)
         beta_note = "" if vae.beta == 1.0 else f" (beta {vae.beta:.3g})"
         log(
@@ -342,6 +390,8 @@ def _fit(
 
     vae.beta = 1.0
     vae.eval()
-    figures = save_run_figures(vae, data.test, history, run_dir)
-    log("wrote " + ", ".join(str(path) for path in figures))
+    if context.is_main:
+        figures = save_run_figures(vae, data.test, history, run_dir)
+        log("wrote " + ", ".join(str(path) for path in figures))
+    context.barrier()
     return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)

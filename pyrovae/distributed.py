@@ -1,0 +1,139 @@
+"""Data-parallel training with :mod:`torch.distributed`.
+
+``torchrun --nproc-per-node N -m pyrovae train ...`` starts N processes with
+``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
+set; :func:`session` joins them into one process group (NCCL on GPUs, gloo on
+CPU). Every process builds the same model from the same seed and draws the
+same permutation of the training set each epoch; each global batch is split
+into ``WORLD_SIZE`` contiguous shards, one per process, and after ``backward``
+the gradients are summed over processes with one all-reduce of a flat buffer
+(each process's loss is its shard's sum divided by the *global* batch size, so
+the sum is the gradient of the global batch's mean loss: the update a single
+process would make on the whole batch). Only rank 0 writes the run directory.
+
+The random draws (dynamic binarization, z ~ q(z|x)) differ per process: rank
+0 keeps the single-process stream, rank r > 0 is reseeded from (seed, r).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands in the data-parallel job (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """This process's device: for CUDA, the GPU of its local rank."""
+        if self.enabled and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every process."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather(self, obj: T) -> list[T]:
+        """Every process's ``obj``, in rank order."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over processes (a new tensor)."""
+        tensor = tensor.clone()
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast_parameters(self, module: nn.Module) -> None:
+        """Copy rank 0's parameters and buffers to every process."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor, src=0)
+
+    def all_reduce_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
+        """Sum the gradients over processes, in one all-reduce of a flat buffer."""
+        if not self.enabled or not parameters:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(parameters, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(p)
+            offset += n
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of process ``rank`` once the model is built (distinct per rank)."""
+    return seed if rank == 0 else (seed * 1_000_003 + rank) % (2**63)
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` as set by torchrun (1 when not launched by it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextmanager
+def session(device: torch.device) -> Iterator[Context]:
+    """Join the process group that torchrun set up, for the length of the block.
+
+    Outside torchrun (no ``WORLD_SIZE`` > 1) this is a single-process context.
+    A group initialized by the caller is used as is and left open.
+    """
+    world_size = env_world_size()
+    if world_size <= 1 and not dist.is_initialized():
+        yield Context()
+        return
+    owned = not dist.is_initialized()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if owned:
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+    context = Context(dist.get_rank(), dist.get_world_size(), local_rank)
+    try:
+        yield context
+    finally:
+        if owned:
+            dist.destroy_process_group()
