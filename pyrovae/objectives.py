@@ -56,10 +56,11 @@ class ImportanceWeightedELBO(ELBO):
     The ``num_particles`` samples of every site are drawn at once, in a
     vectorized particle plate; the log-weights log p(x, z_k) - log q(z_k|x)
     of each data point are then averaged inside the log over that point's
-    own particles. Pyro's ``RenyiELBO(alpha=0)`` is not this bound: it
-    averages the weights of the whole batch's joint log-density, which for a
-    batch of n points is a bound on log p(x_1..x_n) whose gap does not shrink
-    as per-point IWAE's does (a test shows the two differ).
+    own particles. Pyro's ``RenyiELBO(alpha=0)`` computes the same value
+    when every site lies in the data plate (a test checks it against this
+    class), but it has no ``differentiable_loss``, which the trainer calls,
+    and with any site outside the plate it silently becomes a bound on the
+    whole batch's joint density; this class refuses such models instead.
 
     Every sample site must lie in the data plate (local latents only), at
     ``dim=-1``. Site scales apply (the β-weighting scales log p(z) - log q(z|x)
@@ -89,15 +90,15 @@ class ImportanceWeightedELBO(ELBO):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
                     continue
-                log_prob = site["log_prob"]
-                if log_prob.dim() != 2 or log_prob.shape[0] != self.num_particles:
+                if not any(frame.dim == -1 for frame in site["cond_indep_stack"]):
                     raise ValueError(
-                        f"site {name!r} has log-density shape {tuple(log_prob.shape)}; the "
-                        "importance-weighted bound needs every site in one data plate at dim=-1"
+                        f"site {name!r} is outside the data plate; the importance-weighted "
+                        "bound needs every site in one data plate at dim=-1"
                     )
-                log_w = log_w + sign * log_prob  # (num_particles, batch)
+                # Pyro adds no particle plate for a single particle.
+                log_w = log_w + sign * site["log_prob"].reshape(self.num_particles, -1)
         assert isinstance(log_w, torch.Tensor)
-        return log_w
+        return log_w  # (num_particles, batch)
 
     def bound(self, model, guide, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The IWAE bound of each data point, ``(batch,)``."""
