@@ -7,7 +7,16 @@ from typing import Any
 import click
 
 from pyrovae.cli._common import RegistryChoice, parse_sizes, user_errors
-from pyrovae.config import ARCHS, BINARIZE, DEVICES, ELBOS, DataConfig, ModelConfig, TrainConfig
+from pyrovae.config import (
+    ARCHS,
+    BINARIZE,
+    DEVICES,
+    ELBOS,
+    OBJECTIVES,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
 RESUME_OPTIONS = {"resume", "epochs", "device", "progress"}
@@ -74,6 +83,34 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "progress"}
     default=ModelConfig.prior,
     show_default=True,
     help="p(z).",
+)
+@click.option(
+    "--flows",
+    type=int,
+    default=ModelConfig.flows,
+    show_default=True,
+    help="Flow layers of a flow guide (iaf, planar, radial, spline) and of --prior flow.",
+)
+@click.option(
+    "--flow-hidden",
+    callback=parse_sizes,
+    default=",".join(map(str, ModelConfig.flow_hidden)),
+    show_default=True,
+    help="Hidden sizes of each flow layer's network, comma-separated.",
+)
+@click.option(
+    "--prior-components",
+    type=int,
+    default=ModelConfig.prior_components,
+    show_default=True,
+    help="Components of --prior mog; pseudo-inputs of --prior vamp.",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default=TrainConfig.objective,
+    show_default=True,
+    help="elbo, or iwae: the importance-weighted bound with --particles samples.",
 )
 @click.option(
     "--elbo",
@@ -168,8 +205,12 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             latent_dim=options["latent_dim"],
             guide=options["guide"],
             prior=options["prior"],
+            flows=options["flows"],
+            flow_hidden=options["flow_hidden"],
+            prior_components=options["prior_components"],
         ),
         train=TrainConfig(
+            objective=options["objective"],
             elbo=options["elbo"],
             particles=options["particles"],
             beta=options["beta"],

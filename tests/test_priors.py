@@ -149,3 +149,32 @@ def test_vamp_prior_resume_is_exact(tiny_config, tmp_path):
         straight.vae.state_dict().items(), resumed.vae.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_cli_trains_and_samples_flexible_models(tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    out = tmp_path / "run"
+    options = ["--hidden", "16", "--latent-dim", "3", "--batch-size", "512", "--no-progress"]
+    flexible = ["--guide", "iaf", "--flows", "2", "--flow-hidden", "8", "--prior", "vamp"]
+    flexible += ["--prior-components", "4", "--objective", "iwae", "--particles", "2"]
+    result = CliRunner().invoke(
+        main, ["train", "--epochs", "1", "--out", str(out), *options, *flexible]
+    )
+    assert result.exit_code == 0, result.output
+    config = load_run(out, device="cpu").config
+    assert (config.model.guide, config.model.prior, config.train.objective) == (
+        "iaf",
+        "vamp",
+        "iwae",
+    )
+    assert config.model.flow_hidden == (8,) and config.model.prior_components == 4
+    array = tmp_path / "samples.npy"
+    result = CliRunner().invoke(
+        main, ["sample", "--run", str(out), "-n", "4", "--save-array", str(array)]
+    )
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(main, ["train", "--prior", "vamp", "--guide", "planar"])
+    assert bad.exit_code == 1 and "closed-form inverse" in bad.output
