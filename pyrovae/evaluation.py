@@ -256,14 +256,16 @@ def elbo_surgery(
     """Split ``average_kl`` into KL(q(z) || p(z)) and the mutual information I(x; z).
 
     KL(q(z) || p(z)) = E_{q(z)}[log q(z) - log p(z)], with z drawn from the
-    aggregate posterior (a random data point, then z ~ q(z|x)) and
+    aggregate posterior (data points in turn, in random order, then z ~ q(z|x)) and
     log q(z) = logsumexp_n log q(z|x_n) - log N over all N images.
     The guide must have a density at any z (true of the Gaussian and flow guides).
     """
     device = _model_device(vae)
     n = images.shape[0]
     with _eval_mode(vae):
-        picks = torch.randint(n, (samples,))
+        # Stratified: every data point is picked equally often (up to one), which
+        # removes the noise of random picks from the estimate.
+        picks = torch.randperm(n)[torch.arange(samples) % n]
         z = torch.cat(
             [
                 vae.qz(to_unit_float(images[picks[i : i + batch_size]].to(device))).sample()
@@ -274,7 +276,8 @@ def elbo_surgery(
         for index in _batches(images, batch_size):
             qz = vae.qz(to_unit_float(images[index].to(device)))  # batch (batch,)
             for s in range(0, samples, batch_size):
-                zs = z[s : s + batch_size, None, :]  # (chunk, 1, n_latent)
+                # Expanded, not broadcast: conditional flows expand their context to z's shape.
+                zs = z[s : s + batch_size, None, :].expand(-1, qz.batch_shape[0], -1)
                 lp = torch.logsumexp(qz.log_prob(zs).double(), dim=1)  # (chunk,)
                 log_q[s : s + batch_size] = torch.logaddexp(log_q[s : s + batch_size], lp)
         log_q -= math.log(n)
@@ -508,13 +511,14 @@ def evaluate(
             f"only {n_active} of {vae.n_latent} latent units are active: most of the latent "
             "space is unused (posterior collapse); try KL warm-up (--kl-warmup) or fewer units"
         )
-    try:
-        surgery: SurgeryResult | None = elbo_surgery(
-            vae, images, float(kl_t.mean()), samples=surgery_samples
+    surgery: SurgeryResult | None = None
+    if getattr(vae.guide_net, "scores_any_z", True):
+        surgery = elbo_surgery(vae, images, float(kl_t.mean()), samples=surgery_samples)
+    else:
+        warnings.append(
+            f"ELBO surgery skipped: the {vae.config.guide} guide has no density at codes it "
+            "did not draw itself (no closed-form inverse), which the aggregate posterior needs"
         )
-    except (NotImplementedError, RuntimeError) as err:
-        surgery = None
-        warnings.append(f"ELBO surgery skipped: the guide has no density at arbitrary z ({err})")
     gap_result = None
     if gaps:
         gap_result = inference_gaps(
