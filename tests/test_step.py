@@ -238,3 +238,17 @@ def test_empty_shard_contributes_zero_gradients():
     step.gradient_hook = lambda params: seen.append([p.grad.abs().sum().item() for p in params])
     loss = step(torch.zeros(0, 1, 4, 4), n_total=1)
     assert loss.item() == 0.0 and seen and all(total == 0.0 for total in seen[0])
+
+
+@pytest.mark.gpu
+def test_fast_step_on_cuda_equals_pyro():
+    config = _model_config()
+    fast_vae, pyro_vae = (vae.cuda() for vae in _twin_vaes(config))
+    x = _batch().cuda()
+    step = TrainStep(fast_vae, make_elbo("meanfield"), make_optimizer(fast_vae.parameters(), LR))
+    torch.manual_seed(7)
+    loss = step.loss(x)
+    assert step.direct is True
+    torch.manual_seed(7)
+    reference = make_elbo("meanfield").differentiable_loss(pyro_vae.model, pyro_vae.guide, x)
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,147 @@
+"""Tests of data-parallel training (:mod:`pyrovae.distributed`): two gloo
+processes launched by ``torchrun -m pyrovae train`` take the same steps as one
+process working through the same global batches, only rank 0 writes, and a
+run stopped and resumed under torchrun equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.data import to_unit_float
+from pyrovae.distributed import rank_seed
+from pyrovae.model import VAE
+from pyrovae.objectives import make_objective
+from pyrovae.step import TrainStep, make_optimizer
+from pyrovae.training import kl_weight, prepare_data
+
+WORLD_SIZE = 2
+TRAIN_OPTIONS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4",  # fmt: skip
+                 "--batch-size", "256", "--kl-warmup", "2", "--seed", "3", "--device", "cpu",
+                 "--no-progress"]  # fmt: skip
+
+
+def _config(epochs: int) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(hidden=(32,), latent_dim=4),
+        train=TrainConfig(epochs=epochs, batch_size=256, kl_warmup=2, seed=3, device="cpu"),
+    )
+
+
+def _torchrun(*args: str, cwd: Path) -> str:
+    """Run ``torchrun --nproc-per-node 2 -m pyrovae train ARGS`` on CPU; its stdout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={WORLD_SIZE}", "-m", "pyrovae", "train", *args]  # fmt: skip
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory) -> tuple[Path, str]:
+    """A 1-epoch data-parallel run on digits, and what it printed."""
+    root = tmp_path_factory.mktemp("ddp")
+    out = _torchrun(*TRAIN_OPTIONS, "--epochs", "1", "--out", str(root / "run"), cwd=root)
+    return root / "run", out
+
+
+def _single_process_reference(config: RunConfig) -> dict[str, torch.Tensor]:
+    """One process, the same global batches: each batch's gradient is accumulated
+    over the shards the ranks take, each shard drawn from that rank's RNG stream."""
+    device = torch.device("cpu")
+    data = prepare_data(config, device)
+    config.model.image_shape = data.image_shape
+    seed, batch_size = config.train.seed, config.train.batch_size
+    torch.manual_seed(seed)
+    data_generator = torch.Generator().manual_seed(seed)
+    vae = VAE(config.model)
+    rng = [torch.get_rng_state()]
+    for rank in range(1, WORLD_SIZE):
+        rng.append(torch.manual_seed(rank_seed(seed, rank)).get_state())
+    optimizer = make_optimizer(vae.parameters(), config.train.lr)
+    step = TrainStep(vae, make_objective(config.train), optimizer)
+    n_train = data.train.shape[0]
+    steps_per_epoch = -(-n_train // batch_size)
+    order = torch.randperm(n_train, generator=data_generator)
+    for i in range(steps_per_epoch):
+        index = order[i * batch_size : (i + 1) * batch_size]
+        vae.beta = kl_weight(config, i, steps_per_epoch)
+        optimizer.zero_grad()
+        for rank, shard in enumerate(index.tensor_split(WORLD_SIZE)):
+            torch.set_rng_state(rng[rank])
+            x = torch.bernoulli(to_unit_float(data.train[shard]))
+            (step.loss(x) / index.shape[0]).backward()
+            rng[rank] = torch.get_rng_state()
+        optimizer.step()
+    return vae.state_dict()
+
+
+def test_two_processes_match_one_process_on_the_same_global_batches(one_epoch_run):
+    run_dir, _ = one_epoch_run
+    trained = load_checkpoint(run_dir / CHECKPOINT_NAME)["model"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun worker
+    try:
+        reference = _single_process_reference(_config(epochs=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert trained.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    config = _config(epochs=1)
+    config.model.image_shape = (1, 8, 8)
+    torch.manual_seed(config.train.seed)
+    initial = VAE(config.model)
+    moved = max((trained[k] - v).abs().max().item() for k, v in initial.state_dict().items())
+    assert moved > 1e-3  # training happened: the match is not between two untrained models
+
+
+def test_only_rank_zero_writes(one_epoch_run):
+    run_dir, out = one_epoch_run
+    assert out.count("run directory:") == 1 and out.count("epoch   1/1") == 1
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    assert len(checkpoint["rng_ranks"]) == WORLD_SIZE
+    assert not torch.equal(checkpoint["rng_ranks"][0]["torch"], checkpoint["rng_ranks"][1]["torch"])
+
+
+def test_resume_under_torchrun_equals_an_uninterrupted_run(one_epoch_run, tmp_path):
+    stopped = tmp_path / "stopped"
+    shutil.copytree(one_epoch_run[0], stopped)
+    _torchrun("--resume", str(stopped), "--epochs", "2", "--no-progress", cwd=tmp_path)
+    straight = tmp_path / "straight"
+    _torchrun(*TRAIN_OPTIONS, "--epochs", "2", "--out", str(straight), cwd=tmp_path)
+    resumed, uninterrupted = (load_checkpoint(d / CHECKPOINT_NAME) for d in (stopped, straight))
+    assert resumed["epoch"] == uninterrupted["epoch"] == 2
+    for name, value in uninterrupted["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    for key in ("train_elbo", "test_elbo"):
+        assert [row[key] for row in resumed["history"]] == [
+            row[key] for row in uninterrupted["history"]
+        ]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_with_nccl(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "pyrovae", "train", *TRAIN_OPTIONS[:-3], "--device", "cuda", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["epoch"] == 1
