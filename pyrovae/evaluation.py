@@ -324,7 +324,7 @@ def inference_gaps(
     *,
     kind: str = "auto",
     steps: int = 1000,
-    lr: float = 0.01,
+    lr: float = 0.05,
     chunk_size: int | None = None,
 ) -> GapsResult:
     """Approximation and amortization gaps for each image of ``images`` (a few points).

@@ -216,7 +216,7 @@ def test_elbo_surgery_of_a_deterministic_code_has_information_near_log_n():
 
 def test_gaps_on_ppca_add_up_and_find_the_mean_field_gap():
     ppca, vae, x, posterior = ppca_with_marginal_guide(n=3)
-    gaps = inference_gaps(vae, x, k=2000, kind="normal", steps=600, lr=0.02)
+    gaps = inference_gaps(vae, x, k=2000, kind="normal", steps=600)
     exact = ppca.log_marginal(x.flatten(1)).double()
     # log p(x) from IS is close to exact; the gaps add up to log p(x) - ELBO(q).
     assert gaps.log_px == pytest.approx(float(exact.mean()), abs=0.05)
