@@ -328,7 +328,14 @@ def _plot_ppc(idata: az.InferenceData) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    az.plot_ppc(idata, var_names=["mean_intensity"], ax=ax, num_pp_samples=50, random_seed=0)
+    n_draws = idata.posterior_predictive.sizes["draw"]
+    az.plot_ppc(
+        idata,
+        var_names=["mean_intensity"],
+        ax=ax,
+        num_pp_samples=min(50, n_draws),
+        random_seed=0,
+    )
     ax.set_xlabel("per-image mean intensity")
     return _figure_png(fig)
 

@@ -1,0 +1,204 @@
+"""Tests of pyrovae/diagnostics.py and ``pyrovae diagnose``: PSIS k̂ and NUTS against the
+exact posterior of probabilistic PCA, and the report's files for every guide and prior."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from pyro.distributions import MultivariateNormal
+
+from pyrovae.config import ModelConfig
+from pyrovae.diagnostics import (
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_NETCDF,
+    diagnose,
+    gaussian_w2,
+    khat_shares,
+    nuts_reference,
+    psis_khat,
+)
+from pyrovae.evaluation import log_importance_weights
+from pyrovae.guides import GUIDES
+from pyrovae.model import VAE
+from pyrovae.ppca import PPCA, linear_gaussian_vae
+from pyrovae.priors import PRIORS
+
+
+def _ppca(n: int, n_latent: int = 2):
+    ppca = PPCA.random(12, n_latent, sigma=0.5, seed=0)
+    vae = linear_gaussian_vae(ppca)
+    x = ppca.sample(n, torch.Generator().manual_seed(1))  # (n, 12)
+    return ppca, vae, x.reshape(n, 1, 1, 12), ppca.posterior(x)
+
+
+def test_khat_of_the_exact_posterior_is_good():
+    _, vae, x, posterior = _ppca(8)
+    with torch.no_grad():
+        log_w = log_importance_weights(vae, x, 2000, proposal=posterior)
+    khat = psis_khat(log_w)
+    assert khat.shape == (8,)
+    assert (khat < 0.5).all()
+
+
+def test_khat_of_a_too_narrow_proposal_is_bad():
+    # A tenth of the posterior's standard deviation: the ratios' tail is very heavy.
+    _, vae, x, posterior = _ppca(8)
+    narrow = MultivariateNormal(posterior.loc, 0.01 * posterior.covariance_matrix)
+    with torch.no_grad():
+        log_w = log_importance_weights(vae, x, 2000, proposal=narrow)
+    khat = psis_khat(log_w)
+    assert (khat > 0.7).all()
+    assert khat_shares(khat) == {"good": 0.0, "usable": 0.0, "bad": 1.0}
+
+
+def test_khat_of_constant_ratios_is_zero_and_shares_add_up():
+    log_w = torch.zeros(100, 3)
+    log_w[:, 2] = torch.randn(100) * 3  # a heavy tail for the third point
+    khat = psis_khat(log_w)
+    assert khat[0] == 0.0 and khat[1] == 0.0
+    shares = khat_shares(np.array([0.1, 0.6, 0.9, 0.2]))
+    assert shares == {"good": 0.5, "usable": 0.25, "bad": 0.25}
+
+
+def test_gaussian_w2_of_shifted_gaussians_is_the_shift():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20000, 2))
+    b = rng.standard_normal((20000, 2)) + np.array([3.0, 4.0])
+    assert gaussian_w2(a, b) == pytest.approx(5.0, abs=0.05)
+    assert gaussian_w2(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def _check_against_exact(reference, posterior, n_points, mean_tol, cov_tol):
+    draws = reference.draws  # (chain, draw, point, latent)
+    for i in range(n_points):
+        flat = draws[:, :, i].reshape(-1, draws.shape[-1])
+        cov = posterior.covariance_matrix[i].numpy()
+        sd = np.sqrt(np.diag(cov))
+        assert np.abs(flat.mean(0) - posterior.loc[i].numpy()).max() / sd.min() < mean_tol
+        # Covariance entries compared on the scale of the sd products.
+        err = np.abs(np.cov(flat, rowvar=False) - cov) / np.outer(sd, sd)
+        assert err.max() < cov_tol
+
+
+def test_nuts_reference_roughly_matches_the_exact_posterior():
+    # Fast tier: 2 short chains (bulk ESS about 40), so loose tolerances of about 3 Monte
+    # Carlo standard errors: 0.5 sd on the mean, 0.6 on the covariance.
+    _, vae, x, posterior = _ppca(1)
+    reference = nuts_reference(vae, x, chains=2, draws=100, warmup=100)
+    assert reference.draws.shape == (2, 100, 1, 2)
+    assert {"r_hat", "ess_bulk", "ess_tail"} <= set(reference.summary[0])
+    _check_against_exact(reference, posterior, 1, mean_tol=0.5, cov_tol=0.6)
+
+
+@pytest.mark.slow
+def test_nuts_reference_matches_the_exact_posterior():
+    # Mean within 0.15 posterior sds, covariance within 0.15 of the sd products,
+    # R-hat < 1.01, with 4 chains x 500 draws (ESS > 400 per coordinate).
+    _, vae, x, posterior = _ppca(2)
+    reference = nuts_reference(vae, x, chains=4, draws=500, warmup=500)
+    assert reference.max_r_hat < 1.01
+    assert reference.min_ess_bulk > 400
+    _check_against_exact(reference, posterior, 2, mean_tol=0.15, cov_tol=0.15)
+
+
+def _tiny_vae(guide: str = "normal", prior: str = "normal") -> VAE:
+    config = ModelConfig(
+        image_shape=(1, 4, 4),
+        hidden=(16,),
+        latent_dim=3,
+        guide=guide,
+        prior=prior,
+        flows=1,
+        flow_hidden=(16,),
+    )
+    config.validate()
+    return VAE(config)
+
+
+def _check_report(result, out, n, draws, n_latent, nuts):
+    for name in (REPORT_HTML, REPORT_NETCDF, REPORT_JSON):
+        assert (out / name).is_file()
+    idata = az.from_netcdf(out / REPORT_NETCDF)
+    assert {"posterior", "sample_stats", "observed_data", "posterior_predictive"} <= set(
+        idata.groups()
+    )
+    assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+    assert idata.posterior["z"].shape == (1, draws, n, n_latent)
+    assert idata.sample_stats["log_weight"].dims == ("chain", "draw", "datapoint")
+    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, result.khat)
+    assert idata.observed_data["x"].dims[0] == "datapoint"
+    summary = json.loads((out / REPORT_JSON).read_text())
+    assert len(summary["khat"]) == n
+    assert sum(summary["khat_shares"].values()) == pytest.approx(1.0)
+    html = (out / REPORT_HTML).read_text()
+    assert html.count("data:image/png;base64,") == (4 if nuts else 3)
+    if nuts:
+        assert summary["nuts"]["points"] == nuts
+        assert math.isfinite(summary["nuts"]["max_r_hat"])
+        nuts_idata = az.from_netcdf(out / "nuts_reference.nc")
+        assert nuts_idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+
+
+@pytest.mark.parametrize("guide", GUIDES.names())
+def test_diagnose_every_guide(guide, tmp_path):
+    vae = _tiny_vae(guide=guide)
+    images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
+    labels = torch.arange(20) % 3
+    result = diagnose(
+        vae,
+        images,
+        tmp_path,
+        labels=labels,
+        n=5,
+        draws=40,
+        nuts=1,
+        nuts_draws=10,
+        nuts_warmup=10,
+        chains=2,
+        ppc_draws=10,
+    )
+    _check_report(result, tmp_path, 5, 40, 3, nuts=1)
+
+
+@pytest.mark.parametrize("prior", PRIORS.names())
+def test_diagnose_every_prior(prior, tmp_path):
+    vae = _tiny_vae(prior=prior)
+    images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
+    result = diagnose(vae, images, tmp_path, n=4, draws=30, nuts=0, ppc_draws=10)
+    _check_report(result, tmp_path, 4, 30, 3, nuts=0)
+
+
+def test_diagnose_cli(tmp_path, tiny_config):
+    from pyrovae.cli import main
+    from pyrovae.training import train
+
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    out = tmp_path / "report"
+    args = ["diagnose", "--run", str(tmp_path / "run"), "-n", "6", "--out", str(out)]
+    args += ["--draws", "50", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "PSIS over 6 points" in result.output
+    summary = json.loads((out / REPORT_JSON).read_text())
+    assert summary["n"] == 6 and summary["nuts"]["chains"] == 2
+    idata = az.from_netcdf(out / REPORT_NETCDF)
+    assert "label" in idata.observed_data  # digits have labels
+
+
+def test_diagnose_rejects_more_nuts_points_than_points(tmp_path):
+    from pyrovae.cli import main
+    from pyrovae.errors import ConfigError
+
+    vae = _tiny_vae()
+    with pytest.raises(ConfigError, match="--nuts"):
+        diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, n=2, nuts=3)
+    result = CliRunner().invoke(main, ["diagnose", "--run", str(tmp_path / "none")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
