@@ -11,9 +11,12 @@ and event shape ``(n_latent,)``. The VAE samples it at the latent site.
   h(x), so the flow is amortized: inverse autoregressive flow (Kingma et al.
   2016, "Improving Variational Inference with Inverse Autoregressive Flow"),
   planar and radial flows (Rezende & Mohamed 2015, "Variational Inference with
-  Normalizing Flows"), element-wise rational-quadratic splines (Durkan et al.
-  2019, "Neural Spline Flows"; Dolatabadi et al. 2020). The layers are Pyro's
-  conditional transforms; the density includes their log-determinants.
+  Normalizing Flows"), element-wise linear rational splines (Dolatabadi et al.
+  2020, "Invertible Generative Modeling using Linear Rational Splines"; after
+  Durkan et al. 2019, "Neural Spline Flows"). The layers are Pyro's
+  conditional transforms; the density includes their log-determinants. The
+  spline acts on each coordinate separately, so it reshapes marginals
+  (skew, heavy tails) but cannot add correlation; IAF, planar and radial can.
 
 :class:`AmortizedGuide` wraps an encoder and a head into a Pyro guide for
 any model with a latent site in the data plate, reading the site's shape off
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
@@ -32,6 +35,7 @@ import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
 from pyrovae.config import ModelConfig
@@ -80,7 +84,7 @@ def _iaf_layer(n_latent: int, n_context: int, hidden: list[int]) -> nn.Module:
     # Identity order inside the MADE: the reversals between layers (added by
     # FlowGuide) are what lets every coordinate depend on every other one.
     arn = pyro.nn.ConditionalAutoRegressiveNN(
-        n_latent, n_context, hidden, permutation=torch.arange(n_latent)
+        n_latent, n_context, hidden, permutation=cast(torch.LongTensor, torch.arange(n_latent))
     )
     return T.ConditionalAffineAutoregressive(arn)
 
@@ -109,6 +113,7 @@ class FlowGuide(DiagonalNormalGuide):
     """
 
     kind: str = "iaf"
+    reverse: torch.Tensor
 
     def __init__(self, n_hidden: int, n_latent: int, config: ModelConfig) -> None:
         super().__init__(n_hidden, n_latent, config)
@@ -124,7 +129,7 @@ class FlowGuide(DiagonalNormalGuide):
         for i, layer in enumerate(self.layers):
             if self.kind == "iaf" and i > 0:
                 transforms.append(T.Permute(self.reverse))
-            transforms.append(layer.condition(h))
+            transforms.append(cast(ConditionalTransformModule, layer).condition(h))
         return dist.TransformedDistribution(base, transforms)
 
 
@@ -153,7 +158,7 @@ class RadialGuide(FlowGuide):
 
 @GUIDES.register("spline")
 class SplineGuide(FlowGuide):
-    """Element-wise rational-quadratic splines (Durkan et al. 2019)."""
+    """Element-wise linear rational splines (Dolatabadi et al. 2020), one per coordinate."""
 
     kind = "spline"
 
@@ -168,7 +173,8 @@ def latent_event_shape(model: Callable[..., Any], *args: Any, site: str = LATENT
         trace = poutine.trace(model).get_trace(*args)
     if site not in trace.nodes or trace.nodes[site]["type"] != "sample":
         raise ValueError(f"the model has no sample site {site!r}")
-    return trace.nodes[site]["fn"].event_shape
+    fn: Any = trace.nodes[site]["fn"]
+    return cast(torch.Size, fn.event_shape)
 
 
 class AmortizedGuide(nn.Module):
@@ -218,7 +224,8 @@ class AmortizedGuide(nn.Module):
     def _setup_prototype(self, x: torch.Tensor) -> None:
         self.event_shape = latent_event_shape(self.model, x, site=self.site)
         n_latent = math.prod(self.event_shape)
-        head = GUIDES.get(self.config.guide)(self.encoder.out_features, n_latent, self.config)
+        n_hidden = cast(int, self.encoder.out_features)
+        head = GUIDES.get(self.config.guide)(n_hidden, n_latent, self.config)
         self.head = head.to(x.device)
 
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:

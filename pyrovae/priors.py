@@ -27,6 +27,7 @@ draws near the modes for ``temperature < 1``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -64,6 +65,9 @@ class Prior(nn.Module):
 @PRIORS.register("normal")
 class StandardNormalPrior(Prior):
     """N(0, I)."""
+
+    loc: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, n_latent: int, config: ModelConfig) -> None:
         super().__init__(n_latent, config)
@@ -114,6 +118,10 @@ class FlowPrior(Prior):
     the coordinates is reversed between layers.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+    reverse: torch.Tensor
+
     def __init__(self, n_latent: int, config: ModelConfig) -> None:
         super().__init__(n_latent, config)
         self.layers = nn.ModuleList(
@@ -136,7 +144,7 @@ class FlowPrior(Prior):
         for i, layer in enumerate(self.layers):
             if i > 0:
                 transforms.append(T.Permute(self.reverse))
-            transforms.append(layer.inv)
+            transforms.append(cast(T.AffineAutoregressive, layer).inv)
         return dist.TransformedDistribution(base, transforms)
 
     def forward(self) -> dist.TorchDistribution:
@@ -150,7 +158,9 @@ def pyro_arn(n_latent: int, hidden: list[int]) -> nn.Module:
     """A MADE network in the natural order (the flow reverses it between layers)."""
     from pyro.nn import AutoRegressiveNN
 
-    return AutoRegressiveNN(n_latent, hidden, permutation=torch.arange(n_latent))
+    return AutoRegressiveNN(
+        n_latent, hidden, permutation=cast(torch.LongTensor, torch.arange(n_latent))
+    )
 
 
 @PRIORS.register("vamp")
