@@ -14,9 +14,11 @@ Usage
     python benchmarks/flows.py --epochs 5 --test-size 2000 -k 1000 \\
         --out benchmarks/results/flows
 
-Runs already finished in ``--out`` are reused (an interrupted benchmark picks
-up where it stopped); the table is printed and written to ``results.md`` and
-``results.json`` in ``--out``.
+Runs and scores already in ``--out`` are reused (an interrupted benchmark
+picks up where it stopped); the table is printed and written to
+``results.md`` and ``results.json`` in ``--out``. Differences to the first
+variant are paired over the same test images, so their standard error is
+far below that of each mean.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import torch
 
 from pyrovae.checkpoint import CHECKPOINT_NAME
 from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.data import to_unit_float
 from pyrovae.evaluation import importance_log_marginal
-from pyrovae.training import evaluate_elbo, prepare_data, resume, train
+from pyrovae.objectives import elbo_terms
+from pyrovae.training import prepare_data, resume, train
 
 #: name -> (model options, train options), on top of the shared settings.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -101,29 +105,62 @@ def fit(config: RunConfig, run_dir: Path) -> tuple[Any, float]:
     return result, seconds
 
 
-def evaluate(result: Any, test_size: int, k: int) -> dict[str, float]:
+def evaluate(result: Any, test_size: int, k: int, seed: int) -> dict[str, Any]:
+    """IS log p(x) and ELBO of each test image, cached in the run folder (``scores.pt``)."""
+    path = result.run_dir / "scores.pt"
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if (cached["k"], cached["test_size"], cached["seed"]) == (k, test_size, seed):
+            return cached
     data = prepare_data(result.config, torch.device("cpu"))
     images = data.test[:test_size]
+    torch.manual_seed(seed)
     started = time.perf_counter()
-    log_px = importance_log_marginal(result.vae, images, k=k)
-    elbo = evaluate_elbo(result.vae, images)
-    return {
-        "log_px": log_px.mean().item(),
-        "log_px_se": (log_px.std() / log_px.numel() ** 0.5).item(),
-        "elbo": elbo["elbo"],
-        "kl": elbo["kl"],
+    log_px = importance_log_marginal(result.vae, images, k=k).cpu()
+    with torch.no_grad():
+        terms = elbo_terms(result.vae.model, result.vae.guide, to_unit_float(images))
+    scores = {
+        "k": k,
+        "test_size": test_size,
+        "seed": seed,
+        "log_px": log_px,
+        "elbo": terms.elbo.detach().double().cpu(),
+        "kl": terms.kl.detach().double().cpu(),
         "eval_seconds": time.perf_counter() - started,
+    }
+    torch.save(scores, path)
+    return scores
+
+
+def summary(
+    name: str, train_seconds: float, scores: dict[str, Any], base: dict[str, Any]
+) -> dict[str, Any]:
+    """One table row; differences to ``base`` are paired (same images), with their stderr."""
+    n = scores["log_px"].numel()
+    diff = scores["log_px"] - base["log_px"]
+    return {
+        "variant": name,
+        "log_px": scores["log_px"].mean().item(),
+        "log_px_se": (scores["log_px"].std() / n**0.5).item(),
+        "delta": diff.mean().item(),
+        "delta_se": (diff.std() / n**0.5).item(),
+        "elbo": scores["elbo"].mean().item(),
+        "kl": scores["kl"].mean().item(),
+        "train_seconds": train_seconds,
+        "eval_seconds": scores["eval_seconds"],
     }
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"| variant | test log p(x), IS K={args.k} | test ELBO | KL | log p(x) - ELBO | train s |",
-        "|---|---|---|---|---|---|",
+        f"| variant | test log p(x), IS K={args.k} | vs {rows[0]['variant']} (paired) "
+        "| test ELBO | KL | log p(x) - ELBO | train s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['log_px']:.2f} ± {row['log_px_se']:.2f} "
+            f"| {row['delta']:+.2f} ± {row['delta_se']:.2f} "
             f"| {row['elbo']:.2f} | {row['kl']:.2f} | {row['log_px'] - row['elbo']:.2f} "
             f"| {row['train_seconds']:.0f} |"
         )
@@ -134,26 +171,19 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    runs = {}
     for name in args.only:
         print(f"== {name}", flush=True)
         result, train_seconds = fit(variant_config(args, name), args.out / name)
-        row = {
-            "variant": name,
-            "train_seconds": train_seconds,
-            **evaluate(result, args.test_size, args.k),
-        }
-        print(f"   log p(x) {row['log_px']:.2f} ± {row['log_px_se']:.2f}  ELBO {row['elbo']:.2f}")
-        rows.append(row)
-    settings = {key: str(value) for key, value in vars(args).items() if key != "only"}
-    path = args.out / "results.json"
-    if path.exists():  # keep the rows of variants not rerun now, if made with these settings
-        earlier = json.loads(path.read_text())
-        if earlier.get("settings") == settings:
-            done = {row["variant"] for row in rows}
-            rows = [row for row in earlier["rows"] if row["variant"] not in done] + rows
-            rows.sort(key=lambda row: list(VARIANTS).index(row["variant"]))
-    path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+        scores = evaluate(result, args.test_size, args.k, args.seed)
+        print(f"   log p(x) {scores['log_px'].mean():.2f}  ELBO {scores['elbo'].mean():.2f}")
+        runs[name] = (train_seconds, scores)
+    base = runs[args.only[0]][1]
+    rows = [summary(name, seconds, scores, base) for name, (seconds, scores) in runs.items()]
+    settings = {key: str(value) for key, value in vars(args).items()}
+    (args.out / "results.json").write_text(
+        json.dumps({"settings": settings, "rows": rows}, indent=2)
+    )
     text = table(rows, args)
     (args.out / "results.md").write_text(text + "\n")
     print(text)
