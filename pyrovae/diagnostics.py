@@ -207,7 +207,7 @@ def nuts_reference(
             mcmc.run()
             per_chain.append(mcmc.get_samples()[LATENT].detach().cpu().numpy())  # (draw, M, L)
     samples = np.stack(per_chain)  # (chain, draw, M, L)
-    table = az.summary(_posterior_idata(samples), kind="all", round_to="none")
+    table: Any = az.summary(_posterior_idata(samples), kind="all", round_to="none")  # DataFrame
     columns = ("mean", "sd", "r_hat", "ess_bulk", "ess_tail")
     summary = [
         {"variable": str(name), **{key: float(table.loc[name, key]) for key in columns}}
@@ -328,7 +328,7 @@ def _plot_ppc(idata: az.InferenceData) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    n_draws = idata.posterior_predictive.sizes["draw"]
+    n_draws = idata["posterior_predictive"].sizes["draw"]
     az.plot_ppc(
         idata,
         var_names=["mean_intensity"],
@@ -471,6 +471,7 @@ def diagnose(
     out.mkdir(parents=True, exist_ok=True)
     device = next(vae.parameters()).device
     n = min(n, images.shape[0])
+    nuts = min(nuts, n)
     x = to_unit_float(images[:n].to(device))  # (n, C, H, W)
     vae.eval()
 

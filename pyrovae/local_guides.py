@@ -50,6 +50,7 @@ from pyrovae.sites import DATA_PLATE, LATENT, OBS
 LocalKind = Literal["normal", "iaf"]
 LOCAL_KINDS: tuple[str, ...] = ("normal", "iaf")
 _EMPTY = torch.Size()
+_Shape = torch.Size | list[int] | tuple[int, ...]
 
 
 def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -95,10 +96,10 @@ class StackedPosterior(dist.TorchDistribution):
         event_shape = self.parts[0].event_shape
         super().__init__(torch.Size([len(self.parts)]), event_shape, validate_args=False)
 
-    def sample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+    def sample(self, sample_shape: _Shape = _EMPTY) -> torch.Tensor:
         return torch.stack([p.sample(sample_shape) for p in self.parts], dim=-2)
 
-    def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+    def rsample(self, sample_shape: _Shape = _EMPTY) -> torch.Tensor:
         return torch.stack([p.rsample(sample_shape) for p in self.parts], dim=-2)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -254,7 +255,7 @@ def fit_local_posterior(
         flow_losses: list[float] = []
         for i in range(x.shape[0]):
 
-            def init_transform(dim: int, i: int = i) -> TransformModule:
+            def init_transform(dim: int, i: int = i) -> T.ComposeTransformModule:
                 layers: list[TransformModule] = []
                 for j in range(num_transforms):
                     if j:
