@@ -570,9 +570,9 @@ def diagnose(
                 f"({nuts_warmup} warm-up) of Pyro's NUTS for the first {nuts} points; "
                 f"max R-hat {reference.max_r_hat:.3f}, min bulk ESS "
                 f"{reference.min_ess_bulk:.0f}. Distance to q: 2-Wasserstein between "
-                "Gaussian fits, per point: "
+                "Gaussian fits over all latent units, per point: "
                 + ", ".join(f"{d:.3f}" for d in w2)
-                + ".</p>"
+                + f". Marginals of the first {min(4, vae.n_latent)} latent units below.</p>"
                 + _img(_plot_overlay(q_sub, reference.draws))
                 + _html_table(
                     reference.summary, ["variable", "mean", "sd", "r_hat", "ess_bulk", "ess_tail"]
