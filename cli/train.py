@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -19,7 +21,7 @@ from pyrovae.config import (
 )
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
-RESUME_OPTIONS = {"resume", "epochs", "device", "progress"}
+RESUME_OPTIONS = {"resume", "epochs", "device", "progress", "devices"}
 
 
 @click.command("train")
@@ -168,6 +170,14 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "progress"}
     help="Continue the run in this directory from its last checkpoint.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train data-parallel in this many processes on this machine (one per GPU, or gloo "
+    "on CPU) through torchrun; for several machines run torchrun yourself.",
+)
 @click.pass_context
 @user_errors
 def train_command(ctx: click.Context, **options: Any) -> None:
@@ -176,6 +186,11 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     from pyrovae.training import resume, train
 
     progress = options.pop("progress")
+    devices = options.pop("devices")
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        from pyrovae.distributed import launch
+
+        ctx.exit(launch(devices, _without_devices(sys.argv[1:])))
     if options["resume"] is not None:
         given = {
             name
@@ -223,3 +238,18 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         ),
     )
     train(config, options["out"], progress=progress)
+
+
+def _without_devices(argv: list[str]) -> list[str]:
+    """The command line minus ``--devices N``: what each launched process runs."""
+    if "train" not in argv:
+        raise click.UsageError("--devices works from the command line: pyrovae train --devices N")
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            out.append(arg)
+    return out

@@ -13,11 +13,18 @@ process would make on the whole batch). Only rank 0 writes the run directory.
 
 The random draws (dynamic binarization, z ~ q(z|x)) differ per process: rank
 0 keeps the single-process stream, rank r > 0 is reseeded from (seed, r).
+Every rank's RNG state goes into the checkpoint, so a run resumed with the
+same number of processes continues exactly (on CPU).
+
+``pyrovae train --devices N`` is a shortcut for ``torchrun --standalone
+--nproc-per-node N -m pyrovae train ...`` on one machine (:func:`launch`).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,3 +144,17 @@ def session(device: torch.device) -> Iterator[Context]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
+    """``torchrun --standalone --nproc-per-node nproc -m pyrovae ARGS`` as an argument list."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", "pyrovae", *args]  # fmt: skip
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Run ``pyrovae ARGS`` as ``nproc`` data-parallel processes on this machine.
+
+    Returns torchrun's exit status (non-zero when any process failed).
+    """
+    return subprocess.call(torchrun_command(nproc, args))

@@ -38,10 +38,16 @@ def _config(epochs: int) -> RunConfig:
     )
 
 
-def _torchrun(*args: str, cwd: Path) -> str:
-    """Run ``torchrun --nproc-per-node 2 -m pyrovae train ARGS`` on CPU; its stdout."""
+def _env() -> dict[str, str]:
+    """This environment, outside any torchrun job, CPU only, one thread per process."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def _torchrun(*args: str, cwd: Path) -> str:
+    """Run ``torchrun --nproc-per-node 2 -m pyrovae train ARGS`` on CPU; its stdout."""
+    env = _env()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={WORLD_SIZE}", "-m", "pyrovae", "train", *args]  # fmt: skip
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -51,10 +57,14 @@ def _torchrun(*args: str, cwd: Path) -> str:
 
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory) -> tuple[Path, str]:
-    """A 1-epoch data-parallel run on digits, and what it printed."""
+    """A 1-epoch run on digits by ``pyrovae train --devices 2`` (which runs torchrun), and
+    what it printed."""
     root = tmp_path_factory.mktemp("ddp")
-    out = _torchrun(*TRAIN_OPTIONS, "--epochs", "1", "--out", str(root / "run"), cwd=root)
-    return root / "run", out
+    command = [sys.executable, "-m", "pyrovae", "train", *TRAIN_OPTIONS, "--epochs", "1",
+               "--devices", str(WORLD_SIZE), "--out", str(root / "run")]  # fmt: skip
+    done = subprocess.run(command, cwd=root, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return root / "run", done.stdout
 
 
 def _single_process_reference(config: RunConfig) -> dict[str, torch.Tensor]:
@@ -110,6 +120,7 @@ def test_two_processes_match_one_process_on_the_same_global_batches(one_epoch_ru
 
 def test_only_rank_zero_writes(one_epoch_run):
     run_dir, out = one_epoch_run
+    assert "data-parallel over 2 processes" in out
     assert out.count("run directory:") == 1 and out.count("epoch   1/1") == 1
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1]
@@ -119,6 +130,7 @@ def test_only_rank_zero_writes(one_epoch_run):
     assert not torch.equal(checkpoint["rng_ranks"][0]["torch"], checkpoint["rng_ranks"][1]["torch"])
 
 
+@pytest.mark.slow  # three torchrun launches: about 30 s on 2 cores
 def test_resume_under_torchrun_equals_an_uninterrupted_run(one_epoch_run, tmp_path):
     stopped = tmp_path / "stopped"
     shutil.copytree(one_epoch_run[0], stopped)
@@ -145,3 +157,19 @@ def test_two_gpus_with_nccl(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_devices_is_dropped_from_what_the_processes_run():
+    from pyrovae.cli.train import _without_devices
+
+    argv = ["train", "--devices", "2", "--epochs", "3", "--devices=4", "--out", "r"]
+    assert _without_devices(argv) == ["train", "--epochs", "3", "--out", "r"]
+
+
+def test_devices_must_be_positive():
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--devices", "0"])
+    assert result.exit_code != 0 and "--devices" in result.output
