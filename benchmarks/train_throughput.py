@@ -1,0 +1,416 @@
+"""Training throughput: the step ``pyrovae train`` runs against a plain PyTorch VAE loop.
+
+Both sides train the same networks (``pyrovae.networks``) on the same
+Fashion-MNIST images (the training set as ``pyrovae train`` prepares it: a
+uint8 tensor on the device, batches by index, dynamic binarization on the
+device) with the same batch size, in one process:
+
+- **pyrovae**: exactly what :func:`pyrovae.training.train` runs each epoch,
+  :func:`pyrovae.step.train_epoch` over a :class:`pyrovae.step.TrainStep`
+  built as the trainer builds it (the VAE's Pyro model and guide, the
+  configured objective -- ``TraceMeanField_ELBO`` -- and its optimizer).
+- **plain**: a VAE loop written the ordinary way: encoder, reparameterized
+  sample, Bernoulli log-likelihood with logits, analytic KL,
+  ``torch.optim.Adam`` with its defaults, dynamic binarization, a random
+  permutation per epoch.
+
+Each repetition times both sides for the same number of images, alternating
+which goes first; the result is the median over repetitions of the ratio
+pyrovae / plain images/s, with its spread (min, max). Images/s come from
+wall-clock time; the ratio of per-process CPU time is printed as well, since
+on a shared machine it is less disturbed by other processes. Peak memory is
+the peak RSS of a child process while it runs only that loop, after loading
+the data (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; the
+resident data set counts), or ``torch.cuda.max_memory_allocated`` (CUDA).
+
+Run from the repository root::
+
+    python benchmarks/train_throughput.py                  # all cases, CPU (+ CUDA if present)
+    python benchmarks/train_throughput.py --quick          # MLP, batch 256, 3 repetitions
+    python benchmarks/train_throughput.py --arch mlp --batch-size 256 --reps 9 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.data import to_unit_float
+from pyrovae.model import VAE
+from pyrovae.networks import build_networks
+from pyrovae.objectives import make_objective
+from pyrovae.step import TrainStep, make_optimizer, train_epoch
+from pyrovae.training import kl_weight, prepare_data
+
+LATENT_DIM = 50
+HIDDEN = (400,)
+
+
+class PlainVAE(nn.Module):
+    """The same encoder, decoder and Gaussian head, with the loss written out by hand."""
+
+    def __init__(self, arch: str, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.encoder, self.decoder = build_networks(arch, image_shape, HIDDEN, LATENT_DIM)
+        self.loc = nn.Linear(self.encoder.out_features, LATENT_DIM)
+        self.raw_scale = nn.Linear(self.encoder.out_features, LATENT_DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean negative ELBO of the batch."""
+        h = self.encoder(x)
+        loc = self.loc(h)
+        scale = F.softplus(self.raw_scale(h)) + 1e-4
+        z = loc + scale * torch.randn_like(loc)
+        logits = self.decoder(z)
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0).sum(1) - scale.log().sum(1)
+        return (recon + kl).mean()
+
+
+def _config(arch: str, batch_size: int, device: str) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset="fashion-mnist"),
+        model=ModelConfig(arch=arch, hidden=HIDDEN, latent_dim=LATENT_DIM),
+        train=TrainConfig(batch_size=batch_size, device=device),  # type: ignore[arg-type]
+    )
+
+
+class PyrovaeSide:
+    """What :func:`pyrovae.training.train` builds, and the function it calls each epoch."""
+
+    def __init__(self, config: RunConfig, images: torch.Tensor) -> None:
+        self.config, self.images = config, images
+        self.vae = VAE(config.model).to(images.device)
+        optimizer = make_optimizer(self.vae.parameters(), lr=config.train.lr)
+        self.step = TrainStep(self.vae, make_objective(config.train), optimizer)
+        self.epoch_steps = -(-images.shape[0] // config.train.batch_size)
+
+    def run(self, steps: int) -> torch.Tensor:
+        order = torch.randperm(self.images.shape[0], device=self.images.device)
+        return train_epoch(
+            self.step,
+            self.images,
+            order,
+            self.config.train.batch_size,
+            binarize=True,
+            beta=lambda i: kl_weight(self.config, i, self.epoch_steps),
+            steps=range(steps),
+        )
+
+
+class PlainSide:
+    """A plain PyTorch training loop."""
+
+    def __init__(self, config: RunConfig, images: torch.Tensor) -> None:
+        self.images, self.batch_size = images, config.train.batch_size
+        self.model = PlainVAE(config.model.arch, tuple(images.shape[1:])).to(images.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
+
+    def run(self, steps: int) -> torch.Tensor:
+        order = torch.randperm(self.images.shape[0], device=self.images.device)
+        total = torch.zeros((), device=self.images.device)
+        for i in range(steps):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = torch.bernoulli(self.images[index].float() / 255)
+            loss = self.model(x)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+        return total
+
+
+SIDES = {"pyrovae": PyrovaeSide, "plain": PlainSide}
+
+
+class AblationSide(PyrovaeSide):
+    """The step with some of its three measures turned off, to measure each."""
+
+    def __init__(
+        self, config: RunConfig, images: torch.Tensor, *, direct: bool, fused: bool, validate: bool
+    ) -> None:
+        super().__init__(config, images)
+        optimizer = (
+            make_optimizer(self.vae.parameters(), config.train.lr)
+            if fused
+            else torch.optim.Adam(self.vae.parameters(), lr=config.train.lr)
+        )
+        self.step = TrainStep(self.vae, make_objective(config.train), optimizer, fast=direct)
+        self.validate = validate
+
+    def run(self, steps: int) -> torch.Tensor:
+        if not self.validate:
+            return super().run(steps)
+        # train_epoch's loop with Pyro's validation left on.
+        order = torch.randperm(self.images.shape[0], device=self.images.device)
+        batch_size, total = self.config.train.batch_size, torch.zeros((), device=self.images.device)
+        for i in range(steps):
+            x = torch.bernoulli(
+                to_unit_float(self.images[order[i * batch_size : (i + 1) * batch_size]])
+            )
+            total += self.step(x)
+        return total
+
+
+#: name -> (direct ELBO, fused Adam, validation on), from Pyro's plain step to pyrovae's.
+ABLATIONS = {
+    "Pyro differentiable_loss, validation on, Adam": (False, False, True),
+    "+ validation off in the loop": (False, False, False),
+    "+ fused Adam": (False, True, False),
+    "+ direct ELBO (= pyrovae train)": (True, True, False),
+}
+
+
+def run_ablation(
+    arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int
+) -> dict[str, tuple[float, float, float]]:
+    """Median (min, max) images/s ratio to the plain loop of each step variant."""
+    config = _config(arch, batch_size, device.type)
+    data = prepare_data(config, device)
+    config.model.image_shape = data.image_shape
+    steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
+    torch.manual_seed(0)
+    sides: dict[str, Any] = {"plain": PlainSide(config, data.train)}
+    for name, (direct, fused, validate) in ABLATIONS.items():
+        sides[name] = AblationSide(
+            config, data.train, direct=direct, fused=fused, validate=validate
+        )
+    for side in sides.values():
+        _timed(side, min(steps, 5), device)
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for rep in range(reps):
+        shift = rep % len(names)  # rotate which variant goes first
+        for name in names[shift:] + names[:shift]:
+            wall[name].append(_timed(sides[name], steps, device)[0])
+    out = {}
+    for name in ABLATIONS:
+        ratios = [p / v for v, p in zip(wall[name], wall["plain"], strict=True)]
+        out[name] = (statistics.median(ratios), min(ratios), max(ratios))
+    return out
+
+
+@dataclass
+class CaseResult:
+    device: str
+    arch: str
+    batch_size: int
+    steps: int
+    reps: int
+    direct_step: bool | None
+    pyrovae_images_per_s: float
+    plain_images_per_s: float
+    ratio_median: float
+    ratio_min: float
+    ratio_max: float
+    cpu_time_ratio_median: float
+    pyrovae_peak_mb: float | None
+    plain_peak_mb: float | None
+    #: Peak minus the resident memory before the loop (CPU: libraries and data set excluded).
+    pyrovae_loop_mb: float | None
+    plain_loop_mb: float | None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(side: Any, steps: int, device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``steps`` steps (the loss read once at the end)."""
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    side.run(steps).item()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _peak_memory_mb(
+    side: str, arch: str, batch_size: int, device: str, steps: int
+) -> tuple[float, float]:
+    """Peak memory of ``side``'s loop: a child process's peak RSS on CPU, max allocated on CUDA."""
+    command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
+               "--_memory-child", side, arch, str(batch_size), device, str(steps)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    peak, baseline = map(float, done.stdout.strip().splitlines()[-1].split())
+    return peak, peak - baseline
+
+
+def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, steps: int) -> None:
+    device = torch.device(device_name)
+    config = _config(arch, batch_size, device_name)
+    data = prepare_data(config, device)
+    config.model.image_shape = data.image_shape
+    side = SIDES[side_name](config, data.train)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        # Reset the peak RSS (VmHWM) so that loading the data does not count.
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        with open("/proc/self/status") as handle:
+            baseline_kib = next(
+                int(line.split()[1]) for line in handle if line.startswith("VmRSS:")
+            )
+    side.run(steps).item()
+    if device.type == "cuda":
+        print(torch.cuda.max_memory_allocated(device) / 2**20, 0.0)
+        return
+    with open("/proc/self/status") as handle:
+        peak_kib = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+    print(peak_kib / 1024, baseline_kib / 1024)
+
+
+def run_case(
+    arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int, memory: bool
+) -> CaseResult:
+    config = _config(arch, batch_size, device.type)
+    data = prepare_data(config, device)
+    config.model.image_shape = data.image_shape
+    steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
+    torch.manual_seed(0)
+    sides = {name: cls(config, data.train) for name, cls in SIDES.items()}
+    for side in sides.values():  # warm-up: allocator, kernels, the step's first-batch check
+        _timed(side, min(steps, 5), device)
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            seconds, cpu_seconds = _timed(sides[name], steps, device)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    images = steps * batch_size
+    ratios = [plain / pyro for pyro, plain in zip(wall["pyrovae"], wall["plain"], strict=True)]
+    cpu_ratios = [plain / pyro for pyro, plain in zip(cpu["pyrovae"], cpu["plain"], strict=True)]
+    peaks: dict[str, tuple[float, float] | tuple[None, None]] = {
+        name: (None, None) for name in sides
+    }
+    if memory:
+        for name in names:
+            peaks[name] = _peak_memory_mb(name, arch, batch_size, device.type, min(steps, 20))
+    return CaseResult(
+        device=str(device),
+        arch=arch,
+        batch_size=batch_size,
+        steps=steps,
+        reps=reps,
+        direct_step=sides["pyrovae"].step.direct,
+        pyrovae_images_per_s=images / statistics.median(wall["pyrovae"]),
+        plain_images_per_s=images / statistics.median(wall["plain"]),
+        ratio_median=statistics.median(ratios),
+        ratio_min=min(ratios),
+        ratio_max=max(ratios),
+        cpu_time_ratio_median=statistics.median(cpu_ratios),
+        pyrovae_peak_mb=peaks["pyrovae"][0],
+        plain_peak_mb=peaks["plain"][0],
+        pyrovae_loop_mb=peaks["pyrovae"][1],
+        plain_loop_mb=peaks["plain"][1],
+    )
+
+
+def _row(r: CaseResult) -> str:
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    return (
+        f"| {r.device} | {r.arch} | {r.batch_size} | {r.pyrovae_images_per_s:,.0f} "
+        f"| {r.plain_images_per_s:,.0f} | **{r.ratio_median:.2f}** "
+        f"({r.ratio_min:.2f}-{r.ratio_max:.2f}) | {r.cpu_time_ratio_median:.2f} "
+        f"| {mb(r.pyrovae_peak_mb)} / {mb(r.plain_peak_mb)} "
+        f"| {mb(r.pyrovae_loop_mb)} / {mb(r.plain_loop_mb)} |"
+    )
+
+
+HEADER = (
+    "| device | arch | batch | pyrovae img/s | plain img/s | ratio median (min-max) "
+    "| CPU-time ratio | peak MB pyrovae / plain | of which the loop |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
+    parser.add_argument("--batch-size", nargs="+", type=int, default=[128, 256, 1024])
+    parser.add_argument(
+        "--device",
+        nargs="+",
+        default=None,
+        help="cpu and/or cuda [default: cpu, and cuda if present]",
+    )
+    parser.add_argument("--images", type=int, default=10240, help="images per side per repetition")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (alternating)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--quick", action="store_true", help="MLP, batch 256, 3 repetitions")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--ablation", action="store_true", help="measure each of the step's measures instead"
+    )
+    parser.add_argument("--_memory-child", nargs=5, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._memory_child:
+        side, arch, batch, device, steps = args._memory_child
+        _memory_child(side, arch, int(batch), device, int(steps))
+        return
+    if args.quick:
+        args.arch, args.batch_size, args.reps = ["mlp"], [256], 3
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    import pyro
+
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
+    )
+    if args.ablation:
+        for device in devices:
+            for arch in args.arch:
+                for batch_size in args.batch_size:
+                    print(
+                        f"\n{device}, {arch}, batch {batch_size}: images/s ratio to plain PyTorch"
+                    )
+                    result = run_ablation(
+                        arch, batch_size, torch.device(device), args.images, args.reps
+                    )
+                    for name, (median, low, high) in result.items():
+                        print(f"| {name} | **{median:.2f}** ({low:.2f}-{high:.2f}) |", flush=True)
+        return
+    print(HEADER, flush=True)
+    results = []
+    for device in devices:
+        for arch in args.arch:
+            for batch_size in args.batch_size:
+                result = run_case(
+                    arch,
+                    batch_size,
+                    torch.device(device),
+                    args.images,
+                    args.reps,
+                    not args.no_memory,
+                )
+                results.append(result)
+                print(_row(result), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump([asdict(r) for r in results], handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
