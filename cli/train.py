@@ -201,7 +201,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         if extra:
             flags = ", ".join("--" + name.replace("_", "-") for name in extra)
             raise click.UsageError(
-                f"with --resume only --epochs and --device may be given, not {flags}"
+                f"with --resume only --epochs, --device and --devices may be given, not {flags}"
             )
         resume(
             options["resume"], epochs=options["epochs"], device=options["device"], progress=progress
