@@ -13,6 +13,7 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.errors import ConfigError
 from pyrovae.guides import GUIDES
+from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
 from pyrovae.objectives import make_elbo, make_objective
 from pyrovae.priors import PRIORS
@@ -135,6 +136,25 @@ def test_fast_step_equals_pyro(guide, prior, elbo, particles):
 
 class _SubclassedELBO(TraceMeanField_ELBO):
     """A subclass may change the estimator: the direct evaluation must not assume it."""
+
+
+@pytest.mark.parametrize("obs_scale", ["pixel", "0.3"])
+@pytest.mark.parametrize("likelihood", LIKELIHOODS.names())
+def test_fast_step_equals_pyro_for_every_likelihood(likelihood, obs_scale):
+    if obs_scale != "pixel" and likelihood != "gaussian":
+        pytest.skip("obs_scale applies to the gaussian likelihood")
+    config = _model_config()
+    config.likelihood, config.obs_scale = likelihood, obs_scale
+    x = _batch()
+    if not LIKELIHOODS.get(likelihood).binary:
+        x = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))  # intensities
+    fast_vae, pyro_vae = _twin_vaes(config)
+    step = TrainStep(fast_vae, make_elbo("meanfield"), make_optimizer(fast_vae.parameters(), LR))
+    fast_losses = _fast_trajectory(step, x, steps=3)
+    assert step.direct is True
+    svi_losses = _svi_trajectory(pyro_vae, make_elbo("meanfield"), x, steps=3)
+    assert fast_losses == pytest.approx(svi_losses, rel=1e-4, abs=1e-5)
+    _assert_close_dicts(dict(fast_vae.named_parameters()), dict(pyro_vae.named_parameters()))
 
 
 def _fallback_objectives() -> dict[str, object]:
