@@ -190,7 +190,7 @@ class TrainStep:
             if cuda_state is not None:
                 torch.cuda.set_rng_state(cuda_state, x.device)
             reference = self._pyro_loss(x)
-        return bool(torch.isclose(direct, reference, rtol=1e-4, atol=1e-3 * x.shape[0]))
+        return bool(torch.isclose(direct, reference, rtol=1e-5, atol=1e-4 * x.shape[0]))
 
 
 def train_epoch(
