@@ -201,7 +201,7 @@ class AmortizedGuide(nn.Module):
 
     Example
     -------
-    >>> guide = AmortizedGuide(model, encoder, ModelConfig(guide="iaf", flows=2))
+    >>> guide = AmortizedGuide(model, encoder, ModelConfig(guide="iaf", flows=2))  # doctest: +SKIP
     >>> guide(x)  # builds the head for model's z  # doctest: +SKIP
     >>> optimizer = torch.optim.Adam(guide.parameters())  # doctest: +SKIP
     """
