@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pyro
 import torch
@@ -148,7 +149,9 @@ class TrainStep:
         return loss.detach()
 
     def _pyro_loss(self, x: torch.Tensor) -> torch.Tensor:
-        return self.objective.differentiable_loss(self.vae.model, self.vae.guide, x)
+        # Every objective make_objective returns has it (Pyro's base ELBO does not declare it).
+        objective: Any = self.objective
+        return objective.differentiable_loss(self.vae.model, self.vae.guide, x)
 
     def _direct_loss(self, x: torch.Tensor) -> torch.Tensor:
         vae, objective = self.vae, self.objective

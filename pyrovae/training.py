@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -330,14 +330,16 @@ def _fit(
                 seen = min(n_train, (step + 1) * batch_size) / context.world_size
                 bar.set_postfix(loss=f"{total.item() / seen:.2f}")
 
-        first = epoch * steps_per_epoch
+        def beta(i: int, first: int = epoch * steps_per_epoch) -> float:
+            return kl_weight(config, first + i, steps_per_epoch)
+
         total = train_epoch(
             step,
             data.train,
             order,
             batch_size,
             binarize=binarize,
-            beta=lambda i, first=first: kl_weight(config, first + i, steps_per_epoch),
+            beta=beta,
             shard=(context.rank, context.world_size),
             steps=bar,
             on_log=show_loss,
@@ -354,7 +356,7 @@ def _fit(
             )
         if not context.is_main:
             context.all_gather(_rng_state(data_generator))
-            history.append(context.broadcast(None))
+            history.append(cast(dict[str, Any], context.broadcast(None)))  # rank 0's row
             continue
         test = evaluate_elbo(vae, data.test)
         # After the evaluation, which draws z too: the state the next epoch starts from.
