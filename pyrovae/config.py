@@ -148,7 +148,11 @@ class TrainConfig:
     ``trace`` (:class:`pyro.infer.Trace_ELBO`); ``particles`` is the number of
     vectorized samples of z per data point. ``objective`` ``iwae`` trains on
     the importance-weighted bound with ``particles`` samples instead
-    (Burda et al. 2016); ``elbo`` is then ignored.
+    (Burda et al. 2016); ``elbo`` is then ignored. ``pyro_step`` runs every
+    step through Pyro's ``differentiable_loss`` on traces of the model and
+    guide; by default the step evaluates the same estimator directly from the
+    model's distributions, checked against Pyro's on the first batch (see
+    :mod:`pyrovae.step`).
     """
 
     objective: ObjectiveName = "elbo"
@@ -161,6 +165,7 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     device: DeviceName = "auto"
+    pyro_step: bool = False
 
     def validate(self) -> None:
         _choice(self.objective, OBJECTIVES, "--objective")
@@ -170,8 +175,8 @@ class TrainConfig:
         _positive(self.batch_size, "--batch-size", integer=True)
         _positive(self.epochs, "--epochs", integer=True)
         _positive(self.lr, "--lr")
-        if not math.isfinite(self.beta) or self.beta < 0:
-            raise ConfigError(f"--beta must be a non-negative number, got {self.beta!r}")
+        # Pyro's poutine.scale needs a positive weight; beta = 0 is not a VAE anyway.
+        _positive(self.beta, "--beta")
         if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be a whole number >= 0, got {self.kl_warmup!r}")
 

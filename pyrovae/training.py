@@ -307,7 +307,9 @@ def _fit(
 
     objective = make_objective(config.train)
     gradient_hook = context.all_reduce_gradients if context.enabled else None
-    step = TrainStep(vae, objective, optimizer, gradient_hook=gradient_hook)
+    step = TrainStep(
+        vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
+    )
     binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
     n_train, batch_size = data.train.shape[0], config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)

@@ -33,6 +33,7 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(lr=-1.0)), "--lr"),
         (RunConfig(train=TrainConfig(epochs=0)), "--epochs"),
         (RunConfig(train=TrainConfig(beta=float("nan"))), "--beta"),
+        (RunConfig(train=TrainConfig(beta=0.0)), "--beta"),
         (RunConfig(train=TrainConfig(kl_warmup=-2)), "--kl-warmup"),
         (RunConfig(train=TrainConfig(elbo="renyi")), "--elbo"),  # type: ignore[arg-type]
         (RunConfig(model=ModelConfig(likelihood="poisson")), "likelihood"),
