@@ -64,6 +64,7 @@ class GaussianLikelihood(Likelihood):
     #: Floor on a learned scale, so that the density cannot grow without bound
     #: on pixels that are constant in the data (image borders).
     min_scale: ClassVar[float] = 1e-3
+    fixed_scale: torch.Tensor  # a buffer, when the scale is fixed
 
     def __init__(self, image_shape: tuple[int, int, int], config: ModelConfig) -> None:
         super().__init__(image_shape, config)

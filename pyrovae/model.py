@@ -10,7 +10,8 @@ optimizers or files.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -54,15 +55,14 @@ class VAE(nn.Module):
         if config.image_shape is None:
             raise ConfigError("the model config has no image_shape; it is read from the data")
         self.config = config
-        self.image_shape = tuple(config.image_shape)
+        self.image_shape: tuple[int, int, int] = config.image_shape
         self.encoder, self.decoder = build_networks(
             config.arch, self.image_shape, config.hidden, config.latent_dim
         )
         self.likelihood = LIKELIHOODS.get(config.likelihood)(self.image_shape, config)
         self.prior = PRIORS.get(config.prior)(config.latent_dim, config)
-        self.guide_net = GUIDES.get(config.guide)(
-            self.encoder.out_features, config.latent_dim, config
-        )
+        n_hidden = int(self.encoder.out_features)  # type: ignore[arg-type]
+        self.guide_net = GUIDES.get(config.guide)(n_hidden, config.latent_dim, config)
         # Priors built on q(z|x) (the VampPrior) get it now that it exists.
         self.prior.attach_posterior(self.qz)
         self.beta = 1.0
@@ -71,7 +71,7 @@ class VAE(nn.Module):
     def n_latent(self) -> int:
         return self.config.latent_dim
 
-    def _latent_scale(self) -> poutine.scale | nullcontext[None]:
+    def _latent_scale(self) -> AbstractContextManager[Any]:
         return nullcontext() if self.beta == 1.0 else poutine.scale(scale=self.beta)
 
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:

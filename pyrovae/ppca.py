@@ -98,7 +98,9 @@ def linear_gaussian_vae(ppca: PPCA, **model_options: object) -> VAE:
         **model_options,
     }
     vae = VAE(ModelConfig(image_shape=(1, 1, ppca.n_dims), **options))  # type: ignore[arg-type]
+    decoder = vae.decoder.net
+    assert isinstance(decoder, torch.nn.Linear)
     with torch.no_grad():
-        vae.decoder.net.weight.copy_(ppca.weight)
-        vae.decoder.net.bias.copy_(ppca.bias)
+        decoder.weight.copy_(ppca.weight)
+        decoder.bias.copy_(ppca.bias)
     return vae
