@@ -42,3 +42,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def make_vae():
+    """Build a small VAE on 4x4 images, validated, with any registered guide and prior."""
+    from pyrovae.config import ModelConfig
+    from pyrovae.model import VAE
+
+    def make(
+        guide: str = "normal",
+        prior: str = "normal",
+        latent_dim: int = 3,
+        hidden: int = 16,
+        flows: int = 1,
+    ) -> VAE:
+        config = ModelConfig(
+            image_shape=(1, 4, 4),
+            hidden=(hidden,),
+            latent_dim=latent_dim,
+            guide=guide,
+            prior=prior,
+            flows=flows,
+            flow_hidden=(hidden,),
+        )
+        config.validate()
+        return VAE(config)
+
+    return make

@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 from pyro.distributions import MultivariateNormal
 
-from pyrovae.config import ModelConfig
 from pyrovae.diagnostics import (
     REPORT_HTML,
     REPORT_JSON,
@@ -26,7 +25,6 @@ from pyrovae.diagnostics import (
 )
 from pyrovae.evaluation import log_importance_weights
 from pyrovae.guides import GUIDES
-from pyrovae.model import VAE
 from pyrovae.ppca import PPCA, linear_gaussian_vae
 from pyrovae.priors import PRIORS
 
@@ -108,20 +106,6 @@ def test_nuts_reference_matches_the_exact_posterior():
     _check_against_exact(reference, posterior, 2, mean_tol=0.15, cov_tol=0.15)
 
 
-def _tiny_vae(guide: str = "normal", prior: str = "normal") -> VAE:
-    config = ModelConfig(
-        image_shape=(1, 4, 4),
-        hidden=(16,),
-        latent_dim=3,
-        guide=guide,
-        prior=prior,
-        flows=1,
-        flow_hidden=(16,),
-    )
-    config.validate()
-    return VAE(config)
-
-
 def _check_report(result, out, n, draws, n_latent, nuts):
     for name in (REPORT_HTML, REPORT_NETCDF, REPORT_JSON):
         assert (out / name).is_file()
@@ -147,8 +131,8 @@ def _check_report(result, out, n, draws, n_latent, nuts):
 
 
 @pytest.mark.parametrize("guide", GUIDES.names())
-def test_diagnose_every_guide(guide, tmp_path):
-    vae = _tiny_vae(guide=guide)
+def test_diagnose_every_guide(make_vae, guide, tmp_path):
+    vae = make_vae(guide=guide)
     images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
     labels = torch.arange(20) % 3
     result = diagnose(
@@ -168,8 +152,8 @@ def test_diagnose_every_guide(guide, tmp_path):
 
 
 @pytest.mark.parametrize("prior", PRIORS.names())
-def test_diagnose_every_prior(prior, tmp_path):
-    vae = _tiny_vae(prior=prior)
+def test_diagnose_every_prior(make_vae, prior, tmp_path):
+    vae = make_vae(prior=prior)
     images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
     result = diagnose(vae, images, tmp_path, n=4, draws=30, nuts=0, ppc_draws=10)
     _check_report(result, tmp_path, 4, 30, 3, nuts=0)
@@ -193,11 +177,11 @@ def test_diagnose_cli(tmp_path, tiny_config):
     assert "label" in idata.observed_data  # digits have labels
 
 
-def test_diagnose_rejects_more_nuts_points_than_points(tmp_path):
+def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):
     from pyrovae.cli import main
     from pyrovae.errors import ConfigError
 
-    vae = _tiny_vae()
+    vae = make_vae()
     with pytest.raises(ConfigError, match="--nuts"):
         diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, n=2, nuts=3)
     result = CliRunner().invoke(main, ["diagnose", "--run", str(tmp_path / "none")])

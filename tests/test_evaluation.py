@@ -116,20 +116,6 @@ def test_importance_log_marginal_accepts_uint8_images():
     torch.testing.assert_close(from_uint8, from_float)
 
 
-def _tiny_vae(guide: str = "normal", prior: str = "normal", latent_dim: int = 3) -> VAE:
-    config = ModelConfig(
-        image_shape=(1, 4, 4),
-        hidden=(16,),
-        latent_dim=latent_dim,
-        guide=guide,
-        prior=prior,
-        flows=1,
-        flow_hidden=(16,),
-    )
-    config.validate()
-    return VAE(config)
-
-
 def _binary_images(n: int = 12) -> torch.Tensor:
     return torch.bernoulli(torch.full((n, 1, 4, 4), 0.3))
 
@@ -145,8 +131,8 @@ def _check_result(result: EvaluationResult, vae: VAE) -> None:
 
 
 @pytest.mark.parametrize("guide", GUIDES.names())
-def test_evaluate_every_guide(guide):
-    vae = _tiny_vae(guide=guide)
+def test_evaluate_every_guide(make_vae, guide):
+    vae = make_vae(guide=guide)
     result = evaluate(vae, _binary_images(), k=16, gaps=1, gap_steps=3, surgery_samples=20)
     _check_result(result, vae)
     assert result.gaps is not None and result.gaps.n == 1
@@ -157,8 +143,8 @@ def test_evaluate_every_guide(guide):
 
 
 @pytest.mark.parametrize("prior", PRIORS.names())
-def test_evaluate_every_prior(prior):
-    vae = _tiny_vae(prior=prior)
+def test_evaluate_every_prior(make_vae, prior):
+    vae = make_vae(prior=prior)
     result = evaluate(vae, _binary_images(), k=16, surgery_samples=20)
     _check_result(result, vae)
     assert result.surgery is not None
@@ -166,8 +152,8 @@ def test_evaluate_every_prior(prior):
     assert s.average_kl == pytest.approx(s.marginal_kl + s.mutual_information)
 
 
-def test_active_units_and_collapse_warning():
-    vae = _tiny_vae(latent_dim=4)
+def test_active_units_and_collapse_warning(make_vae):
+    vae = make_vae(latent_dim=4)
     with torch.no_grad():
         # Units 1..3 ignore x: their E_q[z_u|x] is the same for every image.
         vae.guide_net.loc.weight[1:] = 0.0
@@ -179,9 +165,9 @@ def test_active_units_and_collapse_warning():
     assert any("posterior collapse" in w for w in result.warnings)
 
 
-def test_elbo_surgery_of_a_collapsed_guide_is_zero():
+def test_elbo_surgery_of_a_collapsed_guide_is_zero(make_vae):
     # q(z|x) = N(0, I) = p(z) for every x: no KL, no marginal KL, no information.
-    vae = _tiny_vae()
+    vae = make_vae()
     head = vae.guide_net
     with torch.no_grad():
         for layer in (head.loc, head.raw_scale):
@@ -194,10 +180,10 @@ def test_elbo_surgery_of_a_collapsed_guide_is_zero():
     assert s.mutual_information_bound == pytest.approx(math.log(30))
 
 
-def test_elbo_surgery_of_a_deterministic_code_has_information_near_log_n():
+def test_elbo_surgery_of_a_deterministic_code_has_information_near_log_n(make_vae):
     # Images far apart with tiny posterior scales: the aggregate posterior is N
     # separated spikes, so I(x; z) reaches its bound log N.
-    vae = _tiny_vae(latent_dim=2)
+    vae = make_vae(latent_dim=2)
     head = vae.guide_net
     images = torch.eye(16).reshape(16, 1, 4, 4)
     with torch.no_grad():

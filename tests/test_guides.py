@@ -29,26 +29,13 @@ from pyrovae.training import resume, train
 FLOW_GUIDES = ("iaf", "planar", "radial", "spline")
 
 
-def tiny_vae(guide: str, n_latent: int = 3) -> VAE:
-    config = ModelConfig(
-        image_shape=(1, 4, 4),
-        hidden=(8,),
-        latent_dim=n_latent,
-        guide=guide,
-        flows=3,
-        flow_hidden=(8,),
-    )
-    config.validate()
-    return VAE(config)
-
-
 def test_registry_lists_every_guide() -> None:
     assert set(GUIDES.names()) == {"normal", *FLOW_GUIDES}
 
 
 @pytest.mark.parametrize("guide", FLOW_GUIDES)
-def test_flow_log_q_matches_change_of_variables(guide: str) -> None:
-    vae = tiny_vae(guide)
+def test_flow_log_q_matches_change_of_variables(make_vae, guide: str) -> None:
+    vae = make_vae(guide, hidden=8, flows=3)
     with torch.no_grad():  # move the flows away from their near-identity start
         for p in vae.guide_net.layers.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -75,8 +62,8 @@ def test_flow_log_q_matches_change_of_variables(guide: str) -> None:
 
 
 @pytest.mark.parametrize("guide", FLOW_GUIDES)
-def test_flow_guide_draws_vectorized_particles(guide: str) -> None:
-    vae = tiny_vae(guide)
+def test_flow_guide_draws_vectorized_particles(make_vae, guide: str) -> None:
+    vae = make_vae(guide, hidden=8, flows=3)
     x = torch.bernoulli(torch.rand(5, 1, 4, 4))
     for name in ("meanfield", "trace"):
         loss = make_elbo(name, particles=4).differentiable_loss(vae.model, vae.guide, x)
@@ -85,9 +72,9 @@ def test_flow_guide_draws_vectorized_particles(guide: str) -> None:
     assert all(p.grad is not None for p in vae.guide_net.layers.parameters())
 
 
-def test_flow_guide_with_one_latent_dimension() -> None:
+def test_flow_guide_with_one_latent_dimension(make_vae) -> None:
     for guide in ("planar", "spline"):
-        vae = tiny_vae(guide, n_latent=1)
+        vae = make_vae(guide, latent_dim=1, hidden=8, flows=3)
         assert vae.qz(torch.rand(2, 1, 4, 4)).rsample().shape == (2, 1)
 
 
