@@ -214,12 +214,18 @@ class AmortizedGuide(nn.Module):
         site: str = LATENT,
     ) -> None:
         super().__init__()
-        self.model = model
+        # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
+        # must not become a submodule, or its parameters would be the guide's too.
+        self._model = (model,)
         self.encoder = encoder
         self.config = config
         self.site = site
         self.event_shape: torch.Size | None = None
         self.head: Guide | None = None
+
+    @property
+    def model(self) -> Callable[..., Any]:
+        return self._model[0]
 
     def _setup_prototype(self, x: torch.Tensor) -> None:
         self.event_shape = latent_event_shape(self.model, x, site=self.site)

@@ -142,6 +142,25 @@ def test_amortized_guide_fits_a_plain_model(event_shape: tuple[int, ...]) -> Non
     assert 0 <= gap_after < gap_before / 2, (gap_before, gap_after)
 
 
+def test_amortized_guide_does_not_take_a_module_models_parameters() -> None:
+    ppca = PPCA.random(n_dims=6, n_latent=2)
+
+    class Model(nn.Module):  # a model that is itself a module, as a PyroModule is
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = nn.Linear(2, 6)
+
+        def forward(self, x: torch.Tensor) -> None:
+            ppca_model(ppca)(x)
+
+    model = Model()
+    guide = AmortizedGuide(model, _Encoder(6, 8), ModelConfig(guide="normal"))
+    guide(ppca.sample(3))
+    assert guide.model is model
+    assert not any(name.startswith("model.") for name, _ in guide.named_parameters())
+    assert {id(p) for p in guide.parameters()}.isdisjoint(id(p) for p in model.parameters())
+
+
 # --------------------------------------------------------------------------- #
 # Closing the ELBO gap of a correlated posterior (probabilistic PCA)
 # --------------------------------------------------------------------------- #
