@@ -51,6 +51,8 @@ LocalKind = Literal["normal", "iaf"]
 LOCAL_KINDS: tuple[str, ...] = ("normal", "iaf")
 _EMPTY = torch.Size()
 _Shape = torch.Size | list[int] | tuple[int, ...]
+#: The factor of :func:`fixed_decoder_model` that turns N(0, I) into the VAE's prior.
+_PRIOR_FACTOR = "z_prior"
 
 
 def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -58,11 +60,16 @@ def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
 
     Unlike :meth:`VAE.model` it registers no module with Pyro, so the networks
     stay fixed constants for autoguides and for NUTS, and it ignores ``beta``.
+    z is drawn under N(0, I) and a factor turns its density into p(z): autoguides
+    map a site's support onto R^n, which a mixture prior's (``mog``, ``vamp``) cannot.
     """
 
     def model(x: torch.Tensor) -> torch.Tensor:
         with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
-            z = pyro.sample(LATENT, vae.prior())  # (batch, n_latent)
+            zero = torch.zeros(vae.n_latent, dtype=x.dtype, device=x.device)
+            base = dist.Normal(zero, 1.0).to_event(1)
+            z = pyro.sample(LATENT, base)  # (batch, n_latent)
+            pyro.factor(_PRIOR_FACTOR, vae.prior().log_prob(z) - base.log_prob(z))  # (batch,)
             pyro.sample(OBS, vae.px(z), obs=x)
         return z
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from pyrovae.errors import ConfigError
 from pyrovae.evaluation import importance_batch
 from pyrovae.local_guides import fit_local_posterior
 from pyrovae.ppca import PPCA, linear_gaussian_vae
+from pyrovae.priors import PRIORS
 
 
 @pytest.fixture
@@ -64,3 +67,14 @@ def test_bad_kind_and_steps_are_config_errors(ppca_problem):
         fit_local_posterior(vae, x, "gamma")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="steps"):
         fit_local_posterior(vae, x, "normal", steps=0)
+
+
+@pytest.mark.parametrize("prior", PRIORS.names())
+@pytest.mark.parametrize("kind", ["normal", "iaf"])
+def test_local_posterior_for_every_prior(make_vae, prior, kind):
+    # Mixture priors (mog, vamp) have a support autoguides cannot map onto R^n.
+    vae = make_vae(prior=prior)
+    x = torch.bernoulli(torch.full((2, 1, 4, 4), 0.3))
+    local = fit_local_posterior(vae, x, kind, steps=2, particles=2)
+    assert local.posterior.sample((3,)).shape == (3, 2, vae.n_latent)
+    assert all(math.isfinite(loss) for loss in local.losses)
