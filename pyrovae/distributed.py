@@ -146,9 +146,25 @@ def session(device: torch.device) -> Iterator[Context]:
             dist.destroy_process_group()
 
 
+#: torchrun's ``main``, minus the tracebacks it prints when a process fails or
+#: Ctrl-C stops the job: the processes have printed their own one-line error.
+_TORCHRUN = """\
+import sys
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import main
+try:
+    main(sys.argv[1:])
+except ChildFailedError:
+    sys.exit(1)
+except SignalException as err:
+    sys.exit(128 + int(err.sigval))
+"""
+
+
 def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
     """``torchrun --standalone --nproc-per-node nproc -m pyrovae ARGS`` as an argument list."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    return [sys.executable, "-c", _TORCHRUN, "--standalone",
             f"--nproc-per-node={nproc}", "-m", "pyrovae", *args]  # fmt: skip
 
 

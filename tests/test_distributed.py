@@ -173,3 +173,12 @@ def test_devices_must_be_positive():
 
     result = CliRunner().invoke(main, ["train", "--devices", "0"])
     assert result.exit_code != 0 and "--devices" in result.output
+
+
+def test_a_failing_process_gives_its_message_without_torchruns_traceback(tmp_path):
+    from pyrovae.distributed import torchrun_command
+
+    command = torchrun_command(WORLD_SIZE, ["no-such-command"])  # fails fast, in every process
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "No such command" in done.stderr and "Traceback" not in done.stderr, done.stderr
