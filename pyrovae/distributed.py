@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pyrovae.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -134,6 +136,14 @@ def session(device: torch.device) -> Iterator[Context]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if owned:
         if device.type == "cuda":
+            # Every process of this machine says so, before any waits for a peer.
+            local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+            n_gpus = torch.cuda.device_count()
+            if local_world_size > n_gpus:
+                raise ConfigError(
+                    f"{local_world_size} processes on this machine need one GPU each, but "
+                    f"torch sees {n_gpus}: start at most {n_gpus}, or train with --device cpu"
+                )
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl")
         else:

@@ -182,3 +182,16 @@ def test_a_failing_process_gives_its_message_without_torchruns_traceback(tmp_pat
     done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert done.returncode == 1
     assert "No such command" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_more_processes_than_gpus_is_a_config_error(monkeypatch):
+    from pyrovae.distributed import session
+    from pyrovae.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="2 processes on this machine need one GPU each"):
+        with session(torch.device("cuda")):
+            pass
