@@ -148,18 +148,29 @@ def _silent(message: str) -> None:
     """The log of processes other than rank 0."""
 
 
-def _rng_state(data_generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(data_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The streams training draws from: torch's CPU one, the training GPU's, the permutations'.
+
+    Only the training GPU's: a CPU run must not start CUDA on a machine that has it,
+    and a run must resume on a machine with fewer GPUs.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
+def _set_rng_state(
+    state: dict[str, Any], data_generator: torch.Generator, device: torch.device
+) -> None:
     torch.set_rng_state(state["torch"])
     data_generator.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # older checkpoints held every visible GPU's state
+        index = device.index or 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def train(
@@ -272,11 +283,11 @@ def _fit(
         try:
             vae.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            _set_rng_state(checkpoint["rng"], data_generator)
+            _set_rng_state(checkpoint["rng"], data_generator, device)
             if context.rank > 0:
                 ranks = checkpoint.get("rng_ranks", [])
                 if len(ranks) == context.world_size:
-                    _set_rng_state(ranks[context.rank], data_generator)
+                    _set_rng_state(ranks[context.rank], data_generator, device)
                 else:  # the world size changed: fresh, still deterministic, draws
                     seed = distributed.rank_seed(
                         config.train.seed + checkpoint["epoch"], context.rank
@@ -357,12 +368,12 @@ def _fit(
                 f"{epoch} in {run_dir} is kept; try a lower --lr"
             )
         if not context.is_main:
-            context.all_gather(_rng_state(data_generator))
+            context.all_gather(_rng_state(data_generator, device))
             history.append(cast(dict[str, Any], context.broadcast(None)))  # rank 0's row
             continue
         test = evaluate_elbo(vae, data.test)
         # After the evaluation, which draws z too: the state the next epoch starts from.
-        rng_states = context.all_gather(_rng_state(data_generator))
+        rng_states = context.all_gather(_rng_state(data_generator, device))
         row = {
             "epoch": epoch + 1,
             "train_elbo": -train_loss,

@@ -161,3 +161,20 @@ def test_pyro_step_gives_the_same_run(tiny_config, tmp_path):
     for key, value in fast.vae.state_dict().items():
         torch.testing.assert_close(value, traced.vae.state_dict()[key], rtol=1e-4, atol=1e-5)
     assert fast.final["test_elbo"] == pytest.approx(traced.final["test_elbo"], abs=1e-3)
+
+
+def test_a_cpu_run_leaves_cuda_alone(monkeypatch):
+    """On a machine with GPUs, a CPU run neither starts CUDA for its RNG state nor
+    checkpoints it; a checkpoint that has it (a GPU run) resumes on the CPU."""
+    from pyrovae.training import _rng_state, _set_rng_state
+
+    def untouchable(*args, **kwargs):
+        raise AssertionError("a CPU run touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all"):
+        monkeypatch.setattr(torch.cuda, name, untouchable)
+    cpu, generator = torch.device("cpu"), torch.Generator()
+    state = _rng_state(generator, cpu)
+    assert set(state) == {"torch", "data"}
+    _set_rng_state({**state, "cuda": torch.zeros(16, dtype=torch.uint8)}, generator, cpu)
