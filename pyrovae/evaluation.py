@@ -217,14 +217,24 @@ def _eval_mode(vae: VAE) -> Iterator[None]:
 
 #: Burda et al. (2016) call unit u active when Cov_x(E_q[z_u|x]) exceeds this.
 ACTIVE_UNIT_THRESHOLD = 0.01
+#: Draws of q(z|x) per image for E_q[z|x] when the guide has no closed-form mean.
+MEAN_DRAWS = 1000
 
 
 def posterior_mean(qz: Distribution, n: int = 64) -> torch.Tensor:
     """E_q[z]: the closed form when the distribution has one, else a mean of ``n`` draws."""
+    return _posterior_mean_and_noise(qz, n)[0]
+
+
+def _posterior_mean_and_noise(qz: Distribution, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """E_q[z] as :func:`posterior_mean`, and the Monte Carlo variance of that estimate
+    (Var_q[z] / n; zero for the closed form), both ``(batch, n_latent)``."""
     try:
-        return qz.mean
+        mean = qz.mean
+        return mean, torch.zeros_like(mean)
     except NotImplementedError:
-        return qz.sample((n,)).mean(0)
+        draws = qz.sample((n,))  # (n, batch, n_latent)
+        return draws.mean(0), draws.var(0) / n
 
 
 @dataclass
@@ -494,16 +504,20 @@ def evaluate(
     started = time.perf_counter()
     device = _model_device(vae)
     log_px, elbo_k = _importance_all(vae, images, k, chunk_size, batch_size, progress)
-    recon, kl, means = [], [], []
+    recon, kl, means, noise = [], [], [], []
     with torch.no_grad(), _eval_mode(vae):
         for index in _batches(images, batch_size):
             x = to_unit_float(images[index].to(device))
             terms = elbo_terms(vae.model, vae.guide, x)
             recon.append(terms.recon.double())
             kl.append(terms.kl.double())
-            means.append(posterior_mean(vae.qz(x)).double())  # (batch, n_latent)
+            mean, mean_noise = _posterior_mean_and_noise(vae.qz(x), MEAN_DRAWS)
+            means.append(mean.double())  # (batch, n_latent)
+            noise.append(mean_noise.double())  # (batch, n_latent)
     recon_t, kl_t = torch.cat(recon), torch.cat(kl)
-    variances = torch.cat(means).var(dim=0)  # (n_latent,)
+    # Sampled means (flow guides) spread by Var_q[z_u] / n even for a unit that
+    # ignores x; subtracting that noise keeps collapsed units below the threshold.
+    variances = (torch.cat(means).var(dim=0) - torch.cat(noise).mean(0)).clamp(min=0)
     n_active = int((variances > ACTIVE_UNIT_THRESHOLD).sum())
     warnings = []
     if n_active * 2 < vae.n_latent:

@@ -165,6 +165,19 @@ def test_active_units_and_collapse_warning(make_vae):
     assert any("posterior collapse" in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("guide", GUIDES.names())
+def test_no_active_units_when_q_ignores_x(make_vae, guide):
+    # Constant encoder features: q(z|x) is the same N(0, 1)-wide distribution for every
+    # image, so Cov_x(E_q[z_u|x]) = 0 for every unit, also where E_q is a sample mean.
+    vae = make_vae(guide=guide)
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.zero_()
+        vae.guide_net.raw_scale.bias.fill_(math.log(math.expm1(1.0)))
+    result = evaluate(vae, _binary_images(40), k=2, surgery_samples=10)
+    assert result.active_units == 0, result.unit_variances
+
+
 def test_elbo_surgery_of_a_collapsed_guide_is_zero(make_vae):
     # q(z|x) = N(0, I) = p(z) for every x: no KL, no marginal KL, no information.
     vae = make_vae()
