@@ -223,7 +223,8 @@ def resume(
     progress: bool = True,
     log: Logger = print,
 ) -> TrainResult:
-    """Continue the run in ``run_dir`` from its last checkpoint.
+    """Continue the run in ``run_dir`` from its last checkpoint (from the start
+    when it was stopped before its first checkpoint).
 
     ``epochs`` raises the total number of epochs (the run's own by default);
     ``device`` moves it to another device. On CPU a resumed run ends with the
@@ -238,7 +239,10 @@ def resume(
     if device is not None:
         config.train.device = device  # type: ignore[assignment]
     config.validate()
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    # A run stopped before its first epoch ended has its config but no checkpoint:
+    # it starts over from that config (a fresh --out would refuse the folder).
+    has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
     with distributed.session(resolve_device(config.train.device)) as context:
         return _fit(
             config, run_dir, checkpoint=checkpoint, progress=progress, log=log, context=context

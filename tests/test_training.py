@@ -73,6 +73,18 @@ def test_stop_and_resume_equals_uninterrupted_run(tiny_config, tmp_path):
         assert torch.equal(value, straight.vae.state_dict()[key]), key
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tiny_config, tmp_path):
+    tiny_config.train.epochs = 1
+    straight = train(tiny_config, tmp_path / "straight", progress=False, log=_quiet)
+    stopped = tmp_path / "stopped"  # what Ctrl-C in epoch 1 leaves: the config alone
+    stopped.mkdir()
+    straight.config.save(stopped / "config.json")
+    resumed = resume(stopped, progress=False, log=_quiet)
+    assert [row["epoch"] for row in resumed.history] == [1]
+    for key, value in straight.vae.state_dict().items():
+        assert torch.equal(value, resumed.vae.state_dict()[key]), key
+
+
 def test_existing_run_is_not_overwritten(tiny_config, tmp_path):
     train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
     before = (tmp_path / "run" / CHECKPOINT_NAME).read_bytes()
