@@ -266,7 +266,14 @@ def _fit(
     if not context.is_main:
         log, progress = _silent, False
     device = context.device(resolve_device(config.train.device))
+    # Each machine's first process loads the data first, so that a data set it
+    # downloads is on disk before the others look for it (no concurrent downloads).
+    first_on_machine = context.local_rank == 0
+    if not first_on_machine:
+        context.barrier()
     data = prepare_data(config, device)
+    if first_on_machine:
+        context.barrier()
     if checkpoint is not None and config.model.image_shape != data.image_shape:
         raise CheckpointError(
             f"the run was trained on images of shape {config.model.image_shape}, "

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,32 @@ def test_a_cpu_run_leaves_cuda_alone(monkeypatch):
     state = _rng_state(generator, cpu)
     assert set(state) == {"torch", "data"}
     _set_rng_state({**state, "cuda": torch.zeros(16, dtype=torch.uint8)}, generator, cpu)
+
+
+def test_each_machines_first_process_loads_the_data_before_the_others(tiny_config, monkeypatch):
+    """So that a data set the first one downloads is on disk before the others look for it."""
+    from pyrovae import training
+    from pyrovae.distributed import Context
+
+    events: list[str] = []
+
+    class Recorder(Context):
+        def barrier(self) -> None:
+            events.append("barrier")
+
+    def load(config, device):
+        events.append("load")
+        return prepare_data(config, device)
+
+    def stop(config):
+        raise DataError("stop here")
+
+    monkeypatch.setattr(training, "prepare_data", load)
+    monkeypatch.setattr(training, "VAE", stop)
+    for local_rank, expected in ((0, ["load", "barrier"]), (1, ["barrier", "load"])):
+        events.clear()
+        context = Recorder(rank=local_rank, world_size=2, local_rank=local_rank)
+        with pytest.raises(DataError, match="stop here"):
+            training._fit(tiny_config, Path("unused"), checkpoint=None, progress=False,
+                          log=_quiet, context=context)  # fmt: skip
+        assert events == expected, local_rank
