@@ -39,7 +39,13 @@ import torch
 
 from pyrovae.data import to_unit_float
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation import auto_chunk_size, importance_draws, posterior_mean
+from pyrovae.evaluation import (
+    auto_chunk_size,
+    importance_draws,
+    output_folder,
+    posterior_mean,
+    write_report_file,
+)
 from pyrovae.local_guides import frozen
 from pyrovae.model import VAE
 from pyrovae.sites import LATENT
@@ -385,14 +391,14 @@ def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _write_html(path: Path, title: str, sections: list[tuple[str, str]]) -> None:
+def _html(title: str, sections: list[tuple[str, str]]) -> str:
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
         "text-align:right}img{max-width:100%}"
     )
     parts = [f"<h2>{html.escape(name)}</h2>\n{content}" for name, content in sections]
-    path.write_text(
+    return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n"
         + "\n".join(parts)
@@ -467,8 +473,7 @@ def diagnose(
     if nuts < 0 or nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     device = next(vae.parameters()).device
     n = min(n, images.shape[0])
     nuts = min(nuts, n)
@@ -523,8 +528,9 @@ def diagnose(
         ),
         observed_data=xr.Dataset(observed_data, coords={"datapoint": np.arange(n)}),
     )
-    paths = {"netcdf": str(out / REPORT_NETCDF)}
-    idata.to_netcdf(paths["netcdf"])
+    # Every file is written at the end, each whole, so that a failure or Ctrl-C on the
+    # way (NUTS takes the longest) leaves the previous report as it was.
+    netcdfs = {"netcdf": (out / REPORT_NETCDF, idata)}
 
     sections = [
         (
@@ -545,8 +551,7 @@ def diagnose(
         reference = nuts_reference(
             vae, x[:nuts], chains=chains, draws=nuts_draws, warmup=nuts_warmup
         )
-        paths["nuts_netcdf"] = str(out / REPORT_NUTS_NETCDF)
-        reference.inference_data().to_netcdf(paths["nuts_netcdf"])
+        netcdfs["nuts_netcdf"] = (out / REPORT_NUTS_NETCDF, reference.inference_data())
         q_sub = z_np[0, :, :nuts]  # (draws, nuts, L)
         w2 = [
             gaussian_w2(q_sub[:, i], reference.draws[:, :, i].reshape(-1, vae.n_latent))
@@ -609,9 +614,13 @@ def diagnose(
         )
     )
 
+    paths = {name: str(path) for name, (path, _) in netcdfs.items()}
     paths["html"] = str(out / REPORT_HTML)
     paths["json"] = str(out / REPORT_JSON)
-    _write_html(Path(paths["html"]), title, sections)
+    for path, data in netcdfs.values():
+        write_report_file(path, data.to_netcdf)
+    page = _html(title, sections)
+    write_report_file(out / REPORT_HTML, lambda tmp: Path(tmp).write_text(page))
     result = DiagnosisResult(
         n=n,
         draws=draws,
@@ -622,7 +631,8 @@ def diagnose(
         seconds=time.perf_counter() - started,
         paths=paths,
     )
-    Path(paths["json"]).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    write_report_file(out / REPORT_JSON, lambda tmp: Path(tmp).write_text(text))
     return result
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,32 @@ DEFAULT_ELEMENT_BUDGET = 1 << 24
 
 def _model_device(vae: VAE) -> torch.device:
     return next(vae.parameters()).device
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create the folder ``path`` for a report, or say in one line why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the output folder {path}: {err.strerror or err}"
+        ) from None
+    return path
+
+
+def write_report_file(path: Path, write: Callable[[str], object]) -> None:
+    """``write(file_name)`` into a temporary file that then replaces ``path``, so that
+    ``path`` is whole or untouched; one-line error when it cannot be written. (Not
+    ``mkstemp``: a report keeps the permissions of an ordinarily created file.)"""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def importance_draws(
@@ -586,6 +613,9 @@ def evaluate_run(
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     run = load_run(run_dir, device=device)
+    if json_path is not None:
+        # Before the evaluation, which can take long, rather than after it.
+        output_folder(Path(json_path).parent)
     data = run.data()
     images = data.test if split == "test" else data.train
     if n is not None:
@@ -594,7 +624,6 @@ def evaluate_run(
         torch.manual_seed(seed)
     result = evaluate(run.vae, images, k, split=split, gaps=gaps, progress=progress)
     if json_path is not None:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
+        write_report_file(Path(json_path), lambda tmp: Path(tmp).write_text(text))
     return result

@@ -175,6 +175,11 @@ def test_diagnose_cli(tmp_path, tiny_config):
     assert summary["n"] == 6 and summary["nuts"]["chains"] == 2
     idata = az.from_netcdf(out / REPORT_NETCDF)
     assert "label" in idata.observed_data  # digits have labels
+    assert not list(out.glob(".*.tmp"))  # files written whole, temporaries gone
+    bad = ["diagnose", "--run", str(tmp_path / "run"), "--out", str(out / REPORT_JSON / "x")]
+    result = CliRunner().invoke(main, bad)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "cannot create the output folder" in result.output
 
 
 def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):

@@ -247,6 +247,11 @@ def test_evaluate_cli_writes_json_and_table(tmp_path, tiny_config):
     figures = json.loads(out.read_text())
     assert figures["n"] == 20 and figures["k"] == 8 and figures["split"] == "test"
     assert figures["log_px"] <= 0 and figures["surgery"]["mutual_information_bound"] > 0
+    # A --json whose folder cannot be made (a file is in the way): one line, no traceback.
+    bad = ["evaluate", "--run", str(tmp_path / "run"), "-k", "2", "--json", str(out / "e.json")]
+    result = CliRunner().invoke(main, bad)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "cannot create the output folder" in result.output
 
 
 def test_evaluate_cli_without_a_run_is_one_line_error(tmp_path):
