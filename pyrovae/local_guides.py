@@ -263,11 +263,14 @@ def fit_local_posterior(
         for i in range(x.shape[0]):
 
             def init_transform(dim: int, i: int = i) -> T.ComposeTransformModule:
+                # On the VAE's device: the autoguide is never moved, and takes the
+                # device of its base distribution from these layers' parameters.
                 layers: list[TransformModule] = []
                 for j in range(num_transforms):
                     if j:
-                        layers.append(T.permute(dim, torch.arange(dim - 1, -1, -1)))
-                    layers.append(T.affine_autoregressive(dim, hidden))
+                        reverse = torch.arange(dim - 1, -1, -1, device=loc.device)
+                        layers.append(T.permute(dim, reverse))
+                    layers.append(T.affine_autoregressive(dim, hidden).to(loc.device))
                 return T.ComposeTransformModule([*layers, _Affine(loc[i], scale[i])])
 
             guide = AutoNormalizingFlow(model, init_transform)

@@ -78,3 +78,12 @@ def test_local_posterior_for_every_prior(make_vae, prior, kind):
     local = fit_local_posterior(vae, x, kind, steps=2, particles=2)
     assert local.posterior.sample((3,)).shape == (3, 2, vae.n_latent)
     assert all(math.isfinite(loss) for loss in local.losses)
+
+
+@pytest.mark.gpu
+def test_iaf_local_posterior_on_cuda(make_vae):
+    vae = make_vae().cuda()
+    x = torch.bernoulli(torch.full((2, 1, 4, 4), 0.3)).cuda()
+    local = fit_local_posterior(vae, x, "iaf", steps=2, particles=2, num_transforms=2)
+    z = local.posterior.sample((3,))
+    assert z.device.type == "cuda" and local.posterior.log_prob(z).shape == (3, 2)
