@@ -10,7 +10,7 @@ import pytest
 import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
 
-from pyrovae.config import ModelConfig, TrainConfig
+from pyrovae.config import OBJECTIVES, ModelConfig, TrainConfig
 from pyrovae.errors import ConfigError
 from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
@@ -22,15 +22,18 @@ from pyrovae.step import TrainStep, direct_applies, make_optimizer, train_epoch
 BATCH = 6
 LR = 1e-2
 
-# Small sizes for every option a component may read; fields a config lacks are skipped.
-SMALL = {"hidden": (16,), "latent_dim": 3, "flows": 2, "flow_hidden": (8,), "prior_components": 3}
-
 
 def _model_config(guide: str = "normal", prior: str = "normal") -> ModelConfig:
-    config = ModelConfig(image_shape=(1, 4, 4), guide=guide, prior=prior)
-    for name, value in SMALL.items():
-        if hasattr(config, name):
-            setattr(config, name, value)
+    config = ModelConfig(
+        image_shape=(1, 4, 4),
+        hidden=(16,),
+        latent_dim=3,
+        guide=guide,
+        prior=prior,
+        flows=2,
+        flow_hidden=(8,),
+        prior_components=3,
+    )
     try:
         config.validate()
     except ConfigError as err:
@@ -162,14 +165,9 @@ def _fallback_objectives() -> dict[str, object]:
         "subclass": _SubclassedELBO(max_plate_nesting=1),
         "sequential-particles": TraceMeanField_ELBO(num_particles=2, max_plate_nesting=1),
     }
-    train = TrainConfig(particles=3)
-    if hasattr(train, "objective"):  # the importance-weighted bound, where it exists
-        from pyrovae.config import OBJECTIVES
-
-        for name in OBJECTIVES:
-            if name != "elbo":
-                train.objective = name
-                objectives[name] = make_objective(train)
+    for name in OBJECTIVES:
+        if name != "elbo":
+            objectives[name] = make_objective(TrainConfig(objective=name, particles=3))
     return objectives
 
 
