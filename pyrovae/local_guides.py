@@ -44,6 +44,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from pyrovae.errors import ConfigError
+from pyrovae.evaluation import posterior_mean
 from pyrovae.model import VAE
 from pyrovae.sites import DATA_PLATE, LATENT, OBS
 
@@ -134,16 +135,6 @@ class LocalPosterior:
     losses: list[float]
 
 
-def _encoder_init(vae: VAE, x: torch.Tensor, n: int = 64) -> torch.Tensor:
-    """E_q[z|x] from the amortized guide: closed form when it has one, else a sample mean."""
-    with torch.no_grad():
-        qz = vae.qz(x)
-        try:
-            return qz.mean.detach().clone()
-        except NotImplementedError:
-            return qz.sample((n,)).mean(0)
-
-
 def _optimize(
     model: Callable[[torch.Tensor], torch.Tensor],
     guide: torch.nn.Module,
@@ -201,7 +192,9 @@ def _fit_normal(
     lr: float,
     particles: int,
 ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    guide = AutoNormal(model, init_loc_fn=init_to_value(values={LATENT: _encoder_init(vae, x)}))
+    with torch.no_grad():
+        init = posterior_mean(vae.qz(x))  # (B, n_latent), the amortized guide's E_q[z|x]
+    guide = AutoNormal(model, init_loc_fn=init_to_value(values={LATENT: init}))
     losses = _optimize(model, guide, x, steps, lr, particles)
     loc = guide.locs.z.detach().clone()  # (B, n_latent)
     scale = guide.scales.z.detach().clone()  # (B, n_latent)
