@@ -44,6 +44,7 @@ from pyrovae.evaluation import (
     importance_draws,
     output_folder,
     posterior_mean,
+    restored_rng,
     write_report_file,
 )
 from pyrovae.local_guides import frozen
@@ -649,28 +650,32 @@ def diagnose_run(
     device: str = "auto",
     seed: int | None = 0,
 ) -> DiagnosisResult:
-    """:func:`diagnose` on a trained run's ``split``; ``out`` defaults to ``RUN/diagnostics``."""
+    """:func:`diagnose` on a trained run's ``split``; ``out`` defaults to ``RUN/diagnostics``.
+
+    ``seed`` seeds the draws without changing the caller's RNG state.
+    """
     from pyrovae.api import load_run
 
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
-    run = load_run(run_dir, device=device)
-    data = run.data()
-    images, labels = (
-        (data.test, data.test_labels) if split == "test" else (data.train, data.train_labels)
-    )
-    if seed is not None:
-        torch.manual_seed(seed)
-    return diagnose(
-        run.vae,
-        images,
-        out if out is not None else run.run_dir / "diagnostics",
-        labels=labels,
-        n=n,
-        draws=draws,
-        nuts=nuts,
-        nuts_draws=nuts_draws,
-        nuts_warmup=nuts_draws,
-        chains=chains,
-        title=f"pyrovae diagnostics: {run.run_dir}",
-    )
+    with restored_rng(device, active=seed is not None):
+        run = load_run(run_dir, device=device)
+        data = run.data()
+        images, labels = (
+            (data.test, data.test_labels) if split == "test" else (data.train, data.train_labels)
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        return diagnose(
+            run.vae,
+            images,
+            out if out is not None else run.run_dir / "diagnostics",
+            labels=labels,
+            n=n,
+            draws=draws,
+            nuts=nuts,
+            nuts_draws=nuts_draws,
+            nuts_warmup=nuts_draws,
+            chains=chains,
+            title=f"pyrovae diagnostics: {run.run_dir}",
+        )

@@ -229,6 +229,20 @@ def _importance_all(
 
 
 @contextmanager
+def restored_rng(device: str, active: bool = True) -> Iterator[None]:
+    """Run the block, then put torch's RNGs back as they were (a seeded run must not
+    reseed its caller's RNG); ``device`` as ``--device``, whose RNG is restored too."""
+    from pyrovae.training import resolve_device
+
+    if not active:
+        yield
+        return
+    cuda = resolve_device(device).type == "cuda"
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        yield
+
+
+@contextmanager
 def _eval_mode(vae: VAE) -> Iterator[None]:
     was_training = vae.training
     vae.eval()
@@ -606,23 +620,25 @@ def evaluate_run(
 ) -> EvaluationResult:
     """:func:`evaluate` on the ``split`` images of a trained run (the first ``n`` if given).
 
-    Writes the result as JSON to ``json_path`` when given.
+    Writes the result as JSON to ``json_path`` when given. ``seed`` seeds the draws
+    without changing the caller's RNG state.
     """
     from pyrovae.api import load_run
 
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
-    run = load_run(run_dir, device=device)
-    if json_path is not None:
-        # Before the evaluation, which can take long, rather than after it.
-        output_folder(Path(json_path).parent)
-    data = run.data()
-    images = data.test if split == "test" else data.train
-    if n is not None:
-        images = images[:n]
-    if seed is not None:
-        torch.manual_seed(seed)
-    result = evaluate(run.vae, images, k, split=split, gaps=gaps, progress=progress)
+    with restored_rng(device, active=seed is not None):
+        run = load_run(run_dir, device=device)
+        if json_path is not None:
+            # Before the evaluation, which can take long, rather than after it.
+            output_folder(Path(json_path).parent)
+        data = run.data()
+        images = data.test if split == "test" else data.train
+        if n is not None:
+            images = images[:n]
+        if seed is not None:
+            torch.manual_seed(seed)
+        result = evaluate(run.vae, images, k, split=split, gaps=gaps, progress=progress)
     if json_path is not None:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         write_report_file(Path(json_path), lambda tmp: Path(tmp).write_text(text))

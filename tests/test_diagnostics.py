@@ -191,3 +191,14 @@ def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):
         diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, n=2, nuts=3)
     result = CliRunner().invoke(main, ["diagnose", "--run", str(tmp_path / "none")])
     assert result.exit_code == 1 and result.output.count("\n") == 1
+
+
+def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
+    from pyrovae.diagnostics import diagnose_run
+    from pyrovae.training import train
+
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    state = torch.get_rng_state()
+    diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -268,3 +268,15 @@ def test_mvn_proposal_has_the_batch_shape_the_helpers_expect():
     proposal = MultivariateNormal(posterior.loc, posterior.covariance_matrix)
     log_px, _ = importance_batch(vae, x, 10, 5, proposal)
     assert log_px.shape == (3,)
+
+
+def test_evaluate_run_is_seeded_and_leaves_the_callers_rng_alone(tmp_path, tiny_config):
+    from pyrovae.evaluation import evaluate_run
+    from pyrovae.training import train
+
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    state = torch.get_rng_state()
+    first = evaluate_run(tmp_path / "run", k=2, n=4, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluate_run(tmp_path / "run", k=2, n=4, seed=5).log_px == first.log_px
