@@ -102,7 +102,7 @@ def _fast_trajectory(step: TrainStep, x: torch.Tensor, steps: int) -> list[float
     return losses
 
 
-ELBO_CASES = [("meanfield", 1), ("trace", 1), ("meanfield", 3)]
+ELBO_CASES = [("meanfield", 1), ("trace", 1), ("meanfield", 3), ("trace", 3)]
 
 
 @pytest.mark.parametrize("elbo, particles", ELBO_CASES, ids=lambda v: str(v))
