@@ -20,13 +20,14 @@ and event shape ``(n_latent,)``. The VAE samples it at the latent site.
 
 :class:`AmortizedGuide` wraps an encoder and a head into a Pyro guide for
 any model with a latent site in the data plate, reading the site's shape off
-the model the way Pyro's autoguides do.
+the model the way Pyro's autoguides do; :class:`pyrovae.model.VAE` uses it
+as its guide.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pyro
@@ -212,6 +213,7 @@ class AmortizedGuide(nn.Module):
         encoder: nn.Module,
         config: ModelConfig,
         site: str = LATENT,
+        event_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
@@ -222,17 +224,24 @@ class AmortizedGuide(nn.Module):
         self.site = site
         self.event_shape: torch.Size | None = None
         self.head: Guide | None = None
+        if event_shape is not None:
+            # The caller knows the shape (the VAE's config says it): no prototype
+            # trace, and the head exists before the model first runs (the
+            # VampPrior's density needs q(z|x) inside the model).
+            self._build_head(torch.Size(event_shape))
 
     @property
     def model(self) -> Callable[..., Any]:
         return self._model[0]
 
-    def _setup_prototype(self, x: torch.Tensor) -> None:
-        self.event_shape = latent_event_shape(self.model, x, site=self.site)
-        n_latent = math.prod(self.event_shape)
+    def _build_head(self, event_shape: torch.Size) -> Guide:
+        self.event_shape = event_shape
         n_hidden = cast(int, self.encoder.out_features)
-        head = GUIDES.get(self.config.guide)(n_hidden, n_latent, self.config)
-        self.head = head.to(x.device)
+        self.head = GUIDES.get(self.config.guide)(n_hidden, math.prod(event_shape), self.config)
+        return self.head
+
+    def _setup_prototype(self, x: torch.Tensor) -> None:
+        self._build_head(latent_event_shape(self.model, x, site=self.site)).to(x.device)
 
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x) with batch ``(batch,)`` and the model's event shape."""
@@ -249,5 +258,13 @@ class AmortizedGuide(nn.Module):
         if self.head is None:
             self._setup_prototype(x)  # outside the plate: the model opens its own
         pyro.module("amortized_guide", self)
+        return self.sample_latent(x)
+
+    def sample_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Sample the latent site from q(z|x) in the data plate, registering no parameters.
+
+        For a caller that registers the networks with Pyro itself, under its own
+        name (as :meth:`pyrovae.model.VAE.guide` does).
+        """
         with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
             return pyro.sample(self.site, self.qz(x))

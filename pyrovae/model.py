@@ -21,7 +21,7 @@ from torch import nn
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
-from pyrovae.guides import GUIDES
+from pyrovae.guides import AmortizedGuide, Guide
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.networks import build_networks
 from pyrovae.priors import PRIORS
@@ -56,13 +56,16 @@ class VAE(nn.Module):
             raise ConfigError("the model config has no image_shape; it is read from the data")
         self.config = config
         self.image_shape: tuple[int, int, int] = config.image_shape
-        self.encoder, self.decoder = build_networks(
+        encoder, self.decoder = build_networks(
             config.arch, self.image_shape, config.hidden, config.latent_dim
         )
         self.likelihood = LIKELIHOODS.get(config.likelihood)(self.image_shape, config)
         self.prior = PRIORS.get(config.prior)(config.latent_dim, config)
-        n_hidden = int(self.encoder.out_features)  # type: ignore[arg-type]
-        self.guide_net = GUIDES.get(config.guide)(n_hidden, config.latent_dim, config)
+        # The toolkit's one amortized guide (the encoder and a registered head),
+        # which any Pyro model with a latent site in the data plate can use too.
+        self.amortized_guide = AmortizedGuide(
+            self.model, encoder, config, event_shape=(config.latent_dim,)
+        )
         # Priors built on q(z|x) (the VampPrior) get it now that it exists.
         self.prior.attach_posterior(self.qz)
         self.beta = 1.0
@@ -71,12 +74,24 @@ class VAE(nn.Module):
     def n_latent(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def encoder(self) -> nn.Module:
+        """The network x -> h(x) that q(z|x) reads."""
+        return self.amortized_guide.encoder
+
+    @property
+    def guide_net(self) -> Guide:
+        """The registered guide head h(x) -> q(z|x)."""
+        head = self.amortized_guide.head
+        assert head is not None  # built in __init__
+        return head
+
     def _latent_scale(self) -> AbstractContextManager[Any]:
         return nullcontext() if self.beta == 1.0 else poutine.scale(scale=self.beta)
 
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x) for a batch ``(batch, C, H, W)``."""
-        return self.guide_net(self.encoder(x))
+        return self.amortized_guide.qz(x)
 
     def px(self, z: torch.Tensor) -> dist.TorchDistribution:
         """p(x|z) for codes ``(..., n_latent)``."""
@@ -94,9 +109,8 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         """q(z|x) from the encoder."""
         pyro.module(MODULE, self)
-        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
-            with self._latent_scale():
-                return pyro.sample(LATENT, self.qz(x))  # (batch, n_latent)
+        with self._latent_scale():
+            return self.amortized_guide.sample_latent(x)  # (batch, n_latent)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, mean: bool = True) -> torch.Tensor:

@@ -32,7 +32,9 @@ def test_sites_live_in_the_data_plate():
     assert model_trace.nodes[OBS]["is_observed"]
     assert model_trace.nodes[LATENT]["value"].shape == (6, 3)
     # The networks are registered with Pyro's param store.
-    assert any(name.startswith("vae$$$encoder") for name in pyro.get_param_store().keys())
+    assert any(
+        name.startswith("vae$$$amortized_guide.encoder") for name in pyro.get_param_store().keys()
+    )
 
 
 def test_needs_an_image_shape():
@@ -96,3 +98,21 @@ def test_sample_and_reconstruct_shapes():
     assert set(binary.unique().tolist()) <= {0.0, 1.0}
     recon = vae.reconstruct(x)
     assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
+
+
+def test_the_vae_guide_is_the_reusable_amortized_guide():
+    """One guide implementation: VAE.guide samples through its AmortizedGuide."""
+    from pyrovae.guides import AmortizedGuide
+
+    vae, x = _vae(guide="iaf", flows=2), _binary_batch()
+    assert isinstance(vae.amortized_guide, AmortizedGuide)
+    assert vae.amortized_guide.event_shape == (3,)
+    assert vae.guide_net is vae.amortized_guide.head
+    pyro.set_rng_seed(4)
+    z = vae.guide(x)
+    pyro.set_rng_seed(4)
+    assert torch.equal(z, vae.amortized_guide(x))
+    # The encoder is stored once, inside the guide.
+    keys = set(vae.state_dict())
+    assert not any(key.startswith("encoder.") for key in keys)
+    assert set(dict(vae.named_parameters())) <= keys
