@@ -372,9 +372,8 @@ def _plot_latent(
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 80), np.linspace(lo[1], hi[1], 80))
     density = gaussian_kde(prior_draws.T)(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
     ax.contourf(gx, gy, density, levels=10, cmap="Greys")
-    points = ax.scatter(
-        means[:, 0], means[:, 1], s=6, c=labels if labels is not None else "C0", cmap="tab10"
-    )
+    colour: dict[str, Any] = {"c": "C0"} if labels is None else {"c": labels, "cmap": "tab10"}
+    points = ax.scatter(means[:, 0], means[:, 1], s=6, **colour)
     if labels is not None:
         fig.colorbar(points, ax=ax, label="label")
     ax.set_title(f"aggregate posterior E_q[z|x] over p(z) (grey): {axes_note}", fontsize=9)
@@ -610,8 +609,8 @@ def diagnose(
     sections.append(
         (
             "Latent space",
-            f"<p>E_q[z|x] of {m} images, {axes_note}, over a histogram of prior draws.</p>"
-            + _img(latent_png),
+            f"<p>E_q[z|x] of {m} images, {axes_note}, over the prior's density (grey, "
+            "a kernel estimate from its draws).</p>" + _img(latent_png),
         )
     )
 
