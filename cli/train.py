@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -196,10 +197,9 @@ def train_command(ctx: click.Context, **options: Any) -> None:
 
     progress = options.pop("progress")
     devices = options.pop("devices")
-    if devices > 1 and "WORLD_SIZE" not in os.environ:
-        from pyrovae.distributed import launch
-
-        ctx.exit(launch(devices, _without_devices(sys.argv[1:])))
+    # Launch only once the options are known to be good: a bad one is then one
+    # message, not one per process.
+    launching = devices > 1 and "WORLD_SIZE" not in os.environ
     if options["resume"] is not None:
         given = {
             name
@@ -212,6 +212,9 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             raise click.UsageError(
                 f"with --resume only --epochs, --device and --devices may be given, not {flags}"
             )
+        if launching:
+            RunConfig.load(Path(options["resume"]) / "config.json").validate()
+            _launch(ctx, devices)
         with _resumable(options["resume"]):
             resume(
                 options["resume"],
@@ -251,8 +254,18 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             device=options["device"] or TrainConfig.device,
         ),
     )
+    if launching:
+        config.validate()
+        _launch(ctx, devices)
     with _resumable(options["out"] or "RUN_DIR"):
         train(config, options["out"], progress=progress)
+
+
+def _launch(ctx: click.Context, devices: int) -> None:
+    """Run this command again in ``devices`` processes under torchrun, and exit with it."""
+    from pyrovae.distributed import launch
+
+    ctx.exit(launch(devices, _without_devices(sys.argv[1:])))
 
 
 @contextmanager

@@ -168,3 +168,9 @@ def test_installed_command_end_to_end(tmp_path):
     module = subprocess.run([sys.executable, "-m", "pyrovae", "--help"], capture_output=True,
                             text=True)  # fmt: skip
     assert module.returncode == 0 and "train" in module.stdout
+
+
+def test_bad_option_with_devices_fails_once_before_launching(runner, tmp_path):
+    result = runner.invoke(main, ["train", "--devices", "2", "--beta", "0", "--out", str(tmp_path)])
+    _assert_one_line_error(result)
+    assert result.output.count("Error:") == 1 and "--beta" in result.output
