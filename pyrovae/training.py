@@ -243,6 +243,12 @@ def resume(
     # it starts over from that config (a fresh --out would refuse the folder).
     has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
     checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
+    done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
+    if done >= config.train.epochs:
+        raise ConfigError(
+            f"{run_dir} has trained {done} epochs already; "
+            f"pass --epochs N with N > {done} to train further"
+        )
     with distributed.session(resolve_device(config.train.device)) as context:
         return _fit(
             config, run_dir, checkpoint=checkpoint, progress=progress, log=log, context=context

@@ -220,3 +220,12 @@ def test_each_machines_first_process_loads_the_data_before_the_others(tiny_confi
             training._fit(tiny_config, Path("unused"), checkpoint=None, progress=False,
                           log=_quiet, context=context)  # fmt: skip
         assert events == expected, local_rank
+
+
+def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_config, tmp_path):
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    config_before = (tmp_path / "run" / "config.json").read_text()
+    for epochs in (None, 1, 2):
+        with pytest.raises(ConfigError, match="--epochs N with N > 2"):
+            resume(tmp_path / "run", epochs=epochs, progress=False, log=_quiet)
+    assert (tmp_path / "run" / "config.json").read_text() == config_before
