@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 KHAT_GOOD = 0.5
 #: Above this k̂ neither q nor PSIS on q can be trusted.
 KHAT_BAD = 0.7
+#: Vehtari et al. (2021): chains agree when R-hat is below this.
+R_HAT_OK = 1.01
 
 REPORT_HTML = "diagnostics.html"
 REPORT_NETCDF = "diagnostics.nc"
@@ -274,6 +276,12 @@ class DiagnosisResult:
                 f"{self.nuts['min_ess_bulk']:.0f}, W2(q, NUTS) mean "
                 f"{np.mean(self.nuts['w2']):.3f}"
             )
+            if not self.nuts["max_r_hat"] < R_HAT_OK:
+                lines.append(
+                    f"warning: R-hat above {R_HAT_OK}: the NUTS chains disagree (a multimodal "
+                    "posterior or too few draws), so the reference and W2 are not to be trusted; "
+                    "try more --nuts-draws"
+                )
         lines.append(
             f"PPC on mean intensity: observed {self.ppc['observed_mean']:.4f}, replicated "
             f"{self.ppc['replicated_mean']:.4f}; {self.ppc['outside_95']:.0%} of images outside "

@@ -207,3 +207,22 @@ def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
     state = torch.get_rng_state()
     diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_summary_warns_when_nuts_chains_disagree():
+    from pyrovae.diagnostics import DiagnosisResult
+
+    nuts = {"points": 1, "chains": 4, "max_r_hat": 1.2, "min_ess_bulk": 14.0, "w2": [2.0]}
+    ppc = {"observed_mean": 0.3, "replicated_mean": 0.3, "outside_95": 0.1}
+    result = DiagnosisResult(
+        n=1,
+        draws=10,
+        khat=[0.1],
+        khat_shares={"good": 1.0, "usable": 0.0, "bad": 0.0},
+        nuts=nuts,
+        ppc=ppc,
+        seconds=1.0,
+    )
+    assert "warning: R-hat above 1.01" in result.format_summary()
+    nuts["max_r_hat"] = 1.005
+    assert "warning" not in result.format_summary()
