@@ -12,6 +12,8 @@ Example
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,9 +96,8 @@ def sample(
         raise ConfigError(f"-n must be at least 1, got {n}")
     if not temperature > 0:
         raise ConfigError(f"--temperature must be positive, got {temperature}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    return run.vae.sample(n, temperature=temperature, mean=mean).cpu()
+    with _seeded(seed, run.device):
+        return run.vae.sample(n, temperature=temperature, mean=mean).cpu()
 
 
 def reconstruct(
@@ -105,12 +106,23 @@ def reconstruct(
     """The first ``n`` images of ``split`` and their reconstructions, both on the CPU."""
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
-    if seed is not None:
-        torch.manual_seed(seed)
     data = run.data()
     images = {"test": data.test, "train": data.train}[split]
     originals = to_unit_float(images[:n])
-    return originals.cpu(), run.vae.reconstruct(originals, mean=mean).cpu()
+    with _seeded(seed, run.device):
+        return originals.cpu(), run.vae.reconstruct(originals, mean=mean).cpu()
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from ``seed`` without disturbing the caller's RNG state (nothing when None)."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ import torch
 from pyrovae.errors import CheckpointError, first_line
 
 FORMAT = "pyrovae-checkpoint"
-VERSION = 1
+#: 2: the encoder and guide head live under ``amortized_guide`` in the state dict.
+VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -30,6 +31,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the permissions of a
+        # file opened normally, as the user's umask says.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -38,6 +42,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

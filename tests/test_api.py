@@ -22,7 +22,9 @@ def test_load_sample_reconstruct(run_dir):
     assert len(run.history) == 2 == len(read_metrics(run_dir))
     images = sample(run, 10, seed=3)
     assert images.shape == (10, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    state = torch.get_rng_state()
     assert torch.equal(images, sample(run, 10, seed=3))
+    assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is left alone
     cooler = sample(run, 10, seed=3, temperature=0.1)
     assert not torch.equal(images, cooler)
     originals, recons = reconstruct(run, 5)

@@ -64,3 +64,18 @@ def test_foreign_torch_file(tmp_path):
     torch.save({"weights": torch.ones(2)}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="not a pyrovae checkpoint"):
         load_checkpoint(tmp_path / "c.pt")
+
+
+def test_files_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+
+
+def test_old_checkpoint_version_is_named(tmp_path):
+    torch.save({"format": "pyrovae-checkpoint", "version": 1}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="version 1"):
+        load_checkpoint(tmp_path / "c.pt")
