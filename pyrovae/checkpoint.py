@@ -3,51 +3,25 @@
 A checkpoint is one ``torch.save`` file holding only tensors, numbers,
 strings, lists and dicts, so :func:`torch.load` runs with
 ``weights_only=True``: a file that carries a pickle payload is refused, not
-executed. Writes go to a temporary file in the same folder, are flushed and
-fsynced, then renamed over the old file, so a crash leaves either the old
-checkpoint or the new one, never half of one.
+executed. Writes go through :func:`pyrovae.files.atomic_write`, so a crash
+leaves either the old checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pyrovae.errors import CheckpointError, first_line
+from pyrovae.files import atomic_write_bytes
 
 FORMAT = "pyrovae-checkpoint"
 #: 2: the encoder and guide head live under ``amortized_guide`` in the state dict.
 VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that readers see the old or the new file, whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions of a
-        # file opened normally, as the user's umask says.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

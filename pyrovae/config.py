@@ -221,10 +221,10 @@ class RunConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON, atomically (a crash leaves the old file or the new one)."""
-        from pyrovae.checkpoint import atomic_write_bytes
+        from pyrovae.files import atomic_write_text
 
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        atomic_write_bytes(Path(path), text.encode())
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunConfig:

@@ -42,11 +42,10 @@ from pyrovae.errors import ConfigError
 from pyrovae.evaluation import (
     auto_chunk_size,
     importance_draws,
-    output_folder,
     posterior_mean,
     restored_rng,
-    write_report_file,
 )
+from pyrovae.files import atomic_write_text, atomic_write_via_name, check_output_folder
 from pyrovae.local_guides import frozen
 from pyrovae.model import VAE
 from pyrovae.sites import LATENT
@@ -481,7 +480,7 @@ def diagnose(
     if nuts < 0 or nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
     started = time.perf_counter()
-    out = output_folder(out)
+    out = check_output_folder(out)
     device = next(vae.parameters()).device
     n = min(n, images.shape[0])
     nuts = min(nuts, n)
@@ -626,9 +625,9 @@ def diagnose(
     paths["html"] = str(out / REPORT_HTML)
     paths["json"] = str(out / REPORT_JSON)
     for path, data in netcdfs.values():
-        write_report_file(path, data.to_netcdf)
+        atomic_write_via_name(path, data.to_netcdf)
     page = _html(title, sections)
-    write_report_file(out / REPORT_HTML, lambda tmp: Path(tmp).write_text(page))
+    atomic_write_text(out / REPORT_HTML, page)
     result = DiagnosisResult(
         n=n,
         draws=draws,
@@ -640,7 +639,7 @@ def diagnose(
         paths=paths,
     )
     text = json.dumps(result.to_dict(), indent=2) + "\n"
-    write_report_file(out / REPORT_JSON, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(out / REPORT_JSON, text)
     return result
 
 

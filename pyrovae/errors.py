@@ -29,6 +29,14 @@ class TrainingError(PyrovaeError):
     """Training cannot go on (the loss diverged); the last good checkpoint is kept."""
 
 
+class FileWriteError(PyrovaeError):
+    """An output file or folder cannot be written (permission, disk full, not a regular file)."""
+
+
+class RunLockedError(PyrovaeError):
+    """Another process holds the run directory's lock (it is training or resuming it)."""
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type's name), for one-line errors."""
     text = str(err).strip()

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.distributions import Distribution
 
 from pyrovae.data import to_unit_float
 from pyrovae.errors import ConfigError
+from pyrovae.files import atomic_write_text, check_output_file
 from pyrovae.model import VAE
 
 #: Default budget of decoded pixels held at once (samples x data points x pixels):
@@ -37,32 +37,6 @@ DEFAULT_ELEMENT_BUDGET = 1 << 24
 
 def _model_device(vae: VAE) -> torch.device:
     return next(vae.parameters()).device
-
-
-def output_folder(path: str | Path) -> Path:
-    """Create the folder ``path`` for a report, or say in one line why it cannot be."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create the output folder {path}: {err.strerror or err}"
-        ) from None
-    return path
-
-
-def write_report_file(path: Path, write: Callable[[str], object]) -> None:
-    """``write(file_name)`` into a temporary file that then replaces ``path``, so that
-    ``path`` is whole or untouched; one-line error when it cannot be written. (Not
-    ``mkstemp``: a report keeps the permissions of an ordinarily created file.)"""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def importance_draws(
@@ -631,7 +605,7 @@ def evaluate_run(
         run = load_run(run_dir, device=device)
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
-            output_folder(Path(json_path).parent)
+            check_output_file(json_path)
         data = run.data()
         images = data.test if split == "test" else data.train
         if n is not None:
@@ -641,5 +615,5 @@ def evaluate_run(
         result = evaluate(run.vae, images, k, split=split, gaps=gaps, progress=progress)
     if json_path is not None:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
-        write_report_file(Path(json_path), lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(json_path, text)
     return result

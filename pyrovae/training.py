@@ -26,7 +26,7 @@ from typing import Any, cast
 import torch
 
 from pyrovae import distributed
-from pyrovae.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
+from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pyrovae.config import RunConfig
 from pyrovae.data import (
     ImageData,
@@ -36,6 +36,7 @@ from pyrovae.data import (
     to_unit_float,
 )
 from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
+from pyrovae.files import atomic_write_text
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
 from pyrovae.objectives import elbo_terms, make_objective
@@ -141,7 +142,7 @@ def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
 
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(row) + "\n" for row in history)
-    atomic_write_bytes(run_dir / METRICS_NAME, text.encode())
+    atomic_write_text(run_dir / METRICS_NAME, text)
 
 
 def _silent(message: str) -> None:

@@ -6,8 +6,9 @@ import pickle
 import pytest
 import torch
 
-from pyrovae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.errors import CheckpointError
+from pyrovae.files import atomic_write_bytes
 
 
 class _Payload:

@@ -1,0 +1,274 @@
+"""Output files: written whole or not at all, at exactly the path asked for.
+
+Every file pyrovae writes (checkpoints, configs, metrics, figures, reports,
+arrays) goes through :func:`atomic_write`: the content is written to a
+temporary file in the destination's folder, flushed and fsynced, then renamed
+over the destination, so a crash or Ctrl-C leaves the old file or the new
+one, never half of one. The rename would replace whatever sits at the path,
+so the path is checked first:
+
+- a symbolic link is written *through*: its target file is replaced, the link
+  stays a link;
+- anything that is not a regular file (a device such as ``/dev/full``, a
+  folder, a FIFO) is refused with a one-line :class:`~pyrovae.errors.FileWriteError`
+  rather than replaced by a regular file.
+
+:func:`check_output_file` and :func:`check_output_folder` run the same checks
+(and whether the folder is writable) *before* long work starts, so a bad
+``--out`` is one line at once, not a traceback after an hour of sampling.
+
+:class:`RunLock` is an OS-level lock (``fcntl.flock``) on a run directory:
+while one process trains or resumes a run, a second one gets a one-line error
+naming the holder instead of overwriting its checkpoint. The kernel releases
+the lock when the holder dies, even by ``kill -9``, so a lock is never stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from pyrovae.errors import FileWriteError, RunLockedError
+
+#: Temporary files are named ``.<name>.<random>.tmp<suffix>`` (the suffix kept,
+#: so writers that pick a format from it still can).
+TEMP_MARK = ".tmp"
+LOCK_NAME = ".lock"
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err) or type(err).__name__
+
+
+def resolve_output(path: str | os.PathLike[str]) -> Path:
+    """The regular file that writing ``path`` should replace.
+
+    A symlink resolves to its target (written through); a path that exists
+    and is not a regular file raises :class:`FileWriteError`.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return target  # a new file; its folder is checked where it is created
+    except OSError as err:
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
+    if stat.S_ISDIR(mode):
+        raise FileWriteError(f"cannot write {path}: it is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise FileWriteError(
+            f"cannot write {path}: it is not a regular file (a device, FIFO or socket); "
+            "pick a file path"
+        )
+    return target
+
+
+def check_output_folder(folder: str | os.PathLike[str], what: str = "the output folder") -> Path:
+    """Create ``folder`` (and its parents) if needed and check that files can be made in it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FileWriteError(
+            f"cannot create {what} {folder}: a file of that name (or of a folder above it) exists"
+        ) from None
+    except OSError as err:
+        raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FileWriteError(f"cannot write into {what} {folder}: permission denied")
+    return folder
+
+
+def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = ()) -> Path:
+    """Check, before any work, that ``path`` can be written; return the path to write.
+
+    The folder is created if missing; ``suffixes`` (e.g. ``(".png",)``), when
+    given, are the file endings the writer understands.
+    """
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise FileWriteError(f"{path} must end in {', '.join(suffixes)}")
+    target = resolve_output(path)
+    check_output_folder(target.parent, "the output folder")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise FileWriteError(f"cannot write {path}: permission denied")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(handle)`` on a temporary file that then replaces ``path``.
+
+    ``path`` is resolved as :func:`resolve_output` says. The file gets the
+    permissions of an ordinarily created file (the umask's), is fsynced before
+    the rename, and any failure (disk full, permission, Ctrl-C) removes the
+    temporary file and leaves ``path`` as it was; an ``OSError`` becomes a
+    one-line :class:`FileWriteError`. Returns the path written.
+    """
+    path = Path(path)
+    target = resolve_output(path)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_MARK + target.suffix
+        )
+    except OSError as err:
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_via_name(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
+    """As :func:`atomic_write`, for writers that take a file name rather than a handle
+    (e.g. netCDF). The temporary name keeps ``path``'s suffix."""
+    path = Path(path)
+    target = resolve_output(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TEMP_MARK}{target.suffix}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Replace ``path`` by ``data`` (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Replace ``path`` by ``text`` in UTF-8 (see :func:`atomic_write`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files that an interrupted :func:`atomic_write` left in ``folder``.
+
+    Only call this while holding the folder's :class:`RunLock`: a live writer's
+    temporary file looks the same. Returns the removed paths.
+    """
+    removed = []
+    for candidate in Path(folder).glob(f".*{TEMP_MARK}*"):
+        if candidate.is_file() and not candidate.is_symlink():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``folder/.lock`` for the length of a ``with`` block.
+
+    The lock file records the holder (process id, host, command, start time) so
+    that a refused process can name it. The folder must exist.
+
+    Example
+    -------
+    >>> with RunLock(run_dir):          # doctest: +SKIP
+    ...     train_and_checkpoint()
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        try:
+            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+        except OSError as err:
+            raise FileWriteError(f"cannot lock {self.folder}: {_reason(err)}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise FileWriteError(f"cannot lock {self.folder}: {_reason(err)}") from None
+            raise RunLockedError(
+                f"{self.folder} is in use by another pyrovae process ({describe_holder(holder)}); "
+                "wait for it to finish or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(_holder()) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            # The file stays (removing it would race with a waiting process); the
+            # kernel lock is what counts.
+            self._handle.close()
+            self._handle = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _holder() -> dict[str, Any]:
+    import time
+
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200],
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def describe_holder(text: str) -> str:
+    """A lock file's holder record as words (``"pid 123 on host, since ..."``)."""
+    try:
+        holder = json.loads(text)
+        return (
+            f"pid {holder['pid']} on {holder['host']}, since {holder['since']}: {holder['command']}"
+        )
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"

@@ -1,0 +1,180 @@
+"""Output files: atomic, written at exactly the path given, never replacing a device or a
+symlink, checked before work; the run lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyrovae.errors import FileWriteError, RunLockedError
+from pyrovae.files import (
+    RunLock,
+    atomic_write,
+    atomic_write_text,
+    atomic_write_via_name,
+    check_output_file,
+    check_output_folder,
+    remove_stale_temporaries,
+)
+
+
+def test_writes_exactly_the_path_given(tmp_path):
+    path = tmp_path / "array"  # no suffix: nothing may be appended
+    atomic_write(path, lambda handle: handle.write(b"abc"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["array"]
+    assert path.read_bytes() == b"abc"
+
+
+def test_a_device_is_refused_not_replaced(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(FileWriteError, match="not a regular file"):
+        atomic_write_text("/dev/full", "x")
+    with pytest.raises(FileWriteError, match="not a regular file"):
+        check_output_file("/dev/full")
+    assert not os.path.isfile("/dev/full")  # still the device
+
+
+def test_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FileWriteError, match="not a regular file"):
+        atomic_write_text(fifo, "x")
+
+
+def test_a_folder_is_refused(tmp_path):
+    with pytest.raises(FileWriteError, match="is a folder"):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_a_symlink_is_written_through(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink()
+    assert target.read_text() == "new"
+
+
+def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def boom(handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(FileWriteError, match="No space left on device") as info:
+        atomic_write(path, boom)
+    assert "\n" not in str(info.value)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_ctrl_c_leaves_no_temporary(tmp_path):
+    def interrupted(handle):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "f", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_via_name_keeps_the_suffix(tmp_path):
+    seen = []
+
+    def write(name):
+        seen.append(name)
+        with open(name, "w") as handle:
+            handle.write("nc")
+
+    atomic_write_via_name(tmp_path / "d.nc", write)
+    assert seen[0].endswith(".nc")
+    assert (tmp_path / "d.nc").read_text() == "nc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.nc"]
+
+
+def test_check_output_file_creates_the_folder_and_checks_suffix(tmp_path):
+    path = tmp_path / "a" / "b" / "grid.png"
+    assert check_output_file(path, (".png",)) == path
+    assert path.parent.is_dir()
+    with pytest.raises(FileWriteError, match="must end in .png"):
+        check_output_file(tmp_path / "grid.gif", (".png",))
+
+
+def test_check_output_under_a_regular_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        FileWriteError, match="cannot create the output folder .*: a file of that name"
+    ):
+        check_output_file(tmp_path / "file" / "out.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_check_output_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(FileWriteError, match="permission denied"):
+            check_output_folder(folder)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_check_output_in_proc_is_one_line():
+    with pytest.raises(FileWriteError) as info:
+        check_output_folder("/proc/pyrovae-test/x")
+    assert "\n" not in str(info.value)
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    (tmp_path / ".metrics.jsonl.abc123.tmp").write_text("half")
+    (tmp_path / ".samples.png.x.tmp.png").write_text("half")
+    (tmp_path / "metrics.jsonl").write_text("{}")
+    removed = remove_stale_temporaries(tmp_path)
+    assert len(removed) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    with RunLock(tmp_path):
+        # Another process (flock is per open file, so a second process is the real test).
+        code = (
+            "import sys; from pyrovae.files import RunLock; from pyrovae.errors import "
+            "RunLockedError\ntry:\n    RunLock(sys.argv[1]).acquire()\nexcept RunLockedError "
+            "as err:\n    print(err); sys.exit(3)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+        )
+        assert result.returncode == 3, result.stderr
+        assert f"pid {os.getpid()}" in result.stdout
+        with pytest.raises(RunLockedError, match="in use by another pyrovae process"):
+            RunLock(tmp_path).acquire()
+    # Released: a new holder gets it.
+    with RunLock(tmp_path) as lock:
+        assert lock.held
+
+
+def test_run_lock_is_released_when_the_holder_is_killed(tmp_path):
+    code = (
+        "import sys, time; from pyrovae.files import RunLock\n"
+        "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):
+        pass
