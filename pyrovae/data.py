@@ -48,6 +48,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -797,23 +798,41 @@ def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB).
+
+    An image above PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, where PIL
+    warns of a decompression bomb, or twice that, where it refuses) is a
+    :class:`DataError`, as is any file PIL cannot decode.
+    """
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode in ("1", "L", "LA"):
-                # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
-                return np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
-            if mode in ("P", "PA"):
-                # Via RGBA so that palette transparency is resolved, not warned about.
-                return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
-            if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
-                raise DataError(
-                    f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
-                    "save the images as 8-bit grayscale or RGB"
-                )
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _pixels(image, path)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"image {path} is too large to read safely ({_one_line(exc)}); "
+            "resize it or take it out of the folder"
+        ) from exc
+    except Exception as exc:  # PIL's decoders raise many types on a corrupt file
         raise DataError(f"could not read image {path} ({_one_line(exc)})") from exc
+
+
+def _pixels(image: Any, path: Path) -> np.ndarray:
+    mode = image.mode
+    if mode in ("1", "L", "LA"):
+        # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
+        return np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
+    if mode in ("P", "PA"):
+        # Via RGBA so that palette transparency is resolved, not warned about.
+        return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
+    if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
+        raise DataError(
+            f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
+            "save the images as 8-bit grayscale or RGB"
+        )
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

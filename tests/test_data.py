@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -397,6 +398,47 @@ def test_folder_empty_and_unreadable(tmp_path: Path) -> None:
     (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="could not read image"):
         load_dataset(tmp_path / "broken")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` grey pixels and holds none."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_png(tmp_path / "bomb" / "a.png", np.zeros((4, 4), np.uint8))
+    # 2**16 x 2**16 pixels: far over twice PIL's limit, so PIL refuses at open.
+    (tmp_path / "bomb" / "b.png").write_bytes(png_header_only(2**16, 2**16))
+    with pytest.raises(DataError) as exc_info:
+        load_dataset(tmp_path / "bomb")
+    message = assert_one_line(exc_info)
+    assert "b.png is too large to read safely" in message and "decompression bomb" in message
+    # Between the limit and twice it PIL only warns; that is refused as well.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    for side in (12, 20):  # 144 pixels: the warning; 400: the error
+        folder = tmp_path / f"side{side}"
+        save_png(folder / "a.png", np.zeros((side, side), np.uint8))
+        with pytest.raises(DataError) as exc_info:
+            load_dataset(folder)
+        assert "a.png is too large to read safely" in assert_one_line(exc_info)
+
+
+@pytest.mark.parametrize("cut", [0, 8, 30, 45, 50])
+def test_truncated_png_is_a_one_line_error(tmp_path: Path, cut: int) -> None:
+    save_png(tmp_path / "t" / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    whole = (tmp_path / "t" / "a.png").read_bytes()
+    (tmp_path / "t" / "a.png").write_bytes(whole[:cut])
+    with pytest.raises(DataError) as exc_info:
+        load_dataset(tmp_path / "t")
+    assert "a.png" in assert_one_line(exc_info)
 
 
 # --------------------------------------------------------------------------- #
