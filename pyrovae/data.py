@@ -43,8 +43,10 @@ import math
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -620,11 +622,27 @@ def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:
 # --- .npy / .npz --------------------------------------------------------------- #
 
 
+#: What numpy's readers raise on a truncated or corrupt .npy/.npz (a truncated
+#: .npz is a zip without its directory; an odd one may be encrypted or use a
+#: compression zipfile does not know).
+_ARRAY_FILE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    zipfile.BadZipFile,
+    struct.error,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+)
+
+
 def _read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One ``(images, labels)`` part, or two if the file holds its own split."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except _ARRAY_FILE_ERRORS as exc:
         raise DataError(
             f"could not read {path} ({_one_line(exc)}); expected a numpy .npy/.npz "
             "file of numeric arrays (no pickled objects)"
@@ -636,7 +654,7 @@ def _read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None
         try:
             keys = list(loaded.files)
             arrays = {k: loaded[k] for k in keys}
-        except (OSError, ValueError, EOFError, zlib.error) as exc:
+        except _ARRAY_FILE_ERRORS as exc:
             raise DataError(f"could not read {path} ({_one_line(exc)})") from exc
     if not keys:
         raise DataError(f"{path} holds no arrays: the data set is empty")

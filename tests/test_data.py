@@ -328,6 +328,19 @@ def test_npz_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_truncated_array_file_is_a_one_line_error(tmp_path: Path, suffix: str) -> None:
+    images = np.random.default_rng(0).random((20, 4, 4)).astype(np.float32)
+    path = tmp_path / f"a{suffix}"
+    (np.save if suffix == ".npy" else np.savez)(path, images)
+    whole = path.read_bytes()
+    for cut in (0, 10, 100, len(whole) // 2, len(whole) - 10):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(DataError) as exc_info:
+            load_dataset(path)
+        assert str(path) in assert_one_line(exc_info), cut
+
+
 def save_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
