@@ -378,6 +378,8 @@ def load_dataset(
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise ConfigError(f"the seed must be a whole number from -2**63 to 2**64 - 1, got {seed}")
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
     if key == "digits":

@@ -500,6 +500,15 @@ def test_bad_test_fraction() -> None:
         load_dataset("digits", test_fraction=1.0)
 
 
+def test_seed_out_of_torch_range_is_one_line(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((4, 2, 2), np.uint8))
+    for seed in (-1, 2**64 - 1):
+        assert load_dataset(tmp_path / "a.npy", seed=seed).train.shape[0] == 3
+    for seed in (2**64, 99999999999999999999999, -(2**63) - 1):
+        with pytest.raises(ConfigError, match="seed must be a whole number"):
+            load_dataset(tmp_path / "a.npy", seed=seed)
+
+
 # --------------------------------------------------------------------------- #
 # ImageData and the pixel helpers
 # --------------------------------------------------------------------------- #
