@@ -82,17 +82,18 @@ def sample_command(
     import numpy as np
 
     from pyrovae.api import check_temperature, load_run, sample
+    from pyrovae.errors import ConfigError
     from pyrovae.files import atomic_write, check_output_file
     from pyrovae.plots import MAX_GRID_TILES, save_grid
 
     check_temperature(temperature)
     if out is not None:
         image_path(out)
-    if save_array is not None:
-        _check_distinct(out, check_output_file(save_array))
+    array_target = None if save_array is None else check_output_file(save_array)
     run = load_run(run_dir, device=device)
     out = out or str(Path(run.run_dir) / "samples.png")
-    image_path(out)
+    if array_target is not None and image_path(out).resolve() == array_target.resolve():
+        raise ConfigError("--save-array names the image grid's file; give another path")
     shown = min(n, MAX_GRID_TILES)
     images = sample(
         run,
@@ -107,27 +108,21 @@ def sample_command(
         array = images.numpy()
         # Through a handle, np.save writes exactly the path given (no ".npy" added).
         atomic_write(save_array, lambda handle: np.save(handle, array, allow_pickle=False))
-    if shown == n:
-        click.echo(f"wrote {n} samples to {out}")
-    elif save_array:
-        click.echo(
-            f"wrote the first {shown} of {n} samples to {out} (a grid shows at most "
-            f"{MAX_GRID_TILES})"
-        )
-    else:
-        click.echo(
-            f"wrote {shown} samples to {out} (a grid shows at most {MAX_GRID_TILES}; "
-            f"pass --save-array FILE to keep all {n})"
-        )
+    # Printed only now that every file is written.
+    click.echo(_grid_line(n, shown, out, kept_all=save_array is not None))
     if save_array:
         click.echo(f"wrote array {tuple(images.shape)} to {save_array}")
 
 
-def _check_distinct(out: str | None, array_target: Path) -> None:
-    from pyrovae.errors import ConfigError
-
-    if out is not None and image_path(out).resolve() == array_target.resolve():
-        raise ConfigError("--out and --save-array name the same file; give two paths")
+def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
+    if shown == n:
+        return f"wrote {n} samples to {out}"
+    if kept_all:
+        return f"wrote the first {shown} of {n} samples to {out} (a grid shows at most {shown})"
+    return (
+        f"wrote {shown} samples to {out} (a grid shows at most {shown}; "
+        f"pass --save-array FILE to keep all {n})"
+    )
 
 
 @click.command("reconstruct")

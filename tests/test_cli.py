@@ -191,7 +191,12 @@ def test_unwritable_outputs_print_nothing_as_written(runner, trained, tmp_path):
     result = runner.invoke(main, ["sample", "--run", str(trained), "--out", str(same),
                                   "--save-array", str(same)])  # fmt: skip
     _assert_one_line_error(result)
-    assert "same file" in result.output and not same.exists()
+    assert "grid's file" in result.output and not same.exists()
+    default = trained / "samples.png"
+    before = default.read_bytes()
+    result = runner.invoke(main, ["sample", "--run", str(trained), "--save-array", str(default)])
+    _assert_one_line_error(result)
+    assert default.read_bytes() == before
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "0", "1e-9", "1e9"])
