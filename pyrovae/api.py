@@ -186,7 +186,8 @@ def _progress(sizes: list[int], progress: bool, what: str) -> Iterable[int]:
         return sizes
     from tqdm.auto import tqdm
 
-    return tqdm(sizes, desc=what, unit="batch", leave=False)
+    # disable=None: shown on a terminal only, as training's bars.
+    return tqdm(sizes, desc=what, unit="batch", leave=False, disable=None)
 
 
 def _check_finite(images: torch.Tensor, temperature: float) -> None:
