@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -16,20 +17,19 @@ class RegistryChoice(click.Choice):
     """A ``click.Choice`` over the names of a registry, read on first use.
 
     ``pyrovae --help`` then needs no torch import; ``pyrovae train --help``
-    lists whatever the registry holds, including entries added later.
+    lists whatever the registry holds, including entries added later (the
+    names are read again on every use, not cached).
     """
 
     def __init__(self, registry: str) -> None:
         self._registry = registry  # "module:ATTRIBUTE"
-        self._names: Sequence[str] | None = None
         super().__init__((), case_sensitive=True)
 
     @property  # type: ignore[override]
     def choices(self) -> Sequence[str]:
-        if self._names is None:
-            module, attribute = self._registry.split(":")
-            self._names = getattr(importlib.import_module(module), attribute).names()
-        return self._names
+        module, attribute = self._registry.split(":")
+        names: Sequence[str] = getattr(importlib.import_module(module), attribute).names()
+        return names
 
     @choices.setter
     def choices(self, value: Sequence[str]) -> None:  # click's __init__ assigns it
@@ -75,7 +75,18 @@ run_option = click.option(
     default=None,
     help="Run directory (default: the most recent one under runs/).",
 )
-seed_option = click.option("--seed", type=int, default=None, help="Seed for the random draws.")
+#: Seeds go to torch, numpy and Python's ``random``; numpy's legacy seeding
+#: takes at most 32 bits.
+MAX_SEED = 2**32 - 1
+seed_option = click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=None,
+    help=f"Seed for the random draws (0 to {MAX_SEED}).",
+)
+progress_option = click.option(
+    "--progress/--no-progress", default=True, help="Show a progress bar for long steps."
+)
 device_option = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -85,13 +96,14 @@ device_option = click.option(
 )
 
 
-def image_path(value: str) -> str:
-    """Check that an output image path has an extension the image writer knows."""
-    from pathlib import Path
+def image_path(value: str) -> Path:
+    """Check, before any work, that an image grid can be written at ``value``.
 
-    from pyrovae.errors import ConfigError
+    The suffix must name a format the grid writer knows, the folder is created
+    if missing, and a device, a folder or an unwritable file is refused
+    (:func:`pyrovae.files.check_output_file`).
+    """
+    from pyrovae.files import check_output_file
+    from pyrovae.plots import IMAGE_FORMATS
 
-    if Path(value).suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise ConfigError(f"--out must end in .png, .jpg or .jpeg, got {value!r}")
-    Path(value).parent.mkdir(parents=True, exist_ok=True)
-    return value
+    return check_output_file(value, suffixes=tuple(IMAGE_FORMATS))

@@ -12,7 +12,8 @@ Example
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,16 @@ from pyrovae.model import VAE
 from pyrovae.training import CONFIG_NAME, prepare_data, resolve_device
 
 DEFAULT_RUNS_ROOT = Path("runs")
+
+#: The temperatures :func:`sample` accepts. Below the lower end the scales of
+#: a prior's Gaussian part (down to 1e-4) underflow float32; far above the
+#: upper end codes lie so far outside what the decoder was trained on that its
+#: outputs overflow.
+TEMPERATURE_RANGE = (1e-6, 100.0)
+
+#: Images decoded at once by :func:`sample` and :func:`reconstruct`, so that
+#: memory stays bounded for any ``n``.
+BATCH_SIZE = 1024
 
 
 @dataclass
@@ -74,6 +85,12 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
         raise CheckpointError(
             f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
         ) from None
+    bad = [name for name, value in vae.state_dict().items() if not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint in {run_dir} holds NaN or infinite parameters ({bad[0]}"
+            f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); it cannot be used"
+        )
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
     return Run(run_dir=run_dir, config=config, vae=vae, history=history)
@@ -86,31 +103,107 @@ def sample(
     temperature: float = 1.0,
     mean: bool = True,
     seed: int | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """``n`` generated images ``(n, C, H, W)`` in [0, 1], on the CPU.
 
-    ``temperature`` scales the prior's spread (< 1: more typical images);
-    ``mean`` returns E[x|z] rather than a draw from p(x|z).
+    ``temperature`` scales the prior's spread (< 1: more typical images); a
+    prior that cannot be tempered (:attr:`pyrovae.priors.Prior.temperable`)
+    is refused any temperature but 1. ``mean`` returns E[x|z] rather than a
+    draw from p(x|z). Images are decoded :data:`BATCH_SIZE` at a time, with a
+    progress bar if ``progress``.
     """
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
-    if not temperature > 0:
-        raise ConfigError(f"--temperature must be positive, got {temperature}")
+    check_temperature(temperature)
+    prior = run.vae.prior
+    if temperature != 1.0 and not prior.temperable:
+        model = run.config.model
+        raise ConfigError(
+            f"prior {model.prior!r} (with guide {model.guide!r}) cannot be sampled at a "
+            "temperature other than 1; leave out --temperature"
+        )
     with _seeded(seed, run.device):
-        return run.vae.sample(n, temperature=temperature, mean=mean).cpu()
+        images = torch.cat(
+            [
+                run.vae.sample(size, temperature=temperature, mean=mean).cpu()
+                for size in _progress(_batch_sizes(n), progress, "sampling")
+            ]
+        )
+    _check_finite(images, temperature)
+    return images
+
+
+def check_temperature(temperature: float) -> float:
+    """``temperature`` if it is within :data:`TEMPERATURE_RANGE`, else a :class:`ConfigError`."""
+    low, high = TEMPERATURE_RANGE
+    if not (math.isfinite(temperature) and low <= temperature <= high):
+        raise ConfigError(
+            f"--temperature must be a number from {low:g} to {high:g} "
+            f"(1 samples the prior as trained), got {temperature}"
+        )
+    return temperature
 
 
 def reconstruct(
-    run: Run, n: int = 16, *, split: str = "test", mean: bool = True, seed: int | None = None
+    run: Run,
+    n: int = 16,
+    *,
+    split: str = "test",
+    mean: bool = True,
+    seed: int | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of ``split`` and their reconstructions, both on the CPU."""
+    """The first ``n`` images of ``split`` and their reconstructions, both on the CPU.
+
+    A split that holds fewer than ``n`` images gives all of them: the length
+    of the result is the number of images shown.
+    """
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
+    if split not in ("test", "train"):
+        raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     data = run.data()
-    images = {"test": data.test, "train": data.train}[split]
-    originals = to_unit_float(images[:n])
+    originals = to_unit_float({"test": data.test, "train": data.train}[split][:n])
+    parts = []
     with _seeded(seed, run.device):
-        return originals.cpu(), run.vae.reconstruct(originals, mean=mean).cpu()
+        start = 0
+        for size in _progress(_batch_sizes(originals.shape[0]), progress, "reconstructing"):
+            batch = originals[start : start + size]
+            parts.append(run.vae.reconstruct(batch, mean=mean).cpu())
+            start += size
+    reconstructions = torch.cat(parts)
+    _check_finite(reconstructions, 1.0)
+    return originals.cpu(), reconstructions
+
+
+def _batch_sizes(n: int) -> list[int]:
+    return [min(BATCH_SIZE, n - start) for start in range(0, n, BATCH_SIZE)]
+
+
+def _progress(sizes: list[int], progress: bool, what: str) -> Iterable[int]:
+    if not progress or len(sizes) < 2:
+        return sizes
+    from tqdm.auto import tqdm
+
+    # disable=None: shown on a terminal only, as training's bars.
+    return tqdm(sizes, desc=what, unit="batch", leave=False, disable=None)
+
+
+def _check_finite(images: torch.Tensor, temperature: float) -> None:
+    """Refuse NaN or infinite pixels rather than write them as an image."""
+    bad = int((~torch.isfinite(images)).sum())
+    if not bad:
+        return
+    if temperature != 1.0:
+        raise ConfigError(
+            f"the decoder gave {bad} non-finite pixel values at temperature {temperature:g}; "
+            "use a temperature nearer 1"
+        )
+    raise CheckpointError(
+        f"the decoder gave {bad} non-finite pixel values: the run's parameters are not usable "
+        "(did its training diverge?)"
+    )
 
 
 @contextmanager

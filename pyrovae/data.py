@@ -43,11 +43,14 @@ import math
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -375,6 +378,8 @@ def load_dataset(
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise ConfigError(f"the seed must be a whole number from -2**63 to 2**64 - 1, got {seed}")
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
     if key == "digits":
@@ -619,11 +624,27 @@ def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:
 # --- .npy / .npz --------------------------------------------------------------- #
 
 
+#: What numpy's readers raise on a truncated or corrupt .npy/.npz (a truncated
+#: .npz is a zip without its directory; an odd one may be encrypted or use a
+#: compression zipfile does not know).
+_ARRAY_FILE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    zipfile.BadZipFile,
+    struct.error,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+)
+
+
 def _read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One ``(images, labels)`` part, or two if the file holds its own split."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except _ARRAY_FILE_ERRORS as exc:
         raise DataError(
             f"could not read {path} ({_one_line(exc)}); expected a numpy .npy/.npz "
             "file of numeric arrays (no pickled objects)"
@@ -635,7 +656,7 @@ def _read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None
         try:
             keys = list(loaded.files)
             arrays = {k: loaded[k] for k in keys}
-        except (OSError, ValueError, EOFError, zlib.error) as exc:
+        except _ARRAY_FILE_ERRORS as exc:
             raise DataError(f"could not read {path} ({_one_line(exc)})") from exc
     if not keys:
         raise DataError(f"{path} holds no arrays: the data set is empty")
@@ -797,23 +818,41 @@ def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB).
+
+    An image above PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, where PIL
+    warns of a decompression bomb, or twice that, where it refuses) is a
+    :class:`DataError`, as is any file PIL cannot decode.
+    """
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode in ("1", "L", "LA"):
-                # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
-                return np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
-            if mode in ("P", "PA"):
-                # Via RGBA so that palette transparency is resolved, not warned about.
-                return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
-            if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
-                raise DataError(
-                    f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
-                    "save the images as 8-bit grayscale or RGB"
-                )
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _pixels(image, path)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"image {path} is too large to read safely ({_one_line(exc)}); "
+            "resize it or take it out of the folder"
+        ) from exc
+    except Exception as exc:  # PIL's decoders raise many types on a corrupt file
         raise DataError(f"could not read image {path} ({_one_line(exc)})") from exc
+
+
+def _pixels(image: Any, path: Path) -> np.ndarray:
+    mode = image.mode
+    if mode in ("1", "L", "LA"):
+        # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
+        return np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
+    if mode in ("P", "PA"):
+        # Via RGBA so that palette transparency is resolved, not warned about.
+        return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
+    if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
+        raise DataError(
+            f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
+            "save the images as 8-bit grayscale or RGB"
+        )
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

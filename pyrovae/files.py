@@ -86,6 +86,13 @@ def check_output_folder(folder: str | os.PathLike[str], what: str = "the output 
         raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FileWriteError(f"cannot write into {what} {folder}: permission denied")
+    try:
+        # os.access answers yes to root even where no file can be made (/proc,
+        # /sys, a read-only mount): make one.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise FileWriteError(f"cannot write into {what} {folder}: {_reason(err)}") from None
     return folder
 
 

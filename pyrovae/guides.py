@@ -40,6 +40,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
 from pyrovae.config import ModelConfig
+from pyrovae.errors import ConfigError
 from pyrovae.registry import Registry
 from pyrovae.sites import DATA_PLATE, LATENT
 
@@ -52,6 +53,9 @@ class Guide(nn.Module):
     #: False when log q(z|x) can only be evaluated at z the guide itself just
     #: drew (planar and radial flows have no closed-form inverse).
     scores_any_z: bool = True
+    #: Whether :meth:`temper` can scale the spread of q(z|x): the VampPrior,
+    #: whose components are q(z|u_k), can be sampled at a temperature only then.
+    temperable: bool = False
 
     def __init__(self, n_hidden: int, n_latent: int, config: ModelConfig) -> None:
         super().__init__()
@@ -61,6 +65,18 @@ class Guide(nn.Module):
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
+    @classmethod
+    def temper(cls, qz: dist.TorchDistribution, temperature: float) -> dist.TorchDistribution:
+        """``qz`` (from :meth:`forward`) with its spread scaled by ``temperature``.
+
+        Only guides that set :attr:`temperable` implement it; the others refuse
+        with a :class:`~pyrovae.errors.ConfigError`.
+        """
+        raise ConfigError(
+            f"guide {cls.__name__} cannot be tempered: its q(z|x) has no spread "
+            "to scale; sample at temperature 1"
+        )
+
 
 @GUIDES.register("normal")
 class DiagonalNormalGuide(Guide):
@@ -69,6 +85,9 @@ class DiagonalNormalGuide(Guide):
     #: Floor on sigma: softplus keeps it positive without exp's overflow, the
     #: floor keeps log q finite when the encoder pushes a unit to certainty.
     min_scale = 1e-4
+    #: The Gaussian's scale is multiplied by the temperature (for the flow
+    #: guides below: the scale of their Gaussian base, before the layers).
+    temperable = True
 
     def __init__(self, n_hidden: int, n_latent: int, config: ModelConfig) -> None:
         super().__init__(n_hidden, n_latent, config)
@@ -79,6 +98,27 @@ class DiagonalNormalGuide(Guide):
         z_loc = self.loc(h)  # (batch, n_latent)
         z_scale = F.softplus(self.raw_scale(h)) + self.min_scale  # (batch, n_latent)
         return dist.Normal(z_loc, z_scale).to_event(1)
+
+    @classmethod
+    def temper(cls, qz: dist.TorchDistribution, temperature: float) -> dist.TorchDistribution:
+        return tempered_gaussian(qz, temperature)
+
+
+def tempered_gaussian(qz: dist.TorchDistribution, temperature: float) -> dist.TorchDistribution:
+    """``qz`` with the scale of its Gaussian part multiplied by ``temperature``.
+
+    ``qz`` is a Normal, possibly made :class:`~pyro.distributions.Independent`
+    and pushed through transforms (a flow); the transforms are kept.
+    """
+    if isinstance(qz, dist.TransformedDistribution):
+        base = tempered_gaussian(qz.base_dist, temperature)
+        return dist.TransformedDistribution(base, qz.transforms)
+    if isinstance(qz, dist.Independent):
+        base = tempered_gaussian(qz.base_dist, temperature)
+        return base.to_event(qz.reinterpreted_batch_ndims)
+    if isinstance(qz, dist.Normal):
+        return dist.Normal(qz.loc, temperature * qz.scale)
+    raise TypeError(f"tempered_gaussian: {type(qz).__name__} has no Gaussian part")
 
 
 def _iaf_layer(n_latent: int, n_context: int, hidden: list[int]) -> nn.Module:

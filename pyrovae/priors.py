@@ -21,7 +21,10 @@ only the first depends on p. The learned priors get closer to q(z):
 
 ``temperature`` scales the spread of each prior's Gaussian part (the
 components of ``mog`` and ``vamp``, the base of ``flow``), which concentrates
-draws near the modes for ``temperature < 1``.
+draws near the modes for ``temperature < 1``. Tempering is a capability a
+prior declares (:attr:`Prior.temperable`): a prior without it is sampled at
+temperature 1 only, and callers ask before they draw. The VampPrior has it
+when its guide has it (:attr:`pyrovae.guides.Guide.temperable`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.config import ModelConfig
+from pyrovae.errors import ConfigError
+from pyrovae.guides import GUIDES, Guide
 from pyrovae.registry import Registry
 
 PRIORS: Registry[type[Prior]] = Registry("prior")
@@ -45,7 +50,14 @@ Posterior = Callable[[torch.Tensor], dist.TorchDistribution]
 
 
 class Prior(nn.Module):
-    """Base class of priors over ``n_latent``-dimensional codes."""
+    """Base class of priors over ``n_latent``-dimensional codes.
+
+    A subclass implements :meth:`forward`; one that can scale its spread sets
+    :attr:`temperable` and overrides :meth:`sample` to honour ``temperature``.
+    """
+
+    #: Whether :meth:`sample` can draw at a temperature other than 1.
+    temperable: bool = False
 
     def __init__(self, n_latent: int, config: ModelConfig) -> None:
         super().__init__()
@@ -55,8 +67,20 @@ class Prior(nn.Module):
         raise NotImplementedError
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` codes ``(n, n_latent)``; ``temperature`` < 1 draws nearer the modes."""
-        raise NotImplementedError
+        """``n`` codes ``(n, n_latent)``; ``temperature`` < 1 draws nearer the modes.
+
+        This default draws from :meth:`forward` and refuses any temperature
+        but 1 with a :class:`~pyrovae.errors.ConfigError`.
+        """
+        self.check_temperable(temperature)
+        return self().sample((n,))
+
+    def check_temperable(self, temperature: float) -> None:
+        """Raise a :class:`~pyrovae.errors.ConfigError` unless it can draw at ``temperature``."""
+        if temperature != 1.0 and not self.temperable:
+            raise ConfigError(
+                f"prior {type(self).__name__} cannot be sampled at a temperature other than 1"
+            )
 
     def attach_posterior(self, qz: Posterior) -> None:
         """Receive the VAE's q(z|x) once the VAE is built; only the VampPrior uses it."""
@@ -66,6 +90,7 @@ class Prior(nn.Module):
 class StandardNormalPrior(Prior):
     """N(0, I)."""
 
+    temperable = True
     loc: torch.Tensor
     scale: torch.Tensor
 
@@ -86,6 +111,7 @@ class MixtureOfGaussiansPrior(Prior):
     """(sum_k pi_k N(mu_k, diag sigma_k^2)) with learned weights, means and scales."""
 
     min_scale = 1e-3
+    temperable = True
 
     def __init__(self, n_latent: int, config: ModelConfig) -> None:
         super().__init__(n_latent, config)
@@ -118,6 +144,7 @@ class FlowPrior(Prior):
     the coordinates is reversed between layers.
     """
 
+    temperable = True
     loc: torch.Tensor
     scale: torch.Tensor
     reverse: torch.Tensor
@@ -172,6 +199,9 @@ class VampPrior(Prior):
     :meth:`attach_posterior` after the VAE is built: the prior keeps a plain
     reference to it rather than the VAE as a submodule, which would make the
     module tree circular.
+
+    Its components are q(z|u_k), so it can be tempered exactly when the
+    guide ``config.guide`` can (:attr:`pyrovae.guides.Guide.temperable`).
     """
 
     def __init__(self, n_latent: int, config: ModelConfig) -> None:
@@ -181,6 +211,8 @@ class VampPrior(Prior):
         shape = (config.prior_components, *config.image_shape)
         self.raw_inputs = nn.Parameter(torch.randn(shape))  # (K, C, H, W)
         self._qz: Posterior | None = None
+        self._guide: type[Guide] = GUIDES.get(config.guide)
+        self.temperable = self._guide.temperable
 
     def attach_posterior(self, qz: Posterior) -> None:
         self._qz = qz
@@ -194,7 +226,7 @@ class VampPrior(Prior):
             raise RuntimeError("VampPrior used before attach_posterior(qz)")
         components = self._qz(self.pseudo_inputs())  # batch (K,), event (n_latent,)
         if temperature != 1.0:
-            components = _tempered(components, temperature)
+            components = self._guide.temper(components, temperature)
         k = components.batch_shape[0]
         weights = dist.Categorical(logits=torch.zeros(k, device=self.raw_inputs.device))
         return _BroadcastMixture(weights, components)
@@ -203,6 +235,7 @@ class VampPrior(Prior):
         return self._mixture()
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        self.check_temperable(temperature)
         return self._mixture(temperature).sample((n,))
 
 
@@ -224,14 +257,3 @@ class _BroadcastMixture(dist.MixtureSameFamily):
         log_prob_z = self.component_distribution.log_prob(z)  # (..., K)
         log_weights = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
         return torch.logsumexp(log_prob_z + log_weights, dim=-1)  # (...)
-
-
-def _tempered(qz: dist.TorchDistribution, temperature: float) -> dist.TorchDistribution:
-    """``qz`` with the scale of its Gaussian part multiplied by ``temperature``."""
-    if isinstance(qz, dist.TransformedDistribution):
-        return dist.TransformedDistribution(_tempered(qz.base_dist, temperature), qz.transforms)
-    if isinstance(qz, dist.Independent):
-        return _tempered(qz.base_dist, temperature).to_event(qz.reinterpreted_batch_ndims)
-    if isinstance(qz, dist.Normal):
-        return dist.Normal(qz.loc, temperature * qz.scale)
-    raise TypeError(f"cannot temper {type(qz).__name__}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +328,19 @@ def test_npz_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_truncated_array_file_is_a_one_line_error(tmp_path: Path, suffix: str) -> None:
+    images = np.random.default_rng(0).random((20, 4, 4)).astype(np.float32)
+    path = tmp_path / f"a{suffix}"
+    (np.save if suffix == ".npy" else np.savez)(path, images)
+    whole = path.read_bytes()
+    for cut in (0, 10, 100, len(whole) // 2, len(whole) - 10):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(DataError) as exc_info:
+            load_dataset(path)
+        assert str(path) in assert_one_line(exc_info), cut
+
+
 def save_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
@@ -399,6 +413,47 @@ def test_folder_empty_and_unreadable(tmp_path: Path) -> None:
         load_dataset(tmp_path / "broken")
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` grey pixels and holds none."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_png(tmp_path / "bomb" / "a.png", np.zeros((4, 4), np.uint8))
+    # 2**16 x 2**16 pixels: far over twice PIL's limit, so PIL refuses at open.
+    (tmp_path / "bomb" / "b.png").write_bytes(png_header_only(2**16, 2**16))
+    with pytest.raises(DataError) as exc_info:
+        load_dataset(tmp_path / "bomb")
+    message = assert_one_line(exc_info)
+    assert "b.png is too large to read safely" in message and "decompression bomb" in message
+    # Between the limit and twice it PIL only warns; that is refused as well.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    for side in (12, 20):  # 144 pixels: the warning; 400: the error
+        folder = tmp_path / f"side{side}"
+        save_png(folder / "a.png", np.zeros((side, side), np.uint8))
+        with pytest.raises(DataError) as exc_info:
+            load_dataset(folder)
+        assert "a.png is too large to read safely" in assert_one_line(exc_info)
+
+
+@pytest.mark.parametrize("cut", [0, 8, 30, 45, 50])
+def test_truncated_png_is_a_one_line_error(tmp_path: Path, cut: int) -> None:
+    save_png(tmp_path / "t" / "a.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    whole = (tmp_path / "t" / "a.png").read_bytes()
+    (tmp_path / "t" / "a.png").write_bytes(whole[:cut])
+    with pytest.raises(DataError) as exc_info:
+        load_dataset(tmp_path / "t")
+    assert "a.png" in assert_one_line(exc_info)
+
+
 # --------------------------------------------------------------------------- #
 # Errors on bad arrays and names
 # --------------------------------------------------------------------------- #
@@ -443,6 +498,15 @@ def test_unsupported_file_type(tmp_path: Path) -> None:
 def test_bad_test_fraction() -> None:
     with pytest.raises(ConfigError):
         load_dataset("digits", test_fraction=1.0)
+
+
+def test_seed_out_of_torch_range_is_one_line(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((4, 2, 2), np.uint8))
+    for seed in (-1, 2**64 - 1):
+        assert load_dataset(tmp_path / "a.npy", seed=seed).train.shape[0] == 3
+    for seed in (2**64, 99999999999999999999999, -(2**63) - 1):
+        with pytest.raises(ConfigError, match="seed must be a whole number"):
+            load_dataset(tmp_path / "a.npy", seed=seed)
 
 
 # --------------------------------------------------------------------------- #

@@ -4,15 +4,18 @@ follow their densities, and every prior trains, resumes, samples and reconstruct
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.api import load_run, reconstruct, sample
-from pyrovae.config import ModelConfig
+from pyrovae.api import Run, load_run, reconstruct, sample
+from pyrovae.config import ModelConfig, RunConfig
 from pyrovae.errors import ConfigError
+from pyrovae.guides import GUIDES, Guide
 from pyrovae.model import VAE
-from pyrovae.priors import PRIORS, VampPrior
+from pyrovae.priors import PRIORS, Prior, VampPrior
 from pyrovae.training import resume, train
 
 LEARNED = ("mog", "flow", "vamp")
@@ -178,3 +181,83 @@ def test_cli_trains_and_samples_flexible_models(tmp_path):
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(main, ["train", "--prior", "vamp", "--guide", "planar"])
     assert bad.exit_code == 1 and "closed-form inverse" in bad.output
+
+
+class UntemperedPrior(Prior):
+    """A user prior that implements only its density: N(1, I), no temperature."""
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Normal(torch.ones(self.n_latent), 1.0).to_event(1)
+
+
+class LaplaceGuide(Guide):
+    """A user guide whose q(z|x) has no Gaussian part to temper."""
+
+    def __init__(self, n_hidden: int, n_latent: int, config: ModelConfig) -> None:
+        super().__init__(n_hidden, n_latent, config)
+        self.loc = torch.nn.Linear(n_hidden, n_latent)
+
+    def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Laplace(self.loc(h), 1.0).to_event(1)
+
+
+@pytest.fixture
+def user_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the two components above for one test (monkeypatch unregisters them)."""
+    monkeypatch.setitem(PRIORS._entries, "untempered", UntemperedPrior)
+    monkeypatch.setitem(GUIDES._entries, "laplace", LaplaceGuide)
+
+
+def in_memory_run(prior: str, guide: str) -> Run:
+    config = RunConfig(
+        model=ModelConfig(
+            image_shape=(1, 4, 4),
+            hidden=(8,),
+            latent_dim=2,
+            prior=prior,
+            guide=guide,
+            prior_components=3,
+        )
+    )
+    config.validate()
+    return Run(run_dir=Path("unused"), config=config, vae=VAE(config.model).eval(), history=[])
+
+
+def test_tempering_is_a_declared_capability(user_components: None) -> None:
+    assert [PRIORS.get(name).temperable for name in ("normal", "mog", "flow")] == [True] * 3
+    assert not UntemperedPrior.temperable and not LaplaceGuide.temperable
+    for guide in ("normal", "iaf", "spline"):
+        assert GUIDES.get(guide).temperable, guide
+    assert in_memory_run("vamp", "iaf").vae.prior.temperable
+    assert not in_memory_run("vamp", "laplace").vae.prior.temperable
+
+
+@pytest.mark.parametrize(("prior", "guide"), [("untempered", "normal"), ("vamp", "laplace")])
+def test_sampling_a_prior_that_cannot_be_tempered(
+    user_components: None, prior: str, guide: str
+) -> None:
+    run = in_memory_run(prior, guide)
+    images = sample(run, 5, seed=0)  # at temperature 1 it samples
+    assert images.shape == (5, 1, 4, 4) and torch.isfinite(images).all()
+    with pytest.raises(ConfigError) as info:
+        sample(run, 5, temperature=0.5)
+    message = str(info.value)
+    assert f"prior {prior!r}" in message and "other than 1" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match="other than 1"):
+        run.vae.prior.sample(5, temperature=0.5)  # the library path refuses too
+
+
+def test_untempered_prior_samples_its_own_density(user_components: None) -> None:
+    prior = in_memory_run("untempered", "normal").vae.prior
+    draws = prior.sample(4000)
+    assert draws.shape == (4000, 2)
+    assert ((draws.mean(0) - 1).abs() < 4 / math.sqrt(4000)).all()
+
+
+def test_vamp_tempers_through_its_guide() -> None:
+    vae = vae_2d("vamp", "iaf")
+    with torch.no_grad():
+        draws = vae.prior.sample(4000)
+        cooler = vae.prior.sample(4000, temperature=0.3)
+    assert (cooler.var(0) < draws.var(0)).all()
