@@ -152,8 +152,10 @@ def evaluate_elbo(
     """Mean per-data-point ELBO, reconstruction term and KL (nats) over ``images``.
 
     Each image's terms are averaged over enough draws of z that the Monte Carlo
-    standard error of the mean ELBO is below ``target_stderr`` (at most
-    ``max_draws`` draws per image; :func:`pyrovae.objectives.average_elbo_terms`).
+    standard error of the mean ELBO is below ``target_stderr``, within at most
+    ``max_draws`` draws per image and 50,000 in all
+    (:func:`pyrovae.objectives.average_elbo_terms`); the standard error reached is
+    returned either way.
     Returns ``elbo``, ``recon``, ``kl``, ``elbo_mc_stderr`` and ``draws``.
     """
     was_training = vae.training
