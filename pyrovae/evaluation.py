@@ -800,8 +800,14 @@ def inference_gaps(
     fits = [kind] if kind in CORRELATED_KINDS else [kind, "mvn"]
     with _eval_mode(vae):
         local = {
-            name: fit_local_posterior(vae, x, name, max_steps=max_steps)  # type: ignore[arg-type]
-            for name in progress_bar(fits, "fitting q* per image", progress, unit="fit")
+            name: fit_local_posterior(
+                vae,
+                x,
+                name,  # type: ignore[arg-type]
+                max_steps=max_steps,
+                progress=progress,
+            )
+            for name in fits
         }
         amortized = vae.qz(x)
         in_mixture = getattr(vae.guide_net, "scores_any_z", True)

@@ -39,10 +39,11 @@ Example
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pyro
 import pyro.distributions as dist
@@ -175,6 +176,7 @@ def optimize_until_converged(
     window: int = 50,
     tol: float = 1e-3,
     decays: int = 2,
+    desc: str | None = None,
 ) -> Convergence:
     """Adam on ``loss_fn()`` until the objective, smoothed over ``window`` steps, settles.
 
@@ -185,8 +187,32 @@ def optimize_until_converged(
     (converged). ``max_steps`` bounds the whole run (not converged).
 
     ``loss_fn`` returns the loss per data point ``(B,)``, minimized summed (each
-    point's parameters follow their own gradient) and judged by the mean.
+    point's parameters follow their own gradient) and judged by the mean. With
+    ``desc``, a progress bar of that name on stderr (on a terminal).
     """
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        options = {"unit": "step", "leave": False, "file": sys.stderr, "disable": None}
+        bar = tqdm(total=max_steps, desc=desc, **options)
+    try:
+        return _optimize(parameters, loss_fn, lr, max_steps, window, tol, decays, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _optimize(
+    parameters: Sequence[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    lr: float,
+    max_steps: int,
+    window: int,
+    tol: float,
+    decays: int,
+    bar: Any,
+) -> Convergence:
     optimizer = torch.optim.Adam(parameters, lr=lr)
     losses: list[float] = []
     previous: torch.Tensor | None = None
@@ -197,6 +223,8 @@ def optimize_until_converged(
         loss.sum().backward()
         optimizer.step()
         losses.append(float(loss.detach().mean()))
+        if bar is not None:
+            bar.update()
         if step % window:
             continue
         current = torch.tensor(losses[-window:], dtype=torch.float64)
@@ -324,7 +352,14 @@ def _amortized_mean(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_gaussian(
-    vae: VAE, x: torch.Tensor, full: bool, *, max_steps: int, lr: float, particles: int
+    vae: VAE,
+    x: torch.Tensor,
+    full: bool,
+    *,
+    max_steps: int,
+    lr: float,
+    particles: int,
+    progress: bool = False,
 ) -> tuple[torch.distributions.Distribution, Convergence]:
     """All points' Gaussians in one vectorized fit with the path-derivative gradient,
     started at the Laplace approximation."""
@@ -343,7 +378,10 @@ def _fit_gaussian(
         log_ratio = _log_joint(vae, z, x) - q.distribution(detach=True).log_prob(z)
         return -log_ratio.mean(0)  # (B,)
 
-    outcome = optimize_until_converged(list(q.parameters()), loss, lr=lr, max_steps=max_steps)
+    desc = f"q* ({'mvn' if full else 'normal'}) of {x.shape[0]} images" if progress else None
+    outcome = optimize_until_converged(
+        list(q.parameters()), loss, lr=lr, max_steps=max_steps, desc=desc
+    )
     with torch.no_grad():
         return q.distribution(detach=True), outcome
 
@@ -386,6 +424,7 @@ def _fit_flows(
     particles: int,
     hidden_dim: int | None,
     num_transforms: int,
+    progress: bool = False,
 ) -> tuple[torch.distributions.Distribution, Convergence]:
     """For each point, IAF layers followed by an affine map started at its ``mvn`` fit."""
     assert isinstance(start, dist.MultivariateNormal)
@@ -415,8 +454,11 @@ def _fit_flows(
         def loss(guide: AutoNormalizingFlow = guide, point: torch.Tensor = point) -> torch.Tensor:
             return elbo.differentiable_loss(model, guide, point).reshape(1)
 
+        desc = f"q* (iaf) of image {i + 1}/{x.shape[0]}" if progress else None
         runs.append(
-            optimize_until_converged(list(guide.parameters()), loss, lr=lr, max_steps=max_steps)
+            optimize_until_converged(
+                list(guide.parameters()), loss, lr=lr, max_steps=max_steps, desc=desc
+            )
         )
         for p in guide.parameters():
             p.requires_grad_(False)
@@ -443,6 +485,7 @@ def fit_local_posterior(
     particles: int = 64,
     hidden_dim: int | None = None,
     num_transforms: int = 2,
+    progress: bool = False,
 ) -> LocalPosterior:
     """Fit q*(z|x) separately for each image of ``x``, with the VAE's networks frozen.
 
@@ -469,6 +512,8 @@ def fit_local_posterior(
         Samples of z per step in the ELBO estimate.
     hidden_dim, num_transforms
         Width (default ``4 * n_latent``, at least 16) and number of the IAF layers.
+    progress
+        A progress bar per fit on stderr (on a terminal).
 
     Returns
     -------
@@ -480,7 +525,9 @@ def fit_local_posterior(
         raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
     with frozen(vae), pyro.get_param_store().scope():
         full = kind != "normal"
-        gaussian, fit = _fit_gaussian(vae, x, full, max_steps=max_steps, lr=lr, particles=particles)
+        gaussian, fit = _fit_gaussian(
+            vae, x, full, max_steps=max_steps, lr=lr, particles=particles, progress=progress
+        )
         if kind != "iaf":
             return LocalPosterior(gaussian, kind, fit.losses, fit.iterations, fit.converged)
         flows, flow_fit = _fit_flows(
@@ -492,6 +539,7 @@ def fit_local_posterior(
             particles=particles,
             hidden_dim=hidden_dim,
             num_transforms=num_transforms,
+            progress=progress,
         )
     return LocalPosterior(
         flows,

@@ -299,3 +299,34 @@ def test_summary_warns_when_nuts_chains_disagree():
     assert "warning: R-hat above 1.01" in result.format_summary()
     nuts["max_r_hat"] = 1.005
     assert "warning" not in result.format_summary()
+
+
+def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    vae = make_vae()
+    images = torch.bernoulli(torch.full((6, 1, 4, 4), 0.3))
+    for progress in (True, False):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        diagnose(
+            vae,
+            images,
+            tmp_path,
+            n=3,
+            draws=20,
+            nuts=1,
+            nuts_draws=10,
+            nuts_warmup=10,
+            chains=2,
+            ppc_draws=5,
+            progress=progress,
+        )
+        shown = terminal.getvalue()
+        for step in ("PSIS draws", "NUTS, 2 chains", "latent codes"):
+            assert (step in shown) == progress, shown

@@ -3,8 +3,10 @@ log p(x) of probabilistic PCA where one exists."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -496,3 +498,25 @@ def test_evaluate_run_is_seeded_and_leaves_the_callers_rng_alone(trained_run):
     assert torch.equal(torch.get_rng_state(), state)
     second = evaluate_run(trained_run, k=2, n=4, seed=5, metrics="logpx,surgery")
     assert second.log_px == first.log_px and second.surgery == first.surgery
+
+
+class _Terminal(io.StringIO):
+    """A captured stderr that says it is a terminal, where progress bars are drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_for_every_long_step(make_vae, monkeypatch):
+    vae = make_vae()
+    for progress in (True, False):
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        evaluate(vae, _binary_images(), k=8, gaps=1, gap_steps=2, progress=progress)
+        shown = terminal.getvalue()
+        steps = ("log p(x), K=8", "active units", "ELBO surgery", "q* (normal)", "q* (mvn)")
+        assert all((step in shown) == progress for step in steps), shown
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    evaluate(vae, _binary_images(), k=8, metrics="elbo", progress=True)
+    assert "ELBO draws" in terminal.getvalue()
