@@ -42,6 +42,7 @@ from pyrovae.data import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.evaluation import (
     auto_chunk_size,
+    json_safe,
     posterior_mean,
     progress_bar,
     restored_rng,
@@ -315,7 +316,8 @@ class DiagnosisResult:
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The figures as plain JSON values (an undefined standard error is ``None``)."""
+        return json_safe(asdict(self))
 
     def format_summary(self) -> str:
         s = self.khat_shares

@@ -878,7 +878,9 @@ class EvaluationResult:
       saying why when it is no code length).
     - ``elbo``: ``elbo`` = ``recon`` - ``kl``, each image's terms averaged over
       ``elbo_draws`` draws of z (those of ``logpx`` when it is computed too), the
-      KL in closed form where torch has it.
+      KL in closed form where torch has it. With ``logpx`` too,
+      ``log_px_minus_elbo`` (its Monte Carlo standard error ignores the two
+      estimates' positive correlation: an upper bound).
     - ``active``: ``unit_variances`` = Cov_x(E_q[z_u|x]) and ``active_units``,
       the number above :data:`ACTIVE_UNIT_THRESHOLD`.
     - ``surgery`` (:class:`SurgeryResult`) and ``gaps`` (:class:`GapsResult`).
@@ -910,6 +912,9 @@ class EvaluationResult:
     kl_stderr: float | None = None
     kl_mc_stderr: float | None = None
     elbo_draws: int | None = None
+    log_px_minus_elbo: float | None = None
+    log_px_minus_elbo_stderr: float | None = None
+    log_px_minus_elbo_mc_stderr: float | None = None
     active_units: int | None = None
     unit_variances: list[float] | None = None
     surgery: SurgeryResult | None = None
@@ -918,7 +923,8 @@ class EvaluationResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The figures as plain JSON values (an undefined standard error is ``None``)."""
+        return json_safe(asdict(self))
 
     def _estimate_rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
         rows: list[tuple[str, float | None, float | None, float | None]] = []
@@ -932,8 +938,8 @@ class EvaluationResult:
                 ("  reconstruction E_q[log p(x|z)]", *self._triple("recon")),
                 ("  KL(q(z|x) || p(z))", *self._triple("kl")),
             ]
-        if self.log_px is not None and self.elbo is not None:
-            rows.append(("log p(x) - ELBO", self.log_px - self.elbo, None, None))
+        if self.log_px_minus_elbo is not None:
+            rows.append(("log p(x) - ELBO", *self._triple("log_px_minus_elbo")))
         if self.bits_per_dim is not None:
             rows.append(("bits per dimension", *self._triple("bits_per_dim")))
         if self.surgery is not None:
@@ -1002,6 +1008,17 @@ class EvaluationResult:
             lines.append(f"{'active units (Cov > 0.01)':<{width}}  {active:>10}")
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
@@ -1173,11 +1190,11 @@ def _add_elbo(
             kl, kl_var, elbo_var = draws.kl, draws.kl_var, draws.elbo_var
         else:
             kl, kl_var, elbo_var = analytic, torch.zeros_like(analytic), recon_var
-    for name, values, var in (
-        ("elbo", recon - kl, elbo_var),
-        ("recon", recon, recon_var),
-        ("kl", kl, kl_var),
-    ):
+    figures = [("elbo", recon - kl, elbo_var), ("recon", recon, recon_var), ("kl", kl, kl_var)]
+    if draws is not None:
+        gap_var = draws.log_px_var + elbo_var
+        figures.append(("log_px_minus_elbo", draws.log_px - (recon - kl), gap_var))
+    for name, values, var in figures:
         setattr(result, name, float(values.mean()))
         setattr(result, f"{name}_stderr", _stderr(values))
         setattr(result, f"{name}_mc_stderr", _mc_stderr(var))

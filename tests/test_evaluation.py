@@ -146,6 +146,8 @@ def _check_result(result: EvaluationResult, vae: VAE) -> None:
     assert result.bits_per_dim == pytest.approx(-result.log_px / (16 * math.log(2)))
     assert 0 <= result.active_units <= vae.n_latent == len(result.unit_variances)
     json.dumps(result.to_dict(), allow_nan=False)  # every figure is plain JSON
+    assert result.log_px_minus_elbo == pytest.approx(result.log_px - result.elbo)
+    assert result.log_px_minus_elbo_mc_stderr > 0
     assert "log p(x)" in result.format_table()
 
 
@@ -173,6 +175,13 @@ def test_evaluate_every_prior(make_vae, prior):
     assert result.surgery is not None
     s = result.surgery
     assert s.average_kl == pytest.approx(s.marginal_kl + s.mutual_information)
+
+
+def test_one_importance_sample_gives_json_without_nan(make_vae):
+    result = evaluate(make_vae(), _binary_images(), k=1, metrics="logpx")
+    assert math.isnan(result.log_px_mc_stderr)  # one draw: no spread to estimate it from
+    assert result.to_dict()["log_px_mc_stderr"] is None
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_metrics_choose_what_is_computed(make_vae):
