@@ -22,6 +22,7 @@ are tested against exact posteriors (:mod:`pyrovae.ppca`).
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import io
 import json
@@ -41,8 +42,9 @@ from pyrovae.data import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.evaluation import (
     auto_chunk_size,
-    importance_draws,
+    json_safe,
     posterior_mean,
+    progress_bar,
     restored_rng,
 )
 from pyrovae.files import atomic_write_text, atomic_write_via_name, check_output_folder
@@ -71,35 +73,76 @@ REPORT_JSON = "diagnostics.json"
 # --------------------------------------------------------------------------- #
 
 
-def psis_khat(log_weights: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Pareto k̂ of the importance ratios of each data point.
+#: Log-weights whose spread is within this many units of round-off of the log
+#: densities they come from are equal: the proposal is the posterior.
+ROUNDOFF_ULPS = 1024
+
+
+def roundoff_tolerance(
+    log_joint: torch.Tensor, log_r: torch.Tensor, precision: torch.dtype | None = None
+) -> np.ndarray:
+    """Per data point, the spread of log p(x, z) - log r(z) that round-off alone can make.
+
+    ``ROUNDOFF_ULPS`` units of round-off of ``precision`` (default the terms' dtype;
+    the parameters' dtype when the terms were computed more precisely than the
+    parameters are stored), relative to the terms' size: max over draws of
+    |log p(x, z)| + |log r(z)|, both ``(draws, datapoints)``. A float32 sum over
+    784 pixels loses about 100 units; float32 parameters, rounded, move a
+    float64 computation by about one.
+    """
+    eps = torch.finfo(precision or log_joint.dtype).eps
+    size = (log_joint.double().abs() + log_r.double().abs()).amax(0)  # (datapoints,)
+    return np.asarray((ROUNDOFF_ULPS * eps * size).cpu())
+
+
+def psis_khat(
+    log_weights: torch.Tensor | np.ndarray, roundoff: np.ndarray | float | None = None
+) -> np.ndarray:
+    """Pareto k̂ of the importance ratios of each data point; NaN where they are equal.
 
     Parameters
     ----------
     log_weights
         ``(draws, datapoints)`` log importance ratios log p(x, z) - log r(z).
+    roundoff
+        Per data point (or one for all), the spread below which the ratios count as
+        equal up to round-off (:func:`roundoff_tolerance`). Default: ``ROUNDOFF_ULPS``
+        units of round-off of ``log_weights``' dtype relative to their size, right
+        when they were computed in that dtype.
 
     Returns
     -------
     numpy.ndarray
-        ``(datapoints,)``. Points whose ratios are all equal (the proposal is
-        the posterior) have no tail; their k̂ is reported as 0.
+        ``(datapoints,)``, in float64. Points whose ratios are all equal up to
+        round-off (the proposal is the posterior) have no tail, only rounding
+        noise, whose k̂ would be noise: they are NaN, reported as exact.
     """
     import arviz as az
 
-    lw = np.asarray(torch.as_tensor(log_weights).double().cpu()).T  # (datapoints, draws)
+    tensor = torch.as_tensor(log_weights)
+    if roundoff is None:
+        roundoff = (
+            ROUNDOFF_ULPS
+            * torch.finfo(tensor.dtype).eps
+            * np.asarray(tensor.double().abs().amax(0).cpu())
+        )
+    lw = np.asarray(tensor.double().cpu()).T  # (datapoints, draws)
     if lw.ndim != 2 or lw.shape[1] < 10:
         raise ConfigError("PSIS needs log-weights of shape (draws, datapoints) with >= 10 draws")
-    _, khat = az.psislw(lw)
-    khat = np.asarray(khat, dtype=float)
-    khat[np.ptp(lw, axis=1) == 0] = 0.0
+    exact = np.ptp(lw, axis=1) <= np.broadcast_to(roundoff, lw.shape[:1])
+    khat = np.full(lw.shape[0], np.nan)
+    if not exact.all():
+        _, tail = az.psislw(lw[~exact])
+        khat[~exact] = np.atleast_1d(np.asarray(tail, dtype=float))
     return khat
 
 
 def khat_shares(khat: np.ndarray) -> dict[str, float]:
-    """Shares of points that are good (k̂ < 0.5), usable (0.5-0.7) and bad (> 0.7)."""
-    khat = np.asarray(khat)
+    """Shares of points that are exact (NaN k̂), good (k̂ < 0.5), usable (0.5-0.7) and bad
+    (> 0.7)."""
+    khat = np.asarray(khat, dtype=float)
     return {
+        "exact": float(np.mean(np.isnan(khat))),
         "good": float(np.mean(khat < KHAT_GOOD)),
         "usable": float(np.mean((khat >= KHAT_GOOD) & (khat <= KHAT_BAD))),
         "bad": float(np.mean(khat > KHAT_BAD)),
@@ -177,6 +220,7 @@ def nuts_reference(
     draws: int = 200,
     warmup: int = 200,
     init_radius: float = 2.0,
+    progress: bool = False,
 ) -> NutsReference:
     """Sample p(z|x) for the images ``x`` ``(M, C, H, W)`` (on [0, 1]) with NUTS.
 
@@ -185,7 +229,8 @@ def nuts_reference(
     run per chain, one after another (no subprocesses), each over the M
     points' codes together, started uniformly in [-``init_radius``,
     ``init_radius``] as Pyro's ``init_to_uniform`` does, so that chains start
-    apart and R-hat can detect non-convergence.
+    apart and R-hat can detect non-convergence. ``progress``: one bar on stderr
+    over every chain's steps.
     """
     import arviz as az
     from pyro.infer import MCMC, NUTS
@@ -202,6 +247,15 @@ def nuts_reference(
 
     started = time.perf_counter()
     per_chain = []
+    steps = progress_bar(
+        range(chains * (warmup + draws)), f"NUTS, {chains} chains", progress, unit="step"
+    )
+    bar = steps if hasattr(steps, "update") else None
+
+    def advance(*_: Any) -> None:
+        if bar is not None:
+            bar.update()  # type: ignore[attr-defined]
+
     with frozen(vae), _one_thread(x.device):
         for _ in range(chains):
             init = (torch.rand(shape, device=x.device) * 2 - 1) * init_radius
@@ -211,9 +265,12 @@ def nuts_reference(
                 warmup_steps=warmup,
                 initial_params={LATENT: init},
                 disable_progbar=True,
+                hook_fn=advance,
             )
             mcmc.run()
             per_chain.append(mcmc.get_samples()[LATENT].detach().cpu().numpy())  # (draw, M, L)
+    if bar is not None:
+        bar.close()  # type: ignore[attr-defined]
     samples = np.stack(per_chain)  # (chain, draw, M, L)
     table: Any = az.summary(_posterior_idata(samples), kind="all", round_to="none")  # DataFrame
     columns = ("mean", "sd", "r_hat", "ess_bulk", "ess_tail")
@@ -251,7 +308,7 @@ class DiagnosisResult:
 
     n: int
     draws: int
-    khat: list[float]
+    khat: list[float | None]
     khat_shares: dict[str, float]
     nuts: dict[str, Any] | None
     ppc: dict[str, float]
@@ -259,15 +316,23 @@ class DiagnosisResult:
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The figures as plain JSON values (an undefined standard error is ``None``)."""
+        return json_safe(asdict(self))
 
     def format_summary(self) -> str:
         s = self.khat_shares
+        finite = [k for k in self.khat if k is not None]
+        worst = f"max k̂ {max(finite):.2f}" if finite else "no tail anywhere"
+        exact = f", exact {s['exact']:.0%}" if s["exact"] else ""
         lines = [
             f"PSIS over {self.n} points x {self.draws} draws of q(z|x): "
-            f"k̂ < 0.5 {s['good']:.0%}, 0.5-0.7 {s['usable']:.0%}, > 0.7 {s['bad']:.0%} "
-            f"(max k̂ {max(self.khat):.2f})",
+            f"k̂ < 0.5 {s['good']:.0%}, 0.5-0.7 {s['usable']:.0%}, > 0.7 {s['bad']:.0%}"
+            f"{exact} ({worst})",
         ]
+        if s["exact"]:
+            lines.append(
+                "  exact: importance ratios equal up to round-off (q(z|x) is the posterior)"
+            )
         if self.nuts is not None:
             lines.append(
                 f"NUTS reference for {self.nuts['points']} points, {self.nuts['chains']} chains: "
@@ -281,9 +346,11 @@ class DiagnosisResult:
                     "posterior or too few draws), so the reference and W2 are not to be trusted; "
                     "try more --nuts-draws"
                 )
+        p = self.ppc
         lines.append(
-            f"PPC on mean intensity: observed {self.ppc['observed_mean']:.4f}, replicated "
-            f"{self.ppc['replicated_mean']:.4f}; {self.ppc['outside_95']:.0%} of images outside "
+            f"PPC on mean intensity: observed {p['observed_mean']:.4f}, replicated "
+            f"{p['replicated_mean']:.4f} ± {p['replicated_mean_mc_stderr']:.4f}; "
+            f"{p['outside_95']:.0%} ± {p['outside_95_stderr']:.0%} of images outside "
             "their 95% predictive interval"
         )
         lines += [f"wrote {path}" for path in self.paths.values()]
@@ -343,13 +410,14 @@ def _plot_ppc(idata: az.InferenceData) -> str:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     n_draws = idata["posterior_predictive"].sizes["draw"]
-    az.plot_ppc(
-        idata,
-        var_names=["mean_intensity"],
-        ax=ax,
-        num_pp_samples=min(50, n_draws),
-        random_seed=0,
-    )
+    options = {"var_names": ["mean_intensity"], "num_pp_samples": min(50, n_draws)}
+    try:
+        az.plot_ppc(idata, ax=ax, random_seed=0, **options)
+    except ValueError:
+        # A replication whose images all share one value (few pixels, few images) has
+        # no density estimate; empirical distribution functions have no such trouble.
+        ax.clear()
+        az.plot_ppc(idata, ax=ax, random_seed=0, kind="cumulative", **options)
     ax.set_xlabel("per-image mean intensity")
     return _figure_png(fig)
 
@@ -362,7 +430,10 @@ def _plot_latent(
 
     if means.shape[1] == 1:
         means = np.concatenate([means, np.zeros_like(means)], axis=1)
-        prior_draws = np.concatenate([prior_draws, np.zeros_like(prior_draws)], axis=1)
+        # A spread second column (meaningless, as the plot says): on a line of zeros the
+        # prior's kernel density estimate would be singular.
+        spread = np.random.default_rng(0).standard_normal(prior_draws.shape)
+        prior_draws = np.concatenate([prior_draws, spread], axis=1)
         axes_note = "z[0] (one latent unit)"
     elif means.shape[1] == 2:
         axes_note = "z[0], z[1]"
@@ -417,17 +488,59 @@ def _img(png: str) -> str:
     return f"<img src='data:image/png;base64,{png}'>"
 
 
+def posterior_predictive_summary(observed: np.ndarray, replicated: np.ndarray) -> dict[str, float]:
+    """The check's figures, with standard errors, from ``observed`` ``(n,)`` statistics and
+    ``replicated`` ``(draws, n)`` ones.
+
+    ``outside_95`` (share of images outside their central 95% predictive interval)
+    has a binomial standard error over the n images; ``replicated_mean`` and
+    ``p_value_mean`` (mean over images of P(replicated >= observed)) have Monte
+    Carlo standard errors over the replications.
+    """
+    draws, n = replicated.shape
+    lo, hi = np.percentile(replicated, [2.5, 97.5], axis=0)
+    outside = float(np.mean((observed < lo) | (observed > hi)))
+    p_values = np.mean(replicated >= observed[None, :], axis=0)  # (n,)
+    return {
+        "observed_mean": float(observed.mean()),
+        "replicated_mean": float(replicated.mean()),
+        "replicated_mean_mc_stderr": float(replicated.mean(1).std(ddof=1) / math.sqrt(draws))
+        if draws > 1
+        else math.nan,
+        "outside_95": outside,
+        "outside_95_stderr": math.sqrt(outside * (1 - outside) / n),
+        "p_value_mean": float(p_values.mean()),
+        "p_value_mean_mc_stderr": float(np.sqrt(np.sum(p_values * (1 - p_values) / draws)) / n),
+    }
+
+
 @torch.no_grad()
-def _q_draws(vae: VAE, x: torch.Tensor, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``draws`` z ~ q(z|x) ``(draws, n, L)`` and their log ratios ``(draws, n)``, chunked."""
+def _q_draws(
+    vae: VAE, x: torch.Tensor, draws: int, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``draws`` z ~ q(z|x) ``(draws, n, L)``, their log ratios ``(draws, n)`` and the
+    round-off tolerance of those ratios ``(n,)``, chunked.
+
+    Computed in float64 on a copy of the VAE: when q(z|x) is the posterior, the
+    ratios differ only by round-off, which float32 sums over the pixels make large
+    enough (1e-5 to 1e-2 nats) to hand PSIS a spurious tail. What is left is the
+    rounding of the float32 parameters, which the tolerance allows for.
+    """
+    precision = next(vae.parameters()).dtype
+    vae64 = copy.deepcopy(vae).double()
+    x64 = x.double()
     chunk = auto_chunk_size(vae, x.shape[0])
-    qz = vae.qz(x)
-    zs, lws = [], []
-    for start in range(0, draws, chunk):
-        z, log_w = importance_draws(vae, x, min(chunk, draws - start), qz)
+    qz = vae64.qz(x64)
+    zs, joints, densities = [], [], []
+    starts = range(0, draws, chunk)
+    for start in progress_bar(starts, "PSIS draws of q(z|x)", progress, unit="chunk"):
+        z = qz.sample((min(chunk, draws - start),))  # (chunk, n, L)
+        densities.append(qz.log_prob(z))  # (chunk, n)
+        joints.append(vae64.prior().log_prob(z) + vae64.px(z).log_prob(x64))  # (chunk, n)
         zs.append(z)
-        lws.append(log_w)
-    return torch.cat(zs), torch.cat(lws)
+    log_joint, log_r = torch.cat(joints), torch.cat(densities)
+    tolerance = roundoff_tolerance(log_joint, log_r, precision)
+    return torch.cat(zs).to(precision), log_joint - log_r, tolerance
 
 
 def diagnose(
@@ -445,6 +558,7 @@ def diagnose(
     ppc_draws: int = 100,
     latent_points: int = 2000,
     title: str = "pyrovae posterior diagnostics",
+    progress: bool = False,
 ) -> DiagnosisResult:
     """Write the HTML report, the netCDF ``InferenceData`` and the JSON summary to ``out``.
 
@@ -468,6 +582,9 @@ def diagnose(
         NUTS draws and warm-up steps per chain, and the number of chains.
     ppc_draws
         Replicated data sets for the posterior predictive check.
+    progress
+        Progress bars on stderr for the PSIS draws, the NUTS chains and the
+        latent codes.
     """
     import matplotlib
 
@@ -487,21 +604,15 @@ def diagnose(
     x = to_unit_float(images[:n].to(device))  # (n, C, H, W)
     vae.eval()
 
-    z, log_w = _q_draws(vae, x, draws)  # (draws, n, L), (draws, n)
-    khat = psis_khat(log_w)
+    z, log_w, roundoff = _q_draws(vae, x, draws, progress)  # (draws, n, L), (draws, n), (n,)
+    khat = psis_khat(log_w, roundoff)
     shares = khat_shares(khat)
 
     with torch.no_grad():
         ppc_z = z[:ppc_draws]  # (ppc_draws, n, L)
         replicated = vae.px(ppc_z).sample().flatten(-3).mean(-1).cpu().numpy()  # (ppc, n)
     observed = x.flatten(1).mean(-1).cpu().numpy()  # (n,)
-    lo, hi = np.percentile(replicated, [2.5, 97.5], axis=0)
-    ppc = {
-        "observed_mean": float(observed.mean()),
-        "replicated_mean": float(replicated.mean()),
-        "outside_95": float(np.mean((observed < lo) | (observed > hi))),
-        "p_value_mean": float(np.mean(replicated >= observed[None, :])),
-    }
+    ppc = posterior_predictive_summary(observed, replicated)
 
     coords = _latent_coords(n, vae.n_latent)
     z_np = z.cpu().numpy()[None]  # (chain=1, draw, datapoint, latent)
@@ -546,9 +657,20 @@ def diagnose(
             "Pareto k̂ by <code>az.psislw</code> (Yao et al. 2018). Shares: "
             f"good (k̂ &lt; 0.5) {shares['good']:.0%}, usable (0.5-0.7) {shares['usable']:.0%}, "
             f"bad (&gt; 0.7) {shares['bad']:.0%}.</p>"
-            + _img(_plot_khat(khat))
+            + (
+                f"<p>{shares['exact']:.0%} of points have ratios equal up to round-off: "
+                "q(z|x) is their posterior, IS is exact and there is no tail (drawn at "
+                "k̂ = 0, listed as exact).</p>"
+                if shares["exact"]
+                else ""
+            )
+            + _img(_plot_khat(np.nan_to_num(khat, nan=0.0)))
             + _html_table(
-                [{"datapoint": i, "k̂": float(k)} for i, k in enumerate(khat)], ["datapoint", "k̂"]
+                [
+                    {"datapoint": i, "k̂": "exact" if math.isnan(k) else float(k)}
+                    for i, k in enumerate(khat)
+                ],
+                ["datapoint", "k̂"],
             ),
         )
     ]
@@ -556,7 +678,7 @@ def diagnose(
     nuts_summary = None
     if nuts:
         reference = nuts_reference(
-            vae, x[:nuts], chains=chains, draws=nuts_draws, warmup=nuts_warmup
+            vae, x[:nuts], chains=chains, draws=nuts_draws, warmup=nuts_warmup, progress=progress
         )
         netcdfs["nuts_netcdf"] = (out / REPORT_NUTS_NETCDF, reference.inference_data())
         q_sub = z_np[0, :, :nuts]  # (draws, nuts, L)
@@ -603,10 +725,11 @@ def diagnose(
 
     with torch.no_grad():
         m = min(latent_points, images.shape[0])
+        starts = progress_bar(range(0, m, 500), "latent codes", progress, unit="batch")
         means = torch.cat(
             [
-                posterior_mean(vae.qz(to_unit_float(images[i : i + 500].to(device))))
-                for i in range(0, m, 500)
+                posterior_mean(vae.qz(to_unit_float(images[i : min(i + 500, m)].to(device))))
+                for i in starts
             ]
         )
         prior_draws = vae.prior.sample(2000).cpu().numpy()
@@ -631,7 +754,7 @@ def diagnose(
     result = DiagnosisResult(
         n=n,
         draws=draws,
-        khat=khat.tolist(),
+        khat=[None if math.isnan(k) else float(k) for k in khat],
         khat_shares=shares,
         nuts=nuts_summary,
         ppc=ppc,
@@ -655,21 +778,21 @@ def diagnose_run(
     chains: int = 4,
     device: str = "auto",
     seed: int | None = 0,
+    progress: bool = False,
 ) -> DiagnosisResult:
     """:func:`diagnose` on a trained run's ``split``; ``out`` defaults to ``RUN/diagnostics``.
 
+    The images are those :func:`pyrovae.training.split_images` prepares.
     ``seed`` seeds the draws without changing the caller's RNG state.
     """
     from pyrovae.api import load_run
+    from pyrovae.training import split_images
 
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with restored_rng(device, active=seed is not None):
         run = load_run(run_dir, device=device)
-        data = run.data()
-        images, labels = (
-            (data.test, data.test_labels) if split == "test" else (data.train, data.train_labels)
-        )
+        images, labels = split_images(run.config, run.data(), split)
         if seed is not None:
             torch.manual_seed(seed)
         return diagnose(
@@ -684,4 +807,5 @@ def diagnose_run(
             nuts_warmup=nuts_draws,
             chains=chains,
             title=f"pyrovae diagnostics: {run.run_dir}",
+            progress=progress,
         )

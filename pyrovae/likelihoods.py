@@ -34,6 +34,9 @@ class Likelihood(nn.Module):
 
     #: True when observations must be exactly 0 or 1 (so the data are binarized).
     binary: ClassVar[bool] = False
+    #: True when ``log_prob`` is the log of a probability mass, so -log p(x) is a code
+    #: length; False for a density (bits/dim then needs 8-bit data to dequantize).
+    discrete: ClassVar[bool] = False
 
     def __init__(self, image_shape: tuple[int, int, int], config: ModelConfig) -> None:
         super().__init__()
@@ -46,6 +49,7 @@ class Likelihood(nn.Module):
 @LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
     binary = True
+    discrete = True
 
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=decoded).to_event(_IMAGE_DIMS)

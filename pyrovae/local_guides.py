@@ -9,29 +9,41 @@ log p(x) - ELBO(q) into
 - the approximation gap log p(x) - ELBO(q*), the price of the family, and
 - the amortization gap ELBO(q*) - ELBO(q), the price of the encoder.
 
-q* is one of Pyro's autoguides over the local latents of the model p(z) p(x|z)
-with the VAE's networks and prior frozen:
+The families of q*, one independent member per data point:
 
-- ``normal``: :class:`~pyro.infer.autoguide.AutoNormal`, a diagonal Gaussian
-  per data point (the family of the ``normal`` amortized guide), initialized
-  at the encoder's q(z|x);
-- ``iaf``: :class:`~pyro.infer.autoguide.AutoNormalizingFlow`, a Gaussian
-  pushed through inverse autoregressive flows (Kingma et al. 2016), one per
-  data point, started at that point's ``normal`` fit.
+- ``normal``: a diagonal Gaussian (the family of the ``normal`` amortized guide);
+- ``mvn``: a full-covariance Gaussian, which can follow a correlated posterior
+  (as an importance proposal it keeps the weights' variance finite where a
+  diagonal Gaussian narrower than the posterior would not);
+- ``iaf``: the ``mvn`` fit pushed through inverse autoregressive flows
+  (Kingma et al. 2016), Pyro's :class:`~pyro.infer.autoguide.AutoNormalizingFlow`,
+  one per data point.
+
+The Gaussian fits take all points in one vectorized optimization with the
+path-derivative gradient of Roeder, Wu & Duvenaud (2017), "Sticking the
+Landing": the score term of the ordinary reparameterized gradient, whose
+variance does not vanish at the optimum, is dropped, so for a Gaussian
+posterior the gradient noise goes to zero as q* reaches it and the fit settles
+on the optimum instead of rattling around it. Every fit runs until its
+smoothed objective stops improving (:func:`optimize_until_converged`) and
+reports how many steps that took.
 
 Example
 -------
 >>> x = to_unit_float(run.data().test[:8])
->>> local = fit_local_posterior(run.vae, x, kind="normal", steps=500)
+>>> local = fit_local_posterior(run.vae, x, kind="mvn")
 >>> local.posterior.sample((100,)).shape     # (100, 8, n_latent)
+>>> local.iterations, local.converged
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pyro
 import pyro.distributions as dist
@@ -39,21 +51,24 @@ import pyro.distributions.transforms as T
 import torch
 from pyro.distributions.torch_transform import TransformModule
 from pyro.infer import Trace_ELBO
-from pyro.infer.autoguide import AutoNormal, AutoNormalizingFlow, init_to_value
+from pyro.infer.autoguide import AutoNormalizingFlow
 from torch import nn
 from torch.distributions import constraints
 
 from pyrovae.errors import ConfigError
-from pyrovae.evaluation import posterior_mean
 from pyrovae.model import VAE
 from pyrovae.sites import DATA_PLATE, LATENT, OBS
 
-LocalKind = Literal["normal", "iaf"]
-LOCAL_KINDS: tuple[str, ...] = ("normal", "iaf")
+LocalKind = Literal["normal", "mvn", "iaf"]
+LOCAL_KINDS: tuple[str, ...] = ("normal", "mvn", "iaf")
+#: Families of q* that can represent correlations between latent units.
+CORRELATED_KINDS: tuple[str, ...] = ("mvn", "iaf")
 _EMPTY = torch.Size()
 _Shape = torch.Size | list[int] | tuple[int, ...]
 #: The factor of :func:`fixed_decoder_model` that turns N(0, I) into the VAE's prior.
 _PRIOR_FACTOR = "z_prior"
+#: Draws of an amortized guide without a closed-form mean or scale to start q* at.
+_START_DRAWS = 256
 
 
 def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -124,81 +139,340 @@ class LocalPosterior:
         q*(z|x) as one distribution with batch shape ``(B,)`` and event shape
         ``(n_latent,)``, detached from the optimizer.
     kind
-        ``normal`` or ``iaf``.
+        ``normal``, ``mvn`` or ``iaf``.
     losses
-        The negative ELBO summed over the batch, per optimization step (for
-        ``iaf``: the Gaussian stage, then the flow stage).
+        The negative ELBO per data point (mean over the points fitted together),
+        per optimization step (for ``iaf``: the Gaussian stage, then each point's
+        flow stage, averaged step by step over the points).
+    iterations
+        Optimization steps taken, all stages and points together.
+    converged
+        Whether every fit stopped because its smoothed objective stopped
+        improving, rather than at the step limit.
     """
 
     posterior: torch.distributions.Distribution
     kind: str
     losses: list[float]
+    iterations: int
+    converged: bool
+
+
+@dataclass
+class Convergence:
+    """Outcome of :func:`optimize_until_converged`."""
+
+    losses: list[float]
+    iterations: int
+    converged: bool
+
+
+def optimize_until_converged(
+    parameters: Sequence[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    *,
+    lr: float,
+    max_steps: int,
+    window: int = 50,
+    tol: float = 1e-3,
+    decays: int = 2,
+    desc: str | None = None,
+) -> Convergence:
+    """Adam on ``loss_fn()`` until the objective, smoothed over ``window`` steps, settles.
+
+    The smoothed objective is the mean loss of each window of steps. When a
+    window improves on the one before by less than ``tol`` or than twice the
+    standard error of that difference (no improvement the noise can tell), the
+    rate is cut tenfold; after ``decays`` cuts the next such window ends the fit
+    (converged). ``max_steps`` bounds the whole run (not converged).
+
+    ``loss_fn`` returns the loss per data point ``(B,)``, minimized summed (each
+    point's parameters follow their own gradient) and judged by the mean. With
+    ``desc``, a progress bar of that name on stderr (on a terminal).
+    """
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        options = {"unit": "step", "leave": False, "file": sys.stderr, "disable": None}
+        bar = tqdm(total=max_steps, desc=desc, **options)
+    try:
+        return _optimize(parameters, loss_fn, lr, max_steps, window, tol, decays, bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _optimize(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    guide: torch.nn.Module,
+    parameters: Sequence[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    lr: float,
+    max_steps: int,
+    window: int,
+    tol: float,
+    decays: int,
+    bar: Any,
+) -> Convergence:
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    losses: list[float] = []
+    previous: torch.Tensor | None = None
+    cuts = 0
+    for step in range(1, max_steps + 1):
+        loss = loss_fn()  # (B,)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(float(loss.detach().mean()))
+        if bar is not None:
+            bar.update()
+        if step % window:
+            continue
+        current = torch.tensor(losses[-window:], dtype=torch.float64)
+        if previous is not None:
+            # The noise of one step's loss from successive differences, which a
+            # trend (the descent itself) barely inflates, unlike the window's spread.
+            noise_var = float(torch.cat([previous, current]).diff().var()) / 2
+            stderr = math.sqrt(2 * noise_var / window)  # of the difference of two window means
+            if float(previous.mean() - current.mean()) < max(tol, 2 * stderr):
+                if cuts == decays:
+                    return Convergence(losses, step, True)
+                cuts += 1
+                for group in optimizer.param_groups:
+                    group["lr"] /= 10
+        previous = current
+    return Convergence(losses, max_steps, False)
+
+
+class _LocalGaussian(nn.Module):
+    """One Gaussian per data point: ``loc`` ``(B, L)`` and a lower-triangular scale.
+
+    ``full`` keeps the strictly lower triangle (full covariance); otherwise the
+    scale is diagonal. The diagonal is ``exp(log_diag)``.
+    """
+
+    mask: torch.Tensor
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, full: bool) -> None:
+        super().__init__()
+        self.full = full
+        self.loc = nn.Parameter(loc.clone())
+        self.log_diag = nn.Parameter(scale.log().clone())
+        n = loc.shape[-1]
+        self.lower = nn.Parameter(torch.zeros(*loc.shape, n)) if full else None
+        mask = torch.ones(n, n).tril(-1).to(loc)
+        self.register_buffer("mask", mask)
+
+    def distribution(self, detach: bool = False) -> torch.distributions.Distribution:
+        """The Gaussians (batch ``(B,)``); ``detach`` cuts the parameters from the graph."""
+        loc: torch.Tensor = self.loc
+        log_diag: torch.Tensor = self.log_diag
+        lower: torch.Tensor | None = self.lower
+        if detach:
+            loc, log_diag = loc.detach(), log_diag.detach()
+            lower = None if lower is None else lower.detach()
+        # Unvalidated: the parameterization guarantees the constraints, and the check
+        # of a triangular scale costs more than the rest of a step.
+        if lower is None:
+            return dist.Normal(loc, log_diag.exp(), validate_args=False).to_event(1)
+        tril = lower * self.mask + torch.diag_embed(log_diag.exp())  # (B, L, L)
+        return dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
+
+
+def _log_joint(vae: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(z) + log p(x|z) for codes ``(..., B, L)`` of images ``(B, C, H, W)``."""
+    return vae.prior().log_prob(z) + vae.px(z).log_prob(x)
+
+
+@dataclass
+class LaplaceStart:
+    """The mode of log p(x, z) per point and the inverse of minus its Hessian there."""
+
+    loc: torch.Tensor  # (B, L)
+    covariance: torch.Tensor  # (B, L, L)
+
+    @property
+    def precision_diagonal(self) -> torch.Tensor:
+        return torch.linalg.inv(self.covariance).diagonal(dim1=-2, dim2=-1)  # (B, L)
+
+
+#: Floor on the eigenvalues of minus the Hessian at the mode (flat or saddle directions).
+_MIN_CURVATURE = 1e-3
+
+
+def laplace_start(vae: VAE, x: torch.Tensor, *, max_iter: int = 200) -> LaplaceStart:
+    """Laplace approximation of p(z|x) for each image: where the Gaussian fits start.
+
+    The mode of log p(z) + log p(x|z) by L-BFGS from the amortized q(z|x)'s mean,
+    then minus the Hessian there (one backward pass per latent unit; the points
+    are independent, so the Hessian of the sum is block-diagonal), its
+    eigenvalues floored at a small positive curvature. For a Gaussian posterior
+    (probabilistic PCA) this is the posterior itself, and the best diagonal
+    Gaussian is read off it (variances 1 / precision_ii); elsewhere it is a start
+    near the optimum that the stochastic fit refines, which it would otherwise
+    approach slowly along correlated directions.
+    """
+    with torch.no_grad():
+        z0 = _amortized_mean(vae, x)
+    z = z0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [z], max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_change=1e-9
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        # A fresh tensor each call: a flow prior caches its inverse by tensor identity,
+        # and would hand back the previous call's graph.
+        loss = -_log_joint(vae, z.clone(), x).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    mode = z.detach()
+    if not bool(torch.isfinite(mode).all()):
+        mode = z0  # a diverged search: start at the amortized mean instead
+    z = mode.clone().requires_grad_(True)
+    grad = torch.autograd.grad(_log_joint(vae, z, x).sum(), z, create_graph=True)[0]  # (B, L)
+    rows = [
+        torch.autograd.grad(grad[:, u].sum(), z, retain_graph=True)[0] for u in range(vae.n_latent)
+    ]
+    precision = -torch.stack(rows, dim=1).detach().double()  # (B, L, L)
+    precision = (precision + precision.transpose(-1, -2)) / 2
+    values, vectors = torch.linalg.eigh(precision)
+    values = values.clamp(min=_MIN_CURVATURE)
+    covariance = (vectors / values.unsqueeze(-2)) @ vectors.transpose(-1, -2)
+    return LaplaceStart(mode, covariance.to(x.dtype))
+
+
+def _amortized_mean(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    qz = vae.qz(x)
+    try:
+        return qz.mean
+    except NotImplementedError:
+        return qz.sample((_START_DRAWS,)).mean(0)
+
+
+def _fit_gaussian(
+    vae: VAE,
     x: torch.Tensor,
-    steps: int,
+    full: bool,
+    *,
+    max_steps: int,
     lr: float,
     particles: int,
-) -> list[float]:
-    """Adam on the guide's parameters, the rate decaying tenfold over the run so that the
-    last steps settle instead of rattling around the optimum with the ELBO's noise."""
-    elbo = Trace_ELBO(
-        num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
+    progress: bool = False,
+) -> tuple[torch.distributions.Distribution, Convergence]:
+    """All points' Gaussians in one vectorized fit with the path-derivative gradient,
+    started at the Laplace approximation."""
+    start = laplace_start(vae, x)
+    if full:
+        tril = torch.linalg.cholesky(start.covariance.double()).to(x.dtype)  # (B, L, L)
+        q = _LocalGaussian(start.loc, tril.diagonal(dim1=-2, dim2=-1), full)
+        with torch.no_grad():
+            assert q.lower is not None
+            q.lower.copy_(tril.tril(-1))
+    else:
+        q = _LocalGaussian(start.loc, start.precision_diagonal.rsqrt().to(x.dtype), full)
+
+    def loss() -> torch.Tensor:
+        z = q.distribution().rsample((particles,))  # (particles, B, L)
+        log_ratio = _log_joint(vae, z, x) - q.distribution(detach=True).log_prob(z)
+        return -log_ratio.mean(0)  # (B,)
+
+    desc = f"q* ({'mvn' if full else 'normal'}) of {x.shape[0]} images" if progress else None
+    outcome = optimize_until_converged(
+        list(q.parameters()), loss, lr=lr, max_steps=max_steps, desc=desc
     )
-    guide(x)  # create the guide's parameters before handing them to the optimizer
-    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1 / steps))
-    losses = []
-    for _ in range(steps):
-        loss = elbo.differentiable_loss(model, guide, x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
+    with torch.no_grad():
+        return q.distribution(detach=True), outcome
 
 
-class _Affine(TransformModule):
-    """z = loc + exp(log_scale) * u with learnable ``loc`` and ``log_scale`` ``(n,)``."""
+class _LowerCholeskyAffine(TransformModule):
+    """z = loc + L u with learnable ``loc`` ``(n,)`` and lower-triangular ``L`` ``(n, n)``."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
         super().__init__(cache_size=1)
         self.loc = nn.Parameter(loc.clone())
-        self.log_scale = nn.Parameter(scale.log())
+        self.lower = nn.Parameter(scale_tril.tril(-1).clone())
+        self.log_diag = nn.Parameter(scale_tril.diagonal().log().clone())
+
+    def _tril(self) -> torch.Tensor:
+        return self.lower.tril(-1) + torch.diag_embed(self.log_diag.exp())
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
-        return self.loc + self.log_scale.exp() * u
+        return self.loc + (self._tril() @ u.unsqueeze(-1)).squeeze(-1)
 
     def _inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.loc) * torch.exp(-self.log_scale)
+        centred = (z - self.loc).unsqueeze(-1)
+        tril = self._tril().expand(*centred.shape[:-2], -1, -1)
+        return torch.linalg.solve_triangular(tril, centred, upper=False).squeeze(-1)
 
     def log_abs_det_jacobian(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.log_scale.expand(u.shape).sum(-1)
+        return self.log_diag.sum().expand(u.shape[:-1])
 
 
-def _fit_normal(
-    model: Callable[[torch.Tensor], torch.Tensor],
+def _fit_flows(
     vae: VAE,
     x: torch.Tensor,
-    steps: int,
+    start: torch.distributions.Distribution,
+    *,
+    max_steps: int,
     lr: float,
     particles: int,
-) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    with torch.no_grad():
-        init = posterior_mean(vae.qz(x))  # (B, n_latent), the amortized guide's E_q[z|x]
-    guide = AutoNormal(model, init_loc_fn=init_to_value(values={LATENT: init}))
-    losses = _optimize(model, guide, x, steps, lr, particles)
-    loc = guide.locs.z.detach().clone()  # (B, n_latent)
-    scale = guide.scales.z.detach().clone()  # (B, n_latent)
-    return loc, scale, losses
+    hidden_dim: int | None,
+    num_transforms: int,
+    progress: bool = False,
+) -> tuple[torch.distributions.Distribution, Convergence]:
+    """For each point, IAF layers followed by an affine map started at its ``mvn`` fit."""
+    assert isinstance(start, dist.MultivariateNormal)
+    model = fixed_decoder_model(vae)
+    hidden = [hidden_dim or max(16, 4 * vae.n_latent)]
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    parts: list[torch.distributions.Distribution] = []
+    runs: list[Convergence] = []
+    for i in range(x.shape[0]):
+
+        def init_transform(dim: int, i: int = i) -> T.ComposeTransformModule:
+            # On the VAE's device: the autoguide is never moved, and takes the
+            # device of its base distribution from these layers' parameters.
+            device = start.loc.device
+            layers: list[TransformModule] = []
+            for j in range(num_transforms):
+                if j:
+                    layers.append(T.permute(dim, torch.arange(dim - 1, -1, -1, device=device)))
+                layers.append(T.affine_autoregressive(dim, hidden).to(device))
+            affine = _LowerCholeskyAffine(start.loc[i], start.scale_tril[i])
+            return T.ComposeTransformModule([*layers, affine])
+
+        guide = AutoNormalizingFlow(model, init_transform)
+        point = x[i : i + 1]
+        guide(point)  # creates the guide's parameters
+
+        def loss(guide: AutoNormalizingFlow = guide, point: torch.Tensor = point) -> torch.Tensor:
+            return elbo.differentiable_loss(model, guide, point).reshape(1)
+
+        desc = f"q* (iaf) of image {i + 1}/{x.shape[0]}" if progress else None
+        runs.append(
+            optimize_until_converged(
+                list(guide.parameters()), loss, lr=lr, max_steps=max_steps, desc=desc
+            )
+        )
+        for p in guide.parameters():
+            p.requires_grad_(False)
+        parts.append(guide.get_posterior())  # over the (n_latent,) vector of one point
+    longest = max(len(run.losses) for run in runs)
+    # Step by step over the points, each point's last loss carried once it stopped.
+    losses = [
+        sum(run.losses[min(step, len(run.losses) - 1)] for run in runs) / len(runs)
+        for step in range(longest)
+    ]
+    outcome = Convergence(
+        losses, sum(run.iterations for run in runs), all(run.converged for run in runs)
+    )
+    return StackedPosterior(parts), outcome
 
 
 def fit_local_posterior(
@@ -206,11 +480,12 @@ def fit_local_posterior(
     x: torch.Tensor,
     kind: LocalKind = "normal",
     *,
-    steps: int = 1000,
-    lr: float = 0.05,
-    particles: int = 8,
+    max_steps: int = 5000,
+    lr: float = 0.01,
+    particles: int = 64,
     hidden_dim: int | None = None,
     num_transforms: int = 2,
+    progress: bool = False,
 ) -> LocalPosterior:
     """Fit q*(z|x) separately for each image of ``x``, with the VAE's networks frozen.
 
@@ -221,20 +496,24 @@ def fit_local_posterior(
     x
         Images on the [0, 1] scale, ``(B, C, H, W)`` (binary for a binary likelihood).
     kind
-        ``normal``: :class:`~pyro.infer.autoguide.AutoNormal`, all points in
-        one vectorized fit (the ELBO is a sum over points, so each point's
-        parameters follow their own gradient), started at the encoder's mean.
-        ``iaf``: that fit, then for each point an
-        :class:`~pyro.infer.autoguide.AutoNormalizingFlow` of
-        ``num_transforms`` affine autoregressive layers (IAF; Kingma et al.
-        2016) followed by an affine map started at the point's Gaussian fit,
-        so the flow only has to learn the shape, not the location and scale.
-    steps, lr
-        Adam steps (per stage) and initial learning rate (decayed tenfold).
+        ``normal`` (diagonal Gaussian), ``mvn`` (full-covariance Gaussian), both
+        started at the amortized q(z|x)'s mean and sds; or ``iaf``: the ``mvn``
+        fit, then for each point ``num_transforms`` affine autoregressive layers
+        (IAF; Kingma et al. 2016) followed by an affine map started at that
+        point's ``mvn`` fit, so the flow only has to learn the shape.
+    max_steps
+        Most Adam steps per fit (each stage, and each point's flow); a fit
+        stops earlier when its objective has converged
+        (:func:`optimize_until_converged`).
+    lr
+        Initial learning rate, cut tenfold at each plateau (the fits start close to
+        the optimum, so a small rate that does not throw them off it).
     particles
         Samples of z per step in the ELBO estimate.
     hidden_dim, num_transforms
         Width (default ``4 * n_latent``, at least 16) and number of the IAF layers.
+    progress
+        A progress bar per fit on stderr (on a terminal).
 
     Returns
     -------
@@ -242,37 +521,30 @@ def fit_local_posterior(
     """
     if kind not in LOCAL_KINDS:
         raise ConfigError(f"local posterior kind must be one of {', '.join(LOCAL_KINDS)}")
-    if steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {steps}")
-    model = fixed_decoder_model(vae)
+    if max_steps < 1:
+        raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
     with frozen(vae), pyro.get_param_store().scope():
-        loc, scale, losses = _fit_normal(model, vae, x, steps, lr, particles)
-        if kind == "normal":
-            posterior: torch.distributions.Distribution = dist.Normal(loc, scale).to_event(1)
-            return LocalPosterior(posterior=posterior, kind=kind, losses=losses)
-        hidden = [hidden_dim or max(16, 4 * vae.n_latent)]
-        parts: list[torch.distributions.Distribution] = []
-        flow_losses: list[float] = []
-        for i in range(x.shape[0]):
-
-            def init_transform(dim: int, i: int = i) -> T.ComposeTransformModule:
-                # On the VAE's device: the autoguide is never moved, and takes the
-                # device of its base distribution from these layers' parameters.
-                layers: list[TransformModule] = []
-                for j in range(num_transforms):
-                    if j:
-                        reverse = torch.arange(dim - 1, -1, -1, device=loc.device)
-                        layers.append(T.permute(dim, reverse))
-                    layers.append(T.affine_autoregressive(dim, hidden).to(loc.device))
-                return T.ComposeTransformModule([*layers, _Affine(loc[i], scale[i])])
-
-            guide = AutoNormalizingFlow(model, init_transform)
-            point_losses = _optimize(model, guide, x[i : i + 1], steps, lr, particles)
-            if flow_losses:
-                flow_losses = [a + b for a, b in zip(flow_losses, point_losses, strict=True)]
-            else:
-                flow_losses = point_losses
-            for p in guide.parameters():
-                p.requires_grad_(False)
-            parts.append(guide.get_posterior())  # over the (n_latent,) vector of one point
-    return LocalPosterior(posterior=StackedPosterior(parts), kind=kind, losses=losses + flow_losses)
+        full = kind != "normal"
+        gaussian, fit = _fit_gaussian(
+            vae, x, full, max_steps=max_steps, lr=lr, particles=particles, progress=progress
+        )
+        if kind != "iaf":
+            return LocalPosterior(gaussian, kind, fit.losses, fit.iterations, fit.converged)
+        flows, flow_fit = _fit_flows(
+            vae,
+            x,
+            gaussian,
+            max_steps=max_steps,
+            lr=lr,
+            particles=particles,
+            hidden_dim=hidden_dim,
+            num_transforms=num_transforms,
+            progress=progress,
+        )
+    return LocalPosterior(
+        flows,
+        kind,
+        fit.losses + flow_fit.losses,
+        fit.iterations + flow_fit.iterations,
+        fit.converged and flow_fit.converged,
+    )

@@ -15,6 +15,7 @@ which equals the ELBO at K = 1 and rises to log p(x) as K grows.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +150,142 @@ def elbo_terms(model, guide, x: torch.Tensor) -> ElboTerms:
         z = q_site["value"]
         kl = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)
     return ElboTerms(recon=recon, kl=kl)
+
+
+#: Monte Carlo standard error (nats) that :func:`average_elbo_terms` aims for by default.
+ELBO_TARGET_STDERR = 0.02
+#: Most draws of z per data point that :func:`average_elbo_terms` takes by default.
+ELBO_MAX_DRAWS = 100
+#: Most draws of z of all data points together (decoder passes) it takes by default:
+#: 50,000 keeps a test set of 10,000 images to 5 draws each, a tenth of an epoch's
+#: training passes on 60,000, while the digits' 360 get the 40 or so they need.
+ELBO_MAX_IMAGE_DRAWS = 50_000
+
+
+@dataclass
+class ElboEstimate:
+    """Per-data-point ELBO terms averaged over ``draws`` draws of z each, in nats.
+
+    ``recon``, ``kl`` and ``elbo`` are ``(N,)`` float64 means over the draws;
+    ``*_var`` the Monte Carlo variance of each of those means (the sample
+    variance over the draws divided by ``draws``; zero for an analytic KL).
+    """
+
+    recon: torch.Tensor
+    kl: torch.Tensor
+    recon_var: torch.Tensor
+    kl_var: torch.Tensor
+    elbo_var: torch.Tensor
+    draws: int
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.recon - self.kl
+
+    def mc_stderr(self, term: str = "elbo") -> float:
+        """Monte Carlo standard error of the mean of ``term`` over the N points.
+
+        The error of this estimate given the images: how far another evaluation
+        of the same checkpoint on the same images would move the mean.
+        """
+        var = {"elbo": self.elbo_var, "recon": self.recon_var, "kl": self.kl_var}[term]
+        return float(var.sum().sqrt() / var.numel())
+
+
+class _Moments:
+    """Running mean and sum of squared deviations per data point (Welford), float64."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.mean = torch.zeros(n, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def add(self, value: torch.Tensor, count: int, index: slice = slice(None)) -> None:
+        """Fold in the ``count``-th draw ``value`` of the points ``index``."""
+        mean, m2 = self.mean[index], self.m2[index]  # views: updated in place
+        delta = value.double() - mean
+        mean += delta / count
+        m2 += delta * (value.double() - mean)
+
+    def mean_var(self, count: int) -> torch.Tensor:
+        """Variance of the running mean, ``(N,)``; NaN with one draw."""
+        if count < 2:
+            return torch.full_like(self.mean, math.nan)
+        return self.m2 / (count - 1) / count
+
+
+@torch.no_grad()
+def average_elbo_terms(
+    model,
+    guide,
+    images: torch.Tensor,
+    *,
+    target_stderr: float = ELBO_TARGET_STDERR,
+    max_draws: int = ELBO_MAX_DRAWS,
+    max_image_draws: int = ELBO_MAX_IMAGE_DRAWS,
+    min_draws: int = 2,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> ElboEstimate:
+    """:func:`elbo_terms` of every image, averaged over as many draws as the mean needs.
+
+    Draws z for every image in rounds, one per image per round, until the Monte
+    Carlo standard error of the mean ELBO over the images falls below
+    ``target_stderr`` nats (judged from the draws so far, after ``min_draws``)
+    or ``max_draws`` rounds, or ``max_image_draws`` draws of all images together,
+    are done (at least ``min_draws``). With one draw per image the mean of a few
+    hundred images moves by about 0.1 nats between evaluations; averaging removes
+    that noise at the cost of more decoder passes, which stay few where the
+    images are many (the standard error of a mean falls with their number).
+
+    Parameters
+    ----------
+    model, guide
+        Pyro functions of ``x`` (e.g. ``vae.model`` and ``vae.guide``).
+    images
+        ``(N, C, H, W)`` in the stored form (``uint8`` or float in [0, 1]).
+    progress
+        A progress bar on stderr over the rounds of draws.
+
+    Returns
+    -------
+    ElboEstimate
+    """
+    from pyrovae.data import to_unit_float
+
+    if not 1 <= min_draws <= max_draws:
+        raise ConfigError(f"need 1 <= min_draws <= max_draws, got {min_draws}, {max_draws}")
+    n = images.shape[0]
+    max_draws = max(min_draws, min(max_draws, max_image_draws // max(n, 1)))
+    batches = [
+        (slice(i, i + batch_size), to_unit_float(images[i : i + batch_size]))
+        for i in range(0, n, batch_size)
+    ]
+    moments = {term: _Moments(n, images.device) for term in ("recon", "kl", "elbo")}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_draws, desc="ELBO draws", leave=False, file=sys.stderr, disable=None)
+    draws = 0
+    while draws < max_draws:
+        draws += 1
+        if bar is not None:
+            bar.update()
+        for index, x in batches:
+            terms = elbo_terms(model, guide, x)
+            for name, value in (("recon", terms.recon), ("kl", terms.kl), ("elbo", terms.elbo)):
+                moments[name].add(value, draws, index)
+        if draws >= max(min_draws, 2):
+            stderr = float(moments["elbo"].mean_var(draws).sum().sqrt() / n)
+            if stderr < target_stderr:
+                break
+    if bar is not None:
+        bar.close()
+    return ElboEstimate(
+        recon=moments["recon"].mean,
+        kl=moments["kl"].mean,
+        recon_var=moments["recon"].mean_var(draws),
+        kl_var=moments["kl"].mean_var(draws),
+        elbo_var=moments["elbo"].mean_var(draws),
+        draws=draws,
+    )

@@ -39,7 +39,12 @@ from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingErro
 from pyrovae.files import atomic_write_text
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import VAE
-from pyrovae.objectives import elbo_terms, make_objective
+from pyrovae.objectives import (
+    ELBO_MAX_DRAWS,
+    ELBO_TARGET_STDERR,
+    average_elbo_terms,
+    make_objective,
+)
 from pyrovae.step import TrainStep, make_optimizer, train_epoch
 
 CONFIG_NAME = "config.json"
@@ -106,6 +111,27 @@ def _binarize_like(images: torch.Tensor, generator: torch.Generator) -> torch.Te
     return binary.mul(255).to(torch.uint8) if images.dtype == torch.uint8 else binary
 
 
+def split_images(
+    config: RunConfig, data: ImageData, split: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images and labels of ``split`` (``test`` or ``train``) as evaluations score them.
+
+    For a binary likelihood the test split is already binarized (by
+    :func:`prepare_data`); a training split that is not (``--binarize dynamic``
+    resamples it every batch) is binarized here, once, with a fixed seed, so that
+    evaluations of the training split are repeatable.
+    """
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    if split == "test":
+        return data.test, data.test_labels
+    images = data.train
+    if LIKELIHOODS.get(config.model.likelihood).binary and not is_binary(images):
+        generator = torch.Generator().manual_seed(config.train.seed + 2)
+        images = _binarize_like(images.cpu(), generator).to(images.device)
+    return images, data.train_labels
+
+
 def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
     """β at global step ``step``: linear from just above 0 to ``beta`` over the warm-up."""
     warmup_steps = config.train.kl_warmup * steps_per_epoch
@@ -115,18 +141,44 @@ def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_elbo(vae: VAE, images: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean per-data-point ELBO, reconstruction term and KL (nats) over ``images``."""
+def evaluate_elbo(
+    vae: VAE,
+    images: torch.Tensor,
+    batch_size: int = 1000,
+    *,
+    target_stderr: float = ELBO_TARGET_STDERR,
+    max_draws: int = ELBO_MAX_DRAWS,
+) -> dict[str, float]:
+    """Mean per-data-point ELBO, reconstruction term and KL (nats) over ``images``.
+
+    Each image's terms are averaged over enough draws of z that the Monte Carlo
+    standard error of the mean ELBO is below ``target_stderr``, within at most
+    ``max_draws`` draws per image and 50,000 in all
+    (:func:`pyrovae.objectives.average_elbo_terms`); the standard error reached is
+    returned either way.
+    Returns ``elbo``, ``recon``, ``kl``, ``elbo_mc_stderr`` and ``draws``.
+    """
     was_training = vae.training
     vae.eval()
-    totals = torch.zeros(2, device=images.device, dtype=torch.float64)
-    for start in range(0, images.shape[0], batch_size):
-        x = to_unit_float(images[start : start + batch_size])
-        terms = elbo_terms(vae.model, vae.guide, x)
-        totals += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
-    vae.train(was_training)
-    recon, kl = (totals / images.shape[0]).tolist()
-    return {"elbo": recon - kl, "recon": recon, "kl": kl}
+    try:
+        estimate = average_elbo_terms(
+            vae.model,
+            vae.guide,
+            images,
+            target_stderr=target_stderr,
+            max_draws=max_draws,
+            batch_size=batch_size,
+        )
+    finally:
+        vae.train(was_training)
+    recon, kl = float(estimate.recon.mean()), float(estimate.kl.mean())
+    return {
+        "elbo": recon - kl,
+        "recon": recon,
+        "kl": kl,
+        "elbo_mc_stderr": estimate.mc_stderr("elbo"),
+        "draws": estimate.draws,
+    }
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
@@ -399,6 +451,8 @@ def _fit(
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
+            "test_elbo_mc_stderr": test["elbo_mc_stderr"],
+            "test_elbo_draws": test["draws"],
             "images_per_s": n_train / seconds,
             "seconds": seconds,
         }
@@ -417,7 +471,8 @@ def _fit(
         beta_note = "" if vae.beta == 1.0 else f" (beta {vae.beta:.3g})"
         log(
             f"epoch {epoch + 1:>3}/{config.train.epochs}  train ELBO {-train_loss:9.3f}{beta_note}"
-            f"  test ELBO {test['elbo']:9.3f}  recon {test['recon']:9.3f}  KL {test['kl']:7.3f}"
+            f"  test ELBO {test['elbo']:9.3f} ± {test['elbo_mc_stderr']:.3f}"
+            f"  recon {test['recon']:9.3f}  KL {test['kl']:7.3f}"
             f"  {n_train / seconds:8.0f} img/s"
         )
 

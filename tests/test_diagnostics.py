@@ -37,13 +37,76 @@ def _ppca(n: int, n_latent: int = 2):
     return ppca, vae, x.reshape(n, 1, 1, 12), ppca.posterior(x)
 
 
-def test_khat_of_the_exact_posterior_is_good():
+def test_posterior_predictive_summary_standard_errors():
+    from pyrovae.diagnostics import posterior_predictive_summary
+
+    rng = np.random.default_rng(0)
+    replicated = rng.normal(size=(400, 50))
+    observed = np.concatenate([np.zeros(45), np.full(5, 10.0)])  # 5 of 50 far outside
+    ppc = posterior_predictive_summary(observed, replicated)
+    assert ppc["outside_95"] == pytest.approx(0.1)
+    assert ppc["outside_95_stderr"] == pytest.approx(math.sqrt(0.1 * 0.9 / 50))
+    # Mean of 400 x 50 standard normals: its sd over replications is 1 / sqrt(50 * 400).
+    assert ppc["replicated_mean_mc_stderr"] == pytest.approx(1 / math.sqrt(20000), rel=0.2)
+    assert abs(ppc["replicated_mean"]) < 4 * ppc["replicated_mean_mc_stderr"]
+
+
+def test_khat_of_the_exact_posterior_is_reported_exact():
+    # With the exact posterior as proposal every ratio is p(x): the float32 log-weights
+    # differ only by round-off (about 1e-5 nats here), whose k̂ is noise; such points are
+    # exact (NaN k̂), in float32 and in float64 alike.
     _, vae, x, posterior = _ppca(8)
     with torch.no_grad():
         log_w = log_importance_weights(vae, x, 2000, proposal=posterior)
+    assert float((log_w.max(0).values - log_w.min(0).values).max()) > 0  # round-off is there
     khat = psis_khat(log_w)
-    assert khat.shape == (8,)
-    assert (khat < 0.5).all()
+    assert khat.shape == (8,) and np.isnan(khat).all()
+    assert khat_shares(khat)["exact"] == 1.0
+    ppca64 = PPCA(_ppca(1)[0].weight.double(), _ppca(1)[0].bias.double(), 0.5)
+    vae64 = linear_gaussian_vae(ppca64).double()
+    x64 = x.double()
+    with torch.no_grad():
+        log_w64 = log_importance_weights(vae64, x64, 2000, ppca64.posterior(x64.flatten(1)))
+    assert log_w64.dtype == torch.float64 and np.isnan(psis_khat(log_w64)).all()
+
+
+def test_khat_of_a_slightly_wider_proposal_is_a_real_k_hat():
+    # 2% wider than the posterior: a real (light) tail, well above round-off.
+    _, vae, x, posterior = _ppca(8)
+    wide = MultivariateNormal(posterior.loc, 1.02 * posterior.covariance_matrix)
+    with torch.no_grad():
+        log_w = log_importance_weights(vae, x, 2000, proposal=wide)
+    khat = psis_khat(log_w)
+    assert not np.isnan(khat).any() and (khat < 0.5).all()
+
+
+def test_diagnose_reports_exact_points_of_an_exact_guide(tmp_path):
+    # A PPCA whose amortized guide is its exact posterior (one latent unit: a diagonal
+    # guide holds it) gets every point reported exact, in the summary and the JSON.
+    # (One unit also draws the latent-space plot on one axis.)
+    from pyrovae.diagnostics import diagnose
+
+    ppca = PPCA(torch.tensor([[1.0], [0.5], [-0.3]]), torch.zeros(3), 0.5)
+    vae = linear_gaussian_vae(ppca)
+    m = ppca.weight.T @ ppca.weight + ppca.sigma**2 * torch.eye(1)
+    a = torch.linalg.solve(m, ppca.weight.T)  # (1, 3)
+    sd = (ppca.sigma**2 / m).sqrt().squeeze()
+    head = vae.guide_net
+    with torch.no_grad():
+        vae.encoder.net.weight.zero_()
+        vae.encoder.net.bias.zero_()
+        vae.encoder.net.weight[:1] = a
+        head.loc.weight.zero_()
+        head.loc.bias.zero_()
+        head.loc.weight[0, 0] = 1.0
+        head.raw_scale.weight.zero_()
+        head.raw_scale.bias.fill_(float(torch.log(torch.expm1(sd - head.min_scale))))
+    images = ppca.sample(6, torch.Generator().manual_seed(2)).reshape(6, 1, 1, 3)
+    result = diagnose(vae, images, tmp_path, n=6, draws=200, nuts=0, ppc_draws=10)
+    assert result.khat_shares["exact"] == 1.0 and result.khat == [None] * 6
+    assert "exact 100%" in result.format_summary()
+    summary = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert summary["khat"] == [None] * 6
 
 
 def test_khat_of_a_too_narrow_proposal_is_bad():
@@ -54,16 +117,16 @@ def test_khat_of_a_too_narrow_proposal_is_bad():
         log_w = log_importance_weights(vae, x, 2000, proposal=narrow)
     khat = psis_khat(log_w)
     assert (khat > 0.7).all()
-    assert khat_shares(khat) == {"good": 0.0, "usable": 0.0, "bad": 1.0}
+    assert khat_shares(khat) == {"exact": 0.0, "good": 0.0, "usable": 0.0, "bad": 1.0}
 
 
-def test_khat_of_constant_ratios_is_zero_and_shares_add_up():
+def test_khat_of_constant_ratios_is_exact_and_shares_add_up():
     log_w = torch.zeros(100, 3)
     log_w[:, 2] = torch.randn(100) * 3  # a heavy tail for the third point
     khat = psis_khat(log_w)
-    assert khat[0] == 0.0 and khat[1] == 0.0
-    shares = khat_shares(np.array([0.1, 0.6, 0.9, 0.2]))
-    assert shares == {"good": 0.5, "usable": 0.25, "bad": 0.25}
+    assert np.isnan(khat[0]) and np.isnan(khat[1]) and np.isfinite(khat[2])
+    shares = khat_shares(np.array([0.1, 0.6, 0.9, 0.2, np.nan]))
+    assert shares == {"exact": 0.2, "good": 0.4, "usable": 0.2, "bad": 0.2}
 
 
 def test_gaussian_w2_of_shifted_gaussians_is_the_shift():
@@ -117,11 +180,15 @@ def _check_report(result, out, n, draws, n_latent, nuts):
     assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
     assert idata.posterior["z"].shape == (1, draws, n, n_latent)
     assert idata.sample_stats["log_weight"].dims == ("chain", "draw", "datapoint")
-    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, result.khat)
+    khat = [np.nan if k is None else k for k in result.khat]
+    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat)
     assert idata.observed_data["x"].dims[0] == "datapoint"
     summary = json.loads((out / REPORT_JSON).read_text())
     assert len(summary["khat"]) == n
     assert sum(summary["khat_shares"].values()) == pytest.approx(1.0)
+    ppc = summary["ppc"]
+    assert 0 <= ppc["outside_95_stderr"] <= 0.5 and ppc["replicated_mean_mc_stderr"] >= 0
+    assert ppc["p_value_mean_mc_stderr"] >= 0
     html = (out / REPORT_HTML).read_text()
     assert html.count("data:image/png;base64,") == (4 if nuts else 3)
     if nuts:
@@ -173,7 +240,7 @@ def test_diagnose_cli(tmp_path, tiny_config):
     out = tmp_path / "report"
     args = ["diagnose", "--run", str(tmp_path / "run"), "-n", "6", "--out", str(out)]
     args += ["--draws", "50", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "PSIS over 6 points" in result.output
     summary = json.loads((out / REPORT_JSON).read_text())
@@ -213,12 +280,18 @@ def test_summary_warns_when_nuts_chains_disagree():
     from pyrovae.diagnostics import DiagnosisResult
 
     nuts = {"points": 1, "chains": 4, "max_r_hat": 1.2, "min_ess_bulk": 14.0, "w2": [2.0]}
-    ppc = {"observed_mean": 0.3, "replicated_mean": 0.3, "outside_95": 0.1}
+    ppc = {
+        "observed_mean": 0.3,
+        "replicated_mean": 0.3,
+        "replicated_mean_mc_stderr": 0.01,
+        "outside_95": 0.1,
+        "outside_95_stderr": 0.3,
+    }
     result = DiagnosisResult(
         n=1,
         draws=10,
         khat=[0.1],
-        khat_shares={"good": 1.0, "usable": 0.0, "bad": 0.0},
+        khat_shares={"exact": 0.0, "good": 1.0, "usable": 0.0, "bad": 0.0},
         nuts=nuts,
         ppc=ppc,
         seconds=1.0,
@@ -226,3 +299,34 @@ def test_summary_warns_when_nuts_chains_disagree():
     assert "warning: R-hat above 1.01" in result.format_summary()
     nuts["max_r_hat"] = 1.005
     assert "warning" not in result.format_summary()
+
+
+def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    vae = make_vae()
+    images = torch.bernoulli(torch.full((6, 1, 4, 4), 0.3))
+    for progress in (True, False):
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        diagnose(
+            vae,
+            images,
+            tmp_path,
+            n=3,
+            draws=20,
+            nuts=1,
+            nuts_draws=10,
+            nuts_warmup=10,
+            chains=2,
+            ppc_draws=5,
+            progress=progress,
+        )
+        shown = terminal.getvalue()
+        for step in ("PSIS draws", "NUTS, 2 chains", "latent codes"):
+            assert (step in shown) == progress, shown
