@@ -135,6 +135,7 @@ def session(device: torch.device) -> Iterator[Context]:
     owned = not dist.is_initialized()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if owned:
+        _import_group_capturing_modules()
         if device.type == "cuda":
             # Every process of this machine says so, before any waits for a peer.
             local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
@@ -154,6 +155,25 @@ def session(device: torch.device) -> Iterator[Context]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+def _import_group_capturing_modules() -> None:
+    """Import, before the process group exists, the torch modules whose functions
+    take ``group=group.WORLD`` as a default argument.
+
+    Python evaluates a default once, at import. Imported after
+    ``init_process_group`` (``torch.optim.Adam(fused=True)`` imports
+    ``torch._dynamo``, which imports ``torch.distributed.nn.functional``), those
+    defaults hold the live group, so ``destroy_process_group`` cannot free it:
+    its gloo worker and TCP threads outlived the session and were torn down
+    only during interpreter shutdown, while the peer processes exited and
+    closed their sockets. That unordered teardown is the one left at exit when
+    ``pyrovae train --devices 2 --device cpu`` aborted ("terminate called
+    without an active exception") after a finished run. Imported first, the
+    defaults are ``None`` (the current group, looked up at call time) and the
+    group with its threads is gone when the session ends.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 #: torchrun's ``main``, minus the tracebacks it prints when a process fails or

@@ -195,3 +195,34 @@ def test_more_processes_than_gpus_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="2 processes on this machine need one GPU each"):
         with session(torch.device("cuda")):
             pass
+
+
+_SESSION_THEN_THREADS = """\
+import os
+import torch
+from pyrovae.distributed import session
+from pyrovae.step import make_optimizer
+with session(torch.device("cpu")) as context:
+    # Fused Adam imports torch._dynamo, which imports torch.distributed.nn.functional:
+    # imported while the group exists, its defaults would hold the group.
+    make_optimizer([torch.nn.Parameter(torch.ones(2))], lr=1e-3)
+    context.barrier()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("threads:", ",".join(sorted(threads)))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_the_session_tears_the_process_group_down_before_it_ends(tmp_path):
+    """No gloo thread may outlive the session: left to interpreter shutdown, their
+    teardown raced with the peers' exit (SIGABRT after a finished run)."""
+    script = tmp_path / "session.py"
+    script.write_text(_SESSION_THEN_THREADS)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={WORLD_SIZE}", str(script)]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("threads:")]
+    assert len(lines) == WORLD_SIZE, done.stdout
+    for line in lines:
+        assert "gloo" not in line, line
