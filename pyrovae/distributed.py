@@ -25,16 +25,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, PyrovaeError
 
 T = TypeVar("T")
 
@@ -69,6 +69,26 @@ class Context:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """``work()`` run by rank 0 alone; its result on every process.
+
+        A :class:`~pyrovae.errors.PyrovaeError` it raises is raised by every
+        process, so that none is left waiting for rank 0 (e.g. for the run
+        directory it could not lock).
+        """
+        if not self.enabled:
+            return work()
+        outcome: tuple[Any, PyrovaeError | None] = (None, None)
+        if self.is_main:
+            try:
+                outcome = (work(), None)
+            except PyrovaeError as err:
+                outcome = (None, err)
+        result, error = self.broadcast(outcome)
+        if error is not None:
+            raise error
+        return cast(T, result)
 
     def all_gather(self, obj: T) -> list[T]:
         """Every process's ``obj``, in rank order."""
@@ -198,9 +218,16 @@ def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
             f"--nproc-per-node={nproc}", "-m", "pyrovae", *args]  # fmt: skip
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
+def launch(nproc: int, args: Sequence[str], threads: int | None = None) -> int:
     """Run ``pyrovae ARGS`` as ``nproc`` data-parallel processes on this machine.
 
-    Returns torchrun's exit status (non-zero when any process failed).
+    Each process runs its operators on ``threads`` CPU threads (default: the
+    environment's ``OMP_NUM_THREADS``, else 1, which torchrun would choose too,
+    with a warning). Returns torchrun's exit status (non-zero when any process
+    failed).
     """
-    return subprocess.call(torchrun_command(nproc, args))
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.call(torchrun_command(nproc, args), env=env)

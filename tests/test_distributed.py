@@ -226,3 +226,32 @@ def test_the_session_tears_the_process_group_down_before_it_ends(tmp_path):
     assert len(lines) == WORLD_SIZE, done.stdout
     for line in lines:
         assert "gloo" not in line, line
+
+
+def test_only_rank_zero_does_the_main_work_and_every_rank_gets_its_result(monkeypatch):
+    """Under torchrun only rank 0 creates and locks the run directory; the others
+    take its answer, or raise its error instead of waiting for it."""
+    from pyrovae.distributed import Context
+    from pyrovae.errors import RunLockedError
+
+    sent: dict[str, object] = {}
+
+    def broadcast(self, obj):  # rank 0 runs first and sends; rank 1 receives
+        if self.is_main:
+            sent["outcome"] = obj
+        return sent["outcome"]
+
+    monkeypatch.setattr(Context, "broadcast", broadcast)
+    ran: list[int] = []
+    results = [
+        Context(rank=rank, world_size=2).on_main(lambda rank=rank: ran.append(rank) or "dir")
+        for rank in (0, 1)
+    ]
+    assert results == ["dir", "dir"] and ran == [0]
+
+    def refused():
+        raise RunLockedError("run is in use by another pyrovae process")
+
+    for rank in (0, 1):
+        with pytest.raises(RunLockedError, match="in use"):
+            Context(rank=rank, world_size=2).on_main(refused)
