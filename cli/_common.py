@@ -107,3 +107,26 @@ def image_path(value: str) -> Path:
     from pyrovae.plots import IMAGE_FORMATS
 
     return check_output_file(value, suffixes=tuple(IMAGE_FORMATS))
+
+
+def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Apply ``--threads`` as soon as it is parsed, before the command's work."""
+    if value is not None:
+        from pyrovae.threads import set_threads
+
+        set_threads(value)
+    ctx.meta["pyrovae.threads"] = value
+    return value
+
+
+#: ``--threads N``: torch's CPU threads for this command (applied while parsing,
+#: so a command only adds the decorator; its value is in ``ctx.meta["pyrovae.threads"]``).
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    expose_value=False,
+    callback=_set_threads,
+    help="CPU threads for torch's operators [default: torch's choice, one per physical core; "
+    "1 per process under torchrun]. On a busy machine fewer threads can be much faster.",
+)

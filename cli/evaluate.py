@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import click
 
-from pyrovae.cli._common import device_option, run_option, seed_option, user_errors
+from pyrovae.cli._common import (
+    device_option,
+    run_option,
+    seed_option,
+    threads_option,
+    user_errors,
+)
 
 _split_option = click.option(
     "--split", type=click.Choice(["test", "train"]), default="test", show_default=True
@@ -65,6 +71,7 @@ _progress_option = click.option(
 @_progress_option
 @seed_option
 @device_option
+@threads_option
 @user_errors
 def evaluate_command(
     run_dir: str | None,
@@ -151,6 +158,7 @@ def evaluate_command(
 @_progress_option
 @seed_option
 @device_option
+@threads_option
 @user_errors
 def diagnose_command(
     run_dir: str | None,

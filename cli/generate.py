@@ -17,6 +17,7 @@ from pyrovae.cli._common import (
     progress_option,
     run_option,
     seed_option,
+    threads_option,
     user_errors,
 )
 
@@ -65,6 +66,7 @@ _mode_option = click.option(
 )
 @_mode_option
 @device_option
+@threads_option
 @progress_option
 @user_errors
 def sample_command(
@@ -145,6 +147,7 @@ def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
 @seed_option
 @_mode_option
 @device_option
+@threads_option
 @progress_option
 @user_errors
 def reconstruct_command(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from pyrovae.cli._common import RegistryChoice, parse_sizes, user_errors
+from pyrovae.cli._common import RegistryChoice, parse_sizes, threads_option, user_errors
 from pyrovae.config import (
     ARCHS,
     BINARIZE,
@@ -24,7 +24,7 @@ from pyrovae.config import (
 )
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
-RESUME_OPTIONS = {"resume", "epochs", "device", "progress", "devices"}
+RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 
 
 @click.command("train")
@@ -152,7 +152,13 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "progress", "devices"}
     show_default=True,
     help="Epochs over which beta rises linearly from 0.",
 )
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="Adam step size.")
+@click.option(
+    "--lr",
+    type=float,
+    default=TrainConfig.lr,
+    show_default=True,
+    help="Adam step size (with --resume: the new step size from here on).",
+)
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option(
     "--epochs",
@@ -177,9 +183,11 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "progress", "devices"}
     "--resume",
     type=click.Path(),
     default=None,
-    help="Continue the run in this directory from its last checkpoint.",
+    help="Continue the run in this directory from its last checkpoint (or draw the figures "
+    "of a run stopped before them).",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
@@ -210,16 +218,22 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         if extra:
             flags = ", ".join("--" + name.replace("_", "-") for name in extra)
             raise click.UsageError(
-                f"with --resume only --epochs, --device and --devices may be given, not {flags}"
+                "with --resume only --epochs, --device, --lr, --threads and --devices may be "
+                f"given, not {flags}"
             )
+        lr = options["lr"] if "lr" in given else None
         if launching:
-            RunConfig.load(Path(options["resume"]) / "config.json").validate()
+            config = RunConfig.load(Path(options["resume"]) / "config.json")
+            if lr is not None:
+                config.train.lr = lr
+            config.validate()
             _launch(ctx, devices)
-        with _resumable(options["resume"]):
+        with _interruptible():
             resume(
                 options["resume"],
                 epochs=options["epochs"],
                 device=options["device"],
+                lr=lr,
                 progress=progress,
             )
         return
@@ -257,7 +271,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     if launching:
         config.validate()
         _launch(ctx, devices)
-    with _resumable(options["out"] or "RUN_DIR"):
+    with _interruptible():
         train(config, options["out"], progress=progress)
 
 
@@ -265,18 +279,22 @@ def _launch(ctx: click.Context, devices: int) -> None:
     """Run this command again in ``devices`` processes under torchrun, and exit with it."""
     from pyrovae.distributed import launch
 
-    ctx.exit(launch(devices, _without_devices(sys.argv[1:])))
+    threads = ctx.meta.get("pyrovae.threads")
+    ctx.exit(launch(devices, _without_devices(sys.argv[1:]), threads=threads))
 
 
 @contextmanager
-def _resumable(run_dir: str) -> Iterator[None]:
-    """Ctrl-C: a one-line message saying how to go on, instead of a traceback."""
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C: a one-line message saying what is kept and how to go on, not a traceback."""
+    from pyrovae.training import TrainingInterrupted
+
     try:
         yield
+    except TrainingInterrupted as err:
+        raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
         raise click.ClickException(
-            "interrupted; the checkpoint of the last finished epoch is kept: continue with "
-            f"`pyrovae train --resume {run_dir}` (the run directory printed above)"
+            "interrupted before training started; nothing was written: run the command again"
         ) from None
 
 

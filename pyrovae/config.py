@@ -179,6 +179,14 @@ class TrainConfig:
         _positive(self.beta, "--beta")
         if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be a whole number >= 0, got {self.kl_warmup!r}")
+        # torch seeds are 64-bit; training also seeds with seed + 1 and seed + epoch.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"--seed must be a whole number, got {self.seed!r}")
+        if not -(2**63) <= self.seed < 2**63:
+            raise ConfigError(
+                f"--seed must be between -2**63 and 2**63 - 1 "
+                f"(-9223372036854775808 and 9223372036854775807), got {self.seed}"
+            )
 
 
 @dataclass

@@ -25,16 +25,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, PyrovaeError
 
 T = TypeVar("T")
 
@@ -69,6 +69,26 @@ class Context:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, work: Callable[[], T]) -> T:
+        """``work()`` run by rank 0 alone; its result on every process.
+
+        A :class:`~pyrovae.errors.PyrovaeError` it raises is raised by every
+        process, so that none is left waiting for rank 0 (e.g. for the run
+        directory it could not lock).
+        """
+        if not self.enabled:
+            return work()
+        outcome: tuple[Any, PyrovaeError | None] = (None, None)
+        if self.is_main:
+            try:
+                outcome = (work(), None)
+            except PyrovaeError as err:
+                outcome = (None, err)
+        result, error = self.broadcast(outcome)
+        if error is not None:
+            raise error
+        return cast(T, result)
 
     def all_gather(self, obj: T) -> list[T]:
         """Every process's ``obj``, in rank order."""
@@ -135,6 +155,7 @@ def session(device: torch.device) -> Iterator[Context]:
     owned = not dist.is_initialized()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if owned:
+        _import_group_capturing_modules()
         if device.type == "cuda":
             # Every process of this machine says so, before any waits for a peer.
             local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
@@ -154,6 +175,25 @@ def session(device: torch.device) -> Iterator[Context]:
     finally:
         if owned:
             dist.destroy_process_group()
+
+
+def _import_group_capturing_modules() -> None:
+    """Import, before the process group exists, the torch modules whose functions
+    take ``group=group.WORLD`` as a default argument.
+
+    Python evaluates a default once, at import. Imported after
+    ``init_process_group`` (``torch.optim.Adam(fused=True)`` imports
+    ``torch._dynamo``, which imports ``torch.distributed.nn.functional``), those
+    defaults hold the live group, so ``destroy_process_group`` cannot free it:
+    its gloo worker and TCP threads outlived the session and were torn down
+    only during interpreter shutdown, while the peer processes exited and
+    closed their sockets. That unordered teardown is the one left at exit when
+    ``pyrovae train --devices 2 --device cpu`` aborted ("terminate called
+    without an active exception") after a finished run. Imported first, the
+    defaults are ``None`` (the current group, looked up at call time) and the
+    group with its threads is gone when the session ends.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 #: torchrun's ``main``, minus the tracebacks it prints when a process fails or
@@ -178,9 +218,16 @@ def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
             f"--nproc-per-node={nproc}", "-m", "pyrovae", *args]  # fmt: skip
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
+def launch(nproc: int, args: Sequence[str], threads: int | None = None) -> int:
     """Run ``pyrovae ARGS`` as ``nproc`` data-parallel processes on this machine.
 
-    Returns torchrun's exit status (non-zero when any process failed).
+    Each process runs its operators on ``threads`` CPU threads (default: the
+    environment's ``OMP_NUM_THREADS``, else 1, which torchrun would choose too,
+    with a warning). Returns torchrun's exit status (non-zero when any process
+    failed).
     """
-    return subprocess.call(torchrun_command(nproc, args))
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.call(torchrun_command(nproc, args), env=env)

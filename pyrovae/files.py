@@ -229,6 +229,11 @@ class RunLock:
                 f"{self.folder} is in use by another pyrovae process ({describe_holder(holder)}); "
                 "wait for it to finish or stop it"
             ) from None
+        if not _still_named(handle, self.path):
+            # Its holder removed the file as it let go (pyrovae.rundir does) after we
+            # opened it: this lock guards nothing; lock what the path names now.
+            handle.close()
+            return self.acquire()
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(_holder()) + "\n")
@@ -257,6 +262,14 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _still_named(handle: IO[str], path: Path) -> bool:
+    """Whether ``path`` still names the file ``handle`` has open."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _holder() -> dict[str, Any]:

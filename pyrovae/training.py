@@ -10,6 +10,13 @@ with rank 0 writing the run directory. On top: KL
 warm-up (β from 0 to ``beta`` over ``kl_warmup`` epochs; Bowman et al. 2016,
 Sønderby et al. 2016), a test-set evaluation each epoch, an atomic checkpoint
 each epoch, and exact resume (model, optimizer, epoch and RNG state).
+
+Reliability: the run directory is created and locked (:mod:`pyrovae.rundir`)
+before the data load, so a bad ``--out`` or a second writer is one line at
+once; a model too large for memory is refused before it is allocated
+(:mod:`pyrovae.memory`); a loss that becomes NaN or grows without bound stops
+the run (:mod:`pyrovae.divergence`); every failure and Ctrl-C says which
+checkpoint is kept and how to go on.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +33,9 @@ from typing import Any, cast
 
 import torch
 
-from pyrovae import distributed
+from pyrovae import distributed, divergence, rundir, threads
 from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from pyrovae.config import RunConfig
+from pyrovae.config import RunConfig, TrainConfig
 from pyrovae.data import (
     ImageData,
     check_finite_unit_interval,
@@ -35,9 +43,17 @@ from pyrovae.data import (
     load_dataset,
     to_unit_float,
 )
-from pyrovae.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
+from pyrovae.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FileWriteError,
+    TrainingError,
+    first_line,
+)
 from pyrovae.files import atomic_write_text
 from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.memory import build_vae
 from pyrovae.model import VAE
 from pyrovae.objectives import (
     ELBO_MAX_DRAWS,
@@ -49,6 +65,8 @@ from pyrovae.step import TrainStep, make_optimizer, train_epoch
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
+#: What :func:`pyrovae.plots.save_run_figures` draws at the end of a run.
+RUN_FIGURES = ("samples.png", "reconstructions.png", "loss_curve.png")
 Logger = Callable[[str], None]
 
 
@@ -256,16 +274,80 @@ def train(
     """
     config.validate()
     with distributed.session(resolve_device(config.train.device)) as context:
-        # Under torchrun every process trains, rank 0 names the folder.
-        run_dir = context.broadcast(Path(out) if out is not None else default_run_dir(config))
-        if (run_dir / CONFIG_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists():
-            raise ConfigError(
-                f"{run_dir} already holds a run; resume it with --resume {run_dir}"
-                " or pick another --out"
+        # Rank 0 creates and locks the folder before the data load, so that a bad
+        # --out or a second writer is one line at once; every process learns its name.
+        claimed: list[rundir.Claim] = []
+        run_dir = context.on_main(lambda: _claim_new(out, config, claimed))
+        with _holding(claimed, run_dir, fresh=True):
+            return _fit(
+                config, run_dir, checkpoint=None, progress=progress, log=log, context=context
             )
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"--out {run_dir} exists and is not a folder")
-        return _fit(config, run_dir, checkpoint=None, progress=progress, log=log, context=context)
+
+
+def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.Claim]) -> Path:
+    """Create and lock the folder of a new run (``out``, or a fresh one under ``runs/``)."""
+    if out is None:
+        while True:  # two runs started in the same second both pick the same name
+            try:
+                claim = rundir.claim(default_run_dir(config), create=True, exclusive=True)
+                break
+            except FileExistsError:
+                continue
+    else:
+        claim = rundir.claim(out, create=True)
+    if (claim.path / CONFIG_NAME).exists() or (claim.path / CHECKPOINT_NAME).exists():
+        claim.release()
+        raise ConfigError(
+            f"{claim.path} already holds a run; resume it with --resume {claim.path}"
+            " or pick another --out"
+        )
+    claimed.append(claim)
+    return claim.path
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train` or :func:`resume`; the message says what is kept
+    in the run directory and how to go on."""
+
+
+@contextmanager
+def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iterator[None]:
+    """Hold rank 0's claim on ``run_dir`` for the block and release it after.
+
+    A fresh run that fails before it wrote its config (bad input, Ctrl-C during
+    the data load) is not a run yet: what its claim created is removed.
+    """
+    try:
+        yield
+    except BaseException as err:
+        for claim in claimed:
+            if fresh and not (run_dir / CONFIG_NAME).exists():
+                claim.discard()
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+            raise TrainingInterrupted(interrupted_message(run_dir)) from None
+        raise
+    finally:
+        for claim in claimed:
+            claim.release()
+
+
+def interrupted_message(run_dir: Path) -> str:
+    """What an interruption leaves in ``run_dir``, and how to go on from it."""
+    if (run_dir / CHECKPOINT_NAME).exists():
+        try:
+            kept = f"the checkpoint of epoch {load_checkpoint(run_dir / CHECKPOINT_NAME)['epoch']}"
+        except (CheckpointError, KeyError):
+            kept = "its last checkpoint"
+        return (
+            f"interrupted; {kept} in {run_dir} is kept: continue with "
+            f"`pyrovae train --resume {run_dir}`"
+        )
+    if (run_dir / CONFIG_NAME).exists():
+        return (
+            f"interrupted before the first checkpoint; `pyrovae train --resume {run_dir}` "
+            "starts the run over from its config.json"
+        )
+    return "interrupted before training started; nothing was written: run the command again"
 
 
 def resume(
@@ -273,6 +355,7 @@ def resume(
     *,
     epochs: int | None = None,
     device: str | None = None,
+    lr: float | None = None,
     progress: bool = True,
     log: Logger = print,
 ) -> TrainResult:
@@ -280,32 +363,64 @@ def resume(
     when it was stopped before its first checkpoint).
 
     ``epochs`` raises the total number of epochs (the run's own by default);
-    ``device`` moves it to another device. On CPU a resumed run ends with the
-    same parameters as one that was never stopped.
+    ``device`` moves it to another device; ``lr`` changes Adam's step size
+    from here on (e.g. after the loss diverged; config.json records it). On
+    CPU a resumed run ends with the same parameters as one that was never
+    stopped. A run whose epochs are all done but whose figures are missing
+    (stopped while drawing them) gets its figures drawn.
+
+    The run directory is locked while it trains: resuming a run that another
+    process is training is refused. Temporary files left by an interrupted
+    write are removed.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
+    config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+    with distributed.session(resolve_device(config.train.device)) as context:
+        claimed: list[rundir.Claim] = []
+        removed = context.on_main(lambda: _claim_existing(run_dir, claimed))
+        with _holding(claimed, run_dir, fresh=False):
+            if removed:
+                log(f"removed temporary files left by an interrupted write: {', '.join(removed)}")
+            # Read again under the lock: another process may have written it meanwhile.
+            config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+            # A run stopped before its first epoch ended has its config but no
+            # checkpoint: it starts over from that config.
+            has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
+            done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
+            if done >= config.train.epochs:
+                missing = [name for name in RUN_FIGURES if not (run_dir / name).exists()]
+                if checkpoint is None or not missing or done > config.train.epochs:
+                    raise ConfigError(
+                        f"{run_dir} has trained {done} epochs already; "
+                        f"pass --epochs N with N > {done} to train further"
+                    )
+                log(f"{run_dir} has trained all {done} epochs; drawing its missing figures")
+            return _fit(
+                config, run_dir, checkpoint=checkpoint, progress=progress, log=log, context=context
+            )
+
+
+def _resumed_config(
+    run_dir: Path, *, epochs: int | None, device: str | None, lr: float | None
+) -> RunConfig:
     config = RunConfig.load(run_dir / CONFIG_NAME)
     if epochs is not None:
         config.train.epochs = epochs
     if device is not None:
         config.train.device = device  # type: ignore[assignment]
-    config.validate()
-    # A run stopped before its first epoch ended has its config but no checkpoint:
-    # it starts over from that config (a fresh --out would refuse the folder).
-    has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
-    done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
-    if done >= config.train.epochs:
-        raise ConfigError(
-            f"{run_dir} has trained {done} epochs already; "
-            f"pass --epochs N with N > {done} to train further"
-        )
-    with distributed.session(resolve_device(config.train.device)) as context:
-        return _fit(
-            config, run_dir, checkpoint=checkpoint, progress=progress, log=log, context=context
-        )
+    if lr is not None:
+        config.train.lr = lr
+    return config.validate()
+
+
+def _claim_existing(run_dir: Path, claimed: list[rundir.Claim]) -> list[str]:
+    """Lock an existing run's folder; remove what interrupted writes left; their names."""
+    claim = rundir.claim(run_dir, create=False)
+    claimed.append(claim)
+    return [path.name for path in rundir.clean_stale_temporaries(claim)]
 
 
 def _fit(
@@ -342,56 +457,42 @@ def _fit(
 
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
-    vae = VAE(config.model).to(device)
+    vae = build_vae(config.model, device)
     context.broadcast_parameters(vae)
+    objective = make_objective(config.train)
+    binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
+    # Of the model as built: the same on a fresh and a resumed run, and on every process.
+    untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+    loss_limit = context.broadcast(divergence.loss_limit(untrained, data.image_shape))
     if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
         torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
     optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
-        try:
-            vae.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            _set_rng_state(checkpoint["rng"], data_generator, device)
-            if context.rank > 0:
-                ranks = checkpoint.get("rng_ranks", [])
-                if len(ranks) == context.world_size:
-                    _set_rng_state(ranks[context.rank], data_generator, device)
-                else:  # the world size changed: fresh, still deterministic, draws
-                    seed = distributed.rank_seed(
-                        config.train.seed + checkpoint["epoch"], context.rank
-                    )
-                    torch.manual_seed(seed)
-            history = list(checkpoint["history"])
-            start_epoch = int(checkpoint["epoch"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            raise CheckpointError(
-                f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
-            ) from None
-        log(f"resuming {run_dir} after epoch {start_epoch} of {config.train.epochs}")
+        history, start_epoch = _restore(
+            checkpoint, vae, optimizer, data_generator, device, context, config, run_dir, log
+        )
 
     # Everything that can fail on bad input has run (on every process): only now
-    # touch the disk, from rank 0 alone.
+    # write into the run directory (claimed by rank 0 before the data load).
     context.barrier()
     if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / CONFIG_NAME)
-        if checkpoint is not None:
-            _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
-    log(f"run directory: {run_dir}")
+        with _saying_what_is_kept(run_dir, start_epoch):
+            config.save(run_dir / CONFIG_NAME)
+            if checkpoint is not None:
+                _write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+    log(f"run directory: {run_dir} (device {device}, {threads.describe()})")
     if context.enabled:
         log(
             f"data-parallel over {context.world_size} processes, "
             f"global batch {config.train.batch_size}"
         )
 
-    objective = make_objective(config.train)
     gradient_hook = context.all_reduce_gradients if context.enabled else None
     step = TrainStep(
         vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
     )
-    binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
     n_train, batch_size = data.train.shape[0], config.train.batch_size
     steps_per_epoch = math.ceil(n_train / batch_size)
 
@@ -432,10 +533,11 @@ def _fit(
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        if not math.isfinite(train_loss):
+        if divergence.diverged(train_loss, loss_limit):
             raise TrainingError(
-                f"the loss became {train_loss} in epoch {epoch + 1}; the checkpoint of epoch "
-                f"{epoch} in {run_dir} is kept; try a lower --lr"
+                f"{divergence.describe(train_loss, loss_limit, epoch + 1)}; {_kept(run_dir, epoch)}"
+                f"; lower the learning rate, e.g. `pyrovae train --resume {run_dir} "
+                f"--lr {min(config.train.lr / 10, TrainConfig.lr):.3g}`"
             )
         if not context.is_main:
             context.all_gather(_rng_state(data_generator, device))
@@ -466,8 +568,10 @@ def _fit(
         }
         if context.enabled:
             state["rng_ranks"] = rng_states
-        save_checkpoint(run_dir / CHECKPOINT_NAME, state)
-        _write_metrics(run_dir, history)
+        with _saying_what_is_kept(run_dir, epoch):
+            save_checkpoint(run_dir / CHECKPOINT_NAME, state)
+        with _saying_what_is_kept(run_dir, epoch + 1):
+            _write_metrics(run_dir, history)
         beta_note = "" if vae.beta == 1.0 else f" (beta {vae.beta:.3g})"
         log(
             f"epoch {epoch + 1:>3}/{config.train.epochs}  train ELBO {-train_loss:9.3f}{beta_note}"
@@ -479,7 +583,80 @@ def _fit(
     vae.beta = 1.0
     vae.eval()
     if context.is_main:
-        figures = save_run_figures(vae, data.test, history, run_dir)
+        with _saying_what_is_kept(run_dir, config.train.epochs, figures=True):
+            figures = save_run_figures(vae, data.test, history, run_dir)
         log("wrote " + ", ".join(str(path) for path in figures))
     context.barrier()
     return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)
+
+
+def _kept(run_dir: Path, epochs_done: int) -> str:
+    if epochs_done > 0:
+        return f"the checkpoint of epoch {epochs_done} in {run_dir} is kept"
+    if (run_dir / CONFIG_NAME).exists():
+        return f"no checkpoint was written ({run_dir} holds the config: --resume starts it over)"
+    return "nothing was kept"
+
+
+def _go_on(run_dir: Path) -> str:
+    """How to continue the run in ``run_dir`` (or start it again when it holds nothing)."""
+    if (run_dir / CONFIG_NAME).exists():
+        return f"continue with `pyrovae train --resume {run_dir}`"
+    return "run the command again"
+
+
+@contextmanager
+def _saying_what_is_kept(
+    run_dir: Path, epochs_done: int, *, figures: bool = False
+) -> Iterator[None]:
+    """A failed write into the run (disk full) says which checkpoint is kept and how to go on."""
+    try:
+        yield
+    except FileWriteError as err:
+        if figures:
+            then = f"all {epochs_done} epochs are checkpointed in {run_dir}"
+        else:
+            then = _kept(run_dir, epochs_done)
+        raise FileWriteError(f"{err}; {then}: free some space and {_go_on(run_dir)}") from None
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    vae: VAE,
+    optimizer: torch.optim.Optimizer,
+    data_generator: torch.Generator,
+    device: torch.device,
+    context: distributed.Context,
+    config: RunConfig,
+    run_dir: Path,
+    log: Logger,
+) -> tuple[list[dict[str, Any]], int]:
+    """Load the checkpoint's model, optimizer and RNG states; its history and epoch.
+
+    The learning rate is the config's (``resume --lr`` or an edited config.json),
+    not the one saved with the optimizer's state.
+    """
+    try:
+        vae.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        _set_rng_state(checkpoint["rng"], data_generator, device)
+        if context.rank > 0:
+            ranks = checkpoint.get("rng_ranks", [])
+            if len(ranks) == context.world_size:
+                _set_rng_state(ranks[context.rank], data_generator, device)
+            else:  # the world size changed: fresh, still deterministic, draws
+                torch.manual_seed(
+                    distributed.rank_seed(config.train.seed + checkpoint["epoch"], context.rank)
+                )
+        history, epoch = list(checkpoint["history"]), int(checkpoint["epoch"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
+        ) from None
+    saved_lr = optimizer.param_groups[0]["lr"]
+    for group in optimizer.param_groups:
+        group["lr"] = config.train.lr
+    if epoch < config.train.epochs:
+        lr_note = "" if saved_lr == config.train.lr else f", lr {saved_lr:g} -> {config.train.lr:g}"
+        log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{lr_note}")
+    return history, epoch

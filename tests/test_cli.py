@@ -259,9 +259,9 @@ def test_resume_from_cli(runner, trained):
     )
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "epoch   2/2" in result.output
-    result = runner.invoke(main, ["train", "--resume", str(trained), "--lr", "0.1"])
+    result = runner.invoke(main, ["train", "--resume", str(trained), "--beta", "0.5"])
     _assert_one_line_error(result)
-    assert "--lr" in result.output
+    assert "--beta" in result.output
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,9 @@ def test_missing_keys_take_defaults():
         (RunConfig(model=ModelConfig(obs_scale="wide")), "--obs-scale"),
         (RunConfig(model=ModelConfig(obs_scale="-1")), "--obs-scale"),
         (RunConfig(data=DataConfig(binarize="sometimes")), "--binarize"),  # type: ignore[arg-type]
+        (RunConfig(train=TrainConfig(seed=99999999999999999999999)), "--seed"),
+        (RunConfig(train=TrainConfig(seed=-(2**63) - 1)), "--seed"),
+        (RunConfig(train=TrainConfig(seed=1.5)), "--seed"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_values_raise_one_line_config_errors(config, message):

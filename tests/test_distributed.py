@@ -195,3 +195,63 @@ def test_more_processes_than_gpus_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="2 processes on this machine need one GPU each"):
         with session(torch.device("cuda")):
             pass
+
+
+_SESSION_THEN_THREADS = """\
+import os
+import torch
+from pyrovae.distributed import session
+from pyrovae.step import make_optimizer
+with session(torch.device("cpu")) as context:
+    # Fused Adam imports torch._dynamo, which imports torch.distributed.nn.functional:
+    # imported while the group exists, its defaults would hold the group.
+    make_optimizer([torch.nn.Parameter(torch.ones(2))], lr=1e-3)
+    context.barrier()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+with open(f"threads-{os.environ['RANK']}.txt", "w") as out:  # in the working directory
+    out.write(",".join(sorted(threads)))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_the_session_tears_the_process_group_down_before_it_ends(tmp_path):
+    """No gloo thread may outlive the session: left to interpreter shutdown, their
+    teardown raced with the peers' exit (SIGABRT after a finished run)."""
+    script = tmp_path / "session.py"
+    script.write_text(_SESSION_THEN_THREADS)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={WORLD_SIZE}", str(script)]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for rank in range(WORLD_SIZE):
+        threads = (tmp_path / f"threads-{rank}.txt").read_text()
+        assert "python" in threads and "gloo" not in threads, (rank, threads)
+
+
+def test_only_rank_zero_does_the_main_work_and_every_rank_gets_its_result(monkeypatch):
+    """Under torchrun only rank 0 creates and locks the run directory; the others
+    take its answer, or raise its error instead of waiting for it."""
+    from pyrovae.distributed import Context
+    from pyrovae.errors import RunLockedError
+
+    sent: dict[str, object] = {}
+
+    def broadcast(self, obj):  # rank 0 runs first and sends; rank 1 receives
+        if self.is_main:
+            sent["outcome"] = obj
+        return sent["outcome"]
+
+    monkeypatch.setattr(Context, "broadcast", broadcast)
+    ran: list[int] = []
+    results = [
+        Context(rank=rank, world_size=2).on_main(lambda rank=rank: ran.append(rank) or "dir")
+        for rank in (0, 1)
+    ]
+    assert results == ["dir", "dir"] and ran == [0]
+
+    def refused():
+        raise RunLockedError("run is in use by another pyrovae process")
+
+    for rank in (0, 1):
+        with pytest.raises(RunLockedError, match="in use"):
+            Context(rank=rank, world_size=2).on_main(refused)

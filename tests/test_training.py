@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from pyrovae import rundir
 from pyrovae.api import load_run
 from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyrovae.config import RunConfig
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.errors import ConfigError, DataError, FileWriteError, TrainingError
 from pyrovae.model import VAE
 from pyrovae.training import evaluate_elbo, kl_weight, prepare_data, resume, train
 
@@ -208,11 +209,11 @@ def test_each_machines_first_process_loads_the_data_before_the_others(tiny_confi
         events.append("load")
         return prepare_data(config, device)
 
-    def stop(config):
+    def stop(config, device):
         raise DataError("stop here")
 
     monkeypatch.setattr(training, "prepare_data", load)
-    monkeypatch.setattr(training, "VAE", stop)
+    monkeypatch.setattr(training, "build_vae", stop)
     for local_rank, expected in ((0, ["load", "barrier"]), (1, ["barrier", "load"])):
         events.clear()
         context = Recorder(rank=local_rank, world_size=2, local_rank=local_rank)
@@ -229,3 +230,267 @@ def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_config, tmp_path):
         with pytest.raises(ConfigError, match="--epochs N with N > 2"):
             resume(tmp_path / "run", epochs=epochs, progress=False, log=_quiet)
     assert (tmp_path / "run" / "config.json").read_text() == config_before
+
+
+# --- the run directory: claimed before the data load, locked, cleaned up ---------------
+
+
+def _no_data_load(monkeypatch):
+    from pyrovae import training
+
+    def refuse(config, device):
+        raise AssertionError("the data were loaded before the run directory was checked")
+
+    monkeypatch.setattr(training, "prepare_data", refuse)
+
+
+@pytest.mark.parametrize("where", ["proc", "under-a-file"])
+def test_an_out_that_cannot_be_created_fails_before_the_data_load(
+    tiny_config, tmp_path, monkeypatch, where
+):
+    _no_data_load(monkeypatch)
+    (tmp_path / "file").write_text("not a folder")
+    out = Path("/proc/pyrovae-run") if where == "proc" else tmp_path / "file" / "run"
+    with pytest.raises(FileWriteError, match="cannot create the run directory") as info:
+        train(tiny_config, out, progress=False, log=_quiet)
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_fresh_run_that_fails_on_bad_input_removes_the_folders_it_made(tiny_config, tmp_path):
+    np.save(tmp_path / "bad.npy", np.full((20, 8, 8), np.nan, dtype=np.float32))
+    tiny_config.data.dataset = str(tmp_path / "bad.npy")
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "new" / "deeper" / "run", tmp_path / "kept"):
+        with pytest.raises(DataError):
+            train(tiny_config, out, progress=False, log=_quiet)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []  # a folder it did not make: left, empty
+
+
+def test_a_finished_run_leaves_no_lock_file(tiny_config, tmp_path):
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert not [p.name for p in result.run_dir.iterdir() if p.name.startswith(".")]
+
+
+_HOLD_THE_RUN = """\
+import sys
+from pyrovae.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_second_writer_and_a_resume_of_a_live_run_are_refused_naming_the_holder(
+    tiny_config, tmp_path
+):
+    """A run training in another process holds its folder: ``train --out SAME`` and
+    ``train --resume`` get one line naming it; killed, it holds nothing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pyrovae.errors import RunLockedError
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_RUN, "train", "--out", str(run_dir), "--epochs",
+         "100000", "--hidden", "32", "--latent-dim", "4", "--device", "cpu", "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "config.json").exists():
+            assert holder.poll() is None, holder.stderr.read() if holder.stderr else ""
+            assert time.monotonic() < deadline, "the holder did not start in time"
+            time.sleep(0.2)
+        for attempt in (
+            lambda: train(tiny_config, run_dir, progress=False, log=_quiet),
+            lambda: resume(run_dir, epochs=100001, progress=False, log=_quiet),
+        ):
+            with pytest.raises(RunLockedError, match=f"in use by .*pid {holder.pid}") as info:
+                attempt()
+            assert "\n" not in str(info.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    rundir.claim(run_dir, create=False).release()  # the lock died with its holder
+
+
+def test_resume_removes_temporary_files_an_interrupted_write_left(tiny_config, tmp_path):
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    stale = tmp_path / "run" / ".metrics.jsonl.k3x9q1.tmp.jsonl"  # what atomic_write names it
+    stale.write_text('{"epoch": 1')
+    lines: list[str] = []
+    resume(tmp_path / "run", epochs=2, progress=False, log=lines.append)
+    assert not stale.exists()
+    assert any(stale.name in line for line in lines)
+
+
+def test_resume_with_no_new_epochs_draws_the_figures_a_killed_run_lacks(tiny_config, tmp_path):
+    from pyrovae.training import RUN_FIGURES
+
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    run_dir = tmp_path / "run"
+    checkpoint = (run_dir / CHECKPOINT_NAME).read_bytes()
+    for name in ("samples.png", "loss_curve.png"):  # killed while drawing
+        (run_dir / name).unlink()
+    lines: list[str] = []
+    result = resume(run_dir, progress=False, log=lines.append)
+    assert all((run_dir / name).is_file() for name in RUN_FIGURES)
+    assert any("drawing its missing figures" in line for line in lines)
+    assert (run_dir / CHECKPOINT_NAME).read_bytes() == checkpoint  # no epoch trained
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_run_figures_names_what_the_run_draws(tiny_config, tmp_path):
+    from pyrovae.training import RUN_FIGURES
+
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert {p.name for p in result.run_dir.glob("*.png")} == set(RUN_FIGURES)
+
+
+# --- interruptions and failed writes say what is kept ----------------------------------
+
+
+def test_ctrl_c_during_the_data_load_leaves_nothing_and_says_so(tiny_config, tmp_path, monkeypatch):
+    from pyrovae import training
+    from pyrovae.training import TrainingInterrupted
+
+    def interrupted(config, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "prepare_data", interrupted)
+    with pytest.raises(TrainingInterrupted, match="nothing was written") as info:
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert "--resume" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_in_a_later_epoch_names_the_checkpoint_kept(tiny_config, tmp_path, monkeypatch):
+    from pyrovae import training
+    from pyrovae.training import TrainingInterrupted
+
+    real, calls = training.train_epoch, []
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", interrupted_in_epoch_2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1") as info:
+        train(tiny_config, run_dir, progress=False, log=_quiet)
+    assert f"--resume {run_dir}" in str(info.value)
+    monkeypatch.undo()
+    assert resume(run_dir, progress=False, log=_quiet).history[-1]["epoch"] == 2
+
+
+def test_a_full_disk_names_the_checkpoint_kept(tiny_config, tmp_path, monkeypatch):
+    import errno
+
+    from pyrovae import training
+    from pyrovae.files import atomic_write
+
+    real = training.save_checkpoint
+
+    def disk_full_in_epoch_2(path, state):
+        if state["epoch"] < 2:
+            return real(path, state)
+
+        def fill(handle):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic_write(path, fill)
+
+    monkeypatch.setattr(training, "save_checkpoint", disk_full_in_epoch_2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(FileWriteError, match="No space left on device") as info:
+        train(tiny_config, run_dir, progress=False, log=_quiet)
+    message = str(info.value)
+    assert "the checkpoint of epoch 1" in message and f"--resume {run_dir}" in message
+    assert "\n" not in message
+    assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] == 1
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+# --- divergence ------------------------------------------------------------------------
+
+
+def test_a_nan_loss_in_epoch_1_names_no_checkpoint(tiny_config, tmp_path):
+    tiny_config.train.lr = 1e8
+    with pytest.raises(TrainingError, match="epoch 1: training diverged") as info:
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    message = str(info.value)
+    assert "no checkpoint was written" in message and "epoch 0" not in message
+    assert "--lr 0.001" in message and "\n" not in message
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_a_loss_that_grows_without_bound_is_divergence(tiny_config, tmp_path):
+    """lr = 1 keeps the loss finite but sends it to about 5e4 nats, from about 44."""
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    with pytest.raises(TrainingError, match="loss grew to .* in epoch 2") as info:
+        resume(tmp_path / "run", epochs=3, lr=1.0, progress=False, log=_quiet)
+    assert f"checkpoint of epoch 1 in {tmp_path / 'run'} is kept" in str(info.value)
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_the_divergence_limit_leaves_healthy_runs_alone(tiny_config, tmp_path):
+    """The rule compares each epoch with the untrained model: training only lowers the loss."""
+    from pyrovae import divergence
+    from pyrovae.objectives import make_objective
+
+    tiny_config.train.kl_warmup = 2
+    result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    torch.manual_seed(tiny_config.train.seed)
+    data = prepare_data(tiny_config, torch.device("cpu"))
+    untrained = divergence.untrained_loss(
+        VAE(tiny_config.model), make_objective(tiny_config.train), data.train, binarize=True
+    )
+    limit = divergence.loss_limit(untrained, data.image_shape)
+    assert all(-row["train_elbo"] < untrained < limit for row in result.history)
+
+
+def test_resume_with_a_new_learning_rate_uses_it(tiny_config, tmp_path):
+    """The optimizer's saved state no longer overrides the step size: --lr, or an
+    lr edited in config.json, is what Adam uses, and config.json records it."""
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    lines: list[str] = []
+    resume(tmp_path / "run", epochs=2, lr=2e-4, progress=False, log=lines.append)
+    assert RunConfig.load(tmp_path / "run" / "config.json").train.lr == 2e-4
+    optimizer = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["optimizer"]
+    assert [group["lr"] for group in optimizer["param_groups"]] == [2e-4]
+    assert any("lr 0.001 -> 0.0002" in line for line in lines)
+
+    edited = json.loads((tmp_path / "run" / "config.json").read_text())
+    edited["train"]["lr"] = 5e-5
+    (tmp_path / "run" / "config.json").write_text(json.dumps(edited))
+    resume(tmp_path / "run", epochs=3, progress=False, log=_quiet)
+    optimizer = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["optimizer"]
+    assert [group["lr"] for group in optimizer["param_groups"]] == [5e-5]
+
+
+# --- models too large for memory -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value", [("latent_dim", 2_000_000_000), ("hidden", (2_000_000_000,))]
+)
+def test_a_model_too_large_for_memory_is_one_line_before_allocating(
+    tiny_config, tmp_path, field, value
+):
+    import time
+
+    setattr(tiny_config.model, field, value)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="parameters, which need about .* free") as info:
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert time.perf_counter() - started < 30  # nothing allocated (or zeroed)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
