@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
+from pyrovae.config import MAX_SEED
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -76,8 +78,7 @@ run_option = click.option(
     help="Run directory (default: the most recent one under runs/).",
 )
 #: Seeds go to torch, numpy and Python's ``random``; numpy's legacy seeding
-#: takes at most 32 bits.
-MAX_SEED = 2**32 - 1
+#: takes at most 32 bits (MAX_SEED, shared with ``train --seed``).
 seed_option = click.option(
     "--seed",
     type=click.IntRange(0, MAX_SEED),

@@ -36,11 +36,22 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
         raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _positive(value: float, option: str, *, integer: bool = False) -> None:
+#: The largest count any option takes: torch's sizes and Python's C-level
+#: integers beyond this overflow rather than fail with a message.
+MAX_COUNT = 2**31 - 1
+#: Flow layers are built one by one; past this a typo, not a model.
+MAX_FLOWS = 1024
+#: Seeds, as every command takes them.
+MAX_SEED = 2**32 - 1
+
+
+def _positive(value: float, option: str, *, integer: bool = False, most: int = MAX_COUNT) -> None:
     if integer and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{option} must be a whole number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{option} must be positive, got {value!r}")
+    if integer and value > most:
+        raise ConfigError(f"{option} must be at most {most}, got {value!r}")
 
 
 @dataclass
@@ -109,7 +120,7 @@ class ModelConfig:
         for width in self.hidden:
             _positive(width, "--hidden", integer=True)
         _positive(self.latent_dim, "--latent-dim", integer=True)
-        _positive(self.flows, "--flows", integer=True)
+        _positive(self.flows, "--flows", integer=True, most=MAX_FLOWS)
         _positive(self.prior_components, "--prior-components", integer=True)
         if not self.flow_hidden:
             raise ConfigError("--flow-hidden needs at least one layer size")
@@ -177,16 +188,15 @@ class TrainConfig:
         _positive(self.lr, "--lr")
         # Pyro's poutine.scale needs a positive weight; beta = 0 is not a VAE anyway.
         _positive(self.beta, "--beta")
-        if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
-            raise ConfigError(f"--kl-warmup must be a whole number >= 0, got {self.kl_warmup!r}")
-        # torch seeds are 64-bit; training also seeds with seed + 1 and seed + epoch.
+        if not isinstance(self.kl_warmup, int) or not 0 <= self.kl_warmup <= MAX_COUNT:
+            raise ConfigError(
+                f"--kl-warmup must be a whole number from 0 to {MAX_COUNT}, got {self.kl_warmup!r}"
+            )
+        # Training also seeds with seed + 1 and seed + epoch: far inside torch's 64 bits.
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"--seed must be a whole number, got {self.seed!r}")
-        if not -(2**63) <= self.seed < 2**63:
-            raise ConfigError(
-                f"--seed must be between -2**63 and 2**63 - 1 "
-                f"(-9223372036854775808 and 9223372036854775807), got {self.seed}"
-            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be from 0 to {MAX_SEED}, got {self.seed}")
 
 
 @dataclass

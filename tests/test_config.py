@@ -44,6 +44,12 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(seed=99999999999999999999999)), "--seed"),
         (RunConfig(train=TrainConfig(seed=-(2**63) - 1)), "--seed"),
         (RunConfig(train=TrainConfig(seed=1.5)), "--seed"),  # type: ignore[arg-type]
+        (RunConfig(train=TrainConfig(seed=2**32)), "--seed"),
+        (RunConfig(train=TrainConfig(particles=10**20)), "--particles must be at most"),
+        (RunConfig(train=TrainConfig(batch_size=2**31)), "--batch-size must be at most"),
+        (RunConfig(train=TrainConfig(kl_warmup=10**20)), "--kl-warmup"),
+        (RunConfig(model=ModelConfig(hidden=(8, 10**20))), "--hidden must be at most"),
+        (RunConfig(model=ModelConfig(flows=10**9)), "--flows must be at most 1024"),
     ],
 )
 def test_invalid_values_raise_one_line_config_errors(config, message):

@@ -37,7 +37,7 @@ def _one_line_error(result) -> str:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--seed", "99999999999999999999999"], "--seed must be between"),
+        (["--seed", "99999999999999999999999"], "--seed must be from 0 to 4294967295"),
         (["--latent-dim", "2000000000"], "lower --hidden or --latent-dim"),
         (["--hidden", "2000000000"], "lower --hidden or --latent-dim"),
     ],
