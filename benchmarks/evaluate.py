@@ -2,7 +2,7 @@
 
 For each K (default 500 and 5000) a fresh child process loads the run,
 takes the first ``--n`` Fashion-MNIST test images (binarized as the run
-prepares them) and times :func:`pyrovae.evaluation.evaluate` on them: the
+prepares them) and times :func:`pyrovae.reports.evaluate.evaluate` on them: the
 IS log p(x) with K samples, the ELBO terms, active units and ELBO surgery
 (no gaps). Reported per K:
 
@@ -62,7 +62,7 @@ def _reset_peak_rss() -> bool:
 def worker(run_dir: str, n: int, k: int, device: str) -> dict[str, Any]:
     """Runs in a child process: one evaluation, its time and peak memory."""
     from pyrovae.api import load_run
-    from pyrovae.evaluation import evaluate
+    from pyrovae.reports.evaluate import evaluate
 
     run = load_run(run_dir, device=device)
     images = run.data().test[:n]
@@ -103,8 +103,8 @@ def worker(run_dir: str, n: int, k: int, device: str) -> dict[str, Any]:
 
 
 def train_small(out: Path, epochs: int, device: str) -> Path:
+    from pyrovae.api import train
     from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pyrovae.training import train
 
     config = RunConfig(
         data=DataConfig(dataset="fashion-mnist"),

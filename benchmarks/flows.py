@@ -5,7 +5,7 @@ binarization, Adam) with the same epoch budget five ways: the mean-field
 baseline, an IAF guide (Kingma et al. 2016), a flow prior (MAF layers), the
 VampPrior (Tomczak & Welling 2018) and IWAE training (Burda et al. 2016), then
 estimates the test log-likelihood of each by importance sampling with q(z|x)
-as proposal (:func:`pyrovae.evaluation.importance_log_marginal`, K samples per
+as proposal (:func:`pyrovae.inference.importance.importance_log_marginal`, K samples per
 image) on a fixed subset of the test set (its first ``--test-size`` images,
 binarized once with the run's seed, as in training).
 
@@ -31,12 +31,13 @@ from typing import Any
 
 import torch
 
-from pyrovae.checkpoint import CHECKPOINT_NAME
+from pyrovae.api import resume, train
 from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyrovae.data import to_unit_float
-from pyrovae.evaluation import importance_log_marginal
-from pyrovae.objectives import elbo_terms
-from pyrovae.training import prepare_data, resume, train
+from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.prepare import prepare_data
+from pyrovae.files import CHECKPOINT_NAME
+from pyrovae.inference.importance import importance_log_marginal
+from pyrovae.inference.objectives import elbo_terms
 
 #: name -> (model options, train options), on top of the shared settings.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -112,7 +113,7 @@ def evaluate(result: Any, test_size: int, k: int, seed: int) -> dict[str, Any]:
         cached = torch.load(path, weights_only=True)
         if (cached["k"], cached["test_size"], cached["seed"]) == (k, test_size, seed):
             return cached
-    data = prepare_data(result.config, torch.device("cpu"))
+    data = prepare_data(result.config, torch.device("cpu"), binary=True)
     images = data.test[:test_size]
     torch.manual_seed(seed)
     started = time.perf_counter()

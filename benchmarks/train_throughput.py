@@ -1,12 +1,12 @@
 """Training throughput: the step ``pyrovae train`` runs against a plain PyTorch VAE loop.
 
-Both sides train the same networks (``pyrovae.networks``) on the same
+Both sides train the same networks (``pyrovae.model.networks``) on the same
 Fashion-MNIST images (the training set as ``pyrovae train`` prepares it: a
 uint8 tensor on the device, batches by index, dynamic binarization on the
 device) with the same batch size, in one process:
 
-- **pyrovae**: exactly what :func:`pyrovae.training.train` runs each epoch,
-  :func:`pyrovae.step.train_epoch` over a :class:`pyrovae.step.TrainStep`
+- **pyrovae**: exactly what :func:`pyrovae.training.run.train` runs each epoch,
+  :func:`pyrovae.training.step.train_epoch` over a :class:`pyrovae.training.step.TrainStep`
   built as the trainer builds it (the VAE's Pyro model and guide, the
   configured objective -- ``TraceMeanField_ELBO`` -- and its optimizer).
 - **plain**: a VAE loop written the ordinary way: encoder, reparameterized
@@ -47,12 +47,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyrovae.data import to_unit_float
-from pyrovae.model import VAE
-from pyrovae.networks import build_networks
-from pyrovae.objectives import make_objective
-from pyrovae.step import TrainStep, make_optimizer, train_epoch
-from pyrovae.training import kl_weight, prepare_data
+from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.prepare import prepare_data
+from pyrovae.inference.objectives import make_objective
+from pyrovae.model.likelihoods import LIKELIHOODS
+from pyrovae.model.networks import build_networks
+from pyrovae.model.vae import VAE
+from pyrovae.training.schedules import kl_weight
+from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
 
 LATENT_DIM = 50
 HIDDEN = (400,)
@@ -88,7 +90,7 @@ def _config(arch: str, batch_size: int, device: str) -> RunConfig:
 
 
 class PyrovaeSide:
-    """What :func:`pyrovae.training.train` builds, and the function it calls each epoch."""
+    """What :func:`pyrovae.training.run.train` builds, and the function it calls each epoch."""
 
     def __init__(self, config: RunConfig, images: torch.Tensor) -> None:
         self.config, self.images = config, images
@@ -178,7 +180,7 @@ def run_ablation(
 ) -> dict[str, tuple[float, float, float]]:
     """Median (min, max) images/s ratio to the plain loop of each step variant."""
     config = _config(arch, batch_size, device.type)
-    data = prepare_data(config, device)
+    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
     config.model.image_shape = data.image_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
@@ -251,7 +253,7 @@ def _peak_memory_mb(
 def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, steps: int) -> None:
     device = torch.device(device_name)
     config = _config(arch, batch_size, device_name)
-    data = prepare_data(config, device)
+    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
     config.model.image_shape = data.image_shape
     side = SIDES[side_name](config, data.train)
     if device.type == "cuda":
@@ -277,7 +279,7 @@ def run_case(
     arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int, memory: bool
 ) -> CaseResult:
     config = _config(arch, batch_size, device.type)
-    data = prepare_data(config, device)
+    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
     config.model.image_shape = data.image_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)

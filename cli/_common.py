@@ -105,7 +105,7 @@ def image_path(value: str) -> Path:
     (:func:`pyrovae.files.check_output_file`).
     """
     from pyrovae.files import check_output_file
-    from pyrovae.plots import IMAGE_FORMATS
+    from pyrovae.reports.figures import IMAGE_FORMATS
 
     return check_output_file(value, suffixes=tuple(IMAGE_FORMATS))
 
@@ -113,7 +113,7 @@ def image_path(value: str) -> Path:
 def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     """Apply ``--threads`` as soon as it is parsed, before the command's work."""
     if value is not None:
-        from pyrovae.threads import set_threads
+        from pyrovae.runtime import set_threads
 
         set_threads(value)
     ctx.meta["pyrovae.threads"] = value

@@ -95,7 +95,7 @@ def evaluate_command(
     dequantized pixels (x + u) / 256 plus D log 256 nats; on other data they are
     withheld, with the reason.
     """
-    from pyrovae.evaluation import evaluate_run
+    from pyrovae.api import evaluate_run
 
     result = evaluate_run(
         run_dir,
@@ -174,7 +174,7 @@ def diagnose_command(
     device: str,
 ) -> None:
     """PSIS k̂, NUTS reference, PPC and latent space: HTML, netCDF and JSON reports."""
-    from pyrovae.diagnostics import diagnose_run
+    from pyrovae.api import diagnose_run
 
     result = diagnose_run(
         run_dir,

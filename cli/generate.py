@@ -86,7 +86,7 @@ def sample_command(
     from pyrovae.api import check_temperature, load_run, sample
     from pyrovae.errors import ConfigError
     from pyrovae.files import atomic_write, check_output_file
-    from pyrovae.plots import MAX_GRID_TILES, save_grid
+    from pyrovae.reports.figures import MAX_GRID_TILES, save_grid
 
     check_temperature(temperature)
     if out is not None:
@@ -162,7 +162,7 @@ def reconstruct_command(
 ) -> None:
     """Show images beside their reconstructions through z ~ q(z|x)."""
     from pyrovae.api import load_run, reconstruct
-    from pyrovae.plots import MAX_GRID_TILES, save_reconstructions
+    from pyrovae.reports.figures import MAX_GRID_TILES, save_reconstructions
 
     if out is not None:
         image_path(out)

@@ -49,7 +49,7 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 )
 @click.option(
     "--likelihood",
-    type=RegistryChoice("pyrovae.likelihoods:LIKELIHOODS"),
+    type=RegistryChoice("pyrovae.model.likelihoods:LIKELIHOODS"),
     default=ModelConfig.likelihood,
     show_default=True,
     help="p(x|z).",
@@ -77,14 +77,14 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 @click.option("--latent-dim", type=int, default=ModelConfig.latent_dim, show_default=True)
 @click.option(
     "--guide",
-    type=RegistryChoice("pyrovae.guides:GUIDES"),
+    type=RegistryChoice("pyrovae.model.guides:GUIDES"),
     default=ModelConfig.guide,
     show_default=True,
     help="q(z|x).",
 )
 @click.option(
     "--prior",
-    type=RegistryChoice("pyrovae.priors:PRIORS"),
+    type=RegistryChoice("pyrovae.model.priors:PRIORS"),
     default=ModelConfig.prior,
     show_default=True,
     help="p(z).",
@@ -200,8 +200,9 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 @user_errors
 def train_command(ctx: click.Context, **options: Any) -> None:
     """Train a VAE with Pyro SVI and write a run directory."""
+    from pyrovae.api import resume, train
     from pyrovae.config import RunConfig
-    from pyrovae.training import resume, train
+    from pyrovae.model.build import check_model_config
 
     progress = options.pop("progress")
     devices = options.pop("devices")
@@ -226,7 +227,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
             config = RunConfig.load(Path(options["resume"]) / "config.json")
             if lr is not None:
                 config.train.lr = lr
-            config.validate()
+            check_model_config(config.validate().model)
             _launch(ctx, devices)
         with _interruptible():
             resume(
@@ -269,7 +270,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         ),
     )
     if launching:
-        config.validate()
+        check_model_config(config.validate().model)
         _launch(ctx, devices)
     with _interruptible():
         train(config, options["out"], progress=progress)
@@ -277,7 +278,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
 
 def _launch(ctx: click.Context, devices: int) -> None:
     """Run this command again in ``devices`` processes under torchrun, and exit with it."""
-    from pyrovae.distributed import launch
+    from pyrovae.training.distributed import launch
 
     threads = ctx.meta.get("pyrovae.threads")
     ctx.exit(launch(devices, _without_devices(sys.argv[1:]), threads=threads))
@@ -286,7 +287,7 @@ def _launch(ctx: click.Context, devices: int) -> None:
 @contextmanager
 def _interruptible() -> Iterator[None]:
     """Ctrl-C: a one-line message saying what is kept and how to go on, not a traceback."""
-    from pyrovae.training import TrainingInterrupted
+    from pyrovae.training.run import TrainingInterrupted
 
     try:
         yield

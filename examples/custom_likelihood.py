@@ -16,7 +16,7 @@ from torch import nn
 
 import pyrovae
 from pyrovae.config import ModelConfig, RunConfig, TrainConfig
-from pyrovae.likelihoods import LIKELIHOODS, Likelihood
+from pyrovae.model.likelihoods import LIKELIHOODS, Likelihood
 
 
 @LIKELIHOODS.register("laplace")

@@ -9,7 +9,7 @@ import argparse
 
 import pyrovae
 from pyrovae import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pyrovae.plots import save_grid, save_reconstructions
+from pyrovae.reports.figures import save_grid, save_reconstructions
 
 
 def main() -> None:

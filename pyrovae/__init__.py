@@ -1,10 +1,10 @@
 """pyrovae: variational autoencoders written the probabilistic-programming way.
 
 The generative model p(z) p(x|z) and the amortized guide q(z|x) are Pyro
-functions (:class:`pyrovae.model.VAE`); training is stochastic variational
+functions (:class:`pyrovae.model.vae.VAE`); training is stochastic variational
 inference (:mod:`pyrovae.train`); likelihoods, priors and guides are
-registries (:mod:`pyrovae.likelihoods`, :mod:`pyrovae.priors`,
-:mod:`pyrovae.guides`).
+registries (:mod:`pyrovae.model.likelihoods`, :mod:`pyrovae.model.priors`,
+:mod:`pyrovae.model.guides`).
 
 Example
 -------
@@ -27,16 +27,16 @@ _EXPORTS = {
     "DataConfig": "pyrovae.config",
     "ModelConfig": "pyrovae.config",
     "TrainConfig": "pyrovae.config",
-    "VAE": "pyrovae.model",
-    "train": "pyrovae.training",
-    "resume": "pyrovae.training",
-    "TrainResult": "pyrovae.training",
+    "VAE": "pyrovae.model.vae",
+    "train": "pyrovae.api",
+    "resume": "pyrovae.api",
+    "TrainResult": "pyrovae.training.loop",
     "Run": "pyrovae.api",
     "load_run": "pyrovae.api",
     "latest_run": "pyrovae.api",
     "sample": "pyrovae.api",
     "reconstruct": "pyrovae.api",
-    "load_dataset": "pyrovae.data",
+    "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
 
@@ -59,12 +59,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pyrovae.api import Run, latest_run, load_run, reconstruct, sample
+    from pyrovae.api import Run, latest_run, load_run, reconstruct, resume, sample, train
     from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pyrovae.data import load_dataset
+    from pyrovae.data.load import load_dataset
     from pyrovae.errors import PyrovaeError
-    from pyrovae.model import VAE
-    from pyrovae.training import TrainResult, resume, train
+    from pyrovae.model.vae import VAE
+    from pyrovae.training.loop import TrainResult
 
 
 def __getattr__(name: str) -> Any:

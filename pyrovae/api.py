@@ -13,20 +13,35 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pyrovae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from pyrovae.config import RunConfig
-from pyrovae.data import ImageData, to_unit_float
+from pyrovae.data.dataset import ImageData
+from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.prepare import prepare_data, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
-from pyrovae.model import VAE
-from pyrovae.training import CONFIG_NAME, prepare_data, resolve_device
+from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
+from pyrovae.model.build import check_model_config
+from pyrovae.model.vae import VAE
+from pyrovae.reports.diagnose import DiagnosisResult, diagnose
+from pyrovae.reports.evaluate import (
+    DEFAULT_K,
+    DEFAULT_METRICS,
+    DEFAULT_N,
+    EvaluationResult,
+    evaluate,
+    parse_metrics,
+)
+from pyrovae.reports.figures import save_run_figures
+from pyrovae.runtime import isolated_rng, resolve_device
+from pyrovae.training import run as training_run
+from pyrovae.training.checkpoint import load_checkpoint
+from pyrovae.training.loop import Logger, TrainResult
 
 DEFAULT_RUNS_ROOT = Path("runs")
 
@@ -39,6 +54,50 @@ TEMPERATURE_RANGE = (1e-6, 100.0)
 #: Images decoded at once by :func:`sample` and :func:`reconstruct`, so that
 #: memory stays bounded for any ``n``.
 BATCH_SIZE = 1024
+
+
+def train(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    log: Logger = print,
+) -> TrainResult:
+    """Train a new VAE into the run folder ``out`` (default: a new one under ``runs/``)
+    and draw its figures (samples, reconstructions, loss curve).
+
+    See :func:`pyrovae.training.run.train` for the run folder, the lock and
+    what is kept when something fails.
+
+    Example
+    -------
+    >>> from pyrovae import RunConfig, train
+    >>> result = train(RunConfig(), progress=False)  # digits, Bernoulli, 30 epochs
+    >>> result.final["test_elbo"]  # doctest: +SKIP
+    """
+    return training_run.train(config, out, progress=progress, log=log, finish=save_run_figures)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
+    lr: float | None = None,
+    progress: bool = True,
+    log: Logger = print,
+) -> TrainResult:
+    """Continue the run in ``run_dir`` (see :func:`pyrovae.training.run.resume`) and
+    draw its figures; a finished run whose figures are missing gets them drawn."""
+    return training_run.resume(
+        run_dir,
+        epochs=epochs,
+        device=device,
+        lr=lr,
+        progress=progress,
+        log=log,
+        finish=save_run_figures,
+    )
 
 
 @dataclass
@@ -56,7 +115,12 @@ class Run:
 
     def data(self) -> ImageData:
         """The run's data set, prepared as in training, on the run's device."""
-        return prepare_data(self.config, self.device)
+        return prepare_data(self.config, self.device, binary=self.vae.likelihood.binary)
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images and labels of ``split`` (``test`` or ``train``) as evaluations
+        score them (:func:`pyrovae.data.prepare.split_images`)."""
+        return split_images(self.config, self.data(), split, binary=self.vae.likelihood.binary)
 
 
 def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
@@ -78,7 +142,7 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
     config = RunConfig.load(run_dir / CONFIG_NAME)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     try:
-        config.validate()
+        check_model_config(config.validate().model)
         vae = VAE(config.model)
         vae.load_state_dict(state["model"])
     except (ConfigError, KeyError, RuntimeError) as err:
@@ -108,7 +172,7 @@ def sample(
     """``n`` generated images ``(n, C, H, W)`` in [0, 1], on the CPU.
 
     ``temperature`` scales the prior's spread (< 1: more typical images); a
-    prior that cannot be tempered (:attr:`pyrovae.priors.Prior.temperable`)
+    prior that cannot be tempered (:attr:`pyrovae.model.priors.base.Prior.temperable`)
     is refused any temperature but 1. ``mean`` returns E[x|z] rather than a
     draw from p(x|z). Images are decoded :data:`BATCH_SIZE` at a time, with a
     progress bar if ``progress``.
@@ -123,7 +187,7 @@ def sample(
             f"prior {model.prior!r} (with guide {model.guide!r}) cannot be sampled at a "
             "temperature other than 1; leave out --temperature"
         )
-    with _seeded(seed, run.device):
+    with isolated_rng(run.device, seed):
         images = torch.cat(
             [
                 run.vae.sample(size, temperature=temperature, mean=mean).cpu()
@@ -166,7 +230,7 @@ def reconstruct(
     data = run.data()
     originals = to_unit_float({"test": data.test, "train": data.train}[split][:n])
     parts = []
-    with _seeded(seed, run.device):
+    with isolated_rng(run.device, seed):
         start = 0
         for size in _progress(_batch_sizes(originals.shape[0]), progress, "reconstructing"):
             batch = originals[start : start + size]
@@ -206,19 +270,89 @@ def _check_finite(images: torch.Tensor, temperature: float) -> None:
     )
 
 
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Draw from ``seed`` without disturbing the caller's RNG state (nothing when None)."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch rows of ``metrics.jsonl``."""
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def evaluate_run(
+    run_dir: str | Path | None = None,
+    *,
+    split: str = "test",
+    k: int = DEFAULT_K,
+    n: int | None = DEFAULT_N,
+    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    gaps: int = 0,
+    device: str = "auto",
+    seed: int | None = 0,
+    json_path: str | Path | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Evaluate the first ``n`` images of a trained run's ``split`` (all: ``None``)
+    with :func:`pyrovae.reports.evaluate.evaluate`.
+
+    The images are those :meth:`Run.split` gives (a
+    binary likelihood's training split binarized once, with a fixed seed).
+    Writes the result as JSON to ``json_path`` when given. ``seed`` seeds the
+    draws without changing the caller's RNG state.
+    """
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    parse_metrics(metrics)  # bad names fail before the run is loaded
+    with isolated_rng(device, seed):
+        run = load_run(run_dir, device=device)
+        if json_path is not None:
+            # Before the evaluation, which can take long, rather than after it.
+            check_output_file(json_path)
+        images, _ = run.split(split)
+        if n is not None:
+            images = images[:n]
+        result = evaluate(
+            run.vae, images, k, split=split, metrics=metrics, gaps=gaps, progress=progress
+        )
+    if json_path is not None:
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
+        atomic_write_text(json_path, text)
+    return result
+
+
+def diagnose_run(
+    run_dir: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    split: str = "test",
+    n: int = 100,
+    draws: int = 1000,
+    nuts: int = 4,
+    nuts_draws: int = 200,
+    chains: int = 4,
+    device: str = "auto",
+    seed: int | None = 0,
+    progress: bool = False,
+) -> DiagnosisResult:
+    """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`;
+    ``out`` defaults to ``RUN/diagnostics``.
+
+    The images are those :meth:`Run.split` gives.
+    ``seed`` seeds the draws without changing the caller's RNG state.
+    """
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    with isolated_rng(device, seed):
+        run = load_run(run_dir, device=device)
+        images, labels = run.split(split)
+        return diagnose(
+            run.vae,
+            images,
+            out if out is not None else run.run_dir / "diagnostics",
+            labels=labels,
+            n=n,
+            draws=draws,
+            nuts=nuts,
+            nuts_draws=nuts_draws,
+            nuts_warmup=nuts_draws,
+            chains=chains,
+            title=f"pyrovae diagnostics: {run.run_dir}",
+            progress=progress,
+        )

@@ -84,7 +84,7 @@ class ModelConfig:
     """The generative model p(z) p(x|z) and the guide q(z|x).
 
     ``likelihood``, ``guide`` and ``prior`` are registry keys (see
-    :mod:`pyrovae.likelihoods`, :mod:`pyrovae.guides`, :mod:`pyrovae.priors`).
+    :mod:`pyrovae.model.likelihoods`, :mod:`pyrovae.model.guides`, :mod:`pyrovae.model.priors`).
     ``obs_scale`` applies to the Gaussian likelihood: ``pixel`` (a learned
     scale per pixel), ``shared`` (one learned scale) or a fixed positive number.
     ``image_shape`` is filled in from the data, as ``(C, H, W)``.
@@ -107,13 +107,8 @@ class ModelConfig:
     prior_components: int = 50
 
     def validate(self) -> None:
-        from pyrovae.guides import GUIDES
-        from pyrovae.likelihoods import LIKELIHOODS
-        from pyrovae.priors import PRIORS
-
-        LIKELIHOODS.get(self.likelihood)
-        GUIDES.get(self.guide)
-        PRIORS.get(self.prior)
+        """Check the values this schema knows; the components' own checks are
+        :func:`pyrovae.model.build.check_model_config`'s."""
         _choice(self.arch, ARCHS, "--arch")
         if not self.hidden:
             raise ConfigError("--hidden needs at least one layer size")
@@ -126,19 +121,6 @@ class ModelConfig:
             raise ConfigError("--flow-hidden needs at least one layer size")
         for width in self.flow_hidden:
             _positive(width, "--flow-hidden", integer=True)
-        autoregressive = self.guide == "iaf" or self.prior == "flow"
-        if autoregressive and min(self.flow_hidden) < self.latent_dim:
-            # A MADE layer narrower than its input cannot connect every output.
-            raise ConfigError(
-                f"--flow-hidden sizes must be at least --latent-dim ({self.latent_dim}) "
-                f"for autoregressive flows, got {','.join(map(str, self.flow_hidden))}"
-            )
-        if self.prior == "vamp" and not GUIDES.get(self.guide).scores_any_z:
-            # The VampPrior evaluates q(z|u_k) at codes q did not draw.
-            raise ConfigError(
-                f"--prior vamp needs a guide with a closed-form inverse, not {self.guide!r}: "
-                "use normal, iaf or spline"
-            )
         if self.obs_scale not in ("pixel", "shared"):
             try:
                 _positive(float(self.obs_scale), "--obs-scale")
@@ -163,7 +145,7 @@ class TrainConfig:
     step through Pyro's ``differentiable_loss`` on traces of the model and
     guide; by default the step evaluates the same estimator directly from the
     model's distributions, checked against Pyro's on the first batch (see
-    :mod:`pyrovae.step`).
+    :mod:`pyrovae.training.step`).
     """
 
     objective: ObjectiveName = "elbo"

@@ -41,3 +41,9 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type's name), for one-line errors."""
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"`` on one line, for errors that wrap a library's exception."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

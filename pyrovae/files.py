@@ -230,7 +230,7 @@ class RunLock:
                 "wait for it to finish or stop it"
             ) from None
         if not _still_named(handle, self.path):
-            # Its holder removed the file as it let go (pyrovae.rundir does) after we
+            # Its holder removed the file as it let go (pyrovae.training.rundir does) after we
             # opened it: this lock guards nothing; lock what the path names now.
             handle.close()
             return self.acquire()
@@ -292,3 +292,14 @@ def describe_holder(text: str) -> str:
         )
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+CONFIG_NAME = "config.json"
+
+METRICS_NAME = "metrics.jsonl"
+
+#: What :func:`pyrovae.reports.figures.save_run_figures` draws at the end of a run.
+RUN_FIGURES = ("samples.png", "reconstructions.png", "loss_curve.png")

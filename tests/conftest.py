@@ -48,7 +48,8 @@ def pytest_collection_modifyitems(config, items):
 def make_vae():
     """Build a small VAE on 4x4 images, validated, with any registered guide and prior."""
     from pyrovae.config import ModelConfig
-    from pyrovae.model import VAE
+    from pyrovae.model.build import check_model_config
+    from pyrovae.model.vae import VAE
 
     def make(
         guide: str = "normal",
@@ -66,7 +67,7 @@ def make_vae():
             flows=flows,
             flow_hidden=(hidden,),
         )
-        config.validate()
+        check_model_config(config)
         return VAE(config)
 
     return make

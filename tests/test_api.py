@@ -15,10 +15,10 @@ from pyrovae.api import (
     read_metrics,
     reconstruct,
     sample,
+    train,
 )
-from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.errors import CheckpointError, ConfigError
-from pyrovae.training import train
+from pyrovae.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -36,7 +36,6 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(beta=0.0)), "--beta"),
         (RunConfig(train=TrainConfig(kl_warmup=-2)), "--kl-warmup"),
         (RunConfig(train=TrainConfig(elbo="renyi")), "--elbo"),  # type: ignore[arg-type]
-        (RunConfig(model=ModelConfig(likelihood="poisson")), "likelihood"),
         (RunConfig(model=ModelConfig(hidden=())), "--hidden"),
         (RunConfig(model=ModelConfig(obs_scale="wide")), "--obs-scale"),
         (RunConfig(model=ModelConfig(obs_scale="-1")), "--obs-scale"),
@@ -72,3 +71,10 @@ def test_unreadable_config_is_a_checkpoint_error(tmp_path):
         RunConfig.load(tmp_path / "config.json")
     with pytest.raises(CheckpointError, match="not a pyrovae run"):
         RunConfig.load(tmp_path / "missing.json")
+
+
+def test_component_names_are_checked_with_the_components():
+    from pyrovae.model.build import check_model_config
+
+    with pytest.raises(ConfigError, match="unknown likelihood 'poisson'"):
+        check_model_config(ModelConfig(likelihood="poisson"))

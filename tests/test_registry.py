@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from pyrovae.errors import ConfigError
-from pyrovae.guides import GUIDES
-from pyrovae.likelihoods import LIKELIHOODS
-from pyrovae.priors import PRIORS
+from pyrovae.model.guides.base import GUIDES
+from pyrovae.model.likelihoods.base import LIKELIHOODS
+from pyrovae.model.priors.base import PRIORS
 from pyrovae.registry import Registry
 
 

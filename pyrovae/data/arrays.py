@@ -1,0 +1,154 @@
+"""Images from ``.npy`` / ``.npz`` array files, validated."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyrovae.data.pixels import check_finite_unit_interval
+from pyrovae.errors import DataError, describe_exception
+
+_NPZ_IMAGE_KEYS = ("x", "images", "arr_0")
+
+_NPZ_LABEL_KEYS = ("y", "labels")
+
+#: What numpy's readers raise on a truncated or corrupt .npy/.npz (a truncated
+#: .npz is a zip without its directory; an odd one may be encrypted or use a
+#: compression zipfile does not know).
+_ARRAY_FILE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    zipfile.BadZipFile,
+    struct.error,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+)
+
+
+def read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One ``(images, labels)`` part, or two if the file holds its own split."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except _ARRAY_FILE_ERRORS as exc:
+        raise DataError(
+            f"could not read {path} ({describe_exception(exc)}); expected a numpy .npy/.npz "
+            "file of numeric arrays (no pickled objects)"
+        ) from exc
+    if isinstance(loaded, np.ndarray):
+        return [(_images_from_array(loaded, str(path)), None)]
+
+    with loaded:
+        try:
+            keys = list(loaded.files)
+            arrays = {k: loaded[k] for k in keys}
+        except _ARRAY_FILE_ERRORS as exc:
+            raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
+    if not keys:
+        raise DataError(f"{path} holds no arrays: the data set is empty")
+
+    if "x_train" in arrays and "x_test" in arrays:
+        # Keras's mnist.npz layout: keep the split it ships with.
+        parts = []
+        for split in ("train", "test"):
+            where = f"{path}[x_{split}]"
+            images = _images_from_array(arrays[f"x_{split}"], where)
+            y = arrays.get(f"y_{split}")
+            labels = None if y is None else _labels_from_array(y, images.shape[0], where)
+            parts.append((images, labels))
+        return parts
+
+    image_key = next((k for k in _NPZ_IMAGE_KEYS if k in arrays), None)
+    if image_key is None:
+        rest = [k for k in keys if k not in _NPZ_LABEL_KEYS]
+        if len(rest) != 1:
+            raise DataError(
+                f"{path} holds arrays {', '.join(keys)}: cannot tell which are the images; "
+                "save them under the key 'x' (and labels under 'y')"
+            )
+        image_key = rest[0]
+    where = f"{path}[{image_key}]"
+    images = _images_from_array(arrays[image_key], where)
+    label_key = next((k for k in _NPZ_LABEL_KEYS if k in arrays), None)
+    labels = None
+    if label_key is not None:
+        labels = _labels_from_array(arrays[label_key], images.shape[0], f"{path}[{label_key}]")
+    return [(images, labels)]
+
+
+def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
+    """Validate an image array and return it as ``(N, C, H, W)`` uint8 or float32."""
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4:
+        if arr.shape[1] not in (1, 3):
+            if arr.shape[3] in (1, 3):
+                arr = arr.transpose(0, 3, 1, 2)  # N x H x W x C, as PIL/matplotlib store it
+            else:
+                raise DataError(
+                    f"{where}: images of shape {arr.shape} have {arr.shape[1]} channels; "
+                    "expected 1 (grayscale) or 3 (RGB), as N x C x H x W or N x H x W x C"
+                )
+    else:
+        hint = " (reshape flat N x D rows to N x H x W)" if arr.ndim == 2 else ""
+        raise DataError(
+            f"{where}: array of shape {arr.shape} is {arr.ndim}-D; expected images as "
+            f"N x H x W or N x C x H x W{hint}"
+        )
+    if arr.shape[0] == 0:
+        raise DataError(f"{where} holds 0 images (shape {arr.shape}): the data set is empty")
+    if 0 in arr.shape[2:]:
+        raise DataError(f"{where}: images of shape {arr.shape} have no pixels")
+
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise DataError(
+            f"{where}: unsupported dtype {arr.dtype}; expected uint8, integers in 0..255, "
+            "bool, or floats in [0, 1]"
+        )
+    # torch.from_numpy rejects non-native byte order (e.g. '>f4' written elsewhere).
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    if kind == "b":
+        return torch.from_numpy(arr.astype(np.float32))
+    if kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{where}: integer pixels run from {lo} to {hi}; expected 0..255 "
+                "(or floats in [0, 1])"
+            )
+        if hi == 1:
+            warnings.warn(
+                f"{where}: integer pixels are all 0 or 1 but are read on the 0..255 scale, "
+                "where 1 is nearly black; save binary images as bool or float",
+                UserWarning,
+                stacklevel=4,
+            )
+        return torch.from_numpy(arr.astype(np.uint8, copy=False))
+    # Check in the source precision, so a huge float64 is reported as out of
+    # range rather than as the inf it would become in float32.
+    tensor = torch.from_numpy(arr)
+    check_finite_unit_interval(tensor, where)
+    return tensor.to(torch.float32)
+
+
+def _labels_from_array(y: np.ndarray, n: int, where: str) -> torch.Tensor:
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(
+            f"{where}: labels of shape {y.shape} do not match {n} images; "
+            f"expected a 1-D array of length {n}"
+        )
+    integral = y.dtype.kind in "biu" or (
+        y.dtype.kind == "f" and bool(np.all(np.isfinite(y))) and bool(np.all(y == np.round(y)))
+    )
+    if not integral:
+        raise DataError(f"{where}: labels of dtype {y.dtype} are not integer class ids")
+    return torch.from_numpy(y.astype(np.int64))

@@ -1,0 +1,192 @@
+"""MNIST and Fashion-MNIST from their four IDX files, read with torchvision.
+
+MNIST: LeCun, Bottou, Bengio & Haffner (1998), "Gradient-based learning
+applied to document recognition", Proc. IEEE 86(11). Fashion-MNIST: Xiao,
+Rasul & Vollgraf (2017), arXiv:1708.07747. The files are looked for in
+``--data-dir``, in Debian's ``/usr/share/datasets/fashion-mnist``, and in a
+cache folder, and downloaded by torchvision when none holds them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import socket
+import tempfile
+import zlib
+from pathlib import Path
+
+import torch
+
+from pyrovae.data.dataset import ImageData
+from pyrovae.errors import DataError, describe_exception
+
+# The four IDX files of MNIST and Fashion-MNIST, as LeCun's site and torchvision
+# name them (each may also be gzipped).
+_IDX_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+# Debian's dataset-fashion-mnist package installs the four .gz files here.
+_SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
+}
+
+# torchvision's downloader sets no socket timeout, so a firewalled machine
+# could otherwise hang rather than fail.
+_DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def _cache_dir(key: str) -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "pyrovae" / key
+
+
+def _find_idx_file(folder: Path, stem: str) -> Path | None:
+    # Unzipped copies from some mirrors (e.g. Kaggle) name them
+    # "train-images.idx3-ubyte"; raw files are preferred over .gz (no unpacking).
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _find_idx_files(folder: Path) -> tuple[dict[str, Path] | None, str]:
+    """The four IDX files in ``folder``, or ``None`` and what was wrong."""
+    if not folder.is_dir():
+        return None, "no such folder"
+    found = {stem: _find_idx_file(folder, stem) for stem in _IDX_FILES}
+    missing = [stem for stem, path in found.items() if path is None]
+    if not missing:
+        return {stem: path for stem, path in found.items() if path is not None}, ""
+    if len(missing) == len(_IDX_FILES):
+        return None, "none of the four files"
+    return None, "missing " + ", ".join(missing)
+
+
+def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ImageData:
+    class_name = TORCHVISION_CLASS[key]
+    candidates: list[Path] = []
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        candidates += [root, root / class_name / "raw"]
+    candidates += _SYSTEM_DIRS.get(key, ())
+    if data_dir is None:
+        root = _cache_dir(key)
+        candidates += [root, root / class_name / "raw"]
+
+    looked = []
+    for folder in candidates:
+        files, problem = _find_idx_files(folder)
+        if files is not None:
+            return _read_idx_set(key, files)
+        looked.append(f"{folder} ({problem})")
+
+    if not download:
+        outcome = "download disabled"
+    else:
+        try:
+            _download_idx_set(key, root)
+        except Exception as exc:  # any failure (offline, proxy, disk) ends in the DataError
+            outcome = f"download into {root} failed ({describe_exception(exc)})"
+        else:
+            files, problem = _find_idx_files(root / class_name / "raw")
+            if files is not None:
+                return _read_idx_set(key, files)
+            outcome = f"download into {root} left no usable files ({problem})"
+
+    apt = ", `apt-get install dataset-fashion-mnist`" if key == "fashion-mnist" else ""
+    raise DataError(
+        f"{key} not found: looked for {', '.join(_IDX_FILES)} (raw or .gz) in "
+        f"{'; '.join(looked)}; {outcome}. Fix: pass --data-dir DIR holding those four "
+        f"files{apt}, or run once with network access and download enabled"
+    )
+
+
+def _download_idx_set(key: str, root: Path) -> None:
+    from torchvision import datasets
+
+    dataset_class = getattr(datasets, TORCHVISION_CLASS[key])
+    root.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        # Downloads all four files into root/<Class>/raw; we then read them
+        # with the same code path as a local copy.
+        dataset_class(root=str(root), train=True, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _read_idx_set(key: str, files: dict[str, Path]) -> ImageData:
+    # torchvision's readers take a path to an uncompressed file, and the
+    # originals may sit in a read-only system folder: unpack into a temp dir.
+    with tempfile.TemporaryDirectory(prefix="pyrovae-idx-") as tmp:
+        arrays = {
+            stem: _read_idx_file(path, Path(tmp), images="images" in stem)
+            for stem, path in files.items()
+        }
+    splits = []
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images_path = files[f"{prefix}-images-idx3-ubyte"]
+        labels_path = files[f"{prefix}-labels-idx1-ubyte"]
+        images = arrays[f"{prefix}-images-idx3-ubyte"]
+        labels = arrays[f"{prefix}-labels-idx1-ubyte"]
+        if images.shape[0] == 0:
+            raise DataError(
+                f"{images_path} holds 0 images: the {key} {split} set is empty; "
+                "fetch the file again"
+            )
+        if labels.shape[0] != images.shape[0]:
+            raise DataError(
+                f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+                f"{labels.shape[0]} labels; the files come from different sets or are "
+                "truncated, fetch them again"
+            )
+        splits.append((images.unsqueeze(1).contiguous(), labels))  # (N, 1, H, W) uint8
+    (train, train_labels), (test, test_labels) = splits
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(
+            f"{key}: train images are {tuple(train.shape[2:])} but test images are "
+            f"{tuple(test.shape[2:])} pixels; the files come from different sets"
+        )
+    return ImageData(key, train, test, train_labels, test_labels)
+
+
+def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    reader = read_image_file if images else read_label_file
+    try:
+        if path.suffix == ".gz":
+            raw = tmp / path.stem
+            with gzip.open(path, "rb") as src, open(raw, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            raw = path
+        # torchvision's parser signals bad headers with assert and KeyError.
+        return reader(str(raw))
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        AssertionError,
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
+        kind = "image" if images else "label"
+        raise DataError(
+            f"could not read {path} as an IDX {kind} file ({describe_exception(exc)}); "
+            "it is truncated or not an IDX file: delete it and fetch it again"
+        ) from exc

@@ -1,0 +1,155 @@
+"""Pixel tensors: conversion to the [0, 1] scale and the checks every data set passes.
+
+Pixels are kept as found, ``uint8`` 0..255 or ``float32`` in [0, 1], so MNIST
+takes a quarter of the memory of floats; :func:`to_unit_float` converts one
+batch at a time on the device. The checks run once, before training, in
+slices along dim 0 so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pyrovae.errors import DataError
+
+# Elementwise checks run over slices of dim 0 of about this many elements, so
+# checking a large float set on the GPU never doubles its memory.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def _check_pixel_dtype(x: torch.Tensor) -> None:
+    if x.dtype in (torch.uint8, torch.bool) or x.dtype.is_floating_point:
+        return
+    raise DataError(
+        f"cannot read a tensor of dtype {x.dtype} as pixels: "
+        "expected uint8 (0..255), bool, or float in [0, 1]"
+    )
+
+
+def _row_chunks(x: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """Slices of ``x`` along dim 0 of about ``_CHUNK_ELEMENTS`` elements each."""
+    rows = x.reshape(1) if x.dim() == 0 else x
+    per_row = max(1, rows[0].numel()) if rows.shape[0] else 1
+    step = max(1, _CHUNK_ELEMENTS // per_row)
+    return [(start, rows[start : start + step]) for start in range(0, rows.shape[0], step)]
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """Convert pixels to ``float32`` on the [0, 1] scale.
+
+    ``uint8`` is divided by 255 (as torchvision's ``ToTensor``), ``bool``
+    becomes 0.0/1.0, and floats are cast to ``float32`` (no copy if they
+    already are). Works on any shape and on any device.
+
+    Parameters
+    ----------
+    x
+        Pixels, e.g. a batch ``(B, C, H, W)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``float32`` tensor of the same shape on the same device.
+
+    Raises
+    ------
+    DataError
+        If ``x`` has another dtype (e.g. ``int64``), which has no pixel scale.
+    """
+    _check_pixel_dtype(x)
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x.to(torch.float32)
+
+
+def check_finite_unit_interval(x: torch.Tensor, what: str) -> None:
+    """Check that pixels are usable: non-empty, finite, and within [0, 1].
+
+    Values are judged on the :func:`to_unit_float` scale, so ``uint8`` and
+    ``bool`` tensors pass as long as they are non-empty. Runs on the tensor's
+    device, in slices along dim 0 so memory stays bounded.
+
+    Parameters
+    ----------
+    x
+        Pixels, any shape; dim 0 is reported as the image index.
+    what
+        What ``x`` is, for the message (e.g. ``"train images of data.npy"``).
+
+    Raises
+    ------
+    DataError
+        If ``x`` is empty, holds NaN or inf, or has values outside [0, 1].
+    """
+    if x.numel() == 0:
+        raise DataError(f"{what} is empty (shape {tuple(x.shape)}): expected at least one image")
+    _check_pixel_dtype(x)
+    if not x.dtype.is_floating_point:
+        return
+    n_nonfinite = n_outside = 0
+    first_nonfinite = first_outside = -1
+    for start, chunk in _row_chunks(x):
+        nonfinite = ~torch.isfinite(chunk)
+        outside = (chunk < 0) | (chunk > 1)  # False for NaN, so counted once
+        # One device sync per chunk for both counts.
+        bad, out = torch.stack([nonfinite.sum(), outside.sum()]).tolist()
+        if bad and first_nonfinite < 0:
+            first_nonfinite = start + _first_row(nonfinite)
+        if out and first_outside < 0:
+            first_outside = start + _first_row(outside)
+        n_nonfinite += bad
+        n_outside += out
+    if n_nonfinite:
+        raise DataError(
+            f"{what} has {n_nonfinite} NaN/inf values (first at index {first_nonfinite}); "
+            "remove or repair those images before training"
+        )
+    if n_outside:
+        lo, hi = _finite_min_max(x)
+        raise DataError(
+            f"{what} has {n_outside} values outside [0, 1] (min {lo:.4g}, max {hi:.4g}, "
+            f"first at index {first_outside}); float pixels must lie in [0, 1]: "
+            "divide 0..255 data by 255 or store it as uint8"
+        )
+
+
+def _first_row(mask: torch.Tensor) -> int:
+    if mask.dim() <= 1:
+        return int(mask.reshape(-1).nonzero()[0, 0])
+    return int(mask.flatten(1).any(dim=1).nonzero()[0, 0])
+
+
+def _finite_min_max(x: torch.Tensor) -> tuple[float, float]:
+    lo, hi = math.inf, -math.inf
+    for _, chunk in _row_chunks(x):
+        lo = min(lo, float(chunk.amin()))
+        hi = max(hi, float(chunk.amax()))
+    return lo, hi
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    """Whether every pixel is exactly 0 or 1 on the :func:`to_unit_float` scale.
+
+    So ``uint8`` data is binary when its values are in {0, 255} (a ``uint8``
+    1 means 1/255, nearly black), floats when in {0.0, 1.0}, and ``bool``
+    always. An empty tensor is binary (vacuously, as ``torch.all``).
+
+    Parameters
+    ----------
+    x
+        Pixels, any shape, on any device.
+
+    Returns
+    -------
+    bool
+    """
+    _check_pixel_dtype(x)
+    if x.dtype == torch.bool:
+        return True
+    one = 255 if x.dtype == torch.uint8 else 1.0
+    for _, chunk in _row_chunks(x):
+        if not bool(((chunk == 0) | (chunk == one)).all()):
+            return False
+    return True

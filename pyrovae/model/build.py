@@ -1,0 +1,127 @@
+"""Whether a model fits in memory, checked before its parameters are allocated.
+
+``--latent-dim 2000000000`` or ``--hidden 2000000000`` asks for terabytes of
+parameters: allocating them fails with an allocator traceback, or (on a
+machine that overcommits) succeeds until the kernel kills the process. The
+parameters are counted first on PyTorch's ``meta`` device, which allocates
+nothing, and compared with the free memory of the training device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from pyrovae.config import ModelConfig
+from pyrovae.errors import ConfigError, first_line
+from pyrovae.model.guides.base import GUIDES
+from pyrovae.model.likelihoods.base import LIKELIHOODS
+from pyrovae.model.priors.base import PRIORS
+from pyrovae.model.vae import VAE
+
+#: Bytes per parameter in training: the value, its gradient and Adam's two moments (float32).
+TRAIN_BYTES_PER_PARAMETER = 16
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """The checks of ``config`` that need its components: names that exist, flow widths
+    an autoregressive network can use, a guide the VampPrior can evaluate."""
+    config.validate()
+    LIKELIHOODS.get(config.likelihood)
+    guide = GUIDES.get(config.guide)
+    PRIORS.get(config.prior)
+    autoregressive = config.guide == "iaf" or config.prior == "flow"
+    if autoregressive and min(config.flow_hidden) < config.latent_dim:
+        # A MADE layer narrower than its input cannot connect every output.
+        raise ConfigError(
+            f"--flow-hidden sizes must be at least --latent-dim ({config.latent_dim}) "
+            f"for autoregressive flows, got {','.join(map(str, config.flow_hidden))}"
+        )
+    if config.prior == "vamp" and not guide.scores_any_z:
+        # The VampPrior evaluates q(z|u_k) at codes q did not draw.
+        raise ConfigError(
+            f"--prior vamp needs a guide with a closed-form inverse, not {config.guide!r}: "
+            "use normal, iaf or spline"
+        )
+
+
+def build_vae(config: ModelConfig, device: torch.device) -> VAE:
+    """The VAE of ``config`` on ``device``; one too large for the device's memory is a
+    :class:`ConfigError`, found before allocating where the size can be counted."""
+    check_fits_in_memory(config, device)
+    try:
+        return VAE(config).to(device)
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        raise ConfigError(
+            f"the model does not fit in memory ({first_line(err, 120)}): "
+            "lower --hidden or --latent-dim"
+        ) from None
+
+
+def check_fits_in_memory(config: ModelConfig, device: torch.device) -> None:
+    """Raise :class:`ConfigError` when training the model needs more memory than is free.
+
+    Only the parameters are counted (activations are not), for one process.
+    """
+    n_parameters = parameter_count(config)
+    available = available_memory(device)
+    need = n_parameters * TRAIN_BYTES_PER_PARAMETER
+    if available is not None and need > available:
+        raise ConfigError(
+            f"the model has {n_parameters:.3g} parameters, which need about "
+            f"{_bytes(need)} to train (values, gradients and Adam's moments), but {device} has "
+            f"{_bytes(available)} free: lower --hidden or --latent-dim"
+        )
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Parameters of ``VAE(config)`` (at least), counted without allocating them.
+
+    Components that cannot be built on the ``meta`` device (flows that read a
+    tensor's value while they are built) are counted as the Gaussian guide and
+    prior: a lower bound, dominated anyway by the encoder and decoder.
+    """
+    plain = dataclasses.replace(config, guide="normal", prior="normal")
+    for candidate in (config, plain):
+        try:
+            with torch.device("meta"):
+                return sum(p.numel() for p in VAE(candidate).parameters())
+        except (RuntimeError, NotImplementedError, ValueError, TypeError):
+            continue
+    return 0
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on ``device`` (for the CPU, the machine's available memory), if known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"

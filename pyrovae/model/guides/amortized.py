@@ -1,0 +1,127 @@
+"""An encoder plus a guide head as a Pyro guide for any model with a latent site
+in the data plate, reading the site's shape off the model the way Pyro's
+autoguides do; :class:`pyrovae.model.vae.VAE` uses it as its guide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import pyro
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyrovae.config import ModelConfig
+from pyrovae.model.guides.base import GUIDES, Guide
+from pyrovae.sites import DATA_PLATE, LATENT
+
+
+def latent_event_shape(model: Callable[..., Any], *args: Any, site: str = LATENT) -> torch.Size:
+    """The event shape of ``model``'s sample site ``site``, from one trace of ``model(*args)``.
+
+    The trace runs in a throw-away parameter store and without gradients, so
+    it leaves no trace behind (as Pyro's autoguides' prototype trace).
+    """
+    with pyro.get_param_store().scope(), torch.no_grad(), poutine.block():
+        trace = poutine.trace(model).get_trace(*args)
+    if site not in trace.nodes or trace.nodes[site]["type"] != "sample":
+        raise ValueError(f"the model has no sample site {site!r}")
+    fn: Any = trace.nodes[site]["fn"]
+    return cast(torch.Size, fn.event_shape)
+
+
+class AmortizedGuide(nn.Module):
+    """An encoder plus a registered guide head, as a Pyro guide for any model.
+
+    In the spirit of Pyro's autoguides (``AutoNormal(model)``), it is built from
+    the model and reads the shape of the latent site off a prototype trace of the
+    model on its first call, then creates the head ``config.guide`` for it. Unlike
+    the autoguides, q(z|x) is amortized: its parameters come from ``encoder(x)``.
+    The model must sample ``site`` inside a plate ``DATA_PLATE`` at ``dim=-1``
+    over the first dimension of ``x``. As with the autoguides, call the guide
+    once before collecting its parameters for an optimizer.
+
+    Parameters
+    ----------
+    model
+        The Pyro model, called as ``model(x)``.
+    encoder
+        A network ``x -> h(x)`` with an ``out_features`` attribute.
+    config
+        Names the head (``config.guide``) and its flow options.
+    site
+        The latent site's name.
+
+    Example
+    -------
+    >>> guide = AmortizedGuide(model, encoder, ModelConfig(guide="iaf", flows=2))  # doctest: +SKIP
+    >>> guide(x)  # builds the head for model's z  # doctest: +SKIP
+    >>> optimizer = torch.optim.Adam(guide.parameters())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        encoder: nn.Module,
+        config: ModelConfig,
+        site: str = LATENT,
+        event_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
+        # must not become a submodule, or its parameters would be the guide's too.
+        self._model = (model,)
+        self.encoder = encoder
+        self.config = config
+        self.site = site
+        self.event_shape: torch.Size | None = None
+        self.head: Guide | None = None
+        if event_shape is not None:
+            # The caller knows the shape (the VAE's config says it): no prototype
+            # trace, and the head exists before the model first runs (the
+            # VampPrior's density needs q(z|x) inside the model).
+            self._build_head(torch.Size(event_shape))
+
+    @property
+    def model(self) -> Callable[..., Any]:
+        return self._model[0]
+
+    def _build_head(self, event_shape: torch.Size) -> Guide:
+        self.event_shape = event_shape
+        n_hidden = cast(int, self.encoder.out_features)
+        self.head = GUIDES.get(self.config.guide)(n_hidden, math.prod(event_shape), self.config)
+        return self.head
+
+    def _setup_prototype(self, x: torch.Tensor) -> None:
+        self._build_head(latent_event_shape(self.model, x, site=self.site)).to(x.device)
+
+    def qz(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x) with batch ``(batch,)`` and the model's event shape."""
+        if self.head is None:
+            self._setup_prototype(x)
+        assert self.head is not None and self.event_shape is not None
+        qz = self.head(self.encoder(x))
+        if len(self.event_shape) != 1:
+            flat = torch.Size([qz.event_shape[0]])
+            qz = dist.TransformedDistribution(qz, [T.ReshapeTransform(flat, self.event_shape)])
+        return qz
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            self._setup_prototype(x)  # outside the plate: the model opens its own
+        pyro.module("amortized_guide", self)
+        return self.sample_latent(x)
+
+    def sample_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Sample the latent site from q(z|x) in the data plate, registering no parameters.
+
+        For a caller that registers the networks with Pyro itself, under its own
+        name (as :meth:`pyrovae.model.vae.VAE.guide` does).
+        """
+        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
+            return pyro.sample(self.site, self.qz(x))

@@ -1,0 +1,83 @@
+"""The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior"): the mixture
+(1/K) sum_k q(z | u_k) over learned pseudo-inputs u_k, evaluated with the
+VAE's own encoder and guide.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovae.config import ModelConfig
+from pyrovae.model.guides.base import GUIDES, Guide
+from pyrovae.model.priors.base import PRIORS, Posterior, Prior
+
+
+@PRIORS.register("vamp")
+class VampPrior(Prior):
+    """p(z) = (1/K) sum_k q(z | u_k) over learned pseudo-inputs u_k (Tomczak & Welling 2018).
+
+    The pseudo-inputs are images in (0, 1) (a sigmoid of free parameters).
+    q is the VAE's own encoder and guide, handed over with
+    :meth:`attach_posterior` after the VAE is built: the prior keeps a plain
+    reference to it rather than the VAE as a submodule, which would make the
+    module tree circular.
+
+    Its components are q(z|u_k), so it can be tempered exactly when the
+    guide ``config.guide`` can (:attr:`pyrovae.model.guides.base.Guide.temperable`).
+    """
+
+    def __init__(self, n_latent: int, config: ModelConfig) -> None:
+        super().__init__(n_latent, config)
+        if config.image_shape is None:
+            raise ValueError("the VampPrior needs config.image_shape")
+        shape = (config.prior_components, *config.image_shape)
+        self.raw_inputs = nn.Parameter(torch.randn(shape))  # (K, C, H, W)
+        self._qz: Posterior | None = None
+        self._guide: type[Guide] = GUIDES.get(config.guide)
+        self.temperable = self._guide.temperable
+
+    def attach_posterior(self, qz: Posterior) -> None:
+        self._qz = qz
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """u_k, ``(K, C, H, W)`` in (0, 1)."""
+        return torch.sigmoid(self.raw_inputs)
+
+    def _mixture(self, temperature: float = 1.0) -> dist.TorchDistribution:
+        if self._qz is None:
+            raise RuntimeError("VampPrior used before attach_posterior(qz)")
+        components = self._qz(self.pseudo_inputs())  # batch (K,), event (n_latent,)
+        if temperature != 1.0:
+            components = self._guide.temper(components, temperature)
+        k = components.batch_shape[0]
+        weights = dist.Categorical(logits=torch.zeros(k, device=self.raw_inputs.device))
+        return _BroadcastMixture(weights, components)
+
+    def forward(self) -> dist.TorchDistribution:
+        return self._mixture()
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        self.check_temperable(temperature)
+        return self._mixture(temperature).sample((n,))
+
+
+class _BroadcastMixture(dist.MixtureSameFamily):
+    """A mixture that hands its components codes already expanded to ``(..., K, n)``.
+
+    Flow components with context-dependent layers (an IAF conditioned on
+    h(u_k)) invert only inputs whose batch shape matches their context's, not
+    the ``(..., 1, n)`` that :class:`~torch.distributions.MixtureSameFamily`
+    passes on.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        z = self._pad(value)  # (..., 1, n_latent)
+        k = self.component_distribution.batch_shape[-1]
+        z = z.expand(*z.shape[:-2], k, z.shape[-1])  # (..., K, n_latent)
+        log_prob_z = self.component_distribution.log_prob(z)  # (..., K)
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
+        return torch.logsumexp(log_prob_z + log_weights, dim=-1)  # (...)

@@ -1,0 +1,413 @@
+"""``pyrovae evaluate``: how good a trained run is, every figure with its standard error.
+
+Importance-sampled log p(x), ELBO terms, bits/dim, active units, ELBO
+surgery and inference gaps, chosen with ``metrics``; a table for the
+terminal and a JSON file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.distributions import kl_divergence
+
+from pyrovae.data.pixels import to_unit_float
+from pyrovae.errors import ConfigError
+from pyrovae.inference.gaps import GapsResult, inference_gaps
+from pyrovae.inference.importance import (
+    ImportanceEstimate,
+    bits_per_dim,
+    importance_all,
+    index_batches,
+)
+from pyrovae.inference.latent import ACTIVE_UNIT_THRESHOLD, unit_variances
+from pyrovae.inference.stats import mc_standard_error, standard_error
+from pyrovae.inference.surgery import SURGERY_FLOPS, SurgeryResult, elbo_surgery
+from pyrovae.model.vae import VAE
+from pyrovae.runtime import eval_mode, module_device
+
+#: What :func:`evaluate` can compute, by ``--metrics`` name.
+METRICS: tuple[str, ...] = ("logpx", "elbo", "active", "surgery", "gaps")
+
+#: Computed unless asked otherwise: all but the per-image optimization of the gaps.
+DEFAULT_METRICS: tuple[str, ...] = ("logpx", "elbo", "active", "surgery")
+
+#: Importance samples per image for log p(x) by default: with 1000 images a minute on
+#: two CPU cores for the README's Fashion-MNIST runs (-k 5000 for published figures).
+DEFAULT_K = 500
+
+#: Images evaluated by default (the first ones of the split): a mean over 1000
+#: images is known to about a tenth of the per-image spread.
+DEFAULT_N = 1000
+
+#: Images for the inference gaps when ``gaps`` is asked for without a number.
+DEFAULT_GAP_POINTS = 8
+
+
+@dataclass
+class EvaluationResult:
+    """Figures of :func:`evaluate`, per data point in nats unless named otherwise.
+
+    Figures of a metric not in ``metrics`` are ``None``. Each Monte Carlo figure
+    ``f`` has ``f_stderr`` (over images) and ``f_mc_stderr`` (Monte Carlo), see
+    the module docstring.
+
+    - ``logpx``: ``log_px``, the importance-sampled log p(x) with ``k`` samples
+      per image; ``elbo_k``, the mean of the same ``k`` log-ratios; bits per
+      dimension (:func:`bits_per_dim`; ``None`` with ``bits_per_dim_note``
+      saying why when it is no code length).
+    - ``elbo``: ``elbo`` = ``recon`` - ``kl``, each image's terms averaged over
+      ``elbo_draws`` draws of z (those of ``logpx`` when it is computed too), the
+      KL in closed form where torch has it. With ``logpx`` too,
+      ``log_px_minus_elbo`` (its Monte Carlo standard error ignores the two
+      estimates' positive correlation: an upper bound).
+    - ``active``: ``unit_variances`` = Cov_x(E_q[z_u|x]) and ``active_units``,
+      the number above :data:`ACTIVE_UNIT_THRESHOLD`.
+    - ``surgery`` (:class:`SurgeryResult`) and ``gaps`` (:class:`GapsResult`).
+    """
+
+    split: str
+    n: int
+    k: int
+    n_dims: int
+    n_latent: int
+    metrics: list[str]
+    log_px: float | None = None
+    log_px_stderr: float | None = None
+    log_px_mc_stderr: float | None = None
+    elbo_k: float | None = None
+    elbo_k_stderr: float | None = None
+    elbo_k_mc_stderr: float | None = None
+    bits_per_dim: float | None = None
+    bits_per_dim_stderr: float | None = None
+    bits_per_dim_mc_stderr: float | None = None
+    bits_per_dim_note: str | None = None
+    elbo: float | None = None
+    elbo_stderr: float | None = None
+    elbo_mc_stderr: float | None = None
+    recon: float | None = None
+    recon_stderr: float | None = None
+    recon_mc_stderr: float | None = None
+    kl: float | None = None
+    kl_stderr: float | None = None
+    kl_mc_stderr: float | None = None
+    elbo_draws: int | None = None
+    log_px_minus_elbo: float | None = None
+    log_px_minus_elbo_stderr: float | None = None
+    log_px_minus_elbo_mc_stderr: float | None = None
+    active_units: int | None = None
+    unit_variances: list[float] | None = None
+    surgery: SurgeryResult | None = None
+    gaps: GapsResult | None = None
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as plain JSON values (an undefined standard error is ``None``)."""
+        return json_safe(asdict(self))
+
+    def _estimate_rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
+        rows: list[tuple[str, float | None, float | None, float | None]] = []
+        if self.log_px is not None:
+            rows.append((f"log p(x) (IS, K={self.k})", *self._triple("log_px")))
+            if self.elbo is None:
+                rows.append((f"ELBO (mean of the K={self.k} log-ratios)", *self._triple("elbo_k")))
+        if self.elbo is not None:
+            rows += [
+                (f"ELBO ({self.elbo_draws} draws of z per image)", *self._triple("elbo")),
+                ("  reconstruction E_q[log p(x|z)]", *self._triple("recon")),
+                ("  KL(q(z|x) || p(z))", *self._triple("kl")),
+            ]
+        if self.log_px_minus_elbo is not None:
+            rows.append(("log p(x) - ELBO", *self._triple("log_px_minus_elbo")))
+        if self.bits_per_dim is not None:
+            rows.append(("bits per dimension", *self._triple("bits_per_dim")))
+        if self.surgery is not None:
+            s = self.surgery
+            rows += [
+                (f"ELBO surgery over {s.points} images, {s.draws} draws of q(z)", None, None, None),
+                ("  average KL", s.average_kl, None, s.average_kl_mc_stderr),
+                ("  KL(q(z) || p(z)) (marginal)", s.marginal_kl, None, s.marginal_kl_mc_stderr),
+                (
+                    "  I(x; z) (mutual information)",
+                    s.mutual_information,
+                    None,
+                    s.mutual_information_mc_stderr,
+                ),
+                ("  I(x; z) upper bound log M", s.mutual_information_bound, None, None),
+            ]
+        if self.gaps is not None:
+            g = self.gaps
+            fit = f"{g.iterations} steps" + ("" if g.converged else ", NOT converged")
+            rows += [
+                (f"gaps over {g.n} images (q* = {g.kind}, {fit})", None, None, None),
+                ("  log p(x) (IS, mixture of q and q*)", g.log_px, None, g.log_px_mc_stderr),
+                ("  ELBO(q*) per-image optimized", g.elbo_local, None, g.elbo_local_mc_stderr),
+                ("  ELBO(q) amortized", g.elbo_amortized, None, g.elbo_amortized_mc_stderr),
+                (
+                    "  approximation gap",
+                    g.approximation_gap,
+                    None,
+                    g.approximation_gap_mc_stderr,
+                ),
+                ("  amortization gap", g.amortization_gap, None, g.amortization_gap_mc_stderr),
+            ]
+        return rows
+
+    def _triple(self, name: str) -> tuple[float | None, float | None, float | None]:
+        return (
+            getattr(self, name),
+            getattr(self, f"{name}_stderr"),
+            getattr(self, f"{name}_mc_stderr"),
+        )
+
+    def format_table(self) -> str:
+        """A plain-text table for the terminal: value, standard error over images, and
+        Monte Carlo standard error."""
+
+        def cell(value: float | None, digits: int = 3) -> str:
+            return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+        rows = self._estimate_rows()
+        width = max([len(name) for name, *_ in rows] + [26])
+        title = f"{self.split} set: {self.n} images, {self.n_dims} dims, {self.seconds:.1f} s"
+        lines = [title, f"{'':<{width}}  {'value':>10}  {'± images':>9}  {'± MC':>8}"]
+        lines.append("-" * (width + 35))
+        for name, value, stderr, mc in rows:
+            digits = 4 if name.startswith("bits") else 3
+            lines.append(
+                f"{name:<{width}}  {cell(value, digits):>10}  {cell(stderr, digits):>9}"
+                f"  {cell(mc, digits):>8}".rstrip()
+            )
+        if self.bits_per_dim is None and self.bits_per_dim_note:
+            lines.append(f"bits per dimension {self.bits_per_dim_note}")
+        elif self.bits_per_dim_note:
+            lines.append(f"bits per dimension: {self.bits_per_dim_note}")
+        if self.active_units is not None:
+            active = f"{self.active_units} / {self.n_latent}"
+            lines.append(f"{'active units (Cov > 0.01)':<{width}}  {active:>10}")
+        lines += [f"warning: {text}" for text in self.warnings]
+        return "\n".join(lines)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
+    """``"logpx,elbo"`` or a sequence -> the list of metric names, checked."""
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names = [name.strip() for name in names if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--metrics takes a comma-separated list of {', '.join(METRICS)}; "
+            f"got {','.join(names) or 'nothing'}"
+        )
+    return [name for name in METRICS if name in names]
+
+
+def evaluate(
+    vae: VAE,
+    images: torch.Tensor,
+    k: int = DEFAULT_K,
+    *,
+    split: str = "test",
+    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    gaps: int = 0,
+    gap_kind: str = "auto",
+    gap_steps: int = 5000,
+    surgery_points: int | None = None,
+    surgery_draws: int | None = None,
+    surgery_budget: float = SURGERY_FLOPS,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Log-likelihood, ELBO terms, bits/dim, active units, ELBO surgery and gaps.
+
+    Parameters
+    ----------
+    vae
+        A trained VAE.
+    images
+        ``(N, C, H, W)`` in the stored form, binary for a binary likelihood.
+    k
+        Importance samples per image for log p(x) (and for the gaps).
+    metrics
+        What to compute, from :data:`METRICS` (a list or a comma-separated string).
+    gaps
+        Images (the first ones) for the inference gaps; > 0 adds ``gaps`` to
+        ``metrics``, and ``gaps`` in ``metrics`` with 0 here takes
+        :data:`DEFAULT_GAP_POINTS`.
+    gap_kind, gap_steps
+        Family of the per-image q* and the most steps of each of its fits (see
+        :func:`inference_gaps`).
+    surgery_points, surgery_draws, surgery_budget
+        Size of ELBO surgery (see :func:`elbo_surgery`).
+    progress
+        Progress bars on stderr for the steps that take long.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    chosen = parse_metrics(metrics)
+    if gaps < 0:
+        raise ConfigError(f"--gaps must be >= 0, got {gaps}")
+    if gaps and "gaps" not in chosen:
+        chosen.append("gaps")
+    if images.shape[0] < 2:
+        raise ConfigError("evaluation needs at least two images")
+    started = time.perf_counter()
+    result = EvaluationResult(
+        split=split,
+        n=images.shape[0],
+        k=k,
+        n_dims=math.prod(vae.image_shape),
+        n_latent=vae.n_latent,
+        metrics=chosen,
+    )
+    draws = None
+    if "logpx" in chosen:
+        draws = _add_log_px(result, vae, images, k, batch_size, chunk_size, progress)
+    if "elbo" in chosen:
+        _add_elbo(result, vae, images, draws, batch_size, progress)
+    if "active" in chosen:
+        _add_active_units(result, vae, images, batch_size, progress)
+    if "surgery" in chosen:
+        if getattr(vae.guide_net, "scores_any_z", True):
+            result.surgery = elbo_surgery(
+                vae,
+                images,
+                points=surgery_points,
+                draws=surgery_draws,
+                budget=surgery_budget,
+                kl_draws=None if draws is None else (draws.kl, draws.kl_var),
+                progress=progress,
+            )
+        else:
+            result.warnings.append(
+                f"ELBO surgery skipped: the {vae.config.guide} guide has no density at codes it "
+                "did not draw itself (no closed-form inverse), which the aggregate posterior needs"
+            )
+    if "gaps" in chosen:
+        points = gaps or DEFAULT_GAP_POINTS
+        result.gaps = inference_gaps(
+            vae,
+            images[:points],
+            k,
+            kind=gap_kind,
+            max_steps=gap_steps,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        if not result.gaps.converged:
+            result.warnings.append(
+                f"q* of the gaps did not converge within its step limit ({result.gaps.iterations} "
+                "steps): the approximation gap is overstated, the amortization gap understated"
+            )
+    if module_device(vae).type == "cuda":
+        torch.cuda.synchronize()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _add_log_px(
+    result: EvaluationResult,
+    vae: VAE,
+    images: torch.Tensor,
+    k: int,
+    batch_size: int,
+    chunk_size: int | None,
+    progress: bool,
+) -> ImportanceEstimate:
+    estimate = importance_all(vae, images, k, chunk_size, batch_size, progress)
+    result.log_px = float(estimate.log_px.mean())
+    result.log_px_stderr = standard_error(estimate.log_px)
+    result.log_px_mc_stderr = mc_standard_error(estimate.log_px_var)
+    result.elbo_k = float(estimate.elbo.mean())
+    result.elbo_k_stderr = standard_error(estimate.elbo)
+    result.elbo_k_mc_stderr = mc_standard_error(estimate.elbo_var)
+    bits = bits_per_dim(
+        vae, images, estimate, k, batch_size=batch_size, chunk_size=chunk_size, progress=progress
+    )
+    result.bits_per_dim, result.bits_per_dim_note = bits.value, bits.note
+    result.bits_per_dim_stderr, result.bits_per_dim_mc_stderr = bits.stderr, bits.mc_stderr
+    return estimate
+
+
+def _add_elbo(
+    result: EvaluationResult,
+    vae: VAE,
+    images: torch.Tensor,
+    draws: ImportanceEstimate | None,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """ELBO, reconstruction and KL: from the K draws of log p(x) when there are some
+    (the KL in closed form where torch has it), else averaged over fresh draws."""
+    from pyrovae.inference.objectives import average_elbo_terms
+
+    if draws is None:
+        with eval_mode(vae):
+            terms = average_elbo_terms(
+                vae.model, vae.guide, images.to(module_device(vae)), progress=progress
+            )
+        recon, recon_var, kl, kl_var = terms.recon, terms.recon_var, terms.kl, terms.kl_var
+        elbo_var, result.elbo_draws = terms.elbo_var, terms.draws
+    else:
+        recon, recon_var, result.elbo_draws = draws.recon, draws.recon_var, result.k
+        analytic = _analytic_kl(vae, images, batch_size)
+        if analytic is None:
+            kl, kl_var, elbo_var = draws.kl, draws.kl_var, draws.elbo_var
+        else:
+            kl, kl_var, elbo_var = analytic, torch.zeros_like(analytic), recon_var
+    figures = [("elbo", recon - kl, elbo_var), ("recon", recon, recon_var), ("kl", kl, kl_var)]
+    if draws is not None:
+        gap_var = draws.log_px_var + elbo_var
+        figures.append(("log_px_minus_elbo", draws.log_px - (recon - kl), gap_var))
+    for name, values, var in figures:
+        setattr(result, name, float(values.mean()))
+        setattr(result, f"{name}_stderr", standard_error(values))
+        setattr(result, f"{name}_mc_stderr", mc_standard_error(var))
+
+
+@torch.no_grad()
+def _analytic_kl(vae: VAE, images: torch.Tensor, batch_size: int) -> torch.Tensor | None:
+    """KL(q(z|x) || p(z)) per image in closed form, ``(N,)`` float64, or ``None``."""
+    device = module_device(vae)
+    parts = []
+    with eval_mode(vae):
+        for index in index_batches(images, batch_size):
+            qz = vae.qz(to_unit_float(images[index].to(device)))
+            try:
+                parts.append(kl_divergence(qz, vae.prior().expand(qz.batch_shape)).double())
+            except NotImplementedError:
+                return None
+    return torch.cat(parts)
+
+
+def _add_active_units(
+    result: EvaluationResult, vae: VAE, images: torch.Tensor, batch_size: int, progress: bool
+) -> None:
+    variances = unit_variances(vae, images, batch_size, progress)
+    n_active = int((variances > ACTIVE_UNIT_THRESHOLD).sum())
+    result.active_units, result.unit_variances = n_active, variances.tolist()
+    if n_active * 2 < vae.n_latent:
+        result.warnings.append(
+            f"only {n_active} of {vae.n_latent} latent units are active: most of the latent "
+            "space is unused (posterior collapse); try KL warm-up (--kl-warmup) or fewer units"
+        )

@@ -1,0 +1,135 @@
+"""Where and how computations run: devices, threads, eval mode, RNG isolation, progress.
+
+The one definition of each: :func:`resolve_device` (``auto``/``cpu``/``cuda``),
+:func:`module_device`, :func:`set_threads`, :func:`eval_mode` (a module in
+eval mode for a block), :func:`frozen` (parameters without gradients for a
+block), :func:`isolated_rng` (draws that leave the caller's RNG state alone)
+and :func:`progress_bar`.
+
+Threads
+-------
+torch runs each operator on ``torch.get_num_threads()`` threads, by default
+one per physical core. ``torchrun`` (and so ``pyrovae train --devices N``)
+sets ``OMP_NUM_THREADS=1`` when it is unset, so each of its processes uses
+one. On a machine shared with other work the default oversubscribes the
+cores: on this project's 2-core machine under load (load average 5-8), the
+default digits run trained at 225-455 images/s with torch's default of 2
+threads and at 2,000-13,000 images/s with ``--threads 1``. ``--threads``
+sets the count (and the inter-op pool's, where torch still allows it).
+
+The count is not part of a run's config.json: like the device, it is how a
+run is executed, not what it computes. Whether it changes the last bits of a
+CPU run depends on the kernels: torch's matrix products split the output,
+not the sum, across threads, but its parallel reductions add in per-thread
+chunks. On that machine one epoch on digits gave bit-identical parameters
+with 1 and 2 threads (hidden 400, batch 128; hidden 2048, batch 1024);
+torch does not promise it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from pyrovae.errors import ConfigError
+
+T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter."""
+    return next(module.parameters()).device
+
+
+def set_threads(n: int | None) -> None:
+    """Run torch's operators on ``n`` threads (``None``: leave torch's choice)."""
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"--threads must be a whole number >= 1, got {n!r}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # only allowed before the first inter-op parallel work
+        pass
+
+
+def describe_threads() -> str:
+    """``"2 threads"``: how many threads torch's operators run on in this process."""
+    n = torch.get_num_threads()
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
+
+@contextmanager
+def eval_mode(module: M) -> Iterator[M]:
+    """``module`` in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+@contextmanager
+def frozen(module: M) -> Iterator[M]:
+    """``module`` in eval mode and without gradients for its parameters, for the block."""
+    flags = [p.requires_grad for p in module.parameters()]
+    with eval_mode(module):
+        for p in module.parameters():
+            p.requires_grad_(False)
+        try:
+            yield module
+        finally:
+            for p, flag in zip(module.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+
+
+@contextmanager
+def isolated_rng(device: torch.device | str, seed: int | None) -> Iterator[None]:
+    """Run the block on torch's RNGs seeded with ``seed``, then put them back as they
+    were, so that a seeded operation leaves its caller's draws alone.
+
+    With ``seed=None`` the block draws from the caller's streams as any code
+    does (nothing is forked). ``device`` is a device or a ``--device`` name; a
+    CUDA device's RNG is restored too (every visible GPU's).
+    """
+    if seed is None:
+        yield
+        return
+    if isinstance(device, str):
+        device = resolve_device(device)
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def progress_bar(
+    iterable: Iterable[T], desc: str, enabled: bool, total: int | None = None, unit: str = "it"
+) -> Iterable[T]:
+    """``iterable`` with a tqdm bar on stderr when ``enabled`` and stderr is a terminal."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr, disable=None
+    )

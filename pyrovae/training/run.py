@@ -1,0 +1,235 @@
+"""Training runs: start one in a new folder, resume one from its folder.
+
+A run folder is claimed and locked before anything is loaded
+(:mod:`pyrovae.training.rundir`), so two processes never write one run; the
+folder holds the resolved config, the checkpoint after every epoch and the
+metrics, so a run can be resumed, exactly, from its folder alone. Errors say
+what is kept on disk and how to go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from pyrovae.config import RunConfig
+from pyrovae.errors import (
+    CheckpointError,
+    ConfigError,
+)
+from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
+from pyrovae.model.build import check_model_config
+from pyrovae.runtime import resolve_device
+from pyrovae.training import distributed, rundir
+from pyrovae.training.checkpoint import load_checkpoint
+from pyrovae.training.loop import Finish, Logger, TrainResult, fit
+
+
+def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
+    """A fresh folder ``runs/<time>-<dataset>-<likelihood>``."""
+    stem = Path(config.data.dataset).stem if "/" in config.data.dataset else config.data.dataset
+    base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{stem}-{config.model.likelihood}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def train(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    log: Logger = print,
+    finish: Finish | None = None,
+) -> TrainResult:
+    """Train a new VAE; write its run folder; return the result.
+
+    Parameters
+    ----------
+    config
+        The run config. It is validated before any data is read or any
+        folder is made.
+    out
+        The run folder; default a fresh one under ``runs/``. It must not hold
+        a run already (use :func:`resume` for that).
+    progress
+        Show a progress bar per epoch.
+    log
+        Where the per-epoch lines go.
+    finish
+        Called on rank 0 after the last epoch, with the run folder still
+        locked (:data:`pyrovae.training.loop.Finish`): the API draws figures there.
+
+    Example
+    -------
+    >>> from pyrovae import RunConfig, train
+    >>> result = train(RunConfig(), progress=False)  # digits, Bernoulli, 30 epochs
+    >>> result.final["test_elbo"]  # doctest: +SKIP
+    """
+    check_model_config(config.validate().model)
+    with distributed.session(resolve_device(config.train.device)) as context:
+        # Rank 0 creates and locks the folder before the data load, so that a bad
+        # --out or a second writer is one line at once; every process learns its name.
+        claimed: list[rundir.Claim] = []
+        run_dir = context.on_main(lambda: _claim_new(out, config, claimed))
+        with _holding(claimed, run_dir, fresh=True):
+            return fit(
+                config,
+                run_dir,
+                checkpoint=None,
+                progress=progress,
+                log=log,
+                context=context,
+                finish=finish,
+            )
+
+
+def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.Claim]) -> Path:
+    """Create and lock the folder of a new run (``out``, or a fresh one under ``runs/``)."""
+    if out is None:
+        while True:  # two runs started in the same second both pick the same name
+            try:
+                claim = rundir.claim(default_run_dir(config), create=True, exclusive=True)
+                break
+            except FileExistsError:
+                continue
+    else:
+        claim = rundir.claim(out, create=True)
+    if (claim.path / CONFIG_NAME).exists() or (claim.path / CHECKPOINT_NAME).exists():
+        claim.release()
+        raise ConfigError(
+            f"{claim.path} already holds a run; resume it with --resume {claim.path}"
+            " or pick another --out"
+        )
+    claimed.append(claim)
+    return claim.path
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train` or :func:`resume`; the message says what is kept
+    in the run directory and how to go on."""
+
+
+@contextmanager
+def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iterator[None]:
+    """Hold rank 0's claim on ``run_dir`` for the block and release it after.
+
+    A fresh run that fails before it wrote its config (bad input, Ctrl-C during
+    the data load) is not a run yet: what its claim created is removed.
+    """
+    try:
+        yield
+    except BaseException as err:
+        for claim in claimed:
+            if fresh and not (run_dir / CONFIG_NAME).exists():
+                claim.discard()
+        if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+            raise TrainingInterrupted(interrupted_message(run_dir)) from None
+        raise
+    finally:
+        for claim in claimed:
+            claim.release()
+
+
+def interrupted_message(run_dir: Path) -> str:
+    """What an interruption leaves in ``run_dir``, and how to go on from it."""
+    if (run_dir / CHECKPOINT_NAME).exists():
+        try:
+            kept = f"the checkpoint of epoch {load_checkpoint(run_dir / CHECKPOINT_NAME)['epoch']}"
+        except (CheckpointError, KeyError):
+            kept = "its last checkpoint"
+        return (
+            f"interrupted; {kept} in {run_dir} is kept: continue with "
+            f"`pyrovae train --resume {run_dir}`"
+        )
+    if (run_dir / CONFIG_NAME).exists():
+        return (
+            f"interrupted before the first checkpoint; `pyrovae train --resume {run_dir}` "
+            "starts the run over from its config.json"
+        )
+    return "interrupted before training started; nothing was written: run the command again"
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
+    lr: float | None = None,
+    progress: bool = True,
+    log: Logger = print,
+    finish: Finish | None = None,
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its last checkpoint (from the start
+    when it was stopped before its first checkpoint).
+
+    ``epochs`` raises the total number of epochs (the run's own by default);
+    ``device`` moves it to another device; ``lr`` changes Adam's step size
+    from here on (e.g. after the loss diverged; config.json records it). On
+    CPU a resumed run ends with the same parameters as one that was never
+    stopped. A run whose epochs are all done but whose figures are missing
+    (stopped while drawing them) gets its figures drawn.
+
+    The run directory is locked while it trains: resuming a run that another
+    process is training is refused. Temporary files left by an interrupted
+    write are removed.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+    with distributed.session(resolve_device(config.train.device)) as context:
+        claimed: list[rundir.Claim] = []
+        removed = context.on_main(lambda: _claim_existing(run_dir, claimed))
+        with _holding(claimed, run_dir, fresh=False):
+            if removed:
+                log(f"removed temporary files left by an interrupted write: {', '.join(removed)}")
+            # Read again under the lock: another process may have written it meanwhile.
+            config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+            # A run stopped before its first epoch ended has its config but no
+            # checkpoint: it starts over from that config.
+            has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
+            done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
+            if done >= config.train.epochs:
+                missing = [name for name in RUN_FIGURES if not (run_dir / name).exists()]
+                if checkpoint is None or not missing or done > config.train.epochs:
+                    raise ConfigError(
+                        f"{run_dir} has trained {done} epochs already; "
+                        f"pass --epochs N with N > {done} to train further"
+                    )
+                log(f"{run_dir} has trained all {done} epochs; drawing its missing figures")
+            return fit(
+                config,
+                run_dir,
+                checkpoint=checkpoint,
+                progress=progress,
+                log=log,
+                context=context,
+                finish=finish,
+            )
+
+
+def _resumed_config(
+    run_dir: Path, *, epochs: int | None, device: str | None, lr: float | None
+) -> RunConfig:
+    config = RunConfig.load(run_dir / CONFIG_NAME)
+    if epochs is not None:
+        config.train.epochs = epochs
+    if device is not None:
+        config.train.device = device  # type: ignore[assignment]
+    if lr is not None:
+        config.train.lr = lr
+    check_model_config(config.validate().model)
+    return config
+
+
+def _claim_existing(run_dir: Path, claimed: list[rundir.Claim]) -> list[str]:
+    """Lock an existing run's folder; remove what interrupted writes left; their names."""
+    claim = rundir.claim(run_dir, create=False)
+    claimed.append(claim)
+    return [path.name for path in rundir.clean_stale_temporaries(claim)]

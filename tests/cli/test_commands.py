@@ -1,0 +1,355 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pyrovae.cli import main
+
+TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--no-progress"]
+
+
+def _grid_side(n_per_row: int, image: int) -> int:
+    # torchvision's make_grid with padding=2; 8x8 images are shown 4x larger.
+    return n_per_row * (image + 2) + 2
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def trained(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--epochs", "1", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _assert_one_line_error(result):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:"), result.output
+
+
+def test_train_prints_epochs_and_run_dir(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--epochs", "2", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert f"run directory: {out}" in result.output
+    assert "epoch   2/2" in result.output and "test ELBO" in result.output
+    assert (out / "samples.png").exists()
+
+
+def test_sample_grid_and_array(runner, trained, tmp_path):
+    image = tmp_path / "grid.png"
+    array = tmp_path / "x.npy"
+    args = ["sample", "-n", "64", "--run", str(trained), "--out", str(image), "--seed", "1"]
+    result = runner.invoke(main, [*args, "--save-array", str(array), "--mode", "draw"])
+    assert result.exit_code == 0, result.output
+    assert str(image) in result.output
+    side = _grid_side(8, 32)
+    assert Image.open(image).size == (side, side)
+    saved = np.load(array)
+    assert saved.shape == (64, 1, 8, 8) and set(np.unique(saved)) <= {0.0, 1.0}
+
+
+def test_reconstruct(runner, trained):
+    result = runner.invoke(main, ["reconstruct", "--run", str(trained), "-n", "16"])
+    assert result.exit_code == 0, result.output
+    # Rows of 8 originals, each above its 8 reconstructions.
+    assert Image.open(trained / "reconstructions.png").size == (
+        _grid_side(8, 32),
+        _grid_side(4, 32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "shown", "reason"),
+    [
+        (["-n", "1000"], 360, "(1000 asked; the test split holds 360)"),
+        (["-n", "100000", "--split", "train"], 1437, "(100000 asked; the train split holds 1437)"),
+        (["-n", "13"], 13, None),
+    ],
+)
+def test_reconstruct_says_how_many_it_wrote(runner, trained, args, shown, reason):
+    result = runner.invoke(main, ["reconstruct", "--run", str(trained), "--no-progress", *args])
+    assert result.exit_code == 0, result.output
+    split = "train" if "train" in args else "test"
+    path = trained / "reconstructions.png"
+    assert result.output == (
+        f"wrote {shown} {split} images and their reconstructions to {path}"
+        + (f" {reason}" if reason else "")
+        + "\n"
+    )
+    # The image holds exactly that many pairs: groups of 8, two rows each.
+    assert Image.open(path).size == (_grid_side(8, 32), _grid_side(2 * -(-shown // 8), 32))
+
+
+def test_grids_hold_at_most_max_grid_tiles(runner, trained, tmp_path, monkeypatch):
+    monkeypatch.setattr("pyrovae.reports.figures.MAX_GRID_TILES", 16)
+    result = runner.invoke(main, ["reconstruct", "--run", str(trained), "-n", "20"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 8 test images" in result.output and "a grid shows at most 8" in result.output
+    grid, array = tmp_path / "grid.png", tmp_path / "all.npy"
+    args = ["sample", "--run", str(trained), "-n", "20", "--out", str(grid)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"wrote 16 samples to {grid} (a grid shows at most 16;")
+    assert Image.open(grid).size == (_grid_side(4, 32), _grid_side(4, 32))
+    result = runner.invoke(main, [*args, "--save-array", str(array)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote the first 16 of 20 samples to {grid}" in result.output
+    assert np.load(array).shape == (20, 1, 8, 8)
+
+
+def test_sample_grid_of_any_n_is_rectangular(runner, trained, tmp_path):
+    grid = tmp_path / "ten.png"
+    args = ["sample", "--run", str(trained), "-n", "10", "--out", str(grid), "--no-progress"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote 10 samples to {grid}\n"
+    assert Image.open(grid).size == (_grid_side(4, 32), _grid_side(3, 32))
+
+
+def test_save_array_is_written_at_exactly_the_printed_path(runner, trained, tmp_path):
+    array = tmp_path / "no-suffix"
+    target = tmp_path / "target.bin"
+    link = tmp_path / "link.npy"
+    link.symlink_to(target)
+    for path in (array, link):
+        args = ["sample", "--run", str(trained), "-n", "3", "--save-array", str(path)]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert f"wrote array (3, 1, 8, 8) to {path}\n" in result.output
+        assert np.load(path).shape == (3, 1, 8, 8)
+    assert not (tmp_path / "no-suffix.npy").exists() and link.is_symlink()
+    assert np.load(target).shape == (3, 1, 8, 8)  # written through the symlink
+
+
+def test_out_through_a_symlink_keeps_the_link(runner, trained, tmp_path):
+    target = tmp_path / "real.png"
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    result = runner.invoke(main, ["sample", "--run", str(trained), "-n", "4", "--out", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and Image.open(target).size == (_grid_side(2, 32),) * 2
+
+
+def _blocked_paths(tmp_path):
+    regular = tmp_path / "a-file"
+    regular.write_text("x")
+    paths = {
+        "under a regular file": (str(regular / "x.png"), str(regular / "x.npy")),
+        "missing, cannot be created": ("/proc/pyrovae-missing/x.png", "/proc/pyrovae-missing/x"),
+        "a folder": (str(tmp_path / "dir.png"), str(tmp_path)),
+    }
+    (tmp_path / "dir.png").mkdir()
+    if os.path.isdir("/sys"):  # exists, but no file can be made in it, even by root
+        paths["a folder that is not writable"] = ("/sys/pyrovae-x.png", "/sys/pyrovae-x.npy")
+    if os.path.exists("/dev/full"):
+        paths["a device"] = (None, "/dev/full")
+    return paths
+
+
+@pytest.mark.parametrize("which", ["--out", "--save-array"])
+def test_unwritable_outputs_fail_before_the_run_is_loaded(runner, tmp_path, which):
+    missing_run = str(tmp_path / "no-such-run")  # loading it would fail with another message
+    for case, (image, array) in _blocked_paths(tmp_path).items():
+        path = image if which == "--out" else array
+        if path is None:
+            continue
+        for command in ("sample", "reconstruct") if which == "--out" else ("sample",):
+            result = runner.invoke(main, [command, "--run", missing_run, which, path])
+            _assert_one_line_error(result)
+            assert path.split("/")[-2] in result.output or path in result.output, (
+                case,
+                result.output,
+            )
+            assert "wrote" not in result.output and "no run directory" not in result.output, case
+
+
+def test_unwritable_outputs_print_nothing_as_written(runner, trained, tmp_path):
+    image = tmp_path / "grid.png"
+    result = runner.invoke(
+        main, ["sample", "--run", str(trained), "--out", str(image), "--save-array", "/dev/full"]
+    )
+    _assert_one_line_error(result)
+    assert "not a regular file" in result.output and "wrote" not in result.output
+    assert not image.exists() and not os.path.isfile("/dev/full")
+    same = tmp_path / "same.png"
+    result = runner.invoke(main, ["sample", "--run", str(trained), "--out", str(same),
+                                  "--save-array", str(same)])  # fmt: skip
+    _assert_one_line_error(result)
+    assert "grid's file" in result.output and not same.exists()
+    default = trained / "samples.png"
+    before = default.read_bytes()
+    result = runner.invoke(main, ["sample", "--run", str(trained), "--save-array", str(default)])
+    _assert_one_line_error(result)
+    assert default.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "0", "1e-9", "1e9"])
+def test_bad_temperature_is_one_line_before_loading(runner, tmp_path, value):
+    result = runner.invoke(
+        main, ["sample", "--run", str(tmp_path / "none"), f"--temperature={value}"]
+    )
+    _assert_one_line_error(result)
+    assert "--temperature must be a number from 1e-06 to 100" in result.output
+
+
+def test_temperature_on_a_prior_that_cannot_be_tempered(runner, tmp_path, monkeypatch):
+    import pyro.distributions as dist
+
+    from pyrovae.model.guides import GUIDES, Guide
+
+    class LaplaceGuide(Guide):
+        """A newly registered guide that does not declare tempering."""
+
+        def __init__(self, n_hidden, n_latent, config):
+            super().__init__(n_hidden, n_latent, config)
+            self.loc = torch.nn.Linear(n_hidden, n_latent)
+
+        def forward(self, h):
+            return dist.Laplace(self.loc(h), 1.0).to_event(1)
+
+    monkeypatch.setitem(GUIDES._entries, "laplace", LaplaceGuide)  # undone after the test
+    out = tmp_path / "run"
+    options = ["--guide", "laplace", "--prior", "vamp", "--prior-components", "3"]
+    result = runner.invoke(main, ["train", "--epochs", "1", "--out", str(out), *TINY, *options])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["sample", "--run", str(out), "--temperature", "0.5"])
+    _assert_one_line_error(result)
+    assert (
+        "prior 'vamp' (with guide 'laplace') cannot be sampled at a temperature other than 1"
+        in (result.output)
+    )
+    result = runner.invoke(main, ["sample", "--run", str(out), "-n", "4"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct"])
+def test_generators_accept_no_progress_and_bounded_seeds(runner, trained, command):
+    result = runner.invoke(main, [command, "--run", str(trained), "--no-progress", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, [command, "--run", str(trained), "--seed", str(2**64)])
+    _assert_one_line_error(result)
+    assert "--seed" in result.output
+
+
+def test_top_level_cli_imports_no_torch():
+    code = "import sys, pyrovae.cli; print(sorted({'torch', 'pyro', 'numpy'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_resume_from_cli(runner, trained):
+    result = runner.invoke(
+        main, ["train", "--resume", str(trained), "--epochs", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "epoch   2/2" in result.output
+    result = runner.invoke(main, ["train", "--resume", str(trained), "--beta", "0.5"])
+    _assert_one_line_error(result)
+    assert "--beta" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--dataset", "/nonexistent/data.npy"],
+        ["train", "--dataset", "no-such-set"],
+        ["train", "--binarize", "none"],  # digits are intensities, bernoulli needs 0/1
+        ["train", "--lr", "abc"],
+        ["train", "--lr", "-1"],
+        ["train", "--epochs", "0"],
+        ["train", "--likelihood", "poisson"],
+        ["train", "--hidden", "wide"],
+        ["train", "--obs-scale", "big", "--likelihood", "gaussian"],
+        ["sample", "-n", "0"],
+        ["sample", "--out", "grid.gif"],
+    ],
+)
+def test_bad_input_one_line_error_and_no_run_dir(runner, tmp_path, args):
+    out = tmp_path / "run"
+    extra = ["--out", str(out)] if args[0] == "train" else ["--run", str(tmp_path / "none")]
+    if "--out" in args:
+        extra = ["--run", str(tmp_path / "none")]
+    result = runner.invoke(main, [*args, *extra])
+    _assert_one_line_error(result)
+    assert not out.exists()
+
+
+def test_nan_data(runner, tmp_path):
+    array = np.random.rand(30, 8, 8).astype(np.float32)
+    array[3, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", array)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        main, ["train", "--dataset", str(tmp_path / "nan.npy"), "--out", str(out)]
+    )
+    _assert_one_line_error(result)
+    assert "NaN" in result.output and not out.exists()
+
+
+def test_corrupted_and_malicious_checkpoints(runner, trained):
+    checkpoint = trained / "checkpoint.pt"
+    good = checkpoint.read_bytes()
+    checkpoint.write_bytes(good[: len(good) // 3])
+    _assert_one_line_error(runner.invoke(main, ["sample", "--run", str(trained)]))
+    _assert_one_line_error(runner.invoke(main, ["train", "--resume", str(trained)]))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/pyrovae-pwned",))
+
+    torch.save({"format": "pyrovae-checkpoint", "version": 1, "model": Payload()}, checkpoint)
+    result = runner.invoke(main, ["sample", "--run", str(trained)])
+    _assert_one_line_error(result)
+    assert "refused" in result.output
+    assert not os.path.exists("/tmp/pyrovae-pwned")
+
+
+def test_existing_run_dir_refused(runner, trained):
+    result = runner.invoke(main, ["train", "--out", str(trained), *TINY])
+    _assert_one_line_error(result)
+    assert "--resume" in result.output
+
+
+def test_help_is_instant_and_lists_registries(runner):
+    result = runner.invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    assert "bernoulli" in result.output and "continuous-bernoulli" in result.output
+
+
+def test_installed_command_end_to_end(tmp_path):
+    exe = shutil.which("pyrovae")
+    if exe is None:
+        pytest.skip("the pyrovae console script is not installed")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([exe, "train", "--epochs", "1", *TINY], cwd=tmp_path, check=True, env=env,
+                   capture_output=True)  # fmt: skip
+    result = subprocess.run([exe, "sample", "-n", "64"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert str(run_dir.relative_to(tmp_path) / "samples.png") in result.stdout
+    module = subprocess.run([sys.executable, "-m", "pyrovae", "--help"], capture_output=True,
+                            text=True)  # fmt: skip
+    assert module.returncode == 0 and "train" in module.stdout
+
+
+def test_bad_option_with_devices_fails_once_before_launching(runner, tmp_path):
+    result = runner.invoke(main, ["train", "--devices", "2", "--beta", "0", "--out", str(tmp_path)])
+    _assert_one_line_error(result)
+    assert result.output.count("Error:") == 1 and "--beta" in result.output

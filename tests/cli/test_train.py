@@ -1,0 +1,122 @@
+"""``pyrovae train`` from the command line: one-line errors for bad seeds, models too
+large for memory and output folders that cannot be made (before the data load),
+``--resume DIR --lr``, ``--threads``, and what Ctrl-C says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+
+TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--no-progress"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "99999999999999999999999"], "--seed must be from 0 to 4294967295"),
+        (["--latent-dim", "2000000000"], "lower --hidden or --latent-dim"),
+        (["--hidden", "2000000000"], "lower --hidden or --latent-dim"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(runner, tmp_path, args, message):
+    result = runner.invoke(main, ["train", *TINY, *args, "--out", str(tmp_path / "run")])
+    assert message in _one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_that_cannot_be_made_is_one_line_before_the_data_load(runner, tmp_path, monkeypatch):
+    from pyrovae.training import loop as training
+
+    def refuse(config, device, binary):
+        raise AssertionError("the data were loaded first")
+
+    monkeypatch.setattr(training, "prepare_data", refuse)
+    (tmp_path / "file").write_text("")
+    for out in ("/proc/x", str(tmp_path / "file" / "run")):
+        line = _one_line_error(runner.invoke(main, ["train", *TINY, "--out", out]))
+        assert f"cannot create the run directory {out}" in line
+
+
+def test_resume_takes_a_new_learning_rate_but_not_other_options(runner, tmp_path):
+    from pyrovae.config import RunConfig
+
+    run_dir = tmp_path / "run"
+    result = runner.invoke(main, ["train", *TINY, "--epochs", "1", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    resumed = ["train", "--resume", str(run_dir), "--epochs", "2", "--lr", "3e-4", "--no-progress"]
+    result = runner.invoke(main, resumed)
+    assert result.exit_code == 0, result.output
+    assert "lr 0.001 -> 0.0003" in result.output
+    assert RunConfig.load(run_dir / "config.json").train.lr == 3e-4
+    result = runner.invoke(main, ["train", "--resume", str(run_dir), "--hidden", "64"])
+    assert result.exit_code != 0 and "--hidden" in result.output
+
+
+def test_threads_sets_torchs_threads_and_the_header_says_so(runner, tmp_path, restore_threads):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        main, ["train", *TINY, "--epochs", "1", "--threads", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == 1
+    assert f"run directory: {out} (device cpu, 1 thread)" in result.output
+    assert "threads" not in (out / "config.json").read_text()  # how it ran, not what it computes
+
+
+def test_threads_must_be_positive(runner):
+    result = runner.invoke(main, ["train", "--threads", "0"])
+    assert result.exit_code != 0 and "--threads" in result.output
+
+
+def test_devices_gives_each_process_the_thread_count(monkeypatch):
+    from pyrovae.training import distributed
+
+    seen = {}
+
+    def call(command, env):
+        seen.update(env)
+        return 0
+
+    monkeypatch.setattr(distributed.subprocess, "call", call)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    distributed.launch(2, ["train"], threads=3)
+    assert seen["OMP_NUM_THREADS"] == "3"
+    distributed.launch(2, ["train"])  # torchrun's own choice, without its warning
+    assert seen["OMP_NUM_THREADS"] == "1"
+
+
+def test_ctrl_c_before_the_run_exists_does_not_advise_resume(runner, tmp_path, monkeypatch):
+    from pyrovae.training import loop as training
+
+    def interrupted(config, device, binary):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "prepare_data", interrupted)
+    result = runner.invoke(main, ["train", *TINY, "--out", str(tmp_path / "run")])
+    line = _one_line_error(result)
+    assert "nothing was written" in line and "--resume" not in line
+    assert not (tmp_path / "run").exists()
