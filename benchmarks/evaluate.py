@@ -104,11 +104,12 @@ def worker(run_dir: str, n: int, k: int, device: str) -> dict[str, Any]:
 
 def train_small(out: Path, epochs: int, device: str) -> Path:
     from pyrovae.api import train
-    from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from pyrovae.config import DataConfig, RunConfig, TrainConfig
+    from pyrovae.model.spec import model_config
 
     config = RunConfig(
         data=DataConfig(dataset="fashion-mnist"),
-        model=ModelConfig(hidden=(400,), latent_dim=16),
+        model=model_config(hidden=(400,), latent_dim=16),
         train=TrainConfig(epochs=epochs, batch_size=128, device=device),
     )
     started = time.perf_counter()

@@ -32,12 +32,13 @@ from typing import Any
 import torch
 
 from pyrovae.api import resume, train
-from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.config import DataConfig, RunConfig, TrainConfig
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data
 from pyrovae.files import CHECKPOINT_NAME
 from pyrovae.inference.importance import importance_log_marginal
 from pyrovae.inference.objectives import elbo_terms
+from pyrovae.model.spec import REGISTRIES, model_config
 
 #: name -> (model options, train options), on top of the shared settings.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -75,15 +76,13 @@ def variant_config(args: argparse.Namespace, name: str) -> RunConfig:
         train_options = {**train_options, "particles": args.iwae_particles}
     return RunConfig(
         data=DataConfig(dataset=args.dataset, binarize="dynamic"),
-        model=ModelConfig(
+        model=model_config(
             likelihood="bernoulli",
-            arch="mlp",
+            network="mlp",
             hidden=(args.hidden,),
             latent_dim=args.latent_dim,
-            flows=args.flows,
-            flow_hidden=(args.flow_hidden,),
-            prior_components=args.prior_components,
             **model_options,
+            **_component_options(args, model_options),
         ),
         train=TrainConfig(
             epochs=args.epochs,
@@ -93,6 +92,21 @@ def variant_config(args: argparse.Namespace, name: str) -> RunConfig:
             **train_options,
         ),
     )
+
+
+def _component_options(args: argparse.Namespace, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The shared flow and mixture settings, for the chosen components that take them."""
+    shared = {
+        "flows": args.flows,
+        "flow_hidden": (args.flow_hidden,),
+        "prior_components": args.prior_components,
+    }
+    classes = [REGISTRIES[kind].get(chosen[kind]) for kind in ("guide", "prior") if kind in chosen]
+    return {
+        name: value
+        for name, value in shared.items()
+        if any(cls.option(name) is not None for cls in classes)
+    }
 
 
 def fit(config: RunConfig, run_dir: Path) -> tuple[Any, float]:

@@ -46,12 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.config import DataConfig, RunConfig, TrainConfig
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data
 from pyrovae.inference.objectives import make_objective
-from pyrovae.model.likelihoods import LIKELIHOODS
-from pyrovae.model.networks import build_networks
+from pyrovae.model.context import ModelContext
+from pyrovae.model.networks import NETWORKS
+from pyrovae.model.spec import component_class, model_config
 from pyrovae.model.vae import VAE
 from pyrovae.training.schedules import kl_weight
 from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
@@ -65,7 +66,8 @@ class PlainVAE(nn.Module):
 
     def __init__(self, arch: str, image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        self.encoder, self.decoder = build_networks(arch, image_shape, HIDDEN, LATENT_DIM)
+        network = NETWORKS.get(arch)(hidden=HIDDEN)
+        self.encoder, self.decoder = network.build(ModelContext(image_shape, LATENT_DIM))
         self.loc = nn.Linear(self.encoder.out_features, LATENT_DIM)
         self.raw_scale = nn.Linear(self.encoder.out_features, LATENT_DIM)
 
@@ -84,7 +86,7 @@ class PlainVAE(nn.Module):
 def _config(arch: str, batch_size: int, device: str) -> RunConfig:
     return RunConfig(
         data=DataConfig(dataset="fashion-mnist"),
-        model=ModelConfig(arch=arch, hidden=HIDDEN, latent_dim=LATENT_DIM),
+        model=model_config(network=arch, hidden=HIDDEN, latent_dim=LATENT_DIM),
         train=TrainConfig(batch_size=batch_size, device=device),  # type: ignore[arg-type]
     )
 
@@ -117,7 +119,7 @@ class PlainSide:
 
     def __init__(self, config: RunConfig, images: torch.Tensor) -> None:
         self.images, self.batch_size = images, config.train.batch_size
-        self.model = PlainVAE(config.model.arch, tuple(images.shape[1:])).to(images.device)
+        self.model = PlainVAE(config.model.network, tuple(images.shape[1:])).to(images.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
 
     def run(self, steps: int) -> torch.Tensor:
@@ -180,8 +182,8 @@ def run_ablation(
 ) -> dict[str, tuple[float, float, float]]:
     """Median (min, max) images/s ratio to the plain loop of each step variant."""
     config = _config(arch, batch_size, device.type)
-    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
-    config.model.image_shape = data.image_shape
+    data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
+    config.model.data_shape = data.image_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
     sides: dict[str, Any] = {"plain": PlainSide(config, data.train)}
@@ -253,8 +255,8 @@ def _peak_memory_mb(
 def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, steps: int) -> None:
     device = torch.device(device_name)
     config = _config(arch, batch_size, device_name)
-    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
-    config.model.image_shape = data.image_shape
+    data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
+    config.model.data_shape = data.image_shape
     side = SIDES[side_name](config, data.train)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -279,8 +281,8 @@ def run_case(
     arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int, memory: bool
 ) -> CaseResult:
     config = _config(arch, batch_size, device.type)
-    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
-    config.model.image_shape = data.image_shape
+    data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
+    config.model.data_shape = data.image_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
     sides = {name: cls(config, data.train) for name, cls in SIDES.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from pyrovae import __version__
+from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
 from pyrovae.cli.generate import reconstruct_command, sample_command
 from pyrovae.cli.train import train_command
@@ -26,6 +27,7 @@ def main() -> None:
     pyrovae reconstruct -n 16                 test images and reconstructions
     pyrovae evaluate -k 5000                  log p(x), ELBO, active units, gaps
     pyrovae diagnose -n 100                   PSIS, NUTS, PPC report (ArviZ)
+    pyrovae components                        what --network/--likelihood/--guide/--prior take
     """
 
 
@@ -34,3 +36,4 @@ main.add_command(sample_command)
 main.add_command(reconstruct_command)
 main.add_command(evaluate_command)
 main.add_command(diagnose_command)
+main.add_command(components_command)

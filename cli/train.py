@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from pyrovae.cli._common import RegistryChoice, parse_sizes, threads_option, user_errors
+from pyrovae.cli._common import threads_option, user_errors
+from pyrovae.cli.options import ComponentCommand, component_values, kind_option
 from pyrovae.config import (
-    ARCHS,
     BINARIZE,
     DEVICES,
     ELBOS,
@@ -27,7 +27,7 @@ from pyrovae.config import (
 RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 
 
-@click.command("train")
+@click.command("train", cls=ComponentCommand)
 @click.option(
     "--dataset",
     default=DataConfig.dataset,
@@ -47,69 +47,17 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     show_default=True,
     help="How binary likelihoods binarize pixels.",
 )
+@kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
+@kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
 @click.option(
-    "--likelihood",
-    type=RegistryChoice("pyrovae.model.likelihoods:LIKELIHOODS"),
-    default=ModelConfig.likelihood,
-    show_default=True,
-    help="p(x|z).",
-)
-@click.option(
-    "--obs-scale",
-    default=ModelConfig.obs_scale,
-    show_default=True,
-    help="Gaussian scale: pixel (learned per pixel), shared (learned), or a number.",
-)
-@click.option(
-    "--arch",
-    type=click.Choice(ARCHS),
-    default=ModelConfig.arch,
-    show_default=True,
-    help="Encoder/decoder networks.",
-)
-@click.option(
-    "--hidden",
-    callback=parse_sizes,
-    default="400",
-    show_default=True,
-    help="Hidden layer sizes, comma-separated (e.g. 512,256).",
-)
-@click.option("--latent-dim", type=int, default=ModelConfig.latent_dim, show_default=True)
-@click.option(
-    "--guide",
-    type=RegistryChoice("pyrovae.model.guides:GUIDES"),
-    default=ModelConfig.guide,
-    show_default=True,
-    help="q(z|x).",
-)
-@click.option(
-    "--prior",
-    type=RegistryChoice("pyrovae.model.priors:PRIORS"),
-    default=ModelConfig.prior,
-    show_default=True,
-    help="p(z).",
-)
-@click.option(
-    "--flows",
+    "--latent-dim",
     type=int,
-    default=ModelConfig.flows,
+    default=ModelConfig.latent_dim,
     show_default=True,
-    help="Flow layers of a flow guide (iaf, planar, radial, spline) and of --prior flow.",
+    help="Size of z.",
 )
-@click.option(
-    "--flow-hidden",
-    callback=parse_sizes,
-    default=",".join(map(str, ModelConfig.flow_hidden)),
-    show_default=True,
-    help="Hidden sizes of each flow layer's network, comma-separated.",
-)
-@click.option(
-    "--prior-components",
-    type=int,
-    default=ModelConfig.prior_components,
-    show_default=True,
-    help="Components of --prior mog; pseudo-inputs of --prior vamp.",
-)
+@kind_option("guide", ModelConfig.guide, "q(z|x).")
+@kind_option("prior", ModelConfig.prior, "p(z).")
 @click.option(
     "--objective",
     type=click.Choice(OBJECTIVES),
@@ -199,11 +147,17 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
 @click.pass_context
 @user_errors
 def train_command(ctx: click.Context, **options: Any) -> None:
-    """Train a VAE with Pyro SVI and write a run directory."""
+    """Train a VAE with Pyro SVI and write a run directory.
+
+    The options after --prior are those of the installed components (plugins
+    included): each goes to the chosen components that declare it.
+    """
     from pyrovae.api import resume, train
     from pyrovae.config import RunConfig
     from pyrovae.model.build import check_model_config
+    from pyrovae.model.spec import model_config
 
+    component_given = component_values(options)
     progress = options.pop("progress")
     devices = options.pop("devices")
     # Launch only once the options are known to be good: a bad one is then one
@@ -212,7 +166,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     if options["resume"] is not None:
         given = {
             name
-            for name in options
+            for name in [*options, *component_given]
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         }
         extra = sorted(given - RESUME_OPTIONS)
@@ -243,17 +197,13 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         data=DataConfig(
             dataset=options["dataset"], data_dir=options["data_dir"], binarize=options["binarize"]
         ),
-        model=ModelConfig(
+        model=model_config(
+            network=options["network"],
             likelihood=options["likelihood"],
-            obs_scale=options["obs_scale"],
-            arch=options["arch"],
-            hidden=options["hidden"],
-            latent_dim=options["latent_dim"],
             guide=options["guide"],
             prior=options["prior"],
-            flows=options["flows"],
-            flow_hidden=options["flow_hidden"],
-            prior_components=options["prior_components"],
+            latent_dim=options["latent_dim"],
+            **component_given,
         ),
         train=TrainConfig(
             objective=options["objective"],

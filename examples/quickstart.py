@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 
 import pyrovae
-from pyrovae import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyrovae.reports.figures import save_grid, save_reconstructions
 
 
@@ -18,12 +17,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/quickstart")
     args = parser.parse_args()
 
-    config = RunConfig(
-        data=DataConfig(dataset="digits"),
-        model=ModelConfig(likelihood="bernoulli", hidden=(256,), latent_dim=8),
-        train=TrainConfig(epochs=args.epochs, kl_warmup=min(5, args.epochs)),
+    result = pyrovae.train(
+        out=args.out,
+        dataset="digits",
+        likelihood="bernoulli",
+        hidden=256,
+        latent_dim=8,
+        epochs=args.epochs,
+        kl_warmup=min(5, args.epochs),
     )
-    result = pyrovae.train(config, out=args.out)
     print(f"test ELBO after {args.epochs} epochs: {result.final['test_elbo']:.2f} nats")
 
     run = pyrovae.load_run(result.run_dir)

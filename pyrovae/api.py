@@ -11,6 +11,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import ImageData
@@ -26,7 +28,9 @@ from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
-from pyrovae.model.build import check_model_config
+from pyrovae.model.networks.base import Networks
+from pyrovae.model.networks.module import module_spec
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.reports.diagnose import DiagnosisResult, diagnose
 from pyrovae.reports.evaluate import (
@@ -38,7 +42,7 @@ from pyrovae.reports.evaluate import (
     parse_metrics,
 )
 from pyrovae.reports.figures import save_run_figures
-from pyrovae.runtime import isolated_rng, resolve_device
+from pyrovae.runtime import forked_rng, isolated_rng, resolve_device, threads
 from pyrovae.training import run as training_run
 from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loop import Logger, TrainResult
@@ -56,26 +60,111 @@ TEMPERATURE_RANGE = (1e-6, 100.0)
 BATCH_SIZE = 1024
 
 
+def configure(config: RunConfig | None = None, /, **options: Any) -> RunConfig:
+    """A run config from keyword options, the way ``pyrovae.train(...)`` takes them.
+
+    Every field of :class:`~pyrovae.config.DataConfig`,
+    :class:`~pyrovae.config.TrainConfig` and :class:`~pyrovae.config.ModelConfig`
+    is a keyword (``dataset="digits", epochs=2, latent_dim=8``), and so is every
+    option of the chosen components (``obs_scale=0.1``, ``flows=2``; ``pyrovae
+    components`` lists them). With ``config`` the options change a copy of it.
+
+    Raises
+    ------
+    ConfigError
+        An option that is no field and that no chosen component takes; the
+        message names the components that would take it.
+
+    Example
+    -------
+    >>> config = configure(epochs=2, likelihood="gaussian", obs_scale=0.1, guide="iaf")
+    >>> config.train.epochs, config.model.options["likelihood"]
+    (2, {'obs_scale': 0.1})
+    """
+    config = RunConfig() if config is None else config
+    sections: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    model_options: dict[str, Any] = {}
+    for name, value in options.items():
+        section = next((s for s in sections if name in _field_names(s)), None)
+        if section is None:
+            model_options[name] = value
+        else:
+            sections[section][name] = value
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, **sections["data"]),
+        train=dataclasses.replace(config.train, **sections["train"]),
+        model=model_config(config.model, **model_options),
+    )
+
+
+def _field_names(section: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(type(getattr(RunConfig(), section)))}
+
+
 def train(
-    config: RunConfig,
+    config: RunConfig | None = None,
     out: str | Path | None = None,
     *,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
     progress: bool = True,
     log: Logger = print,
+    **options: Any,
 ) -> TrainResult:
     """Train a new VAE into the run folder ``out`` (default: a new one under ``runs/``)
     and draw its figures (samples, reconstructions, loss curve).
 
-    See :func:`pyrovae.training.run.train` for the run folder, the lock and
-    what is kept when something fails.
+    Parameters
+    ----------
+    config
+        A run config; default :class:`~pyrovae.config.RunConfig` (digits, Bernoulli).
+    out
+        The run folder; it must not hold a run already (see :func:`resume`).
+    encoder, decoder
+        Your own networks (``network="module"``), given together:
+        ``encoder`` maps ``(batch, *data_shape)`` to features ``(batch, F)``,
+        ``decoder`` maps codes ``(batch, latent_dim)`` to the likelihood's
+        parameters ``(batch, *data_shape)``. The run records their import
+        paths and ``__init__`` arguments (stored as attributes of the same
+        names, as scikit-learn estimators do), so that :func:`load_run` and the
+        command line rebuild them; see :mod:`pyrovae.model.networks.module`.
+    progress, log
+        A progress bar per epoch; where the per-epoch lines go.
+    **options
+        Fields and component options that override ``config``
+        (:func:`configure`): ``pyrovae.train(epochs=2, likelihood="gaussian")``.
+
+    The caller's random streams, torch thread count and matplotlib backend are
+    left as they were. See :func:`pyrovae.training.run.train` for the run
+    folder, the lock and what is kept when something fails.
 
     Example
     -------
-    >>> from pyrovae import RunConfig, train
-    >>> result = train(RunConfig(), progress=False)  # digits, Bernoulli, 30 epochs
+    >>> import pyrovae
+    >>> result = pyrovae.train(epochs=2, latent_dim=8, out="runs/mine", progress=False)
     >>> result.final["test_elbo"]  # doctest: +SKIP
     """
-    return training_run.train(config, out, progress=progress, log=log, finish=save_run_figures)
+    modules = _given_networks(encoder, decoder)
+    if modules is not None:
+        specs = {role: module_spec(module, role) for role, module in modules._asdict().items()}
+        options = {"network": "module", **specs, **options}
+    config = configure(config, **options)
+    with forked_rng(config.train.device), threads(torch.get_num_threads()):
+        return training_run.train(
+            config, out, progress=progress, log=log, finish=save_run_figures, modules=modules
+        )
+
+
+def _given_networks(encoder: nn.Module | None, decoder: nn.Module | None) -> Networks | None:
+    if encoder is None and decoder is None:
+        return None
+    if encoder is None or decoder is None:
+        raise ConfigError("give both encoder= and decoder=, or neither")
+    for role, module in (("encoder", encoder), ("decoder", decoder)):
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"{role}= must be a torch.nn.Module, got {type(module).__name__}")
+    return Networks(encoder, decoder)
 
 
 def resume(
@@ -142,10 +231,12 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
     config = RunConfig.load(run_dir / CONFIG_NAME)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     try:
-        check_model_config(config.validate().model)
-        vae = VAE(config.model)
+        vae = VAE(config.validate().model)
+    except ConfigError as err:  # a component that is missing, or cannot be rebuilt
+        raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
+    try:
         vae.load_state_dict(state["model"])
-    except (ConfigError, KeyError, RuntimeError) as err:
+    except (KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
         ) from None

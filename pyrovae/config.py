@@ -1,9 +1,11 @@
 """Typed run configuration, serialized to ``config.json`` in every run directory.
 
 A run is reproduced or resumed from its folder alone: the resolved config
-(including the image shape read off the data) is written next to the
-checkpoint, and :meth:`RunConfig.load` rebuilds it. Validation lives here so
-that a bad option fails before any data is read or any folder is created.
+(including the data shape read off the data, and every option of the model's
+components) is written next to the checkpoint, and :meth:`RunConfig.load`
+rebuilds it. The schema checks its own fields; the components check their
+options (:mod:`pyrovae.model.spec`). Both run before any data is read or any
+folder is created.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pyrovae.components import MAX_COUNT
 from pyrovae.errors import ConfigError
 
 Binarize = Literal["dynamic", "static", "none"]
-Arch = Literal["mlp", "conv", "linear"]
 ElboName = Literal["meanfield", "trace"]
 ObjectiveName = Literal["elbo", "iwae"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
-ARCHS: tuple[str, ...] = ("mlp", "conv", "linear")
+#: The kinds of component a model is made of (see :mod:`pyrovae.components`).
+COMPONENT_KINDS: tuple[str, ...] = ("network", "likelihood", "guide", "prior")
 ELBOS: tuple[str, ...] = ("meanfield", "trace")
 OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -36,11 +39,6 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
         raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
 
 
-#: The largest count any option takes: torch's sizes and Python's C-level
-#: integers beyond this overflow rather than fail with a message.
-MAX_COUNT = 2**31 - 1
-#: Flow layers are built one by one; past this a typo, not a model.
-MAX_FLOWS = 1024
 #: Seeds, as every command takes them.
 MAX_SEED = 2**32 - 1
 
@@ -81,54 +79,43 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The generative model p(z) p(x|z) and the guide q(z|x).
+    """The generative model p(z) p(x|z) and the guide q(z|x), as a plain schema.
 
-    ``likelihood``, ``guide`` and ``prior`` are registry keys (see
-    :mod:`pyrovae.model.likelihoods`, :mod:`pyrovae.model.guides`, :mod:`pyrovae.model.priors`).
-    ``obs_scale`` applies to the Gaussian likelihood: ``pixel`` (a learned
-    scale per pixel), ``shared`` (one learned scale) or a fixed positive number.
-    ``image_shape`` is filled in from the data, as ``(C, H, W)``.
-    ``flows`` and ``flow_hidden`` size the normalizing flows of flow guides
-    and of the ``flow`` prior (layers, and hidden widths of each layer's
-    network); ``prior_components`` is the number of mixture components of
-    the ``mog`` prior and of pseudo-inputs of the ``vamp`` prior.
+    ``network``, ``likelihood``, ``guide`` and ``prior`` name one component of
+    each kind (``pyrovae components`` lists what is installed); ``options[kind]``
+    holds that component's options, which the component declares, parses and
+    checks itself (:func:`pyrovae.model.spec.resolve`); missing ones take its
+    defaults. ``providers[kind]`` records the distribution that supplied each
+    component, so that a run that needs a plugin says which. ``latent_dim`` is
+    the size of z; ``data_shape``, the shape of one data point, is filled in
+    from the data. This schema names no component and knows no option of one.
     """
 
+    network: str = "mlp"
     likelihood: str = "bernoulli"
-    obs_scale: str = "pixel"
-    arch: Arch = "mlp"
-    hidden: tuple[int, ...] = (400,)
-    latent_dim: int = 16
     guide: str = "normal"
     prior: str = "normal"
-    image_shape: tuple[int, int, int] | None = None
-    flows: int = 4
-    flow_hidden: tuple[int, ...] = (128,)
-    prior_components: int = 50
+    latent_dim: int = 16
+    data_shape: tuple[int, ...] | None = None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    providers: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Check the values this schema knows; the components' own checks are
-        :func:`pyrovae.model.build.check_model_config`'s."""
-        _choice(self.arch, ARCHS, "--arch")
-        if not self.hidden:
-            raise ConfigError("--hidden needs at least one layer size")
-        for width in self.hidden:
-            _positive(width, "--hidden", integer=True)
+        """Check the fields this schema itself defines."""
+        for kind in COMPONENT_KINDS:
+            name = getattr(self, kind)
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"--{kind} must name a {kind}, got {name!r}")
         _positive(self.latent_dim, "--latent-dim", integer=True)
-        _positive(self.flows, "--flows", integer=True, most=MAX_FLOWS)
-        _positive(self.prior_components, "--prior-components", integer=True)
-        if not self.flow_hidden:
-            raise ConfigError("--flow-hidden needs at least one layer size")
-        for width in self.flow_hidden:
-            _positive(width, "--flow-hidden", integer=True)
-        if self.obs_scale not in ("pixel", "shared"):
-            try:
-                _positive(float(self.obs_scale), "--obs-scale")
-            except ValueError:
-                raise ConfigError(
-                    f"--obs-scale must be 'pixel', 'shared' or a positive number, "
-                    f"got {self.obs_scale!r}"
-                ) from None
+        if self.data_shape is not None:
+            for size in self.data_shape:
+                _positive(size, "the data shape", integer=True)
+        unknown = set(self.options) - set(COMPONENT_KINDS)
+        if unknown or not all(isinstance(v, dict) for v in self.options.values()):
+            raise ConfigError(
+                f"model options must be keyed by {', '.join(COMPONENT_KINDS)}, "
+                f"got {sorted(self.options)}"
+            )
 
 
 @dataclass
@@ -181,6 +168,10 @@ class TrainConfig:
             raise ConfigError(f"--seed must be from 0 to {MAX_SEED}, got {self.seed}")
 
 
+#: The layout of ``config.json``; 2 since components declare their own options.
+CONFIG_VERSION = 2
+
+
 @dataclass
 class RunConfig:
     """Everything needed to rebuild a run: data, model and training settings."""
@@ -197,11 +188,25 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take defaults."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take defaults.
+
+        A config without a ``version`` is taken as the current one (hand-written
+        configs); one of another version is refused with what to do.
+        """
+        raw = dict(raw)
+        version = raw.pop("version", CONFIG_VERSION)
+        old_model = {"arch", "hidden", "image_shape"} & set(raw.get("model", {}))
+        if version != CONFIG_VERSION or old_model:
+            raise ConfigError(
+                "it was written by an older pyrovae "
+                f"(config version {1 if old_model else version}, "
+                f"this one reads {CONFIG_VERSION}, where components carry their own options): "
+                "train the run again"
+            )
         parts: dict[str, Any] = {}
         for part in dataclasses.fields(cls):
             sub_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[part.name]
@@ -210,9 +215,8 @@ class RunConfig:
             unknown = set(values) - known
             if unknown:
                 raise ConfigError(f"unknown {part.name} option(s): {', '.join(sorted(unknown))}")
-            for key in ("hidden", "image_shape", "flow_hidden"):
-                if values.get(key) is not None:
-                    values[key] = tuple(values[key])
+            if values.get("data_shape") is not None:
+                values["data_shape"] = tuple(values["data_shape"])
             parts[part.name] = sub_cls(**values)
         unknown = set(raw) - set(parts)
         if unknown:

@@ -21,6 +21,10 @@ class ConfigError(PyrovaeError):
     """An option value is invalid or options contradict each other."""
 
 
+class ComponentMissingError(ConfigError):
+    """A likelihood, guide, prior or network that is not installed (or failed to load)."""
+
+
 class CheckpointError(PyrovaeError):
     """A checkpoint or run directory is missing, truncated, corrupted or foreign."""
 

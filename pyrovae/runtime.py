@@ -1,10 +1,13 @@
 """Where and how computations run: devices, threads, eval mode, RNG isolation, progress.
 
 The one definition of each: :func:`resolve_device` (``auto``/``cpu``/``cuda``),
-:func:`module_device`, :func:`set_threads`, :func:`eval_mode` (a module in
-eval mode for a block), :func:`frozen` (parameters without gradients for a
-block), :func:`isolated_rng` (draws that leave the caller's RNG state alone)
-and :func:`progress_bar`.
+:func:`module_device`, :func:`set_threads` (the command line's ``--threads``)
+and :func:`threads` (a thread count for a block, then the caller's again),
+:func:`eval_mode` (a module in eval mode for a block), :func:`frozen`
+(parameters without gradients for a block), :func:`forked_rng` (draws that
+leave the caller's random streams as they were, and the same random numbers
+twice), :func:`isolated_rng` (a seeded block that leaves the caller's streams
+alone) and :func:`progress_bar`.
 
 Threads
 -------
@@ -28,11 +31,13 @@ torch does not promise it.
 
 from __future__ import annotations
 
+import random
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,6 +76,24 @@ def set_threads(n: int | None) -> None:
         pass
 
 
+@contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """torch's operators on ``n`` intra-op threads for the block (``None``: unchanged),
+    then on the caller's count again.
+
+    For library code that knows better for one computation (NUTS differentiates a
+    few codes thousands of times, where thread start-up costs more than it saves);
+    only the command line's ``--threads`` (:func:`set_threads`) sets the count for good.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def describe_threads() -> str:
     """``"2 threads"``: how many threads torch's operators run on in this process."""
     n = torch.get_num_threads()
@@ -103,22 +126,63 @@ def frozen(module: M) -> Iterator[M]:
 
 
 @contextmanager
+def forked_rng(device: torch.device | str = "cpu") -> Iterator[Callable[[], None]]:
+    """Run the block on the caller's random streams, then put them back as they were.
+
+    The streams are torch's CPU generator (every visible GPU's too when
+    ``device`` is a CUDA device or a ``--device`` name that resolves to one),
+    NumPy's global generator and Python's :mod:`random` (ArviZ's
+    ``random_seed`` reseeds NumPy's). The block receives ``rewind``, which
+    puts the streams back to where the block started: code that must draw
+    the same random numbers twice (the training step's check of its direct
+    ELBO against Pyro's) calls it between the two.
+
+    Example
+    -------
+    >>> with forked_rng(x.device) as rewind:
+    ...     first = torch.rand(3)
+    ...     rewind()
+    ...     assert torch.equal(first, torch.rand(3))
+    """
+    if isinstance(device, str):
+        device = resolve_device(device)
+    # Only a CUDA device's streams: a CPU computation must not start CUDA.
+    gpus = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    cpu_state = torch.get_rng_state()
+    gpu_states = [torch.cuda.get_rng_state(gpu) for gpu in gpus]
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+
+    def rewind() -> None:
+        torch.set_rng_state(cpu_state)
+        for gpu, state in zip(gpus, gpu_states, strict=True):
+            torch.cuda.set_rng_state(state, gpu)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+    try:
+        yield rewind
+    finally:
+        rewind()
+
+
+@contextmanager
 def isolated_rng(device: torch.device | str, seed: int | None) -> Iterator[None]:
-    """Run the block on torch's RNGs seeded with ``seed``, then put them back as they
-    were, so that a seeded operation leaves its caller's draws alone.
+    """Run the block on random streams seeded with ``seed``, then put the caller's back
+    as they were (:func:`forked_rng`), so that a seeded operation leaves its
+    caller's draws alone.
 
     With ``seed=None`` the block draws from the caller's streams as any code
     does (nothing is forked). ``device`` is a device or a ``--device`` name; a
-    CUDA device's RNG is restored too (every visible GPU's).
+    CUDA device's streams are seeded and restored too (every visible GPU's).
     """
     if seed is None:
         yield
         return
-    if isinstance(device, str):
-        device = resolve_device(device)
-    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(device):
         torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
         yield
 
 

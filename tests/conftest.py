@@ -26,11 +26,12 @@ def _seeded_clean_pyro():
 @pytest.fixture
 def tiny_config():
     """A digits config that trains in about a second."""
-    from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from pyrovae.config import DataConfig, RunConfig, TrainConfig
+    from pyrovae.model.spec import model_config
 
     return RunConfig(
         data=DataConfig(dataset="digits"),
-        model=ModelConfig(hidden=(32,), latent_dim=4),
+        model=model_config(hidden=(32,), latent_dim=4),
         train=TrainConfig(epochs=2, batch_size=256, device="cpu"),
     )
 
@@ -47,8 +48,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def make_vae():
     """Build a small VAE on 4x4 images, validated, with any registered guide and prior."""
-    from pyrovae.config import ModelConfig
-    from pyrovae.model.build import check_model_config
+    from pyrovae.model.spec import REGISTRIES, model_config
     from pyrovae.model.vae import VAE
 
     def make(
@@ -58,16 +58,19 @@ def make_vae():
         hidden: int = 16,
         flows: int = 1,
     ) -> VAE:
-        config = ModelConfig(
-            image_shape=(1, 4, 4),
+        takes_flows = any(
+            REGISTRIES[kind].get(name).option("flows") is not None
+            for kind, name in (("guide", guide), ("prior", prior))
+        )
+        flow_options = {"flows": flows, "flow_hidden": (hidden,)} if takes_flows else {}
+        config = model_config(
+            data_shape=(1, 4, 4),
             hidden=(hidden,),
             latent_dim=latent_dim,
             guide=guide,
             prior=prior,
-            flows=flows,
-            flow_hidden=(hidden,),
+            **flow_options,
         )
-        check_model_config(config)
         return VAE(config)
 
     return make

@@ -28,7 +28,7 @@ def run_dir(tiny_config, tmp_path):
 
 def test_load_sample_reconstruct(run_dir):
     run = load_run(run_dir, device="cpu")
-    assert run.config.model.image_shape == (1, 8, 8)
+    assert run.config.model.data_shape == (1, 8, 8)
     assert len(run.history) == 2 == len(read_metrics(run_dir))
     images = sample(run, 10, seed=3)
     assert images.shape == (10, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
@@ -115,3 +115,129 @@ def test_non_finite_images_are_refused(run_dir, monkeypatch):
         sample(run, 3)
     with pytest.raises(ConfigError, match="temperature 0.5"):
         sample(run, 3, temperature=0.5)
+
+
+# --- keyword options, a user's own networks, the caller's state ------------------------
+
+
+def test_configure_routes_fields_and_component_options():
+    from pyrovae.api import configure
+
+    config = configure(dataset="digits", epochs=3, latent_dim=5, guide="iaf", flows=2, hidden=32)
+    assert (config.data.dataset, config.train.epochs, config.model.latent_dim) == ("digits", 3, 5)
+    assert config.model.options == {"network": {"hidden": 32}, "guide": {"flows": 2}}
+    changed = configure(config, guide="normal", lr=0.01)
+    assert changed.train.lr == 0.01 and "guide" not in changed.model.options
+    assert config.train.lr == 1e-3  # the given config is not changed
+    with pytest.raises(ConfigError, match="--learning-rate is not an option"):
+        configure(learning_rate=0.1)
+
+
+def test_train_takes_keyword_options(tmp_path):
+    result = train(
+        out=tmp_path / "run", dataset="digits", epochs=1, hidden=16, latent_dim=2,
+        batch_size=512, device="cpu", progress=False, log=lambda _: None,
+    )  # fmt: skip
+    config = load_run(result.run_dir, device="cpu").config
+    assert config.model.options["network"] == {"hidden": [16]} and config.model.latent_dim == 2
+
+
+class _Encoder(torch.nn.Module):
+    """Digits (batch, 1, 8, 8) -> (batch, width); its argument kept as an attribute."""
+
+    def __init__(self, width: int = 12) -> None:
+        super().__init__()
+        self.width = width
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width))
+
+    def forward(self, x):
+        return torch.tanh(self.net(x))
+
+
+class _Decoder(torch.nn.Module):
+    def __init__(self, latent_dim: int = 2) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = torch.nn.Linear(latent_dim, 64)
+
+    def forward(self, z):
+        return self.net(z).reshape(-1, 1, 8, 8)
+
+
+def test_own_networks_round_trip_through_load_run_and_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    encoder, decoder = _Encoder(width=12), _Decoder(latent_dim=2)
+    result = train(
+        out=tmp_path / "run", encoder=encoder, decoder=decoder, latent_dim=2, epochs=1,
+        batch_size=512, device="cpu", progress=False, log=lambda _: None,
+    )  # fmt: skip
+    assert result.vae.decoder.module is decoder  # trained as given
+    run = load_run(result.run_dir, device="cpu")
+    assert run.config.model.network == "module"
+    assert run.config.model.options["network"]["encoder"]["kwargs"] == {"width": 12}
+    for name, value in result.vae.state_dict().items():
+        assert torch.equal(run.vae.state_dict()[name], value), name
+    cli = CliRunner().invoke(main, ["sample", "--run", str(result.run_dir), "-n", "3"])
+    assert cli.exit_code == 0, cli.output
+
+
+def test_own_networks_that_cannot_be_recorded_or_break_the_contract(tmp_path):
+    with pytest.raises(ConfigError, match="'size' is not stored as an attribute"):
+        train(encoder=Unrecorded(), decoder=_Decoder(), out=tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="give both encoder= and decoder="):
+        train(encoder=_Encoder(), out=tmp_path / "b", progress=False)
+    quiet = {"epochs": 1, "device": "cpu", "progress": False, "log": lambda _: None}
+    with pytest.raises(ConfigError, match=r"the encoder failed on a batch of shape \(2, 1, 6, 6\)"):
+        train(
+            out=tmp_path / "c", encoder=_Encoder(), decoder=_Decoder(), latent_dim=2,
+            dataset=str(_vectors(tmp_path)), **quiet,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="Local.*is defined inside a function"):
+
+        class Local(_Encoder):
+            pass
+
+        train(encoder=Local(), decoder=_Decoder(), out=tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match=r"it must return \(batch, 1, 8, 8\)"):
+        train(out=tmp_path / "d", encoder=_Encoder(), decoder=Flat(), latent_dim=2, **quiet)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+class Unrecorded(_Encoder):
+    def __init__(self, size: int = 12) -> None:
+        super().__init__(size)  # `size` is not kept under its own name
+
+
+class Flat(_Decoder):
+    def forward(self, z):
+        return self.net(z)  # (batch, 64), not (batch, 1, 8, 8)
+
+
+def _vectors(tmp_path):
+    """A data set whose images are not the decoder's (1, 8, 8)."""
+    import numpy as np
+
+    path = tmp_path / "small.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 2, (40, 1, 6, 6)).astype(np.uint8) * 255)
+    return path
+
+
+def test_train_leaves_the_callers_state_alone(tiny_config, tmp_path):
+    import random
+
+    import matplotlib
+    import numpy as np
+
+    backend, threads = matplotlib.get_backend(), torch.get_num_threads()
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    expected = (torch.rand(2), np.random.random_sample(2), random.random())
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    tiny_config.train.epochs = 1
+    train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    drawn = (torch.rand(2), np.random.random_sample(2), random.random())
+    assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1])
+    assert drawn[2] == expected[2]
+    assert matplotlib.get_backend() == backend and torch.get_num_threads() == threads

@@ -11,14 +11,15 @@ from pyrovae.errors import CheckpointError, ConfigError
 def test_round_trip_through_json(tmp_path):
     config = RunConfig(
         data=DataConfig(dataset="mnist", data_dir="/data", binarize="static"),
-        model=ModelConfig(hidden=(64, 32), latent_dim=3, image_shape=(1, 28, 28)),
+        model=ModelConfig(
+            latent_dim=3, data_shape=(1, 28, 28), options={"network": {"hidden": [64, 32]}}
+        ),
         train=TrainConfig(beta=0.5, kl_warmup=3, epochs=7),
     )
     config.save(tmp_path / "config.json")
     loaded = RunConfig.load(tmp_path / "config.json")
     assert loaded == config
-    assert isinstance(loaded.model.hidden, tuple)
-    assert isinstance(loaded.model.image_shape, tuple)
+    assert isinstance(loaded.model.data_shape, tuple)
 
 
 def test_missing_keys_take_defaults():
@@ -36,10 +37,10 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(beta=0.0)), "--beta"),
         (RunConfig(train=TrainConfig(kl_warmup=-2)), "--kl-warmup"),
         (RunConfig(train=TrainConfig(elbo="renyi")), "--elbo"),  # type: ignore[arg-type]
-        (RunConfig(model=ModelConfig(hidden=())), "--hidden"),
-        (RunConfig(model=ModelConfig(obs_scale="wide")), "--obs-scale"),
-        (RunConfig(model=ModelConfig(obs_scale="-1")), "--obs-scale"),
         (RunConfig(data=DataConfig(binarize="sometimes")), "--binarize"),  # type: ignore[arg-type]
+        (RunConfig(model=ModelConfig(latent_dim=0)), "--latent-dim"),
+        (RunConfig(model=ModelConfig(guide="")), "--guide"),
+        (RunConfig(model=ModelConfig(options={"decoder": {}})), "keyed by"),
         (RunConfig(train=TrainConfig(seed=99999999999999999999999)), "--seed"),
         (RunConfig(train=TrainConfig(seed=-(2**63) - 1)), "--seed"),
         (RunConfig(train=TrainConfig(seed=1.5)), "--seed"),  # type: ignore[arg-type]
@@ -47,8 +48,6 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(particles=10**20)), "--particles must be at most"),
         (RunConfig(train=TrainConfig(batch_size=2**31)), "--batch-size must be at most"),
         (RunConfig(train=TrainConfig(kl_warmup=10**20)), "--kl-warmup"),
-        (RunConfig(model=ModelConfig(hidden=(8, 10**20))), "--hidden must be at most"),
-        (RunConfig(model=ModelConfig(flows=10**9)), "--flows must be at most 1024"),
     ],
 )
 def test_invalid_values_raise_one_line_config_errors(config, message):
@@ -73,8 +72,44 @@ def test_unreadable_config_is_a_checkpoint_error(tmp_path):
         RunConfig.load(tmp_path / "missing.json")
 
 
-def test_component_names_are_checked_with_the_components():
-    from pyrovae.model.build import check_model_config
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"hidden": ()}, "--hidden"),
+        ({"likelihood": "gaussian", "obs_scale": "wide"}, "--obs-scale"),
+        ({"likelihood": "gaussian", "obs_scale": "-1"}, "--obs-scale"),
+        ({"hidden": (8, 10**20)}, "--hidden.*from 1 to 2147483647"),
+        ({"guide": "iaf", "flows": 10**9}, "--flows.*must be at most 1024"),
+    ],
+)
+def test_component_options_are_checked_by_their_component(options, message):
+    from pyrovae.model.spec import model_config, resolve
 
-    with pytest.raises(ConfigError, match="unknown likelihood 'poisson'"):
-        check_model_config(ModelConfig(likelihood="poisson"))
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve(model_config(**options))
+    assert "\n" not in str(info.value)
+
+
+def test_component_names_are_checked_with_the_components():
+    from pyrovae.errors import ComponentMissingError
+    from pyrovae.model.spec import resolve
+
+    with pytest.raises(ComponentMissingError, match="unknown likelihood 'poisson'"):
+        resolve(ModelConfig(likelihood="poisson"))
+
+
+def test_an_option_no_chosen_component_takes_names_who_would():
+    from pyrovae.model.spec import model_config
+
+    with pytest.raises(ConfigError, match="--flows is not an option.*it is an option of"):
+        model_config(guide="normal", flows=2)
+
+
+def test_model_config_changes_a_base_and_drops_what_no_component_takes():
+    from pyrovae.model.spec import model_config
+
+    iaf = model_config(guide="iaf", flows=2, likelihood="gaussian", obs_scale="shared")
+    assert model_config(iaf, flows=3).options["guide"] == {"flows": 3}
+    normal = model_config(iaf, guide="normal")
+    assert "guide" not in normal.options
+    assert normal.options["likelihood"] == {"obs_scale": "shared"}

@@ -11,7 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("script", ["quickstart.py", "custom_likelihood.py"])
+@pytest.mark.parametrize("script", ["quickstart.py", "custom_likelihood.py", "custom_network.py"])
 def test_example_runs(script, tmp_path):
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--epochs", "1", "--out", str(tmp_path / "run")],

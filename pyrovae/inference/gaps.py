@@ -76,7 +76,7 @@ def _draw_strata(
             order = [own, *(c for c in components if c is not own)]
             scored = {id(c): c.log_prob(z).double() for c in order}  # each (chunk, B)
             densities.append(torch.stack([scored[id(c)] for c in components]))
-            joints.append((vae.prior().log_prob(z) + vae.px(z).log_prob(x)).double())
+            joints.append(vae.log_joint(x, z).double())
         strata.append(_Stratum(torch.cat(joints), torch.cat(densities, dim=1)))
     return strata
 
@@ -119,8 +119,9 @@ def inference_gaps(
     """Approximation and amortization gaps for each image of ``images`` (a few).
 
     ``kind`` is the family of q*: ``normal``, ``mvn`` or ``iaf``; ``auto`` takes
-    ``normal`` for the ``normal`` amortized guide (the gaps are defined within
-    the guide's family) and ``iaf`` otherwise. log p(x) is estimated once, by
+    the family the guide declares (``Guide.local_family``: ``normal`` for the
+    mean-field guide, as the gaps are defined within the guide's family; ``iaf``
+    otherwise). log p(x) is estimated once, by
     importance sampling from the defensive mixture of the amortized q(z|x) (when
     it has a density at any z), q* and, when q* is a diagonal Gaussian (whose
     weights can have infinite variance on a correlated posterior), a fitted
@@ -130,7 +131,7 @@ def inference_gaps(
     from pyrovae.inference.local import CORRELATED_KINDS, fit_local_posterior
 
     if kind == "auto":
-        kind = "normal" if vae.config.guide == "normal" else "iaf"
+        kind = vae.guide_net.local_family
     device = module_device(vae)
     x = to_unit_float(images.to(device))
     fits = [kind] if kind in CORRELATED_KINDS else [kind, "mvn"]

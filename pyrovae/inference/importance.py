@@ -59,8 +59,7 @@ def importance_draws(
     r = vae.qz(x) if proposal is None else proposal
     z = r.sample((n,))  # (n, batch, n_latent)
     log_r = r.log_prob(z)  # (n, batch)
-    log_joint = vae.prior().log_prob(z) + vae.px(z).log_prob(x)  # (n, batch)
-    return z, log_joint - log_r
+    return z, vae.log_joint(x, z) - log_r  # (n, batch)
 
 
 def log_importance_weights(
@@ -75,7 +74,7 @@ def log_importance_weights(
 
 def auto_chunk_size(vae: VAE, batch_size: int, budget: int = DEFAULT_ELEMENT_BUDGET) -> int:
     """Samples per chunk so that ``chunk x batch_size x pixels`` stays within ``budget``."""
-    n_pixels = math.prod(vae.image_shape)
+    n_pixels = math.prod(vae.data_shape)
     return max(1, budget // (batch_size * n_pixels))
 
 
@@ -304,7 +303,7 @@ def bits_per_dim(
     - Continuous likelihoods on data that are not 8-bit (float pixels, such as
       the bundled digits): withheld, as there is no code length to give.
     """
-    n_dims = math.prod(vae.image_shape)
+    n_dims = math.prod(vae.data_shape)
     scale = n_dims * math.log(2)
     if vae.likelihood.discrete:
         estimate = log_px

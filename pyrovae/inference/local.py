@@ -268,11 +268,6 @@ class _LocalGaussian(nn.Module):
         return dist.MultivariateNormal(loc, scale_tril=tril, validate_args=False)
 
 
-def _log_joint(vae: VAE, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(z) + log p(x|z) for codes ``(..., B, L)`` of images ``(B, C, H, W)``."""
-    return vae.prior().log_prob(z) + vae.px(z).log_prob(x)
-
-
 @dataclass
 class LaplaceStart:
     """The mode of log p(x, z) per point and the inverse of minus its Hessian there."""
@@ -312,7 +307,7 @@ def laplace_start(vae: VAE, x: torch.Tensor, *, max_iter: int = 200) -> LaplaceS
         optimizer.zero_grad()
         # A fresh tensor each call: a flow prior caches its inverse by tensor identity,
         # and would hand back the previous call's graph.
-        loss = -_log_joint(vae, z.clone(), x).sum()
+        loss = -vae.log_joint(x, z.clone()).sum()
         loss.backward()
         return loss
 
@@ -321,7 +316,7 @@ def laplace_start(vae: VAE, x: torch.Tensor, *, max_iter: int = 200) -> LaplaceS
     if not bool(torch.isfinite(mode).all()):
         mode = z0  # a diverged search: start at the amortized mean instead
     z = mode.clone().requires_grad_(True)
-    grad = torch.autograd.grad(_log_joint(vae, z, x).sum(), z, create_graph=True)[0]  # (B, L)
+    grad = torch.autograd.grad(vae.log_joint(x, z).sum(), z, create_graph=True)[0]  # (B, L)
     rows = [
         torch.autograd.grad(grad[:, u].sum(), z, retain_graph=True)[0] for u in range(vae.n_latent)
     ]
@@ -365,7 +360,7 @@ def _fit_gaussian(
 
     def loss() -> torch.Tensor:
         z = q.distribution().rsample((particles,))  # (particles, B, L)
-        log_ratio = _log_joint(vae, z, x) - q.distribution(detach=True).log_prob(z)
+        log_ratio = vae.log_joint(x, z) - q.distribution(detach=True).log_prob(z)
         return -log_ratio.mean(0)  # (B,)
 
     desc = f"q* ({'mvn' if full else 'normal'}) of {x.shape[0]} images" if progress else None

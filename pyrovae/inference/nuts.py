@@ -118,7 +118,7 @@ def nuts_reference(
 
     def potential(params: dict[str, torch.Tensor]) -> torch.Tensor:
         z = params[LATENT]  # (M, n_latent)
-        return -(vae.prior().log_prob(z) + vae.px(z).log_prob(x)).sum()
+        return -vae.log_joint(x, z).sum()
 
     started = time.perf_counter()
     per_chain = []

@@ -1,4 +1,7 @@
-"""Whether a model fits in memory, checked before its parameters are allocated.
+"""Building a VAE from its config: checked with its components, and against memory.
+
+:func:`check_model_config` runs every component's checks before any data is
+read. :func:`build_vae` first checks that the model fits in memory.
 
 ``--latent-dim 2000000000`` or ``--hidden 2000000000`` asks for terabytes of
 parameters: allocating them fails with an allocator traceback, or (on a
@@ -16,9 +19,8 @@ import torch
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, first_line
-from pyrovae.model.guides.base import GUIDES
-from pyrovae.model.likelihoods.base import LIKELIHOODS
-from pyrovae.model.priors.base import PRIORS
+from pyrovae.model.networks.base import Networks
+from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
 
 #: Bytes per parameter in training: the value, its gradient and Adam's two moments (float32).
@@ -26,33 +28,19 @@ TRAIN_BYTES_PER_PARAMETER = 16
 
 
 def check_model_config(config: ModelConfig) -> None:
-    """The checks of ``config`` that need its components: names that exist, flow widths
-    an autoregressive network can use, a guide the VampPrior can evaluate."""
-    config.validate()
-    LIKELIHOODS.get(config.likelihood)
-    guide = GUIDES.get(config.guide)
-    PRIORS.get(config.prior)
-    autoregressive = config.guide == "iaf" or config.prior == "flow"
-    if autoregressive and min(config.flow_hidden) < config.latent_dim:
-        # A MADE layer narrower than its input cannot connect every output.
-        raise ConfigError(
-            f"--flow-hidden sizes must be at least --latent-dim ({config.latent_dim}) "
-            f"for autoregressive flows, got {','.join(map(str, config.flow_hidden))}"
-        )
-    if config.prior == "vamp" and not guide.scores_any_z:
-        # The VampPrior evaluates q(z|u_k) at codes q did not draw.
-        raise ConfigError(
-            f"--prior vamp needs a guide with a closed-form inverse, not {config.guide!r}: "
-            "use normal, iaf or spline"
-        )
+    """Check ``config`` with its components (names, options, combinations) before any
+    data is read; see :func:`pyrovae.model.spec.resolve`."""
+    resolve(config)
 
 
-def build_vae(config: ModelConfig, device: torch.device) -> VAE:
+def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | None = None) -> VAE:
     """The VAE of ``config`` on ``device``; one too large for the device's memory is a
-    :class:`ConfigError`, found before allocating where the size can be counted."""
-    check_fits_in_memory(config, device)
+    :class:`ConfigError`, found before allocating where the size can be counted.
+    ``modules`` are a caller's own encoder and decoder (the ``module`` network)."""
+    if modules is None:
+        check_fits_in_memory(config, device)
     try:
-        return VAE(config).to(device)
+        return VAE(config, modules=modules).to(device)
     except (RuntimeError, MemoryError) as err:
         if not _out_of_memory(err):
             raise
@@ -85,7 +73,8 @@ def parameter_count(config: ModelConfig) -> int:
     tensor's value while they are built) are counted as the Gaussian guide and
     prior: a lower bound, dominated anyway by the encoder and decoder.
     """
-    plain = dataclasses.replace(config, guide="normal", prior="normal")
+    options = {k: v for k, v in config.options.items() if k not in ("guide", "prior")}
+    plain = dataclasses.replace(config, guide="normal", prior="normal", options=options)
     for candidate in (config, plain):
         try:
             with torch.device("meta"):

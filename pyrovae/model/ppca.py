@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import MultivariateNormal
 
-from pyrovae.config import ModelConfig
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 
 
@@ -85,19 +85,21 @@ def linear_gaussian_vae(ppca: PPCA, **model_options: object) -> VAE:
     """A VAE whose decoder and likelihood are exactly ``ppca``'s p(x|z) and prior N(0, I).
 
     Data are shaped ``(batch, 1, 1, n_dims)``; the encoder and guide are
-    linear (``arch="linear"``) and left at their initialization, so the
+    linear (the ``linear`` network) and left at their initialization, so the
     amortized guide can represent the exact posterior's mean. Extra
-    ``model_options`` go to :class:`~pyrovae.config.ModelConfig` (e.g. ``guide``).
+    ``model_options`` are fields and component options, as
+    :func:`~pyrovae.model.spec.model_config` takes them (e.g. ``guide="iaf"``).
     """
     options: dict[str, object] = {
         "likelihood": "gaussian",
-        "obs_scale": str(ppca.sigma),
-        "arch": "linear",
+        "obs_scale": ppca.sigma,
+        "network": "linear",
         "hidden": (max(ppca.n_latent, 8),),
         "latent_dim": ppca.n_latent,
+        "data_shape": (1, 1, ppca.n_dims),
         **model_options,
     }
-    vae = VAE(ModelConfig(image_shape=(1, 1, ppca.n_dims), **options))  # type: ignore[arg-type]
+    vae = VAE(model_config(**options))
     decoder = vae.decoder.net
     assert isinstance(decoder, torch.nn.Linear)
     with torch.no_grad():

@@ -1,15 +1,31 @@
 """The VAE as a pair of Pyro functions: ``model(x)`` for p(z) p(x|z) and
-``guide(x)`` for the amortized q(z|x).
+``guide(x)`` for the amortized q(z|x), and log p(x, z) for a batch.
 
 Kingma & Welling (2014), "Auto-Encoding Variational Bayes"; β-weighting from
 Higgins et al. (2017), "β-VAE". The networks, likelihood, prior and guide are
-looked up in their registries from a :class:`~pyrovae.config.ModelConfig`, so
-this module never changes when one is added. Nothing here knows about epochs,
-optimizers or files.
+resolved from a :class:`~pyrovae.config.ModelConfig` by :mod:`pyrovae.model.spec`
+(installed components and plugins alike), so this module never changes when
+one is added. Nothing here knows about epochs, optimizers or files: β is an
+argument of the model and guide, which Pyro's ELBOs pass through:
+``elbo.differentiable_loss(vae.model, vae.guide, x, beta=0.5)``.
+
+Predictive
+----------
+:class:`pyro.infer.Predictive` draws from the model as for any Pyro model:
+
+>>> prior = Predictive(vae.model, num_samples=100)(None, batch_size=8)
+>>> prior["z"].shape, prior["x"].shape          # (100, 8, n_latent), (100, 8, C, H, W)
+>>> posterior = Predictive(vae.model, guide=vae.guide, num_samples=100)(x, observe=False)
+>>> posterior["x"]                              # x ~ p(x|z), z ~ q(z|x): replicated data
+
+With ``observe=False`` the images only feed the guide and the model draws its
+site ``"x"``; with the default ``observe=True`` the site is conditioned on
+them, and Predictive hands them back unchanged, as it does any observed site.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -23,10 +39,17 @@ from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
 from pyrovae.model.guides.amortized import AmortizedGuide
 from pyrovae.model.guides.base import Guide
-from pyrovae.model.likelihoods.base import LIKELIHOODS
-from pyrovae.model.networks import build_networks
-from pyrovae.model.priors.base import PRIORS
+from pyrovae.model.likelihoods.base import Likelihood
+from pyrovae.model.networks.base import Networks
+from pyrovae.model.priors.base import Prior
+from pyrovae.model.spec import resolve
 from pyrovae.sites import DATA_PLATE, LATENT, MODULE, OBS
+
+
+def _latent_scale(beta: float) -> AbstractContextManager[Any]:
+    """β-weighting of the latent site's log-densities, in model and guide alike, so
+    that the ELBO's KL term is multiplied by β (nothing to do at β = 1)."""
+    return nullcontext() if beta == 1.0 else poutine.scale(scale=beta)
 
 
 class VAE(nn.Module):
@@ -35,41 +58,45 @@ class VAE(nn.Module):
     Parameters
     ----------
     config
-        The model config; ``config.image_shape`` must be set.
-
-    Attributes
-    ----------
-    beta
-        Weight of the latent site's log-densities in both model and guide,
-        so that the ELBO's KL term is multiplied by it. Set by the trainer for
-        KL warm-up; 1 gives the plain ELBO.
+        The model config; ``config.data_shape`` must be set.
+    modules
+        An encoder and a decoder to use as they are, for a network component
+        that takes them (``module``: your own ``nn.Module``s).
 
     Example
     -------
-    >>> vae = VAE(ModelConfig(image_shape=(1, 8, 8), latent_dim=2))
+    >>> vae = VAE(ModelConfig(data_shape=(1, 8, 8), latent_dim=2))
     >>> elbo = pyro.infer.TraceMeanField_ELBO()
-    >>> loss = elbo.differentiable_loss(vae.model, vae.guide, torch.zeros(5, 1, 8, 8))
+    >>> x = torch.zeros(5, 1, 8, 8)
+    >>> loss = elbo.differentiable_loss(vae.model, vae.guide, x)
+    >>> warm = elbo.differentiable_loss(vae.model, vae.guide, x, beta=0.1)  # KL x 0.1
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, modules: Networks | None = None) -> None:
         super().__init__()
-        if config.image_shape is None:
-            raise ConfigError("the model config has no image_shape; it is read from the data")
+        if config.data_shape is None:
+            raise ConfigError("the model config has no data_shape; it is read from the data")
         self.config = config
-        self.image_shape: tuple[int, int, int] = config.image_shape
-        encoder, self.decoder = build_networks(
-            config.arch, self.image_shape, config.hidden, config.latent_dim
-        )
-        self.likelihood = LIKELIHOODS.get(config.likelihood)(self.image_shape, config)
-        self.prior = PRIORS.get(config.prior)(config.latent_dim, config)
-        # The toolkit's one amortized guide (the encoder and a registered head),
-        # which any Pyro model with a latent site in the data plate can use too.
+        spec = resolve(config)
+        context, options = spec.context, spec.options
+        classes: Mapping[str, Any] = spec.classes
+        self.data_shape: tuple[int, ...] = tuple(config.data_shape)
+        network = classes["network"](**options["network"], **_given(modules))
+        encoder, self.decoder = network.build(context)
+        self.likelihood: Likelihood = classes["likelihood"](context, **options["likelihood"])
+        self.prior: Prior = classes["prior"](context, **options["prior"])
+        # The toolkit's one amortized guide (the encoder and a guide head), which
+        # any Pyro model with a latent site in the data plate can use too.
         self.amortized_guide = AmortizedGuide(
-            self.model, encoder, config, event_shape=(config.latent_dim,)
+            self.model,
+            encoder,
+            classes["guide"],
+            options["guide"],
+            event_shape=(config.latent_dim,),
+            context=context,
         )
-        # Priors built on q(z|x) (the VampPrior) get it now that it exists.
-        self.prior.attach_posterior(self.qz)
-        self.beta = 1.0
+        if self.prior.needs_posterior:  # the VampPrior is built on q(z|x)
+            self.prior.attach_posterior(self.qz)
 
     @property
     def n_latent(self) -> int:
@@ -87,9 +114,6 @@ class VAE(nn.Module):
         assert head is not None  # built in __init__
         return head
 
-    def _latent_scale(self) -> AbstractContextManager[Any]:
-        return nullcontext() if self.beta == 1.0 else poutine.scale(scale=self.beta)
-
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x) for a batch ``(batch, C, H, W)``."""
         return self.amortized_guide.qz(x)
@@ -98,19 +122,70 @@ class VAE(nn.Module):
         """p(x|z) for codes ``(..., n_latent)``."""
         return self.likelihood(self.decoder(z))
 
-    def model(self, x: torch.Tensor) -> torch.Tensor:
-        """p(z) p(x|z), observed at ``x`` ``(batch, C, H, W)``."""
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) + log p(x|z) for codes ``z`` ``(..., batch, n_latent)`` of the images
+        ``x`` ``(batch, C, H, W)``: ``(..., batch)``.
+
+        The one definition of the joint density that importance sampling, PSIS,
+        NUTS and the per-point fits use.
+        """
+        return self.prior().log_prob(z) + self.px(z).log_prob(x)
+
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        beta: float = 1.0,
+        batch_size: int | None = None,
+        observe: bool = True,
+    ) -> torch.Tensor:
+        """p(z) p(x|z) over a batch: z ~ p(z), then x ~ p(x|z), observed at ``x``.
+
+        Parameters
+        ----------
+        x
+            Images ``(batch, C, H, W)``, or ``None`` to draw ``batch_size`` of them
+            (prior predictive).
+        beta
+            Weight of the latent site (β-VAE, KL warm-up); 1 is the plain model.
+        batch_size
+            Data points to draw when ``x`` is ``None`` (default 1); with ``x``,
+            ``None`` or its length.
+        observe
+            Condition the site ``"x"`` on ``x``; ``False`` draws it, ``x`` then
+            only sets the batch (and feeds the guide: posterior predictive).
+
+        Returns
+        -------
+        torch.Tensor
+            The codes z ``(batch, n_latent)``.
+        """
         pyro.module(MODULE, self)
-        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
-            with self._latent_scale():
+        n = _batch_size(x, batch_size)
+        with pyro.plate(DATA_PLATE, n, dim=-1):
+            with _latent_scale(beta):
                 z = pyro.sample(LATENT, self.prior())  # (batch, n_latent)
-            pyro.sample(OBS, self.px(z), obs=x)
+            pyro.sample(OBS, self.px(z), obs=x if observe else None)
         return z
 
-    def guide(self, x: torch.Tensor) -> torch.Tensor:
-        """q(z|x) from the encoder."""
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        beta: float = 1.0,
+        batch_size: int | None = None,
+        observe: bool = True,
+    ) -> torch.Tensor:
+        """q(z|x) from the encoder; it takes the model's arguments (as Pyro guides do)
+        and needs the images ``x``."""
+        if x is None:
+            raise ConfigError(
+                "the guide q(z|x) needs images x; for draws from the prior, "
+                "run the model without a guide"
+            )
+        _batch_size(x, batch_size)
         pyro.module(MODULE, self)
-        with self._latent_scale():
+        with _latent_scale(beta):
             return self.amortized_guide.sample_latent(x)  # (batch, n_latent)
 
     @torch.no_grad()
@@ -128,3 +203,17 @@ class VAE(nn.Module):
         """Images decoded from one draw z ~ q(z|x) for each image of ``x``."""
         px = self.px(self.qz(x).sample())
         return px.mean if mean else px.sample()
+
+
+def _given(modules: Networks | None) -> dict[str, Networks]:
+    """The ``modules`` keyword for a network component, when the caller gave modules."""
+    return {} if modules is None else {"modules": modules}
+
+
+def _batch_size(x: torch.Tensor | None, batch_size: int | None) -> int:
+    """The number of data points of a call of the model or guide."""
+    if x is None:
+        return 1 if batch_size is None else batch_size
+    if batch_size is not None and batch_size != x.shape[0]:
+        raise ConfigError(f"batch_size={batch_size} but x holds {x.shape[0]} images")
+    return x.shape[0]

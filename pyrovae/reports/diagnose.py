@@ -151,7 +151,7 @@ def q_draws(
     for start in progress_bar(starts, "PSIS draws of q(z|x)", progress, unit="chunk"):
         z = qz.sample((min(chunk, draws - start),))  # (chunk, n, L)
         densities.append(qz.log_prob(z))  # (chunk, n)
-        joints.append(vae64.prior().log_prob(z) + vae64.px(z).log_prob(x64))  # (chunk, n)
+        joints.append(vae64.log_joint(x64, z))  # (chunk, n)
         zs.append(z)
     log_joint, log_r = torch.cat(joints), torch.cat(densities)
     tolerance = roundoff_tolerance(log_joint, log_r, precision)
@@ -201,9 +201,6 @@ def diagnose(
         Progress bars on stderr for the PSIS draws, the NUTS chains and the
         latent codes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import arviz as az
     import xarray as xr
 
@@ -232,7 +229,6 @@ def diagnose(
     coords = latent_coords(n, vae.n_latent)
     z_np = z.cpu().numpy()[None]  # (chain=1, draw, datapoint, latent)
     lw_np = log_w.double().cpu().numpy()[None]  # (1, draw, datapoint)
-    c, h, w = vae.image_shape
     observed_data = {
         "x": (("datapoint", "channel", "height", "width"), x.cpu().numpy()),
         "mean_intensity": (("datapoint",), observed),

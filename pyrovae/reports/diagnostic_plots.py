@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pyrovae.reports.html import figure_png
+from pyrovae.reports.html import figure_png, new_figure
 
 if TYPE_CHECKING:
     import arviz as az
@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def plot_khat(khat: np.ndarray) -> str:
     import arviz as az
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = new_figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     with warnings.catch_warnings():
         # ArviZ would rather have an ELPDData; k̂ of importance ratios is a plain array.
         warnings.simplefilter("ignore", FutureWarning)
@@ -30,12 +30,10 @@ def plot_khat(khat: np.ndarray) -> str:
 def plot_overlay(q_draws: np.ndarray, nuts: np.ndarray, max_latent: int = 4) -> str:
     """Marginals of q(z|x) and NUTS: one row per data point, one column per latent."""
     import arviz as az
-    import matplotlib.pyplot as plt
 
     n_points, n_latent = nuts.shape[2], min(nuts.shape[3], max_latent)
-    fig, axes = plt.subplots(
-        n_points, n_latent, figsize=(2.6 * n_latent, 2.0 * n_points), squeeze=False
-    )
+    fig = new_figure(figsize=(2.6 * n_latent, 2.0 * n_points))
+    axes = fig.subplots(n_points, n_latent, squeeze=False)
     for i in range(n_points):
         for u in range(n_latent):
             ax = axes[i, u]
@@ -53,9 +51,9 @@ def plot_overlay(q_draws: np.ndarray, nuts: np.ndarray, max_latent: int = 4) -> 
 
 def plot_ppc(idata: az.InferenceData) -> str:
     import arviz as az
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = new_figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     n_draws = idata["posterior_predictive"].sizes["draw"]
     options = {"var_names": ["mean_intensity"], "num_pp_samples": min(50, n_draws)}
     try:
@@ -73,8 +71,6 @@ def plot_latent(
     means: np.ndarray, labels: np.ndarray | None, prior_draws: np.ndarray
 ) -> tuple[str, str]:
     """Aggregate posterior means over the prior's density, in 2-D (PCA beyond 2 dims)."""
-    import matplotlib.pyplot as plt
-
     if means.shape[1] == 1:
         means = np.concatenate([means, np.zeros_like(means)], axis=1)
         # A spread second column (meaningless, as the plot says): on a line of zeros the
@@ -92,7 +88,8 @@ def plot_latent(
         axes_note = "first two principal components of E_q[z|x]"
     from scipy.stats import gaussian_kde
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = new_figure(figsize=(6, 5))
+    ax = fig.subplots()
     lo, hi = np.percentile(np.concatenate([means, prior_draws]), [0.5, 99.5], axis=0)
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 80), np.linspace(lo[1], hi[1], 80))
     density = gaussian_kde(prior_draws.T)(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)

@@ -276,7 +276,7 @@ def evaluate(
         split=split,
         n=images.shape[0],
         k=k,
-        n_dims=math.prod(vae.image_shape),
+        n_dims=math.prod(vae.data_shape),
         n_latent=vae.n_latent,
         metrics=chosen,
     )

@@ -113,14 +113,12 @@ def _blank_filled(images: torch.Tensor, ncol: int) -> torch.Tensor:
 
 def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     """Train and test ELBO per data point against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pyrovae.reports.html import new_figure
 
     path = Path(path)
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(epochs, [row["train_elbo"] for row in history], marker=".", label="train")
     ax.plot(epochs, [row["test_elbo"] for row in history], marker=".", label="test")
     ax.set_xlabel("epoch")
@@ -128,10 +126,7 @@ def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     return path
 
 

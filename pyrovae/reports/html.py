@@ -11,12 +11,19 @@ if TYPE_CHECKING:
     pass
 
 
-def figure_png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+def new_figure(**options: Any) -> Any:
+    """A matplotlib ``Figure`` of its own, outside pyplot: drawing a report neither
+    selects nor changes the caller's backend, and nothing is left open.
+    ``options`` go to ``Figure`` (``figsize=(6, 4)``)."""
+    from matplotlib.figure import Figure
 
+    return Figure(**options)
+
+
+def figure_png(fig: Any) -> str:
+    """``fig`` as a base64 PNG for an ``<img src="data:...">``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 

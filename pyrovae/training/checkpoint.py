@@ -21,7 +21,8 @@ from pyrovae.files import atomic_write_bytes
 FORMAT = "pyrovae-checkpoint"
 
 #: 2: the encoder and guide head live under ``amortized_guide`` in the state dict.
-VERSION = 2
+#: 3: components declare their options; the config records them and their providers.
+VERSION = 3
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.model.vae import VAE
+from pyrovae.runtime import forked_rng
 
 #: Images the untrained reference loss is averaged over.
 REFERENCE_IMAGES = 1024
@@ -39,8 +40,7 @@ def untrained_loss(
     random stream, so training draws the same numbers with or without it.
     """
     x = to_unit_float(images[:n])
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(x.device):
         if binarize:
             x = torch.bernoulli(x)
         loss = objective.differentiable_loss(vae.model, vae.guide, x)

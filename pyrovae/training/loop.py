@@ -35,7 +35,8 @@ from pyrovae.inference.objectives import (
     make_objective,
 )
 from pyrovae.model.build import build_vae
-from pyrovae.model.likelihoods import LIKELIHOODS
+from pyrovae.model.networks.base import Networks
+from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import describe_threads, resolve_device
 from pyrovae.training import distributed, divergence
@@ -108,6 +109,7 @@ def fit(
     log: Logger,
     context: distributed.Context | None = None,
     finish: Finish | None = None,
+    modules: Networks | None = None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
@@ -120,22 +122,26 @@ def fit(
     first_on_machine = context.local_rank == 0
     if not first_on_machine:
         context.barrier()
-    data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
+    data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
     if first_on_machine:
         context.barrier()
-    if checkpoint is not None and config.model.image_shape != data.image_shape:
+    if checkpoint is not None and config.model.data_shape != data.image_shape:
         raise CheckpointError(
-            f"the run was trained on images of shape {config.model.image_shape}, "
+            f"the run was trained on images of shape {config.model.data_shape}, "
             f"but {config.data.dataset} now has {data.image_shape}"
         )
-    config.model.image_shape = data.image_shape
+    config.model.data_shape = data.image_shape
+    # Every option written out, and who provides each component: the run is rebuilt as trained.
+    config.model = completed(config.model)
 
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
-    vae = build_vae(config.model, device)
+    vae = build_vae(config.model, device, modules=modules)
     context.broadcast_parameters(vae)
     objective = make_objective(config.train)
-    binarize = LIKELIHOODS.get(config.model.likelihood).binary and config.data.binarize == "dynamic"
+    binarize = (
+        component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
+    )
     # Of the model as built: the same on a fresh and a resumed run, and on every process.
     untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
     loss_limit = context.broadcast(divergence.loss_limit(untrained, data.image_shape))
@@ -225,7 +231,7 @@ def fit(
         row = {
             "epoch": epoch + 1,
             "train_elbo": -train_loss,
-            "beta": vae.beta,
+            "beta": beta(steps_per_epoch - 1),  # the KL weight the epoch ended at
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
@@ -248,7 +254,7 @@ def fit(
             save_checkpoint(run_dir / CHECKPOINT_NAME, state)
         with saying_what_is_kept(run_dir, epoch + 1):
             write_metrics(run_dir, history)
-        beta_note = "" if vae.beta == 1.0 else f" (beta {vae.beta:.3g})"
+        beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
         log(
             f"epoch {epoch + 1:>3}/{config.train.epochs}  train ELBO {-train_loss:9.3f}{beta_note}"
             f"  test ELBO {test['elbo']:9.3f} ± {test['elbo_mc_stderr']:.3f}"
@@ -256,7 +262,6 @@ def fit(
             f"  {n_train / seconds:8.0f} img/s"
         )
 
-    vae.beta = 1.0
     vae.eval()
     if context.is_main and finish is not None:
         with saying_what_is_kept(run_dir, config.train.epochs, figures=True):

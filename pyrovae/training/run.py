@@ -21,6 +21,7 @@ from pyrovae.errors import (
 )
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
 from pyrovae.model.build import check_model_config
+from pyrovae.model.networks.base import Networks
 from pyrovae.runtime import resolve_device
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
@@ -45,6 +46,7 @@ def train(
     progress: bool = True,
     log: Logger = print,
     finish: Finish | None = None,
+    modules: Networks | None = None,
 ) -> TrainResult:
     """Train a new VAE; write its run folder; return the result.
 
@@ -63,6 +65,8 @@ def train(
     finish
         Called on rank 0 after the last epoch, with the run folder still
         locked (:data:`pyrovae.training.loop.Finish`): the API draws figures there.
+    modules
+        A caller's own encoder and decoder, for the ``module`` network.
 
     Example
     -------
@@ -85,6 +89,7 @@ def train(
                 log=log,
                 context=context,
                 finish=finish,
+                modules=modules,
             )
 
 

@@ -15,7 +15,8 @@ Three changes close the gap and keep the numbers:
    ``vae.prior()``, ``vae.px(z)`` -- with the same reparameterized draw
    (same random numbers, in the same order), the same analytic KL where
    torch registers one and the same one-sample ``log q - log p`` otherwise,
-   and the same β-scaling of the latent site. On the first batch the step
+   and the same β-scaling of the latent site (β is an argument of the step,
+   passed on to ``VAE.model`` and ``VAE.guide``). On the first batch the step
    checks that this equals Pyro's ``differentiable_loss`` on identical random
    numbers and falls back to Pyro's estimator if it does not; any other
    objective (e.g. an importance-weighted bound) always uses Pyro's
@@ -49,6 +50,7 @@ from torch.distributions import kl_divergence
 
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.model.vae import VAE
+from pyrovae.runtime import forked_rng
 
 #: Objectives whose estimator the direct evaluation reproduces (exact types:
 #: a subclass may change the estimator, so it takes Pyro's path).
@@ -81,7 +83,7 @@ class TrainStep:
     Parameters
     ----------
     vae
-        The model and guide. ``vae.beta`` is read at every step.
+        The model and guide.
     objective
         A Pyro ELBO (see :func:`pyrovae.inference.objectives.make_objective`).
     optimizer
@@ -103,6 +105,7 @@ class TrainStep:
     -------
     >>> step = TrainStep(vae, make_objective(config.train), make_optimizer(vae.parameters(), 1e-3))
     >>> loss_sum = step(x)  # one Adam update; the batch's summed loss, on x's device
+    >>> loss_sum = step(x, beta=0.1)  # the KL term weighted by 0.1 (warm-up)
     """
 
     def __init__(
@@ -121,24 +124,28 @@ class TrainStep:
         self.direct: bool | None = None if fast and direct_applies(objective) else False
         self._parameters = [p for p in vae.parameters() if p.requires_grad]
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The objective's loss on ``x``, summed over the batch (differentiable)."""
+    def loss(self, x: torch.Tensor, *, beta: float = 1.0) -> torch.Tensor:
+        """The objective's loss on ``x`` with the KL term weighted by ``beta``, summed
+        over the batch (differentiable)."""
         if self.direct is None:
-            self.direct = self._direct_matches_pyro(x)
+            self.direct = self._direct_matches_pyro(x, beta)
         if self.direct:
-            return self._direct_loss(x)
-        return self._pyro_loss(x)
+            return self._direct_loss(x, beta)
+        return self._pyro_loss(x, beta)
 
-    def __call__(self, x: torch.Tensor, n_total: int | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, n_total: int | None = None, *, beta: float = 1.0
+    ) -> torch.Tensor:
         """One update on the mean loss; returns the summed loss, detached, on the device.
 
         ``n_total`` is the number of data points the mean is over; it exceeds
         ``x.shape[0]`` when ``x`` is this process's shard of a global batch.
+        ``beta`` weights the KL term (the latent site; KL warm-up, β-VAE).
         """
         n_total = x.shape[0] if n_total is None else n_total
         self.optimizer.zero_grad(set_to_none=True)
         if x.shape[0] > 0:
-            loss = self.loss(x)
+            loss = self.loss(x, beta=beta)
             (loss / n_total).backward()
         else:  # an empty shard of a short last batch still joins the all-reduce
             loss = torch.zeros((), device=x.device)
@@ -149,12 +156,15 @@ class TrainStep:
         self.optimizer.step()
         return loss.detach()
 
-    def _pyro_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def _pyro_loss(self, x: torch.Tensor, beta: float) -> torch.Tensor:
         # Every objective make_objective returns has it (Pyro's base ELBO does not declare it).
         objective: Any = self.objective
-        return objective.differentiable_loss(self.vae.model, self.vae.guide, x)
+        # Pyro passes keyword arguments on to the model and guide; at β = 1 none is
+        # passed, so a model without a beta argument still trains.
+        options = {} if beta == 1.0 else {"beta": beta}
+        return objective.differentiable_loss(self.vae.model, self.vae.guide, x, **options)
 
-    def _direct_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def _direct_loss(self, x: torch.Tensor, beta: float) -> torch.Tensor:
         vae, objective = self.vae, self.objective
         particles = objective.num_particles
         qz = vae.qz(x)  # batch (batch,), event (n_latent,)
@@ -171,10 +181,9 @@ class TrainStep:
                 kl = None
         if kl is None:
             kl = (qz.log_prob(z) - pz.log_prob(z)).sum()
-        beta = vae.beta
         return -(log_px.sum() - (kl if beta == 1.0 else beta * kl)) / particles
 
-    def _direct_matches_pyro(self, x: torch.Tensor) -> bool:
+    def _direct_matches_pyro(self, x: torch.Tensor, beta: float) -> bool:
         """Compare the two estimators on ``x`` with the same random numbers.
 
         The RNG state is restored afterwards, so the check consumes no
@@ -182,18 +191,13 @@ class TrainStep:
         """
         if x.shape[0] == 0 or not self.vae.qz(x[:1]).has_rsample:
             return False
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            cpu_state = torch.get_rng_state()
-            cuda_state = torch.cuda.get_rng_state(x.device) if devices else None
+        with torch.no_grad(), forked_rng(x.device) as rewind:
             try:
-                direct = self._direct_loss(x)
+                direct = self._direct_loss(x, beta)
             except (RuntimeError, ValueError, NotImplementedError):
                 return False  # a component the direct evaluation cannot broadcast
-            torch.set_rng_state(cpu_state)
-            if cuda_state is not None:
-                torch.cuda.set_rng_state(cuda_state, x.device)
-            reference = self._pyro_loss(x)
+            rewind()
+            reference = self._pyro_loss(x, beta)
         matches = bool(torch.isclose(direct, reference, rtol=1e-5, atol=1e-4 * x.shape[0]))
         if not matches:
             warnings.warn(
@@ -262,9 +266,7 @@ def train_epoch(
             x = to_unit_float(images[index])  # (batch, C, H, W)
             if binarize:
                 x = torch.bernoulli(x)
-            if beta is not None:
-                step.vae.beta = beta(i)
-            total += step(x, n_total)
+            total += step(x, n_total, beta=1.0 if beta is None else beta(i))
             if on_log is not None and i % LOG_EVERY == LOG_EVERY - 1:
                 on_log(i, total)
     return total

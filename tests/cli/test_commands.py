@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pyrovae.cli import main
+from pyrovae.model.guides import GUIDES, Guide
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--no-progress"]
 
@@ -208,22 +209,29 @@ def test_bad_temperature_is_one_line_before_loading(runner, tmp_path, value):
     assert "--temperature must be a number from 1e-06 to 100" in result.output
 
 
-def test_temperature_on_a_prior_that_cannot_be_tempered(runner, tmp_path, monkeypatch):
-    import pyro.distributions as dist
+class _LaplaceGuide(Guide):
+    """A newly registered guide that does not declare tempering."""
 
-    from pyrovae.model.guides import GUIDES, Guide
+    name = "laplace"
 
-    class LaplaceGuide(Guide):
-        """A newly registered guide that does not declare tempering."""
+    def __init__(self, context, n_features):
+        super().__init__(context, n_features)
+        self.loc = torch.nn.Linear(n_features, context.n_latent)
 
-        def __init__(self, n_hidden, n_latent, config):
-            super().__init__(n_hidden, n_latent, config)
-            self.loc = torch.nn.Linear(n_hidden, n_latent)
+    def forward(self, h):
+        import pyro.distributions as dist
 
-        def forward(self, h):
-            return dist.Laplace(self.loc(h), 1.0).to_event(1)
+        return dist.Laplace(self.loc(h), 1.0).to_event(1)
 
-    monkeypatch.setitem(GUIDES._entries, "laplace", LaplaceGuide)  # undone after the test
+
+@pytest.fixture
+def laplace_guide():
+    GUIDES.register(_LaplaceGuide)
+    yield
+    GUIDES.unregister(_LaplaceGuide.name)
+
+
+def test_temperature_on_a_prior_that_cannot_be_tempered(runner, tmp_path, laplace_guide):
     out = tmp_path / "run"
     options = ["--guide", "laplace", "--prior", "vamp", "--prior-components", "3"]
     result = runner.invoke(main, ["train", "--epochs", "1", "--out", str(out), *TINY, *options])

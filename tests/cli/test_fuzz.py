@@ -388,7 +388,8 @@ def train_specs(scratch: Scratch) -> Specs:
         "--epochs": spec(["1"], [0, -1], always=True),
         "--hidden": spec(["8", "16,8"], ["0", "-1", "8,,8", *map(str, huge)], always=True),
         "--latent-dim": spec([1, 2, 4], [0, -5, *huge], always=True),
-        "--flow-hidden": spec(["8"], ["0", "-1", "1"], always=True),
+        # Component options: given to a component that does not take them, a one-line error.
+        "--flow-hidden": spec(["8"], ["0", "-1", "1"]),
         "--batch-size": spec([512, 1024], [0, -1, 2**31, 10**20], always=True),
         "--lr": spec(text(st.floats(1e-4, 1e-2)), hostile(hostile_floats | st.just(1e8))),
         "--beta": spec(text(st.floats(0.5, 2.0)), hostile(hostile_floats)),
@@ -398,12 +399,10 @@ def train_specs(scratch: Scratch) -> Specs:
         "--likelihood": spec(["bernoulli", "gaussian", "continuous-bernoulli"], ["poisson"]),
         "--obs-scale": spec(["pixel", "shared", "0.1"], hostile(hostile_floats)),
         "--binarize": spec(["dynamic", "static"], ["none", "x"]),
-        "--arch": spec(["mlp", "linear", "conv"], ["x"]),
+        "--network": spec(["mlp", "linear", "conv"], ["x", "module"]),
         "--guide": spec(["normal", "iaf", "planar", "spline"], ["x"]),
         "--prior": spec(["normal", "mog", "flow", "vamp"], ["x"]),
-        # Not 10**20: nothing bounds --flows, and building that many layers
-        # would run until memory is exhausted.
-        "--flows": spec([1, 2], [0, -1]),
+        "--flows": spec([1, 2], [0, -1, 10**20]),
         "--prior-components": spec([2, 5], [0, -1, 10**12]),
         "--objective": spec(["elbo", "iwae"], ["x"]),
         "--elbo": spec(["meanfield", "trace"], ["x"]),

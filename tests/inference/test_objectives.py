@@ -16,15 +16,16 @@ import torch
 from pyro.infer import RenyiELBO
 
 from pyrovae.api import resume, train
-from pyrovae.config import ModelConfig, RunConfig, TrainConfig
+from pyrovae.config import RunConfig, TrainConfig
 from pyrovae.inference.objectives import ImportanceWeightedELBO, make_objective
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.sites import DATA_PLATE, LATENT
 
 
 def small_vae() -> VAE:
-    return VAE(ModelConfig(image_shape=(1, 4, 4), hidden=(8,), latent_dim=3))
+    return VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=3))
 
 
 def ppca_setup(n: int = 500) -> tuple[PPCA, VAE, torch.Tensor]:
@@ -135,7 +136,7 @@ def test_global_sites_are_refused() -> None:
 def test_old_config_without_the_new_options_loads_with_defaults() -> None:
     config = RunConfig.from_dict({"model": {"latent_dim": 4}, "train": {"elbo": "trace"}})
     assert config.train.objective == "elbo"
-    assert config.model.flows == ModelConfig.flows and config.model.flow_hidden == (128,)
+    assert config.model.options == {} and config.model.guide == "normal"
     assert config.validate() is config
     assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
 

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from pyrovae.api import load_run, reconstruct, resume, sample, train
-from pyrovae.config import ModelConfig
 from pyrovae.inference.objectives import make_elbo
 from pyrovae.model.guides.amortized import AmortizedGuide, latent_event_shape
 from pyrovae.model.guides.base import GUIDES
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.sites import DATA_PLATE, LATENT, OBS
 
@@ -120,9 +120,7 @@ def test_latent_event_shape_is_read_from_the_model_without_side_effects() -> Non
 def test_amortized_guide_fits_a_plain_model(event_shape: tuple[int, ...]) -> None:
     ppca = PPCA.random(n_dims=6, n_latent=4)
     model = ppca_model(ppca, event_shape)
-    guide = AmortizedGuide(
-        model, _Encoder(6, 8), ModelConfig(guide="iaf", flows=2, flow_hidden=(8,))
-    )
+    guide = AmortizedGuide(model, _Encoder(6, 8), "iaf", {"flows": 2, "flow_hidden": (8,)})
     x = ppca.sample(64)
     guide(x)  # prototype trace: the head now exists
     assert guide.event_shape == event_shape
@@ -154,7 +152,7 @@ def test_amortized_guide_does_not_take_a_module_models_parameters() -> None:
             ppca_model(ppca)(x)
 
     model = Model()
-    guide = AmortizedGuide(model, _Encoder(6, 8), ModelConfig(guide="normal"))
+    guide = AmortizedGuide(model, _Encoder(6, 8), "normal")
     guide(ppca.sample(3))
     assert guide.model is model
     assert not any(name.startswith("model.") for name, _ in guide.named_parameters())
@@ -256,9 +254,8 @@ def test_flow_guide_closes_the_gap_where_mean_field_cannot(guide: str) -> None:
 
 @pytest.mark.parametrize("guide", GUIDES.names())
 def test_every_guide_trains_resumes_samples_and_reconstructs(tiny_config, tmp_path, guide):
-    tiny_config.model.guide = guide
-    tiny_config.model.flows = 2
-    tiny_config.model.flow_hidden = (8,)
+    flow_options = {"flows": 2, "flow_hidden": (8,)} if guide in FLOW_GUIDES else {}
+    tiny_config.model = model_config(tiny_config.model, guide=guide, **flow_options)
     tiny_config.train.epochs = 1
     first = train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     assert math.isfinite(first.final["test_elbo"])
@@ -272,9 +269,7 @@ def test_every_guide_trains_resumes_samples_and_reconstructs(tiny_config, tmp_pa
 
 
 def test_flow_guide_resume_is_exact(tiny_config, tmp_path):
-    tiny_config.model.guide = "iaf"
-    tiny_config.model.flows = 2
-    tiny_config.model.flow_hidden = (8,)
+    tiny_config.model = model_config(tiny_config.model, guide="iaf", flows=2, flow_hidden=(8,))
     quiet = {"progress": False, "log": lambda _: None}
     straight = train(tiny_config, tmp_path / "straight", **quiet)
     tiny_config.train.epochs = 1

@@ -4,6 +4,7 @@ follow their densities, and every prior trains, resumes, samples and reconstruct
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyro.distributions as dist
@@ -11,12 +12,13 @@ import pytest
 import torch
 
 from pyrovae.api import Run, load_run, reconstruct, resume, sample, train
-from pyrovae.config import ModelConfig, RunConfig
+from pyrovae.config import RunConfig
 from pyrovae.errors import ConfigError
-from pyrovae.model.build import check_model_config
+from pyrovae.model.context import ModelContext
 from pyrovae.model.guides.base import GUIDES, Guide
 from pyrovae.model.priors.base import PRIORS, Prior
 from pyrovae.model.priors.vamp import VampPrior
+from pyrovae.model.spec import model_config, resolve
 from pyrovae.model.vae import VAE
 
 LEARNED = ("mog", "flow", "vamp")
@@ -24,17 +26,14 @@ LEARNED = ("mog", "flow", "vamp")
 
 def vae_2d(prior: str, guide: str = "normal") -> VAE:
     """A VAE with a 2-D latent and its prior moved away from its initialization."""
-    config = ModelConfig(
-        image_shape=(1, 4, 4),
-        hidden=(8,),
-        latent_dim=2,
-        prior=prior,
-        guide=guide,
-        flows=2,
-        flow_hidden=(8,),
-        prior_components=3,
+    options = (
+        {"flows": 2, "flow_hidden": (8,)} if "flow" in (prior, guide) or guide == "iaf" else {}
     )
-    check_model_config(config)
+    if prior in ("mog", "vamp"):
+        options["prior_components"] = 3
+    config = model_config(
+        data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, prior=prior, guide=guide, **options
+    )
     vae = VAE(config)
     with torch.no_grad():
         for p in vae.parameters():
@@ -112,20 +111,18 @@ def test_vamp_prior_mixes_the_guide_over_pseudo_inputs() -> None:
 def test_vamp_prior_refuses_guides_without_an_inverse() -> None:
     for guide in ("planar", "radial"):
         with pytest.raises(ConfigError, match="closed-form inverse"):
-            check_model_config(ModelConfig(prior="vamp", guide=guide))
+            resolve(model_config(prior="vamp", guide=guide))
 
 
 def test_flow_prior_needs_wide_enough_made_layers() -> None:
     with pytest.raises(ConfigError, match="flow-hidden"):
-        check_model_config(ModelConfig(prior="flow", latent_dim=16, flow_hidden=(8,)))
+        resolve(model_config(prior="flow", latent_dim=16, flow_hidden=(8,)))
 
 
 @pytest.mark.parametrize("prior", LEARNED)
 def test_every_prior_trains_resumes_samples_and_reconstructs(tiny_config, tmp_path, prior):
-    tiny_config.model.prior = prior
-    tiny_config.model.flows = 2
-    tiny_config.model.flow_hidden = (8,)
-    tiny_config.model.prior_components = 5
+    options = {"flows": 2, "flow_hidden": (8,)} if prior == "flow" else {"prior_components": 5}
+    tiny_config.model = model_config(tiny_config.model, prior=prior, **options)
     tiny_config.train.epochs = 1
     quiet = {"progress": False, "log": lambda _: None}
     first = train(tiny_config, tmp_path / "run", **quiet)
@@ -142,8 +139,7 @@ def test_every_prior_trains_resumes_samples_and_reconstructs(tiny_config, tmp_pa
 
 
 def test_vamp_prior_resume_is_exact(tiny_config, tmp_path):
-    tiny_config.model.prior = "vamp"
-    tiny_config.model.prior_components = 5
+    tiny_config.model = model_config(tiny_config.model, prior="vamp", prior_components=5)
     quiet = {"progress": False, "log": lambda _: None}
     straight = train(tiny_config, tmp_path / "straight", **quiet)
     tiny_config.train.epochs = 1
@@ -174,7 +170,8 @@ def test_cli_trains_and_samples_flexible_models(tmp_path):
         "vamp",
         "iwae",
     )
-    assert config.model.flow_hidden == (8,) and config.model.prior_components == 4
+    assert config.model.options["guide"]["flow_hidden"] == [8]
+    assert config.model.options["prior"]["prior_components"] == 4
     array = tmp_path / "samples.npy"
     result = CliRunner().invoke(
         main, ["sample", "--run", str(out), "-n", "4", "--save-array", str(array)]
@@ -187,6 +184,8 @@ def test_cli_trains_and_samples_flexible_models(tmp_path):
 class UntemperedPrior(Prior):
     """A user prior that implements only its density: N(1, I), no temperature."""
 
+    name = "untempered"
+
     def forward(self) -> dist.TorchDistribution:
         return dist.Normal(torch.ones(self.n_latent), 1.0).to_event(1)
 
@@ -194,33 +193,32 @@ class UntemperedPrior(Prior):
 class LaplaceGuide(Guide):
     """A user guide whose q(z|x) has no Gaussian part to temper."""
 
-    def __init__(self, n_hidden: int, n_latent: int, config: ModelConfig) -> None:
-        super().__init__(n_hidden, n_latent, config)
-        self.loc = torch.nn.Linear(n_hidden, n_latent)
+    name = "laplace"
+
+    def __init__(self, context: ModelContext, n_features: int) -> None:
+        super().__init__(context, n_features)
+        self.loc = torch.nn.Linear(n_features, context.n_latent)
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         return dist.Laplace(self.loc(h), 1.0).to_event(1)
 
 
 @pytest.fixture
-def user_components(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the two components above for one test (monkeypatch unregisters them)."""
-    monkeypatch.setitem(PRIORS._entries, "untempered", UntemperedPrior)
-    monkeypatch.setitem(GUIDES._entries, "laplace", LaplaceGuide)
+def user_components() -> Iterator[None]:
+    """Register the two components above for one test, then unregister them."""
+    PRIORS.register(UntemperedPrior)
+    GUIDES.register(LaplaceGuide)
+    yield
+    PRIORS.unregister("untempered")
+    GUIDES.unregister("laplace")
 
 
 def in_memory_run(prior: str, guide: str) -> Run:
-    config = RunConfig(
-        model=ModelConfig(
-            image_shape=(1, 4, 4),
-            hidden=(8,),
-            latent_dim=2,
-            prior=prior,
-            guide=guide,
-            prior_components=3,
-        )
+    options = {"prior_components": 3} if prior == "vamp" else {}
+    model = model_config(
+        data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, prior=prior, guide=guide, **options
     )
-    check_model_config(config.validate().model)
+    config = RunConfig(model=model).validate()
     return Run(run_dir=Path("unused"), config=config, vae=VAE(config.model).eval(), history=[])
 
 

@@ -10,12 +10,13 @@ from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
 from pyrovae.inference.objectives import elbo_terms, make_elbo
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.sites import DATA_PLATE, LATENT, OBS
 
 
 def _vae(**options) -> VAE:
-    return VAE(ModelConfig(image_shape=(1, 8, 8), hidden=(16,), latent_dim=3, **options))
+    return VAE(model_config(data_shape=(1, 8, 8), hidden=(16,), latent_dim=3, **options))
 
 
 def _binary_batch(n: int = 6) -> torch.Tensor:
@@ -37,8 +38,8 @@ def test_sites_live_in_the_data_plate():
     )
 
 
-def test_needs_an_image_shape():
-    with pytest.raises(ConfigError, match="image_shape"):
+def test_needs_a_data_shape():
+    with pytest.raises(ConfigError, match="data_shape"):
         VAE(ModelConfig())
 
 
@@ -51,19 +52,31 @@ def test_meanfield_loss_is_minus_recon_plus_analytic_kl():
     torch.testing.assert_close(loss, -terms.elbo.sum())
 
 
-def test_beta_scales_only_the_kl_term():
+@pytest.mark.parametrize("elbo", [TraceMeanField_ELBO, Trace_ELBO])
+def test_beta_is_an_argument_that_scales_only_the_kl_term(elbo):
+    """Pyro's ELBOs pass ``beta`` on to the model and guide; the VAE keeps no β of its own."""
     vae, x = _vae(), _binary_batch()
     pyro.set_rng_seed(2)
     terms = elbo_terms(vae.model, vae.guide, x)
-    vae.beta = 0.25
     pyro.set_rng_seed(2)
-    loss = TraceMeanField_ELBO().differentiable_loss(vae.model, vae.guide, x)
-    torch.testing.assert_close(loss, -(terms.recon - 0.25 * terms.kl).sum())
+    loss = elbo().differentiable_loss(vae.model, vae.guide, x, beta=0.25)
+    if elbo is TraceMeanField_ELBO:  # analytic KL; Trace_ELBO samples it from the same z
+        torch.testing.assert_close(loss, -(terms.recon - 0.25 * terms.kl).sum())
+    else:
+        pyro.set_rng_seed(2)
+        z = vae.qz(x).rsample()
+        sampled_kl = vae.qz(x).log_prob(z) - vae.prior().log_prob(z)
+        torch.testing.assert_close(loss, -(terms.recon - 0.25 * sampled_kl).sum())
+    pyro.set_rng_seed(2)
+    plain = elbo().differentiable_loss(vae.model, vae.guide, x)
+    pyro.set_rng_seed(2)
+    assert torch.equal(plain, elbo().differentiable_loss(vae.model, vae.guide, x, beta=1.0))
+    assert not hasattr(vae, "beta")
 
 
 @pytest.mark.parametrize("elbo", ["meanfield", "trace"])
 def test_vectorized_particles(elbo):
-    vae, x = _vae(arch="mlp"), _binary_batch()
+    vae, x = _vae(network="mlp"), _binary_batch()
     loss = make_elbo(elbo, particles=4).differentiable_loss(vae.model, vae.guide, x)
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
@@ -116,3 +129,18 @@ def test_the_vae_guide_is_the_reusable_amortized_guide():
     keys = set(vae.state_dict())
     assert not any(key.startswith("encoder.") for key in keys)
     assert set(dict(vae.named_parameters())) <= keys
+
+
+def test_predictive_draws_prior_and_posterior_predictive_data():
+    from pyro.infer import Predictive
+
+    vae, x = _vae(), _binary_batch(5)
+    prior = Predictive(vae.model, num_samples=7)(None, batch_size=4)
+    assert prior["z"].shape == (7, 4, 3) and prior["x"].shape == (7, 4, 1, 8, 8)
+    posterior = Predictive(vae.model, guide=vae.guide, num_samples=7)(x, observe=False)
+    assert posterior["z"].shape == (7, 5, 3) and posterior["x"].shape == (7, 5, 1, 8, 8)
+    assert not all(torch.equal(draw, x) for draw in posterior["x"])  # draws, not the data
+    with pytest.raises(ConfigError, match="needs images x"):
+        Predictive(vae.model, guide=vae.guide, num_samples=2)(None, batch_size=4)
+    with pytest.raises(ConfigError, match="batch_size=3 but x holds 5"):
+        vae.model(x, batch_size=3)

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from pyro.distributions import MultivariateNormal
 from torch.distributions import kl_divergence
 
-from pyrovae.config import ModelConfig
 from pyrovae.inference.gaps import inference_gaps
 from pyrovae.inference.importance import importance_batch, importance_log_marginal
 from pyrovae.inference.latent import ACTIVE_UNIT_THRESHOLD
@@ -22,6 +21,7 @@ from pyrovae.inference.surgery import elbo_surgery
 from pyrovae.model.guides.base import GUIDES
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
 from pyrovae.model.priors.base import PRIORS
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.reports.evaluate import EvaluationResult, evaluate
 
@@ -107,7 +107,7 @@ def test_importance_log_marginal_rejects_bad_k():
 
 
 def test_importance_log_marginal_accepts_uint8_images():
-    vae = VAE(ModelConfig(image_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
     images = (torch.rand(6, 1, 4, 4) > 0.5).to(torch.uint8) * 255
     torch.manual_seed(3)
     from_uint8 = importance_log_marginal(vae, images, k=10)

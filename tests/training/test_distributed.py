@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pyrovae.config import DataConfig, RunConfig, TrainConfig
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data
 from pyrovae.files import CHECKPOINT_NAME
 from pyrovae.inference.objectives import make_objective
 from pyrovae.model.likelihoods.base import LIKELIHOODS
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.distributed import rank_seed
@@ -36,7 +37,7 @@ TRAIN_OPTIONS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4",  
 def _config(epochs: int) -> RunConfig:
     return RunConfig(
         data=DataConfig(dataset="digits"),
-        model=ModelConfig(hidden=(32,), latent_dim=4),
+        model=model_config(hidden=(32,), latent_dim=4),
         train=TrainConfig(epochs=epochs, batch_size=256, kl_warmup=2, seed=3, device="cpu"),
     )
 
@@ -75,7 +76,7 @@ def _single_process_reference(config: RunConfig) -> dict[str, torch.Tensor]:
     over the shards the ranks take, each shard drawn from that rank's RNG stream."""
     device = torch.device("cpu")
     data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
-    config.model.image_shape = data.image_shape
+    config.model.data_shape = data.image_shape
     seed, batch_size = config.train.seed, config.train.batch_size
     torch.manual_seed(seed)
     data_generator = torch.Generator().manual_seed(seed)
@@ -90,12 +91,12 @@ def _single_process_reference(config: RunConfig) -> dict[str, torch.Tensor]:
     order = torch.randperm(n_train, generator=data_generator)
     for i in range(steps_per_epoch):
         index = order[i * batch_size : (i + 1) * batch_size]
-        vae.beta = kl_weight(config, i, steps_per_epoch)
+        beta = kl_weight(config, i, steps_per_epoch)
         optimizer.zero_grad()
         for rank, shard in enumerate(index.tensor_split(WORLD_SIZE)):
             torch.set_rng_state(rng[rank])
             x = torch.bernoulli(to_unit_float(data.train[shard]))
-            (step.loss(x) / index.shape[0]).backward()
+            (step.loss(x, beta=beta) / index.shape[0]).backward()
             rng[rank] = torch.get_rng_state()
         optimizer.step()
     return vae.state_dict()
@@ -114,7 +115,7 @@ def test_two_processes_match_one_process_on_the_same_global_batches(one_epoch_ru
     for name, value in reference.items():
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
     config = _config(epochs=1)
-    config.model.image_shape = (1, 8, 8)
+    config.model.data_shape = (1, 8, 8)
     torch.manual_seed(config.train.seed)
     initial = VAE(config.model)
     moved = max((trained[k] - v).abs().max().item() for k, v in initial.state_dict().items())

@@ -15,6 +15,7 @@ from pyrovae.errors import ConfigError, DataError, FileWriteError, TrainingError
 from pyrovae.files import CHECKPOINT_NAME
 from pyrovae.inference.objectives import evaluate_elbo
 from pyrovae.model.likelihoods.base import LIKELIHOODS
+from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.training import rundir
 from pyrovae.training.checkpoint import load_checkpoint
@@ -32,7 +33,7 @@ def test_training_improves_test_elbo_clearly(tiny_config, tmp_path):
         torch.device("cpu"),
         binary=LIKELIHOODS.get(tiny_config.model.likelihood).binary,
     )
-    tiny_config.model.image_shape = data.image_shape
+    tiny_config.model.data_shape = data.image_shape
     torch.manual_seed(tiny_config.train.seed)
     untrained = evaluate_elbo(VAE(tiny_config.model), data.test)["elbo"]
     result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
@@ -53,7 +54,7 @@ def test_run_directory_contents(tiny_config, tmp_path):
     row = rows[-1]
     assert row["test_elbo"] == pytest.approx(row["test_recon"] - row["test_kl"])
     saved = RunConfig.load(run_dir / "config.json")
-    assert saved.model.image_shape == (1, 8, 8)
+    assert saved.model.data_shape == (1, 8, 8)
     assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] == 2
 
 
@@ -134,7 +135,7 @@ def test_intensity_likelihoods_train(tiny_config, tmp_path, likelihood):
 
 
 def test_conv_architecture_trains_on_small_images(tiny_config, tmp_path):
-    tiny_config.model.arch = "conv"
+    tiny_config.model = model_config(tiny_config.model, network="conv")
     tiny_config.train.epochs = 1
     result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
     assert math.isfinite(result.final["test_elbo"])
@@ -221,7 +222,7 @@ def test_each_machines_first_process_loads_the_data_before_the_others(tiny_confi
         events.append("load")
         return prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
 
-    def stop(config, device):
+    def stop(config, device, **_):
         raise DataError("stop here")
 
     monkeypatch.setattr(training, "prepare_data", load)
@@ -466,7 +467,7 @@ def test_the_divergence_limit_leaves_healthy_runs_alone(tiny_config, tmp_path):
         binary=LIKELIHOODS.get(tiny_config.model.likelihood).binary,
     )
     untrained = divergence.untrained_loss(
-        VAE(tiny_config.model), make_objective(tiny_config.train), data.train, binarize=True
+        VAE(result.vae.config), make_objective(tiny_config.train), data.train, binarize=True
     )
     limit = divergence.loss_limit(untrained, data.image_shape)
     assert all(-row["train_elbo"] < untrained < limit for row in result.history)
@@ -503,7 +504,7 @@ def test_a_model_too_large_for_memory_is_one_line_before_allocating(
 ):
     import time
 
-    setattr(tiny_config.model, field, value)
+    tiny_config.model = model_config(tiny_config.model, **{field: value})
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="parameters, which need about .* free") as info:
         train(tiny_config, tmp_path / "run", progress=False, log=_quiet)

@@ -13,10 +13,10 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from pyrovae.config import OBJECTIVES, ModelConfig, TrainConfig
 from pyrovae.errors import ConfigError
 from pyrovae.inference.objectives import make_elbo, make_objective
-from pyrovae.model.build import check_model_config
 from pyrovae.model.guides.base import GUIDES
 from pyrovae.model.likelihoods.base import LIKELIHOODS
 from pyrovae.model.priors.base import PRIORS
+from pyrovae.model.spec import model_config, resolve
 from pyrovae.model.vae import VAE
 from pyrovae.training.step import TrainStep, direct_applies, make_optimizer, train_epoch
 
@@ -25,18 +25,16 @@ LR = 1e-2
 
 
 def _model_config(guide: str = "normal", prior: str = "normal") -> ModelConfig:
-    config = ModelConfig(
-        image_shape=(1, 4, 4),
-        hidden=(16,),
-        latent_dim=3,
-        guide=guide,
-        prior=prior,
-        flows=2,
-        flow_hidden=(8,),
-        prior_components=3,
-    )
+    options: dict[str, object] = {}
+    if GUIDES.get(guide).option("flows") or PRIORS.get(prior).option("flows"):
+        options.update(flows=2, flow_hidden=(8,))
+    if PRIORS.get(prior).option("prior_components"):
+        options["prior_components"] = 3
     try:
-        check_model_config(config)
+        config = model_config(
+            data_shape=(1, 4, 4), hidden=(16,), latent_dim=3, guide=guide, prior=prior, **options
+        )
+        resolve(config)
     except ConfigError as err:
         pytest.skip(f"not a valid combination: {err}")
     return config
@@ -79,7 +77,9 @@ def _assert_close_dicts(
         torch.testing.assert_close(a[name], b[name], **tol)
 
 
-def _svi_trajectory(vae: VAE, objective, x: torch.Tensor, steps: int) -> list[float]:
+def _svi_trajectory(
+    vae: VAE, objective, x: torch.Tensor, steps: int, beta: float = 1.0
+) -> list[float]:
     """Mean losses of ``steps`` SVI steps with ``pyro.optim.Adam``, seeded as the fast ones.
 
     SVI minimizes the summed loss, the trainer the mean: Adam with its ``eps``
@@ -91,15 +91,17 @@ def _svi_trajectory(vae: VAE, objective, x: torch.Tensor, steps: int) -> list[fl
     losses = []
     for i in range(steps):
         torch.manual_seed(100 + i)
-        losses.append(svi.step(x) / x.shape[0])
+        losses.append(svi.step(x, beta=beta) / x.shape[0])
     return losses
 
 
-def _fast_trajectory(step: TrainStep, x: torch.Tensor, steps: int) -> list[float]:
+def _fast_trajectory(
+    step: TrainStep, x: torch.Tensor, steps: int, beta: float = 1.0
+) -> list[float]:
     losses = []
     for i in range(steps):
         torch.manual_seed(100 + i)
-        losses.append(step(x).item() / x.shape[0])
+        losses.append(step(x, beta=beta).item() / x.shape[0])
     return losses
 
 
@@ -115,27 +117,44 @@ def test_fast_step_equals_pyro(guide, prior, elbo, particles):
     config = _model_config(guide, prior)
     x = _batch()
     fast_vae, pyro_vae = _twin_vaes(config)
-    fast_vae.beta = pyro_vae.beta = 0.7  # the KL weight of warm-up scales the latent site
+    beta = 0.7  # the KL weight of warm-up scales the latent site
 
     step = TrainStep(
         fast_vae, make_elbo(elbo, particles), make_optimizer(fast_vae.parameters(), LR)
     )
     torch.manual_seed(7)
-    loss = step.loss(x)
+    loss = step.loss(x, beta=beta)
     assert step.direct is True, "the direct evaluation should apply to this guide and prior"
     (loss / BATCH).backward()
     torch.manual_seed(7)
-    reference = make_elbo(elbo, particles).differentiable_loss(pyro_vae.model, pyro_vae.guide, x)
+    reference = make_elbo(elbo, particles).differentiable_loss(
+        pyro_vae.model, pyro_vae.guide, x, beta=beta
+    )
     (reference / BATCH).backward()
     torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
     _assert_close_dicts(_grads(fast_vae), _grads(pyro_vae), rtol=1e-4, atol=1e-6)
 
     fast_vae.zero_grad()
     pyro_vae.zero_grad()
-    fast_losses = _fast_trajectory(step, x, steps=3)
-    svi_losses = _svi_trajectory(pyro_vae, make_elbo(elbo, particles), x, steps=3)
+    fast_losses = _fast_trajectory(step, x, steps=3, beta=beta)
+    svi_losses = _svi_trajectory(pyro_vae, make_elbo(elbo, particles), x, steps=3, beta=beta)
     assert fast_losses == pytest.approx(svi_losses, rel=1e-4, abs=1e-5)
     _assert_close_dicts(dict(fast_vae.named_parameters()), dict(pyro_vae.named_parameters()))
+
+
+def test_beta_is_an_argument_of_the_step_not_state_of_the_model():
+    """The same VAE and random numbers: β weights the KL term of this call only."""
+    torch.manual_seed(0)
+    vae = VAE(_model_config())
+    step = TrainStep(vae, make_elbo("meanfield"), make_optimizer(vae.parameters(), LR))
+    x = _batch()
+    losses = {}
+    for beta in (1.0, 0.25, 1.0):
+        torch.manual_seed(5)
+        losses.setdefault(beta, []).append(step.loss(x, beta=beta).item())
+    assert losses[1.0][0] == losses[1.0][1]  # nothing left behind by the β = 0.25 call
+    assert losses[0.25][0] < losses[1.0][0]  # a smaller weight on a positive KL
+    assert not hasattr(vae, "beta")
 
 
 class _SubclassedELBO(TraceMeanField_ELBO):
@@ -148,7 +167,8 @@ def test_fast_step_equals_pyro_for_every_likelihood(likelihood, obs_scale):
     if obs_scale != "pixel" and likelihood != "gaussian":
         pytest.skip("obs_scale applies to the gaussian likelihood")
     config = _model_config()
-    config.likelihood, config.obs_scale = likelihood, obs_scale
+    scale = {"obs_scale": obs_scale} if likelihood == "gaussian" else {}
+    config = model_config(config, likelihood=likelihood, **scale)
     x = _batch()
     if not LIKELIHOODS.get(likelihood).binary:
         x = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))  # intensities
@@ -214,7 +234,7 @@ def test_the_check_consumes_no_randomness():
     vae = VAE(_model_config())
     step = TrainStep(vae, make_elbo("meanfield"), make_optimizer(vae.parameters(), LR))
     before = torch.get_rng_state()
-    assert step._direct_matches_pyro(_batch())
+    assert step._direct_matches_pyro(_batch(), 1.0)
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -233,15 +253,20 @@ def test_train_epoch_covers_every_image_once_and_restores_validation():
     images = (torch.rand(10, 1, 4, 4) * 255).to(torch.uint8)
     seen: list[int] = []
 
+    betas: list[float] = []
+
     class Recorder(TrainStep):
-        def __call__(self, x, n_total=None):
+        def __call__(self, x, n_total=None, *, beta=1.0):
             seen.append(x.shape[0])
-            return super().__call__(x, n_total)
+            betas.append(beta)
+            return super().__call__(x, n_total, beta=beta)
 
     recorder = Recorder(vae, step.objective, step.optimizer)
-    total = train_epoch(recorder, images, torch.randperm(10), 4, binarize=True, beta=lambda i: 0.5)
+    total = train_epoch(
+        recorder, images, torch.randperm(10), 4, binarize=True, beta=lambda i: 0.5 + i / 10
+    )
     assert seen == [4, 4, 2]
-    assert vae.beta == 0.5
+    assert betas == [0.5, 0.6, 0.7]
     assert total.ndim == 0 and torch.isfinite(total)
     assert pyro.infer.util.is_validation_enabled()
 

@@ -6,7 +6,7 @@ autoguides do; :class:`pyrovae.model.vae.VAE` uses it as its guide.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import pyro
@@ -16,7 +16,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyrovae.config import ModelConfig
+from pyrovae.model.context import ModelContext
 from pyrovae.model.guides.base import GUIDES, Guide
 from pyrovae.sites import DATA_PLATE, LATENT
 
@@ -40,7 +40,7 @@ class AmortizedGuide(nn.Module):
 
     In the spirit of Pyro's autoguides (``AutoNormal(model)``), it is built from
     the model and reads the shape of the latent site off a prototype trace of the
-    model on its first call, then creates the head ``config.guide`` for it. Unlike
+    model on its first call, then creates the guide head ``guide`` for it. Unlike
     the autoguides, q(z|x) is amortized: its parameters come from ``encoder(x)``.
     The model must sample ``site`` inside a plate ``DATA_PLATE`` at ``dim=-1``
     over the first dimension of ``x``. As with the autoguides, call the guide
@@ -52,14 +52,22 @@ class AmortizedGuide(nn.Module):
         The Pyro model, called as ``model(x)``.
     encoder
         A network ``x -> h(x)`` with an ``out_features`` attribute.
-    config
-        Names the head (``config.guide``) and its flow options.
+    guide
+        The guide head: a registered name (``"iaf"``) or a
+        :class:`~pyrovae.model.guides.base.Guide` class.
+    options
+        The head's options (checked by the head; defaults for the rest).
     site
         The latent site's name.
+    event_shape
+        The latent site's shape, when the caller knows it (no prototype trace).
+    data_shape
+        The shape of one data point, for a head that needs it (default: read
+        off the first ``x``).
 
     Example
     -------
-    >>> guide = AmortizedGuide(model, encoder, ModelConfig(guide="iaf", flows=2))  # doctest: +SKIP
+    >>> guide = AmortizedGuide(model, encoder, "iaf", {"flows": 2})  # doctest: +SKIP
     >>> guide(x)  # builds the head for model's z  # doctest: +SKIP
     >>> optimizer = torch.optim.Adam(guide.parameters())  # doctest: +SKIP
     """
@@ -68,37 +76,49 @@ class AmortizedGuide(nn.Module):
         self,
         model: Callable[..., Any],
         encoder: nn.Module,
-        config: ModelConfig,
+        guide: str | type[Guide] = "normal",
+        options: Mapping[str, Any] | None = None,
+        *,
         site: str = LATENT,
         event_shape: Sequence[int] | None = None,
+        data_shape: Sequence[int] | None = None,
+        context: ModelContext | None = None,
     ) -> None:
         super().__init__()
         # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
         # must not become a submodule, or its parameters would be the guide's too.
         self._model = (model,)
         self.encoder = encoder
-        self.config = config
+        self.head_class: type[Guide] = GUIDES.get(guide) if isinstance(guide, str) else guide
+        self.head_options = self.head_class.resolve_options(options)
         self.site = site
+        self._context = context
+        self._data_shape = None if data_shape is None else tuple(data_shape)
         self.event_shape: torch.Size | None = None
         self.head: Guide | None = None
         if event_shape is not None:
             # The caller knows the shape (the VAE's config says it): no prototype
             # trace, and the head exists before the model first runs (the
             # VampPrior's density needs q(z|x) inside the model).
-            self._build_head(torch.Size(event_shape))
+            self._build_head(torch.Size(event_shape), self._data_shape)
 
     @property
     def model(self) -> Callable[..., Any]:
         return self._model[0]
 
-    def _build_head(self, event_shape: torch.Size) -> Guide:
+    def _build_head(self, event_shape: torch.Size, data_shape: tuple[int, ...] | None) -> Guide:
         self.event_shape = event_shape
-        n_hidden = cast(int, self.encoder.out_features)
-        self.head = GUIDES.get(self.config.guide)(n_hidden, math.prod(event_shape), self.config)
+        context = self._context or ModelContext(
+            data_shape=data_shape or (), n_latent=math.prod(event_shape)
+        )
+        self.head_class.check(self.head_options, context)
+        n_features = cast(int, self.encoder.out_features)
+        self.head = self.head_class(context, n_features, **self.head_options)
         return self.head
 
     def _setup_prototype(self, x: torch.Tensor) -> None:
-        self._build_head(latent_event_shape(self.model, x, site=self.site)).to(x.device)
+        event_shape = latent_event_shape(self.model, x, site=self.site)
+        self._build_head(event_shape, tuple(x.shape[1:])).to(x.device)
 
     def qz(self, x: torch.Tensor) -> dist.TorchDistribution:
         """q(z|x) with batch ``(batch,)`` and the model's event shape."""

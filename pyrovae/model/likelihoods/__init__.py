@@ -1,6 +1,6 @@
-"""The likelihoods of the model; importing the package registers the built-in ones."""
+"""Observation models p(x|z): one class per file, found through the entry-point group
+``pyrovae.likelihoods`` (see :mod:`pyrovae.components`)."""
 
-from pyrovae.model.likelihoods import bernoulli, continuous_bernoulli, gaussian  # noqa: F401  (registers them)
 from pyrovae.model.likelihoods.base import LIKELIHOODS, Likelihood
 
 __all__ = ["LIKELIHOODS", "Likelihood"]

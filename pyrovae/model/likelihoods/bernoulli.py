@@ -5,13 +5,15 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from pyrovae.model.likelihoods.base import IMAGE_DIMS, LIKELIHOODS, Likelihood
+from pyrovae.model.likelihoods.base import Likelihood
 
 
-@LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
+    """Binary pixels: Bernoulli(sigmoid(decoded)); data are binarized for it."""
+
+    name = "bernoulli"
     binary = True
     discrete = True
 
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=decoded).to_event(IMAGE_DIMS)
+        return dist.Bernoulli(logits=decoded).to_event(self.event_dims)

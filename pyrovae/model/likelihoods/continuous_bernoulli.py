@@ -8,10 +8,13 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from pyrovae.model.likelihoods.base import IMAGE_DIMS, LIKELIHOODS, Likelihood
+from pyrovae.model.likelihoods.base import Likelihood
 
 
-@LIKELIHOODS.register("continuous-bernoulli")
 class ContinuousBernoulliLikelihood(Likelihood):
+    """Intensities in [0, 1]: the continuous Bernoulli, logits from the decoder."""
+
+    name = "continuous-bernoulli"
+
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
-        return dist.ContinuousBernoulli(logits=decoded).to_event(IMAGE_DIMS)
+        return dist.ContinuousBernoulli(logits=decoded).to_event(self.event_dims)

@@ -1,6 +1,6 @@
-"""The priors of the model; importing the package registers the built-in ones."""
+"""Priors p(z): one class per file, found through the entry-point group ``pyrovae.priors``
+(see :mod:`pyrovae.components`)."""
 
-from pyrovae.model.priors import flow, mixture, normal, vamp  # noqa: F401  (registers them)
 from pyrovae.model.priors.base import PRIORS, Prior
 
 __all__ = ["PRIORS", "Prior"]

@@ -5,20 +5,21 @@ network pass per layer at any z, sampling is sequential (cheap: z is small).
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
-from pyrovae.config import ModelConfig
-from pyrovae.model.priors.base import PRIORS, Prior
+from pyrovae.model.context import ModelContext
+from pyrovae.model.flows import FLOW_HIDDEN, FLOWS, check_made_widths, made
+from pyrovae.model.priors.base import Prior
 
 
-@PRIORS.register("flow")
 class FlowPrior(Prior):
-    """N(0, I) through ``config.flows`` masked autoregressive (MAF) layers.
+    """N(0, I) through masked autoregressive (MAF) layers, learned.
 
     Each layer is the inverse of Pyro's
     :class:`~pyro.distributions.transforms.AffineAutoregressive`, so that
@@ -26,22 +27,28 @@ class FlowPrior(Prior):
     the coordinates is reversed between layers.
     """
 
+    name = "flow"
+    options = (FLOWS, FLOW_HIDDEN)
     temperable = True
     loc: torch.Tensor
     scale: torch.Tensor
     reverse: torch.Tensor
 
-    def __init__(self, n_latent: int, config: ModelConfig) -> None:
-        super().__init__(n_latent, config)
+    @classmethod
+    def check(cls, options: Mapping[str, Any], context: ModelContext) -> None:
+        check_made_widths(options, context, cls.title())
+
+    def __init__(
+        self, context: ModelContext, *, flows: int = 4, flow_hidden: tuple[int, ...] = (128,)
+    ) -> None:
+        super().__init__(context)
+        n_latent = self.n_latent
         self.layers = nn.ModuleList(
+            # Clipping keeps a layer from collapsing or exploding a direction early on.
             T.AffineAutoregressive(
-                pyro_arn(n_latent, list(config.flow_hidden)),
-                # Clipping keeps a layer from collapsing or exploding a
-                # direction early in training.
-                log_scale_min_clip=-3.0,
-                log_scale_max_clip=3.0,
+                made(n_latent, flow_hidden), log_scale_min_clip=-3.0, log_scale_max_clip=3.0
             )
-            for _ in range(config.flows)
+            for _ in range(flows)
         )
         self.register_buffer("loc", torch.zeros(n_latent))
         self.register_buffer("scale", torch.ones(n_latent))
@@ -61,12 +68,3 @@ class FlowPrior(Prior):
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         return self._flow(temperature).sample((n,))
-
-
-def pyro_arn(n_latent: int, hidden: list[int]) -> nn.Module:
-    """A MADE network in the natural order (the flow reverses it between layers)."""
-    from pyro.nn import AutoRegressiveNN
-
-    return AutoRegressiveNN(
-        n_latent, hidden, permutation=cast(torch.LongTensor, torch.arange(n_latent))
-    )

@@ -7,24 +7,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrovae.config import ModelConfig
-from pyrovae.model.priors.base import PRIORS, Prior
+from pyrovae.components import Option, positive_int
+from pyrovae.model.context import ModelContext
+from pyrovae.model.priors.base import Prior
+
+#: Shared with the VampPrior's number of pseudo-inputs (one ``--prior-components``).
+COMPONENTS = Option(
+    "prior_components", 50, "Mixture components (mog) or pseudo-inputs (vamp).", positive_int
+)
 
 
-@PRIORS.register("mog")
 class MixtureOfGaussiansPrior(Prior):
-    """(sum_k pi_k N(mu_k, diag sigma_k^2)) with learned weights, means and scales."""
+    """A learned mixture of diagonal Gaussians: weights, means and scales."""
 
+    name = "mog"
+    options = (COMPONENTS,)
     min_scale = 1e-3
     temperable = True
 
-    def __init__(self, n_latent: int, config: ModelConfig) -> None:
-        super().__init__(n_latent, config)
-        k = config.prior_components
+    def __init__(self, context: ModelContext, *, prior_components: int = 50) -> None:
+        super().__init__(context)
+        k = prior_components
         # Spread-out means so that the components do not start identical.
-        self.locs = nn.Parameter(torch.randn(k, n_latent))  # (K, n_latent)
+        self.locs = nn.Parameter(torch.randn(k, self.n_latent))  # (K, n_latent)
         # softplus(0.5413) = 1: unit scales at the start.
-        self.raw_scales = nn.Parameter(torch.full((k, n_latent), 0.5413))
+        self.raw_scales = nn.Parameter(torch.full((k, self.n_latent), 0.5413))
         self.logits = nn.Parameter(torch.zeros(k))
 
     def _mixture(self, temperature: float = 1.0) -> dist.TorchDistribution:

@@ -5,22 +5,22 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from pyrovae.config import ModelConfig
-from pyrovae.model.priors.base import PRIORS, Prior
+from pyrovae.model.context import ModelContext
+from pyrovae.model.priors.base import Prior
 
 
-@PRIORS.register("normal")
 class StandardNormalPrior(Prior):
-    """N(0, I)."""
+    """N(0, I), the prior of Kingma & Welling (2014)."""
 
+    name = "normal"
     temperable = True
     loc: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, n_latent: int, config: ModelConfig) -> None:
-        super().__init__(n_latent, config)
-        self.register_buffer("loc", torch.zeros(n_latent))
-        self.register_buffer("scale", torch.ones(n_latent))
+    def __init__(self, context: ModelContext) -> None:
+        super().__init__(context)
+        self.register_buffer("loc", torch.zeros(self.n_latent))
+        self.register_buffer("scale", torch.ones(self.n_latent))
 
     def forward(self) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).to_event(1)

@@ -5,44 +5,58 @@ VAE's own encoder and guide.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.config import ModelConfig
-from pyrovae.model.guides.base import GUIDES, Guide
-from pyrovae.model.priors.base import PRIORS, Posterior, Prior
+from pyrovae.errors import ConfigError
+from pyrovae.model.context import ModelContext
+from pyrovae.model.priors.base import Posterior, Prior
+from pyrovae.model.priors.mixture import COMPONENTS
 
 
-@PRIORS.register("vamp")
 class VampPrior(Prior):
-    """p(z) = (1/K) sum_k q(z | u_k) over learned pseudo-inputs u_k (Tomczak & Welling 2018).
+    """The VampPrior: a mixture of q(z|u_k) over learned pseudo-inputs u_k.
 
-    The pseudo-inputs are images in (0, 1) (a sigmoid of free parameters).
-    q is the VAE's own encoder and guide, handed over with
+    The pseudo-inputs are data points in (0, 1) (a sigmoid of free
+    parameters). q is the VAE's own encoder and guide, handed over with
     :meth:`attach_posterior` after the VAE is built: the prior keeps a plain
     reference to it rather than the VAE as a submodule, which would make the
-    module tree circular.
-
-    Its components are q(z|u_k), so it can be tempered exactly when the
-    guide ``config.guide`` can (:attr:`pyrovae.model.guides.base.Guide.temperable`).
+    module tree circular. Its components are q(z|u_k), so it can be tempered
+    exactly when the guide can (the guide's ``temperable``), and it needs a
+    guide that scores codes it did not draw (``scores_any_z``).
     """
 
-    def __init__(self, n_latent: int, config: ModelConfig) -> None:
-        super().__init__(n_latent, config)
-        if config.image_shape is None:
-            raise ValueError("the VampPrior needs config.image_shape")
-        shape = (config.prior_components, *config.image_shape)
-        self.raw_inputs = nn.Parameter(torch.randn(shape))  # (K, C, H, W)
+    name = "vamp"
+    options = (COMPONENTS,)
+    needs_posterior = True
+
+    @classmethod
+    def check(cls, options: Mapping[str, Any], context: ModelContext) -> None:
+        guide = context.classes.get("guide")
+        if guide is not None and not getattr(guide, "scores_any_z", False):
+            # The VampPrior evaluates q(z|u_k) at codes q did not draw.
+            raise ConfigError(
+                f"{cls.title()} needs a guide that scores any z (a closed-form inverse), "
+                f"which {guide.title()} does not declare (scores_any_z)"
+            )
+
+    def __init__(self, context: ModelContext, *, prior_components: int = 50) -> None:
+        super().__init__(context)
+        shape = (prior_components, *context.shape)
+        self.raw_inputs = nn.Parameter(torch.randn(shape))  # (K, *data_shape)
         self._qz: Posterior | None = None
-        self._guide: type[Guide] = GUIDES.get(config.guide)
-        self.temperable = self._guide.temperable
+        self._guide = context.classes["guide"]
+        self.temperable = bool(getattr(self._guide, "temperable", False))  # type: ignore[misc]
 
     def attach_posterior(self, qz: Posterior) -> None:
         self._qz = qz
 
     def pseudo_inputs(self) -> torch.Tensor:
-        """u_k, ``(K, C, H, W)`` in (0, 1)."""
+        """u_k, ``(K, *data_shape)`` in (0, 1)."""
         return torch.sigmoid(self.raw_inputs)
 
     def _mixture(self, temperature: float = 1.0) -> dist.TorchDistribution:

@@ -1,0 +1,1 @@
+"""An example pyrovae plugin: a Laplace likelihood and a Student-t prior."""

@@ -1,0 +1,69 @@
+"""Flow guides: the mean-field Gaussian followed by normalizing-flow layers whose
+parameters are computed from h(x), so the flow is amortized (Rezende & Mohamed
+2015, "Variational Inference with Normalizing Flows").
+
+A flow guide is a subclass of :class:`FlowGuide` that says how to build one
+conditional layer (:meth:`FlowGuide.layer`, a Pyro conditional transform) and
+whether the coordinates are reversed between layers
+(:attr:`FlowGuide.permute_between_layers`: autoregressive and coupling layers
+need it so that every coordinate can depend on every other). The density
+includes every layer's log-determinant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch import nn
+
+from pyrovae.model.context import ModelContext
+from pyrovae.model.flows import FLOW_HIDDEN, FLOWS
+from pyrovae.model.guides.normal import DiagonalNormalGuide
+
+
+class FlowGuide(DiagonalNormalGuide):
+    """Base of flow guides: Normal(mu(h), sigma(h)) pushed through conditional layers.
+
+    Each layer's parameters are computed from the context h(x) (the encoder's
+    features) by a small network sized by ``flow_hidden``. The result is a
+    :class:`~pyro.distributions.TransformedDistribution` whose ``log_prob``
+    adds the log-determinants of every layer.
+    """
+
+    options = (FLOWS, FLOW_HIDDEN)
+    has_closed_form_mean = False
+    #: Reverse the coordinates between layers (autoregressive and coupling layers).
+    permute_between_layers: ClassVar[bool] = False
+    reverse: torch.Tensor
+
+    def __init__(
+        self,
+        context: ModelContext,
+        n_features: int,
+        *,
+        flows: int = 4,
+        flow_hidden: tuple[int, ...] = (128,),
+    ) -> None:
+        super().__init__(context, n_features)
+        self.layers = nn.ModuleList(
+            self.layer(self.n_latent, n_features, flow_hidden) for _ in range(flows)
+        )
+        self.register_buffer("reverse", torch.arange(self.n_latent - 1, -1, -1))
+
+    @classmethod
+    def layer(cls, n_latent: int, n_context: int, hidden: tuple[int, ...]) -> nn.Module:
+        """One conditional transform of ``n_latent`` coordinates given a context vector."""
+        raise NotImplementedError
+
+    def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
+        base = self.gaussian(h)  # batch (batch,), event (n_latent,)
+        transforms: list[Any] = []
+        for i, layer in enumerate(self.layers):
+            if self.permute_between_layers and i > 0:
+                transforms.append(T.Permute(self.reverse))
+            transforms.append(cast(ConditionalTransformModule, layer).condition(h))
+        return dist.TransformedDistribution(base, transforms)
