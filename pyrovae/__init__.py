@@ -2,14 +2,14 @@
 
 The generative model p(z) p(x|z) and the amortized guide q(z|x) are Pyro
 functions (:class:`pyrovae.model.vae.VAE`); training is stochastic variational
-inference (:mod:`pyrovae.train`); likelihoods, priors and guides are
-registries (:mod:`pyrovae.model.likelihoods`, :mod:`pyrovae.model.priors`,
-:mod:`pyrovae.model.guides`).
+inference (:func:`pyrovae.api.train`, :mod:`pyrovae.training`); networks,
+likelihoods, priors and guides are components that describe themselves
+(:mod:`pyrovae.components`), pyrovae's own and installed plugins' alike.
 
 Example
 -------
 >>> import pyrovae
->>> result = pyrovae.train(pyrovae.RunConfig())   # digits, Bernoulli
+>>> result = pyrovae.train(epochs=5, latent_dim=8)   # digits, Bernoulli
 >>> run = pyrovae.load_run(result.run_dir)
 >>> images = pyrovae.sample(run, n=64)
 """

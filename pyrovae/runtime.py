@@ -17,7 +17,9 @@ sets ``OMP_NUM_THREADS=1`` when it is unset, so each of its processes uses
 one. On a machine shared with other work the default oversubscribes the
 cores: on this project's 2-core machine under load (load average 5-8), the
 default digits run trained at 225-455 images/s with torch's default of 2
-threads and at 2,000-13,000 images/s with ``--threads 1``. ``--threads``
+threads and at 2,000-13,000 images/s with ``--threads 1`` (the img/s of the
+epoch lines of ``pyrovae train --no-progress``, with and without ``--threads
+1``, issue 9's reliability pass). ``--threads``
 sets the count (and the inter-op pool's, where torch still allows it).
 
 The count is not part of a run's config.json: like the device, it is how a
