@@ -15,6 +15,7 @@ from torch.distributions import Distribution
 
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.inference.importance import auto_chunk_size, log_importance_weights
+from pyrovae.inference.local import CORRELATED_KINDS, LocalPosterior, fit_local_posterior
 from pyrovae.inference.stats import mc_standard_error
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, module_device
@@ -81,9 +82,19 @@ def _draw_strata(
     return strata
 
 
-def _mixture_estimates(
-    strata: Sequence[_Stratum], local_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass
+class _MixtureEstimate:
+    """Per point ``(B,)``: log p(x) and ELBO(q*), their Monte Carlo variances and the
+    covariance of the two estimates."""
+
+    log_px: torch.Tensor
+    log_px_var: torch.Tensor
+    elbo_local: torch.Tensor
+    elbo_local_var: torch.Tensor
+    cov: torch.Tensor
+
+
+def _mixture_estimates(strata: Sequence[_Stratum], local_index: int) -> _MixtureEstimate:
     """Per point: log p(x), its MC variance, ELBO(q*) and its variance, and their covariance.
 
     Stratified defensive importance sampling (Hesterberg 1995): k draws from each
@@ -103,7 +114,7 @@ def _mixture_estimates(
     elbo_var = ratio.var(0) / k
     w_local = scaled[local_index]
     cov = ((w_local - w_local.mean(0)) * (ratio - elbo)).sum(0) / (k - 1) / (c * k)
-    return log_px, torch.as_tensor(log_px_var), elbo, elbo_var, cov
+    return _MixtureEstimate(log_px, torch.as_tensor(log_px_var), elbo, elbo_var, cov)
 
 
 def inference_gaps(
@@ -128,12 +139,9 @@ def inference_gaps(
     full-covariance Gaussian; ``k`` draws in all. Its expectation is a lower
     bound on log p(x), unlike the larger of two estimates.
     """
-    from pyrovae.inference.local import CORRELATED_KINDS, fit_local_posterior
-
     if kind == "auto":
         kind = vae.guide_net.local_family
-    device = module_device(vae)
-    x = to_unit_float(images.to(device))
+    x = to_unit_float(images.to(module_device(vae)))
     fits = [kind] if kind in CORRELATED_KINDS else [kind, "mvn"]
     with eval_mode(vae):
         local = {
@@ -146,46 +154,61 @@ def inference_gaps(
             )
             for name in fits
         }
-        amortized = vae.qz(x)
+        # q itself only when it can score draws it did not make (a closed-form inverse).
         in_mixture = getattr(vae.guide_net, "scores_any_z", True)
         names = (["q"] if in_mixture else []) + [f"q* ({name})" for name in fits]
-        components = ([amortized] if in_mixture else []) + [local[f].posterior for f in fits]
+        components = ([vae.qz(x)] if in_mixture else []) + [local[f].posterior for f in fits]
         per_component = max(2, k // len(components))
         chunk = min(per_component, chunk_size or auto_chunk_size(vae, x.shape[0]))
         strata = _draw_strata(vae, x, components, per_component, chunk)
-        log_px, log_px_var, elbo_local, elbo_local_var, cov = _mixture_estimates(
-            strata, names.index(f"q* ({kind})")
-        )
+        mixture = _mixture_estimates(strata, names.index(f"q* ({kind})"))
         if in_mixture:
             q_ratio = strata[0].log_joint - strata[0].log_r[0]  # (k, B)
         else:
-            with torch.no_grad():  # its own draws: a flow without an inverse scores them
-                q_ratio = torch.cat(
-                    [
-                        log_importance_weights(vae, x, min(chunk, per_component - i))
-                        for i in range(0, per_component, chunk)
-                    ]
-                ).double()
-        elbo_q, elbo_q_var = q_ratio.mean(0), q_ratio.var(0) / q_ratio.shape[0]
+            q_ratio = _own_log_ratios(vae, x, per_component, chunk)
+    return _gaps_result(kind, names, per_component, list(local.values()), mixture, q_ratio)
+
+
+@torch.no_grad()
+def _own_log_ratios(vae: VAE, x: torch.Tensor, draws: int, chunk: int) -> torch.Tensor:
+    """log p(x, z) - log q(z|x) at ``draws`` draws of q(z|x) ``(draws, B)``, float64: its
+    own draws, which a flow without an inverse scores."""
+    return torch.cat(
+        [log_importance_weights(vae, x, min(chunk, draws - i)) for i in range(0, draws, chunk)]
+    ).double()
+
+
+def _gaps_result(
+    kind: str,
+    names: list[str],
+    draws: int,
+    fits: Sequence[LocalPosterior],
+    mixture: _MixtureEstimate,
+    q_ratio: torch.Tensor,
+) -> GapsResult:
+    """The gaps from the mixture's estimates and the amortized log ratios ``(k, B)``."""
+    elbo_q, elbo_q_var = q_ratio.mean(0), q_ratio.var(0) / q_ratio.shape[0]
+    log_px, elbo_local = mixture.log_px, mixture.elbo_local
     approximation = log_px - elbo_local
     amortization = elbo_local - elbo_q
+    approximation_var = mixture.log_px_var + mixture.elbo_local_var - 2 * mixture.cov
     return GapsResult(
-        n=x.shape[0],
+        n=log_px.shape[0],
         kind=kind,
         proposal=names,
-        draws=per_component,
-        iterations=sum(f.iterations for f in local.values()),
-        converged=all(f.converged for f in local.values()),
+        draws=draws,
+        iterations=sum(f.iterations for f in fits),
+        converged=all(f.converged for f in fits),
         log_px=float(log_px.mean()),
-        log_px_mc_stderr=mc_standard_error(log_px_var),
+        log_px_mc_stderr=mc_standard_error(mixture.log_px_var),
         elbo_amortized=float(elbo_q.mean()),
         elbo_amortized_mc_stderr=mc_standard_error(elbo_q_var),
         elbo_local=float(elbo_local.mean()),
-        elbo_local_mc_stderr=mc_standard_error(elbo_local_var),
+        elbo_local_mc_stderr=mc_standard_error(mixture.elbo_local_var),
         approximation_gap=float(approximation.mean()),
-        approximation_gap_mc_stderr=mc_standard_error(log_px_var + elbo_local_var - 2 * cov),
+        approximation_gap_mc_stderr=mc_standard_error(approximation_var),
         amortization_gap=float(amortization.mean()),
-        amortization_gap_mc_stderr=mc_standard_error(elbo_local_var + elbo_q_var),
+        amortization_gap_mc_stderr=mc_standard_error(mixture.elbo_local_var + elbo_q_var),
         per_point={
             "log_px": log_px.tolist(),
             "elbo_amortized": elbo_q.tolist(),

@@ -421,16 +421,7 @@ def _fit_flows(
     for i in range(x.shape[0]):
 
         def init_transform(dim: int, i: int = i) -> T.ComposeTransformModule:
-            # On the VAE's device: the autoguide is never moved, and takes the
-            # device of its base distribution from these layers' parameters.
-            device = start.loc.device
-            layers: list[TransformModule] = []
-            for j in range(num_transforms):
-                if j:
-                    layers.append(T.permute(dim, torch.arange(dim - 1, -1, -1, device=device)))
-                layers.append(T.affine_autoregressive(dim, hidden).to(device))
-            affine = _LowerCholeskyAffine(start.loc[i], start.scale_tril[i])
-            return T.ComposeTransformModule([*layers, affine])
+            return _flow_layers(dim, hidden, num_transforms, start.loc[i], start.scale_tril[i])
 
         guide = AutoNormalizingFlow(model, init_transform)
         point = x[i : i + 1]
@@ -448,16 +439,36 @@ def _fit_flows(
         for p in guide.parameters():
             p.requires_grad_(False)
         parts.append(guide.get_posterior())  # over the (n_latent,) vector of one point
+    return StackedPosterior(parts), _pooled(runs)
+
+
+def _flow_layers(
+    dim: int, hidden: list[int], num_transforms: int, loc: torch.Tensor, scale_tril: torch.Tensor
+) -> T.ComposeTransformModule:
+    """``num_transforms`` IAF layers, reversed between layers, then the affine map
+    ``loc`` + ``scale_tril`` u of one point's ``mvn`` fit."""
+    # On the VAE's device: the autoguide is never moved, and takes the
+    # device of its base distribution from these layers' parameters.
+    device = loc.device
+    layers: list[TransformModule] = []
+    for j in range(num_transforms):
+        if j:
+            layers.append(T.permute(dim, torch.arange(dim - 1, -1, -1, device=device)))
+        layers.append(T.affine_autoregressive(dim, hidden).to(device))
+    return T.ComposeTransformModule([*layers, _LowerCholeskyAffine(loc, scale_tril)])
+
+
+def _pooled(runs: Sequence[Convergence]) -> Convergence:
+    """The fits of every point as one: the mean loss step by step, each point's last
+    loss carried once it stopped; steps summed; converged when all did."""
     longest = max(len(run.losses) for run in runs)
-    # Step by step over the points, each point's last loss carried once it stopped.
     losses = [
         sum(run.losses[min(step, len(run.losses) - 1)] for run in runs) / len(runs)
         for step in range(longest)
     ]
-    outcome = Convergence(
+    return Convergence(
         losses, sum(run.iterations for run in runs), all(run.converged for run in runs)
     )
-    return StackedPosterior(parts), outcome
 
 
 def fit_local_posterior(

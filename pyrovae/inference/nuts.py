@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import torch
 
 from pyrovae.errors import ConfigError
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import frozen, progress_bar
+from pyrovae.runtime import frozen, progress_bar, threads
 from pyrovae.sites import LATENT
 
 if TYPE_CHECKING:
@@ -74,19 +73,6 @@ def posterior_idata(draws: np.ndarray) -> az.InferenceData:
     )
 
 
-@contextmanager
-def one_thread(device: torch.device) -> Iterator[None]:
-    """One intra-op CPU thread: NUTS differentiates a few codes thousands of times, where
-    thread start-up costs more than it saves (10x slower with 2 threads on a busy machine)."""
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def nuts_reference(
     vae: VAE,
     x: torch.Tensor,
@@ -107,9 +93,6 @@ def nuts_reference(
     apart and R-hat can detect non-convergence. ``progress``: one bar on stderr
     over every chain's steps.
     """
-    import arviz as az
-    from pyro.infer import MCMC, NUTS
-
     if chains < 2:
         raise ConfigError(f"NUTS needs at least 2 chains for R-hat, got {chains}")
     if draws < 10 or warmup < 1:
@@ -121,39 +104,63 @@ def nuts_reference(
         return -vae.log_joint(x, z).sum()
 
     started = time.perf_counter()
-    per_chain = []
     steps = progress_bar(
         range(chains * (warmup + draws)), f"NUTS, {chains} chains", progress, unit="step"
     )
     bar = steps if hasattr(steps, "update") else None
-
-    def advance(*_: Any) -> None:
-        if bar is not None:
-            bar.update()  # type: ignore[attr-defined]
-
-    with frozen(vae), one_thread(x.device):
+    # One intra-op CPU thread: NUTS differentiates a few codes thousands of times, where
+    # thread start-up costs more than it saves (10x slower with 2 threads on a busy machine).
+    with frozen(vae), threads(1 if x.device.type == "cpu" else None):
+        per_chain = []
         for _ in range(chains):
             init = (torch.rand(shape, device=x.device) * 2 - 1) * init_radius
-            mcmc = MCMC(
-                NUTS(potential_fn=potential),
-                num_samples=draws,
-                warmup_steps=warmup,
-                initial_params={LATENT: init},
-                disable_progbar=True,
-                hook_fn=advance,
-            )
-            mcmc.run()
-            per_chain.append(mcmc.get_samples()[LATENT].detach().cpu().numpy())  # (draw, M, L)
+            per_chain.append(_run_chain(potential, init, draws, warmup, bar))  # (draw, M, L)
     if bar is not None:
         bar.close()  # type: ignore[attr-defined]
     samples = np.stack(per_chain)  # (chain, draw, M, L)
+    return NutsReference(
+        draws=samples, summary=_summary(samples), seconds=time.perf_counter() - started
+    )
+
+
+def _run_chain(
+    potential: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    init: torch.Tensor,
+    draws: int,
+    warmup: int,
+    bar: Any,
+) -> np.ndarray:
+    """One NUTS chain from ``init`` ``(M, L)``: its ``draws`` ``(draws, M, L)``, each step
+    counted on ``bar`` (a tqdm bar or ``None``)."""
+    from pyro.infer import MCMC, NUTS
+
+    def advance(*_: Any) -> None:
+        if bar is not None:
+            bar.update()
+
+    mcmc = MCMC(
+        NUTS(potential_fn=potential),
+        num_samples=draws,
+        warmup_steps=warmup,
+        initial_params={LATENT: init},
+        disable_progbar=True,
+        hook_fn=advance,
+    )
+    mcmc.run()
+    return mcmc.get_samples()[LATENT].detach().cpu().numpy()
+
+
+def _summary(samples: np.ndarray) -> list[dict[str, Any]]:
+    """One row per (datapoint, latent) of :func:`arviz.summary` of ``samples``
+    ``(chain, draw, M, L)``."""
+    import arviz as az
+
     table: Any = az.summary(posterior_idata(samples), kind="all", round_to="none")  # DataFrame
     columns = ("mean", "sd", "r_hat", "ess_bulk", "ess_tail")
-    summary = [
+    return [
         {"variable": str(name), **{key: float(table.loc[name, key]) for key in columns}}
         for name in table.index
     ]
-    return NutsReference(draws=samples, summary=summary, seconds=time.perf_counter() - started)
 
 
 def gaussian_w2(a: np.ndarray, b: np.ndarray) -> float:

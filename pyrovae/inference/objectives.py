@@ -26,8 +26,10 @@ from pyro.infer.enum import get_importance_trace
 from torch.distributions import kl_divergence
 
 from pyrovae.config import TrainConfig
+from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.model.vae import VAE
+from pyrovae.runtime import eval_mode
 from pyrovae.sites import LATENT, OBS
 
 _ELBOS: dict[str, type[ELBO]] = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
@@ -251,8 +253,6 @@ def average_elbo_terms(
     -------
     ElboEstimate
     """
-    from pyrovae.data.pixels import to_unit_float
-
     if not 1 <= min_draws <= max_draws:
         raise ConfigError(f"need 1 <= min_draws <= max_draws, got {min_draws}, {max_draws}")
     n = images.shape[0]
@@ -310,9 +310,7 @@ def evaluate_elbo(
     returned either way.
     Returns ``elbo``, ``recon``, ``kl``, ``elbo_mc_stderr`` and ``draws``.
     """
-    was_training = vae.training
-    vae.eval()
-    try:
+    with eval_mode(vae):
         estimate = average_elbo_terms(
             vae.model,
             vae.guide,
@@ -321,8 +319,6 @@ def evaluate_elbo(
             max_draws=max_draws,
             batch_size=batch_size,
         )
-    finally:
-        vae.train(was_training)
     recon, kl = float(estimate.recon.mean()), float(estimate.kl.mean())
     return {
         "elbo": recon - kl,

@@ -182,55 +182,103 @@ def elbo_surgery(
                 for i in range(0, s, batch_size)
             ]
         )  # (S, L)
-        log_q = torch.full((s,), -math.inf, dtype=torch.float64, device=device)
-        own = torch.empty(s, dtype=torch.float64, device=device)  # log q(z_s|x_{n_s})
-        kl_terms: list[torch.Tensor] | None = []
-        step = max(1, _PAIR_CHUNK // batch_size)
-        for index in progress_bar(
-            list(index_batches(xs, batch_size)), f"ELBO surgery, {m} x {s}", progress, unit="batch"
-        ):
-            qz = vae.qz(to_unit_float(xs[index].to(device)))  # batch (b,)
-            if kl_terms is not None:
-                try:
-                    kl_terms.append(kl_divergence(qz, vae.prior().expand(qz.batch_shape)))
-                except NotImplementedError:
-                    kl_terms = None
-            for start in range(0, s, step):
-                chunk = slice(start, start + step)
-                lp = _pair_log_q(qz, z[chunk]).double()  # (chunk, b)
-                log_q[chunk] = torch.logaddexp(log_q[chunk], torch.logsumexp(lp, dim=1))
-                local = picks[chunk] - index.start  # position of n_s in this batch
-                mine = (local >= 0) & (local < lp.shape[1])
-                rows = torch.nonzero(mine).squeeze(1)
-                own[chunk][rows] = lp[rows, local[rows]]
-        log_q -= math.log(m)
+        pairs = _pair_densities(vae, xs, z, picks, batch_size, progress)
         # Each term is at most log M (own is one of the M terms of the sum in log_q);
         # the clamps only take back the last bit of round-off above it.
-        information = (own - log_q).clamp(max=math.log(m))  # (S,)
-        if kl_terms is None and kl_draws is None:
-            per_draw = own - vae.prior().log_prob(z).double()
-            average_kl, average_kl_se = float(per_draw.mean()), standard_error(per_draw)
-            marginal = per_draw - information
-            marginal_kl, marginal_se = float(marginal.mean()), standard_error(marginal)
+        information = (pairs.own - pairs.log_q).clamp(max=math.log(m))  # (S,)
+        if pairs.kl is not None:
+            kl = _KlSplit.given(float(pairs.kl.double().mean()), 0.0, information)
+        elif kl_draws is not None:
+            rows = subset.to(kl_draws[0].device)
+            kl_mean, kl_var = kl_draws[0][rows], kl_draws[1][rows]
+            kl = _KlSplit.given(float(kl_mean.mean()), mc_standard_error(kl_var), information)
         else:
-            if kl_terms is not None:
-                average_kl, average_kl_se = float(torch.cat(kl_terms).double().mean()), 0.0
-            else:
-                assert kl_draws is not None
-                rows = subset.to(kl_draws[0].device)
-                kl, kl_var = kl_draws[0][rows], kl_draws[1][rows]
-                average_kl, average_kl_se = float(kl.mean()), mc_standard_error(kl_var)
-            marginal_kl = average_kl - float(information.mean())
-            marginal_se = math.hypot(average_kl_se, standard_error(information))
+            per_draw = pairs.own - vae.prior().log_prob(z).double()
+            kl = _KlSplit.per_draw(per_draw, information)
     return SurgeryResult(
-        average_kl=average_kl,
-        average_kl_mc_stderr=average_kl_se,
-        marginal_kl=marginal_kl,
-        marginal_kl_mc_stderr=marginal_se,
+        average_kl=kl.average,
+        average_kl_mc_stderr=kl.average_se,
+        marginal_kl=kl.marginal,
+        marginal_kl_mc_stderr=kl.marginal_se,
         mutual_information=min(float(information.mean()), math.log(m)),
         mutual_information_mc_stderr=standard_error(information),
         mutual_information_bound=math.log(m),
         points=m,
         draws=s,
-        kl_analytic=kl_terms is not None,
+        kl_analytic=pairs.kl is not None,
     )
+
+
+@dataclass
+class _PairDensities:
+    """Densities of the S draws of q(z) under the guides of the M images."""
+
+    log_q: torch.Tensor  # (S,) log q(z_s) = logsumexp_m log q(z_s|x_m) - log M
+    own: torch.Tensor  # (S,) log q(z_s|x_{n_s}), the guide that drew z_s
+    kl: torch.Tensor | None  # (M,) KL(q(z|x_m) || p(z)) in closed form, or None
+
+
+@torch.no_grad()
+def _pair_densities(
+    vae: VAE,
+    xs: torch.Tensor,
+    z: torch.Tensor,
+    picks: torch.Tensor,
+    batch_size: int,
+    progress: bool,
+) -> _PairDensities:
+    """log q(z_s|x_m) for every draw z_s ``(S, L)`` and image x_m of ``xs``, folded into
+    log q(z_s) and log q(z_s|x_{n_s}) batch by batch of images (``picks``: n_s)."""
+    device, (m, s) = z.device, (xs.shape[0], z.shape[0])
+    log_q = torch.full((s,), -math.inf, dtype=torch.float64, device=device)
+    own = torch.empty(s, dtype=torch.float64, device=device)
+    kl_terms: list[torch.Tensor] | None = []
+    step = max(1, _PAIR_CHUNK // batch_size)
+    for index in progress_bar(
+        list(index_batches(xs, batch_size)), f"ELBO surgery, {m} x {s}", progress, unit="batch"
+    ):
+        qz = vae.qz(to_unit_float(xs[index].to(device)))  # batch (b,)
+        if kl_terms is not None:
+            try:
+                kl_terms.append(kl_divergence(qz, vae.prior().expand(qz.batch_shape)))
+            except NotImplementedError:
+                kl_terms = None
+        for start in range(0, s, step):
+            chunk = slice(start, start + step)
+            lp = _pair_log_q(qz, z[chunk]).double()  # (chunk, b)
+            log_q[chunk] = torch.logaddexp(log_q[chunk], torch.logsumexp(lp, dim=1))
+            local = picks[chunk] - index.start  # position of n_s in this batch
+            mine = (local >= 0) & (local < lp.shape[1])
+            rows = torch.nonzero(mine).squeeze(1)
+            own[chunk][rows] = lp[rows, local[rows]]
+    log_q -= math.log(m)
+    return _PairDensities(log_q, own, None if kl_terms is None else torch.cat(kl_terms))
+
+
+@dataclass
+class _KlSplit:
+    """The average KL and the marginal KL = average KL - I(x; z), with standard errors."""
+
+    average: float
+    average_se: float
+    marginal: float
+    marginal_se: float
+
+    @classmethod
+    def given(cls, average: float, average_se: float, information: torch.Tensor) -> _KlSplit:
+        """From an average KL estimated apart from the draws of I(x; z) ``(S,)``."""
+        marginal = average - float(information.mean())
+        return cls(
+            average, average_se, marginal, math.hypot(average_se, standard_error(information))
+        )
+
+    @classmethod
+    def per_draw(cls, per_draw: torch.Tensor, information: torch.Tensor) -> _KlSplit:
+        """From log q(z_s|x_{n_s}) - log p(z_s) ``(S,)``, at the draws of I(x; z)."""
+        marginal = per_draw - information
+        return cls(
+            float(per_draw.mean()),
+            standard_error(per_draw),
+            float(marginal.mean()),
+            standard_error(marginal),
+        )

@@ -26,17 +26,23 @@ from pyrovae.errors import ConfigError
 from pyrovae.files import atomic_write_text, atomic_write_via_name, check_output_folder
 from pyrovae.inference.importance import auto_chunk_size
 from pyrovae.inference.latent import posterior_mean
-from pyrovae.inference.nuts import R_HAT_OK, gaussian_w2, latent_coords, nuts_reference
+from pyrovae.inference.nuts import (
+    R_HAT_OK,
+    NutsReference,
+    gaussian_w2,
+    latent_coords,
+    nuts_reference,
+)
 from pyrovae.inference.psis import khat_shares, psis_khat, roundoff_tolerance
 from pyrovae.model.vae import VAE
 from pyrovae.reports.diagnostic_plots import plot_khat, plot_latent, plot_overlay, plot_ppc
 from pyrovae.reports.evaluate import json_safe
 from pyrovae.reports.html import embedded_image, html_page, html_table
-from pyrovae.runtime import progress_bar
+from pyrovae.runtime import eval_mode, module_device, progress_bar
 from pyrovae.sites import LATENT
 
 if TYPE_CHECKING:
-    pass
+    import arviz as az
 
 
 REPORT_HTML = "diagnostics.html"
@@ -158,6 +164,25 @@ def q_draws(
     return torch.cat(zs).to(precision), log_joint - log_r, tolerance
 
 
+@dataclass
+class _PsisDraws:
+    """Draws of q(z|x) as importance proposal and their Pareto k̂ per point."""
+
+    z: torch.Tensor  # (draws, n, L)
+    log_w: torch.Tensor  # (draws, n)
+    khat: np.ndarray  # (n,), NaN where the ratios are exact
+    shares: dict[str, float]
+
+
+@dataclass
+class _PredictiveCheck:
+    """Per-image mean intensity, observed ``(n,)`` and replicated ``(draws, n)``."""
+
+    observed: np.ndarray
+    replicated: np.ndarray
+    summary: dict[str, float]
+
+
 def diagnose(
     vae: VAE,
     images: torch.Tensor,
@@ -201,41 +226,93 @@ def diagnose(
         Progress bars on stderr for the PSIS draws, the NUTS chains and the
         latent codes.
     """
-    import arviz as az
-    import xarray as xr
-
     if n < 1 or draws < 10:
         raise ConfigError("diagnose needs -n >= 1 and --draws >= 10")
     if nuts < 0 or nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
     started = time.perf_counter()
     out = check_output_folder(out)
-    device = next(vae.parameters()).device
     n = min(n, images.shape[0])
     nuts = min(nuts, n)
-    x = to_unit_float(images[:n].to(device))  # (n, C, H, W)
-    vae.eval()
+    x = to_unit_float(images[:n].to(module_device(vae)))  # (n, C, H, W)
+    with eval_mode(vae):
+        psis = _psis_draws(vae, x, draws, progress)
+        ppc = _predictive_check(vae, x, psis.z[:ppc_draws])
+        idata = _inference_data(x, labels, psis, ppc, vae.n_latent)
+        # Every file is written at the end, each whole, so that a failure or Ctrl-C on the
+        # way (NUTS takes the longest) leaves the previous report as it was.
+        netcdfs = {"netcdf": (out / REPORT_NETCDF, idata)}
+        sections = [_psis_section(draws, psis)]
+        nuts_summary = None
+        if nuts:
+            reference = nuts_reference(
+                vae,
+                x[:nuts],
+                chains=chains,
+                draws=nuts_draws,
+                warmup=nuts_warmup,
+                progress=progress,
+            )
+            netcdfs["nuts_netcdf"] = (out / REPORT_NUTS_NETCDF, reference.inference_data())
+            nuts_summary, section = _nuts_comparison(psis.z, reference, nuts_warmup)
+            sections.append(section)
+        sections.append(_ppc_section(ppc, idata))
+        sections.append(_latent_section(vae, images, labels, latent_points, progress))
+    paths = _write_report(out, title, sections, netcdfs)
+    result = DiagnosisResult(
+        n=n,
+        draws=draws,
+        khat=[None if math.isnan(k) else float(k) for k in psis.khat],
+        khat_shares=psis.shares,
+        nuts=nuts_summary,
+        ppc=ppc.summary,
+        seconds=time.perf_counter() - started,
+        paths=paths,
+    )
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    atomic_write_text(out / REPORT_JSON, text)
+    return result
 
+
+def _psis_draws(vae: VAE, x: torch.Tensor, draws: int, progress: bool) -> _PsisDraws:
     z, log_w, roundoff = q_draws(vae, x, draws, progress)  # (draws, n, L), (draws, n), (n,)
     khat = psis_khat(log_w, roundoff)
-    shares = khat_shares(khat)
+    return _PsisDraws(z, log_w, khat, khat_shares(khat))
 
-    with torch.no_grad():
-        ppc_z = z[:ppc_draws]  # (ppc_draws, n, L)
-        replicated = vae.px(ppc_z).sample().flatten(-3).mean(-1).cpu().numpy()  # (ppc, n)
+
+@torch.no_grad()
+def _predictive_check(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> _PredictiveCheck:
+    """Replicated images x ~ p(x|z) at the codes ``z`` ``(draws, n, L)``, summarized by
+    their mean intensity."""
+    replicated = vae.px(z).sample().flatten(-3).mean(-1).cpu().numpy()  # (draws, n)
     observed = x.flatten(1).mean(-1).cpu().numpy()  # (n,)
-    ppc = posterior_predictive_summary(observed, replicated)
+    return _PredictiveCheck(
+        observed, replicated, posterior_predictive_summary(observed, replicated)
+    )
 
-    coords = latent_coords(n, vae.n_latent)
-    z_np = z.cpu().numpy()[None]  # (chain=1, draw, datapoint, latent)
-    lw_np = log_w.double().cpu().numpy()[None]  # (1, draw, datapoint)
+
+def _inference_data(
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    psis: _PsisDraws,
+    ppc: _PredictiveCheck,
+    n_latent: int,
+) -> az.InferenceData:
+    """The draws of q(z|x), their log weights and k̂, the replicated and observed data."""
+    import arviz as az
+    import xarray as xr
+
+    n, draws = x.shape[0], psis.z.shape[0]
+    coords = latent_coords(n, n_latent)
+    z_np = psis.z.cpu().numpy()[None]  # (chain=1, draw, datapoint, latent)
+    lw_np = psis.log_w.double().cpu().numpy()[None]  # (1, draw, datapoint)
     observed_data = {
         "x": (("datapoint", "channel", "height", "width"), x.cpu().numpy()),
-        "mean_intensity": (("datapoint",), observed),
+        "mean_intensity": (("datapoint",), ppc.observed),
     }
     if labels is not None:
         observed_data["label"] = (("datapoint",), labels[:n].cpu().numpy())
-    idata = az.InferenceData(
+    return az.InferenceData(
         posterior=xr.Dataset(
             {LATENT: (("chain", "draw", "datapoint", "latent"), z_np)},
             coords={"chain": [0], "draw": np.arange(draws), **coords},
@@ -243,135 +320,135 @@ def diagnose(
         sample_stats=xr.Dataset(
             {
                 "log_weight": (("chain", "draw", "datapoint"), lw_np),
-                "pareto_k": (("datapoint",), khat),
+                "pareto_k": (("datapoint",), psis.khat),
             },
             coords={"chain": [0], "draw": np.arange(draws), "datapoint": coords["datapoint"]},
         ),
         posterior_predictive=xr.Dataset(
-            {"mean_intensity": (("chain", "draw", "datapoint"), replicated[None])},
+            {"mean_intensity": (("chain", "draw", "datapoint"), ppc.replicated[None])},
             coords={
                 "chain": [0],
-                "draw": np.arange(replicated.shape[0]),
+                "draw": np.arange(ppc.replicated.shape[0]),
                 "datapoint": np.arange(n),
             },
         ),
         observed_data=xr.Dataset(observed_data, coords={"datapoint": np.arange(n)}),
     )
-    # Every file is written at the end, each whole, so that a failure or Ctrl-C on the
-    # way (NUTS takes the longest) leaves the previous report as it was.
-    netcdfs = {"netcdf": (out / REPORT_NETCDF, idata)}
 
-    sections = [
-        (
-            "PSIS diagnostic of q(z|x)",
-            f"<p>{draws} draws per point from q(z|x), log ratios log p(x,z) - log q(z|x); "
-            "Pareto k̂ by <code>az.psislw</code> (Yao et al. 2018). Shares: "
-            f"good (k̂ &lt; 0.5) {shares['good']:.0%}, usable (0.5-0.7) {shares['usable']:.0%}, "
-            f"bad (&gt; 0.7) {shares['bad']:.0%}.</p>"
-            + (
-                f"<p>{shares['exact']:.0%} of points have ratios equal up to round-off: "
-                "q(z|x) is their posterior, IS is exact and there is no tail (drawn at "
-                "k̂ = 0, listed as exact).</p>"
-                if shares["exact"]
-                else ""
-            )
-            + embedded_image(plot_khat(np.nan_to_num(khat, nan=0.0)))
-            + html_table(
-                [
-                    {"datapoint": i, "k̂": "exact" if math.isnan(k) else float(k)}
-                    for i, k in enumerate(khat)
-                ],
-                ["datapoint", "k̂"],
-            ),
-        )
+
+def _psis_section(draws: int, psis: _PsisDraws) -> tuple[str, str]:
+    shares, khat = psis.shares, psis.khat
+    exact = (
+        f"<p>{shares['exact']:.0%} of points have ratios equal up to round-off: "
+        "q(z|x) is their posterior, IS is exact and there is no tail (drawn at "
+        "k̂ = 0, listed as exact).</p>"
+        if shares["exact"]
+        else ""
+    )
+    rows = [
+        {"datapoint": i, "k̂": "exact" if math.isnan(k) else float(k)} for i, k in enumerate(khat)
     ]
-
-    nuts_summary = None
-    if nuts:
-        reference = nuts_reference(
-            vae, x[:nuts], chains=chains, draws=nuts_draws, warmup=nuts_warmup, progress=progress
-        )
-        netcdfs["nuts_netcdf"] = (out / REPORT_NUTS_NETCDF, reference.inference_data())
-        q_sub = z_np[0, :, :nuts]  # (draws, nuts, L)
-        w2 = [
-            gaussian_w2(q_sub[:, i], reference.draws[:, :, i].reshape(-1, vae.n_latent))
-            for i in range(nuts)
-        ]
-        nuts_summary = {
-            "points": nuts,
-            "chains": chains,
-            "draws": nuts_draws,
-            "warmup": nuts_warmup,
-            "max_r_hat": reference.max_r_hat,
-            "min_ess_bulk": reference.min_ess_bulk,
-            "w2": w2,
-            "seconds": reference.seconds,
-            "summary": reference.summary,
-        }
-        sections.append(
-            (
-                "NUTS reference posterior",
-                f"<p>p(z|x) with the decoder fixed, {chains} chains x {nuts_draws} draws "
-                f"({nuts_warmup} warm-up) of Pyro's NUTS for the first {nuts} points; "
-                f"max R-hat {reference.max_r_hat:.3f}, min bulk ESS "
-                f"{reference.min_ess_bulk:.0f}. Distance to q: 2-Wasserstein between "
-                "Gaussian fits over all latent units, per point: "
-                + ", ".join(f"{d:.3f}" for d in w2)
-                + f". Marginals of the first {min(4, vae.n_latent)} latent units below.</p>"
-                + embedded_image(plot_overlay(q_sub, reference.draws))
-                + html_table(
-                    reference.summary, ["variable", "mean", "sd", "r_hat", "ess_bulk", "ess_tail"]
-                ),
-            )
-        )
-
-    sections.append(
-        (
-            "Posterior predictive check",
-            "<p>Per-image mean intensity of x ~ p(x|z), z ~ q(z|x), against the observed "
-            f"images: {ppc['outside_95']:.0%} of images fall outside their central 95% "
-            "predictive interval.</p>" + embedded_image(plot_ppc(idata)),
-        )
+    return (
+        "PSIS diagnostic of q(z|x)",
+        f"<p>{draws} draws per point from q(z|x), log ratios log p(x,z) - log q(z|x); "
+        "Pareto k̂ by <code>az.psislw</code> (Yao et al. 2018). Shares: "
+        f"good (k̂ &lt; 0.5) {shares['good']:.0%}, usable (0.5-0.7) {shares['usable']:.0%}, "
+        f"bad (&gt; 0.7) {shares['bad']:.0%}.</p>"
+        + exact
+        + embedded_image(plot_khat(np.nan_to_num(khat, nan=0.0)))
+        + html_table(rows, ["datapoint", "k̂"]),
     )
 
-    with torch.no_grad():
-        m = min(latent_points, images.shape[0])
-        starts = progress_bar(range(0, m, 500), "latent codes", progress, unit="batch")
-        means = torch.cat(
-            [
-                posterior_mean(vae.qz(to_unit_float(images[i : min(i + 500, m)].to(device))))
-                for i in starts
-            ]
-        )
-        prior_draws = vae.prior.sample(2000).cpu().numpy()
+
+def _nuts_comparison(
+    z: torch.Tensor, reference: NutsReference, warmup: int
+) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The summary of the NUTS reference against the draws ``z`` ``(draws, n, L)`` of
+    q(z|x), and its report section."""
+    chains, nuts_draws, nuts, n_latent = reference.draws.shape
+    q_sub = z.cpu().numpy()[:, :nuts]  # (draws, nuts, L)
+    w2 = [
+        gaussian_w2(q_sub[:, i], reference.draws[:, :, i].reshape(-1, n_latent))
+        for i in range(nuts)
+    ]
+    summary = {
+        "points": nuts,
+        "chains": chains,
+        "draws": nuts_draws,
+        "warmup": warmup,
+        "max_r_hat": reference.max_r_hat,
+        "min_ess_bulk": reference.min_ess_bulk,
+        "w2": w2,
+        "seconds": reference.seconds,
+        "summary": reference.summary,
+    }
+    section = (
+        "NUTS reference posterior",
+        f"<p>p(z|x) with the decoder fixed, {chains} chains x {nuts_draws} draws "
+        f"({warmup} warm-up) of Pyro's NUTS for the first {nuts} points; "
+        f"max R-hat {reference.max_r_hat:.3f}, min bulk ESS "
+        f"{reference.min_ess_bulk:.0f}. Distance to q: 2-Wasserstein between "
+        "Gaussian fits over all latent units, per point: "
+        + ", ".join(f"{d:.3f}" for d in w2)
+        + f". Marginals of the first {min(4, n_latent)} latent units below.</p>"
+        + embedded_image(plot_overlay(q_sub, reference.draws))
+        + html_table(
+            reference.summary, ["variable", "mean", "sd", "r_hat", "ess_bulk", "ess_tail"]
+        ),
+    )
+    return summary, section
+
+
+def _ppc_section(ppc: _PredictiveCheck, idata: az.InferenceData) -> tuple[str, str]:
+    return (
+        "Posterior predictive check",
+        "<p>Per-image mean intensity of x ~ p(x|z), z ~ q(z|x), against the observed "
+        f"images: {ppc.summary['outside_95']:.0%} of images fall outside their central 95% "
+        "predictive interval.</p>" + embedded_image(plot_ppc(idata)),
+    )
+
+
+@torch.no_grad()
+def _latent_section(
+    vae: VAE,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    latent_points: int,
+    progress: bool,
+) -> tuple[str, str]:
+    """E_q[z|x] of the first ``latent_points`` images over the prior's density."""
+    device = module_device(vae)
+    m = min(latent_points, images.shape[0])
+    starts = progress_bar(range(0, m, 500), "latent codes", progress, unit="batch")
+    means = torch.cat(
+        [
+            posterior_mean(vae.qz(to_unit_float(images[i : min(i + 500, m)].to(device))))
+            for i in starts
+        ]
+    )
+    prior_draws = vae.prior.sample(2000).cpu().numpy()
     latent_png, axes_note = plot_latent(
         means.cpu().numpy(), None if labels is None else labels[:m].cpu().numpy(), prior_draws
     )
-    sections.append(
-        (
-            "Latent space",
-            f"<p>E_q[z|x] of {m} images, {axes_note}, over the prior's density (grey, "
-            "a kernel estimate from its draws).</p>" + embedded_image(latent_png),
-        )
+    return (
+        "Latent space",
+        f"<p>E_q[z|x] of {m} images, {axes_note}, over the prior's density (grey, "
+        "a kernel estimate from its draws).</p>" + embedded_image(latent_png),
     )
 
+
+def _write_report(
+    out: Path,
+    title: str,
+    sections: list[tuple[str, str]],
+    netcdfs: dict[str, tuple[Path, az.InferenceData]],
+) -> dict[str, str]:
+    """Write the netCDF files and the HTML page; the paths of every file of the report,
+    the JSON summary's (written last, by the caller) included."""
     paths = {name: str(path) for name, (path, _) in netcdfs.items()}
     paths["html"] = str(out / REPORT_HTML)
     paths["json"] = str(out / REPORT_JSON)
     for path, data in netcdfs.values():
         atomic_write_via_name(path, data.to_netcdf)
-    page = html_page(title, sections)
-    atomic_write_text(out / REPORT_HTML, page)
-    result = DiagnosisResult(
-        n=n,
-        draws=draws,
-        khat=[None if math.isnan(k) else float(k) for k in khat],
-        khat_shares=shares,
-        nuts=nuts_summary,
-        ppc=ppc,
-        seconds=time.perf_counter() - started,
-        paths=paths,
-    )
-    text = json.dumps(result.to_dict(), indent=2) + "\n"
-    atomic_write_text(out / REPORT_JSON, text)
-    return result
+    atomic_write_text(out / REPORT_HTML, html_page(title, sections))
+    return paths

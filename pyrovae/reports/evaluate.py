@@ -26,6 +26,7 @@ from pyrovae.inference.importance import (
     index_batches,
 )
 from pyrovae.inference.latent import ACTIVE_UNIT_THRESHOLD, unit_variances
+from pyrovae.inference.objectives import average_elbo_terms
 from pyrovae.inference.stats import mc_standard_error, standard_error
 from pyrovae.inference.surgery import SURGERY_FLOPS, SurgeryResult, elbo_surgery
 from pyrovae.model.vae import VAE
@@ -47,6 +48,10 @@ DEFAULT_N = 1000
 
 #: Images for the inference gaps when ``gaps`` is asked for without a number.
 DEFAULT_GAP_POINTS = 8
+
+
+#: A row of the terminal table: name, value, standard error over images, Monte Carlo one.
+_Row = tuple[str, float | None, float | None, float | None]
 
 
 @dataclass
@@ -111,8 +116,8 @@ class EvaluationResult:
         """The figures as plain JSON values (an undefined standard error is ``None``)."""
         return json_safe(asdict(self))
 
-    def _estimate_rows(self) -> list[tuple[str, float | None, float | None, float | None]]:
-        rows: list[tuple[str, float | None, float | None, float | None]] = []
+    def _estimate_rows(self) -> list[_Row]:
+        rows: list[_Row] = []
         if self.log_px is not None:
             rows.append((f"log p(x) (IS, K={self.k})", *self._triple("log_px")))
             if self.elbo is None:
@@ -128,35 +133,9 @@ class EvaluationResult:
         if self.bits_per_dim is not None:
             rows.append(("bits per dimension", *self._triple("bits_per_dim")))
         if self.surgery is not None:
-            s = self.surgery
-            rows += [
-                (f"ELBO surgery over {s.points} images, {s.draws} draws of q(z)", None, None, None),
-                ("  average KL", s.average_kl, None, s.average_kl_mc_stderr),
-                ("  KL(q(z) || p(z)) (marginal)", s.marginal_kl, None, s.marginal_kl_mc_stderr),
-                (
-                    "  I(x; z) (mutual information)",
-                    s.mutual_information,
-                    None,
-                    s.mutual_information_mc_stderr,
-                ),
-                ("  I(x; z) upper bound log M", s.mutual_information_bound, None, None),
-            ]
+            rows += _surgery_rows(self.surgery)
         if self.gaps is not None:
-            g = self.gaps
-            fit = f"{g.iterations} steps" + ("" if g.converged else ", NOT converged")
-            rows += [
-                (f"gaps over {g.n} images (q* = {g.kind}, {fit})", None, None, None),
-                ("  log p(x) (IS, mixture of q and q*)", g.log_px, None, g.log_px_mc_stderr),
-                ("  ELBO(q*) per-image optimized", g.elbo_local, None, g.elbo_local_mc_stderr),
-                ("  ELBO(q) amortized", g.elbo_amortized, None, g.elbo_amortized_mc_stderr),
-                (
-                    "  approximation gap",
-                    g.approximation_gap,
-                    None,
-                    g.approximation_gap_mc_stderr,
-                ),
-                ("  amortization gap", g.amortization_gap, None, g.amortization_gap_mc_stderr),
-            ]
+            rows += _gap_rows(self.gaps)
         return rows
 
     def _triple(self, name: str) -> tuple[float | None, float | None, float | None]:
@@ -193,6 +172,35 @@ class EvaluationResult:
             lines.append(f"{'active units (Cov > 0.01)':<{width}}  {active:>10}")
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)
+
+
+def _surgery_rows(s: SurgeryResult) -> list[_Row]:
+    """Table rows of ELBO surgery: name, value, standard error over images (none), MC."""
+    return [
+        (f"ELBO surgery over {s.points} images, {s.draws} draws of q(z)", None, None, None),
+        ("  average KL", s.average_kl, None, s.average_kl_mc_stderr),
+        ("  KL(q(z) || p(z)) (marginal)", s.marginal_kl, None, s.marginal_kl_mc_stderr),
+        (
+            "  I(x; z) (mutual information)",
+            s.mutual_information,
+            None,
+            s.mutual_information_mc_stderr,
+        ),
+        ("  I(x; z) upper bound log M", s.mutual_information_bound, None, None),
+    ]
+
+
+def _gap_rows(g: GapsResult) -> list[_Row]:
+    """Table rows of the inference gaps: name, value, standard error over images (none), MC."""
+    fit = f"{g.iterations} steps" + ("" if g.converged else ", NOT converged")
+    return [
+        (f"gaps over {g.n} images (q* = {g.kind}, {fit})", None, None, None),
+        ("  log p(x) (IS, mixture of q and q*)", g.log_px, None, g.log_px_mc_stderr),
+        ("  ELBO(q*) per-image optimized", g.elbo_local, None, g.elbo_local_mc_stderr),
+        ("  ELBO(q) amortized", g.elbo_amortized, None, g.elbo_amortized_mc_stderr),
+        ("  approximation gap", g.approximation_gap, None, g.approximation_gap_mc_stderr),
+        ("  amortization gap", g.amortization_gap, None, g.amortization_gap_mc_stderr),
+    ]
 
 
 def json_safe(value: Any) -> Any:
@@ -288,37 +296,12 @@ def evaluate(
     if "active" in chosen:
         _add_active_units(result, vae, images, batch_size, progress)
     if "surgery" in chosen:
-        if getattr(vae.guide_net, "scores_any_z", True):
-            result.surgery = elbo_surgery(
-                vae,
-                images,
-                points=surgery_points,
-                draws=surgery_draws,
-                budget=surgery_budget,
-                kl_draws=None if draws is None else (draws.kl, draws.kl_var),
-                progress=progress,
-            )
-        else:
-            result.warnings.append(
-                f"ELBO surgery skipped: the {vae.config.guide} guide has no density at codes it "
-                "did not draw itself (no closed-form inverse), which the aggregate posterior needs"
-            )
+        _add_surgery(
+            result, vae, images, draws, surgery_points, surgery_draws, surgery_budget, progress
+        )
     if "gaps" in chosen:
         points = gaps or DEFAULT_GAP_POINTS
-        result.gaps = inference_gaps(
-            vae,
-            images[:points],
-            k,
-            kind=gap_kind,
-            max_steps=gap_steps,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-        if not result.gaps.converged:
-            result.warnings.append(
-                f"q* of the gaps did not converge within its step limit ({result.gaps.iterations} "
-                "steps): the approximation gap is overstated, the amortization gap understated"
-            )
+        _add_gaps(result, vae, images[:points], k, gap_kind, gap_steps, chunk_size, progress)
     if module_device(vae).type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - started
@@ -349,6 +332,56 @@ def _add_log_px(
     return estimate
 
 
+def _add_surgery(
+    result: EvaluationResult,
+    vae: VAE,
+    images: torch.Tensor,
+    draws: ImportanceEstimate | None,
+    points: int | None,
+    surgery_draws: int | None,
+    budget: float,
+    progress: bool,
+) -> None:
+    """ELBO surgery, the KL from the draws of log p(x) when there are some; skipped
+    with a warning for a guide that cannot score codes it did not draw."""
+    if not getattr(vae.guide_net, "scores_any_z", True):
+        result.warnings.append(
+            f"ELBO surgery skipped: the {vae.config.guide} guide has no density at codes it "
+            "did not draw itself (no closed-form inverse), which the aggregate posterior needs"
+        )
+        return
+    result.surgery = elbo_surgery(
+        vae,
+        images,
+        points=points,
+        draws=surgery_draws,
+        budget=budget,
+        kl_draws=None if draws is None else (draws.kl, draws.kl_var),
+        progress=progress,
+    )
+
+
+def _add_gaps(
+    result: EvaluationResult,
+    vae: VAE,
+    images: torch.Tensor,
+    k: int,
+    kind: str,
+    steps: int,
+    chunk_size: int | None,
+    progress: bool,
+) -> None:
+    """The inference gaps of ``images``, with a warning when q* did not converge."""
+    result.gaps = inference_gaps(
+        vae, images, k, kind=kind, max_steps=steps, chunk_size=chunk_size, progress=progress
+    )
+    if not result.gaps.converged:
+        result.warnings.append(
+            f"q* of the gaps did not converge within its step limit ({result.gaps.iterations} "
+            "steps): the approximation gap is overstated, the amortization gap understated"
+        )
+
+
 def _add_elbo(
     result: EvaluationResult,
     vae: VAE,
@@ -359,8 +392,6 @@ def _add_elbo(
 ) -> None:
     """ELBO, reconstruction and KL: from the K draws of log p(x) when there are some
     (the KL in closed form where torch has it), else averaged over fresh draws."""
-    from pyrovae.inference.objectives import average_elbo_terms
-
     if draws is None:
         with eval_mode(vae):
             terms = average_elbo_terms(

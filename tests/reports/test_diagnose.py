@@ -247,6 +247,17 @@ def test_diagnose_cli(tmp_path, tiny_config):
     assert "cannot create the output folder" in result.output
 
 
+def test_diagnose_runs_in_eval_mode_and_leaves_the_mode_as_it_was(make_vae, tmp_path):
+    # It used to switch the caller's VAE to eval mode for good.
+    vae = make_vae().train()
+    modes: list[bool] = []
+    vae.encoder.register_forward_pre_hook(lambda module, _: modes.append(module.training))
+    images = torch.bernoulli(torch.full((6, 1, 4, 4), 0.3))
+    diagnose(vae, images, tmp_path, n=3, draws=20, nuts=0, ppc_draws=5)
+    assert modes and not any(modes)
+    assert vae.training
+
+
 def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):
     from pyrovae.cli import main
     from pyrovae.errors import ConfigError
