@@ -72,7 +72,7 @@ def psis_khat(
     """
     import arviz as az
 
-    tensor = torch.as_tensor(log_weights)
+    tensor = torch.as_tensor(log_weights).detach()  # weights from a VAE may carry gradients
     if roundoff is None:
         roundoff = (
             ROUNDOFF_ULPS

@@ -63,6 +63,14 @@ def test_khat_of_the_exact_posterior_is_reported_exact():
     assert log_w64.dtype == torch.float64 and np.isnan(psis_khat(log_w64)).all()
 
 
+def test_khat_takes_weights_that_carry_gradients():
+    # As a user computes them, outside torch.no_grad(): the weights carry the VAE's graph.
+    _, vae, x, _ = _ppca(4)
+    log_w = log_importance_weights(vae, x, 100)
+    assert log_w.requires_grad
+    assert psis_khat(log_w).shape == (4,)
+
+
 def test_khat_of_a_slightly_wider_proposal_is_a_real_k_hat():
     # 2% wider than the posterior: a real (light) tail, well above round-off.
     _, vae, x, posterior = _ppca(8)
