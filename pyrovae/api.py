@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pyrovae.config import RunConfig
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import ArrayData
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
@@ -202,7 +202,7 @@ class Run:
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
-    def data(self) -> ImageData:
+    def data(self) -> ArrayData:
         """The run's data set, prepared as in training, on the run's device."""
         return prepare_data(self.config, self.device, binary=self.vae.likelihood.binary)
 
