@@ -20,8 +20,8 @@ from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_arr
 from pyrovae.data.dataset import ArrayData, random_split, split_indices
 from pyrovae.data.digits import load_digits
 from pyrovae.data.folders import list_image_folder, read_image_folder
-from pyrovae.data.streams import FolderRows, NpyRows, choose
 from pyrovae.data.idx import TORCHVISION_CLASS, load_idx_set
+from pyrovae.data.streams import FolderRows, NpyRows, choose
 from pyrovae.errors import ConfigError, DataError, describe_exception
 
 #: Data sets known by name; any other name given to :func:`load_dataset` is a path.

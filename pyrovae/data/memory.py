@@ -20,6 +20,9 @@ from pyrovae.data.dataset import MEMORY, ArrayData, random_split
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError, DataError
 
+#: What ``data=`` and ``test_data=`` accept.
+DataSource = torch.Tensor | np.ndarray | Dataset | DataLoader
+
 
 def from_python(
     data: Any, test_data: Any = None, *, val_fraction: float = 0.1, seed: int = 0
@@ -179,7 +182,8 @@ def _checked(points: np.ndarray, what: str) -> torch.Tensor:
         # Checked in the source precision, so a huge float64 is reported as such, not as inf.
         if kind == "f":
             _check_finite(points, what)
-        points = points.astype(np.float32)
+        with np.errstate(over="ignore"):  # reported below, in one line
+            points = points.astype(np.float32)
         if kind == "f" and not np.isfinite(points).all():
             raise DataError(
                 f"{what} has values beyond float32's range (largest magnitude "

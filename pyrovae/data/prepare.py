@@ -50,10 +50,10 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
         test_fraction=config.data.val_fraction,
         stream=config.data.stream,
     )
-    if data.streamed:
-        check_rows(data.train, f"the training set of {data.name}")
-    else:
+    if isinstance(data.train, torch.Tensor):
         check_finite_unit_interval(data.train, f"the training set of {data.name}")
+    else:
+        check_rows(data.train, f"the training set of {data.name}")
     check_finite_unit_interval(data.test, f"the test set of {data.name}")
     return _for_likelihood(data, config, binary).to(device)
 

@@ -104,9 +104,7 @@ class NpyRows(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: slice | torch.Tensor | list[int]) -> torch.Tensor:
-        if isinstance(index, torch.Tensor):
-            index = index.cpu().numpy()
-        wanted = self.rows[index]
+        wanted = self.rows[index.cpu().numpy() if isinstance(index, torch.Tensor) else index]
         mapped = np.memmap(
             self.path,
             dtype=self.file_dtype,

@@ -59,7 +59,7 @@ def streamed_batches(
     # Rows in file order: one forward pass over the file per batch; the batch's
     # own order is restored after the read.
     reads = [index.sort() for index, _ in batches]
-    loader = DataLoader(
+    loader: DataLoader[torch.Tensor] = DataLoader(
         rows,  # type: ignore[arg-type]
         sampler=[read.values for read in reads],  # type: ignore[arg-type]
         batch_size=None,

@@ -131,7 +131,8 @@ def fit(
     if source is not None and not component_class(config.model, "likelihood").binary:
         with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
             support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
-        check_support(data, support, config.model.likelihood)
+        if support is not None:
+            check_support(data, support, config.model.likelihood)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     history: list[dict[str, Any]] = []

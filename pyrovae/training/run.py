@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pyrovae.config import RunConfig
-from pyrovae.data.dataset import ArrayData, is_image_shape
+from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.errors import (
     CheckpointError,
     ConfigError,
@@ -31,7 +31,8 @@ from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     """A fresh folder ``runs/<time>-<dataset>-<likelihood>``."""
-    stem = Path(config.data.dataset).stem if "/" in config.data.dataset else config.data.dataset
+    dataset = "memory" if config.data.dataset == MEMORY else config.data.dataset
+    stem = Path(dataset).stem if "/" in dataset else dataset
     base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{stem}-{config.model.likelihood}"
     candidate, n = base, 1
     while candidate.exists():

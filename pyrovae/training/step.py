@@ -269,7 +269,7 @@ def train_epoch(
     total = torch.zeros((), device=device)
     # The data were validated before training; per-step support checks only cost time.
     with pyro.validation_enabled(False):
-        for i, (batch, n_total) in zip(steps or itertools.count(), batches):
+        for i, (batch, n_total) in zip(steps or itertools.count(), batches, strict=False):
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
                 x = torch.bernoulli(x)
