@@ -19,7 +19,7 @@ import torch
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_array_file
 from pyrovae.data.dataset import ArrayData, random_split, split_indices
 from pyrovae.data.digits import load_digits
-from pyrovae.data.folders import list_image_folder, read_image_folder
+from pyrovae.data.folders import check_headers, list_image_folder, read_image_folder
 from pyrovae.data.idx import TORCHVISION_CLASS, load_idx_set
 from pyrovae.data.streams import FolderRows, NpyRows, choose
 from pyrovae.errors import ConfigError, DataError, describe_exception
@@ -132,6 +132,7 @@ def _streamed(
     labels = None
     if path.is_dir():
         files, labels = list_image_folder(path)
+        check_headers(files, path)  # one size and mode, from headers: no pixels decoded
         first = FolderRows(path, files, torch.arange(1))
         nbytes, n = len(files) * math.prod(first.shape[1:]), len(files)
     else:

@@ -65,6 +65,9 @@ def streamed_batches(
         batch_size=None,
         num_workers=default_workers() if workers is None else workers,
         pin_memory=device.type == "cuda",
+        # The loader draws its workers' base seed from this generator, not from the
+        # global stream the steps draw from: a streamed run draws what one in memory does.
+        generator=torch.Generator().manual_seed(0),
     )
     for x, read, (_, n_total) in zip(loader, reads, batches, strict=True):
         x = x.to(device, non_blocking=True)
