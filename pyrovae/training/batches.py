@@ -52,16 +52,14 @@ def streamed_batches(
 ) -> Iterator[tuple[torch.Tensor, int]]:
     """Batches ``(x, n_total)`` read from disk by a DataLoader, moved to ``device``.
 
-    The loader's sampler yields whole index batches (``batch_size=None``), so each
-    batch is one sorted read of the file rather than ``batch_size`` small ones.
+    The loader's sampler yields whole index batches (``batch_size=None``), each
+    sorted, so that a batch is one forward pass over the file rather than
+    ``batch_size`` scattered reads; the batch's own order is restored after.
     """
-    batches = list(batch_indices(order.cpu(), batch_size, shard))
-    # Rows in file order: one forward pass over the file per batch; the batch's
-    # own order is restored after the read.
-    reads = [index.sort() for index, _ in batches]
+    order = order.cpu()
     loader: DataLoader[torch.Tensor] = DataLoader(
         rows,  # type: ignore[arg-type]
-        sampler=[read.values for read in reads],  # type: ignore[arg-type]
+        sampler=SortedBatches(order, batch_size, shard),  # type: ignore[arg-type]
         batch_size=None,
         num_workers=default_workers() if workers is None else workers,
         pin_memory=device.type == "cuda",
@@ -69,9 +67,22 @@ def streamed_batches(
         # global stream the steps draw from: a streamed run draws what one in memory does.
         generator=torch.Generator().manual_seed(0),
     )
-    for x, read, (_, n_total) in zip(loader, reads, batches, strict=True):
-        x = x.to(device, non_blocking=True)
-        yield x[read.indices.argsort().to(device)], n_total
+    batches = batch_indices(order, batch_size, shard)
+    for x, (index, n_total) in zip(loader, batches, strict=True):
+        unsorted = index.sort().indices.argsort()  # where each point of the batch was read
+        yield x.to(device, non_blocking=True)[unsorted.to(device)], n_total
+
+
+class SortedBatches:
+    """The sampler of :func:`streamed_batches`: each batch's indices, sorted, made as they
+    are asked for (a list of them would hold a copy of the permutation)."""
+
+    def __init__(self, order: torch.Tensor, batch_size: int, shard: tuple[int, int]) -> None:
+        self.order, self.batch_size, self.shard = order, batch_size, shard
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for index, _ in batch_indices(self.order, self.batch_size, self.shard):
+            yield index.sort().values
 
 
 def default_workers() -> int:

@@ -40,7 +40,7 @@ from pyrovae.model.build import build_vae
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import describe_threads, eval_mode, resolve_device
+from pyrovae.runtime import describe_threads, eval_mode, module_device, resolve_device
 from pyrovae.training import distributed, divergence
 from pyrovae.training.checkpoint import save_checkpoint
 from pyrovae.training.schedules import kl_weight
@@ -128,11 +128,8 @@ def fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
-    if source is not None and not component_class(config.model, "likelihood").binary:
-        with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
-            support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
-        if support is not None:
-            check_support(data, support, config.model.likelihood)
+    if source is not None:  # a file's pixels were checked against [0, 1] when read
+        check_in_support(vae, data, config)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     history: list[dict[str, Any]] = []
@@ -146,10 +143,7 @@ def fit(
     # write into the run directory (claimed by rank 0 before the data load).
     context.barrier()
     if context.is_main:
-        with saying_what_is_kept(run_dir, start_epoch):
-            config.save(run_dir / CONFIG_NAME)
-            if checkpoint is not None:
-                write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+        write_start(config, run_dir, history if checkpoint is not None else None, start_epoch)
     training.say_where()
     for epoch in range(start_epoch, config.train.epochs):
         history.append(training.epoch(epoch, history))
@@ -197,6 +191,28 @@ def load_data(
     # Every option written out, and who provides each component: the run is rebuilt as trained.
     config.model = completed(config.model)
     return data
+
+
+def check_in_support(vae: VAE, data: ArrayData, config: RunConfig) -> None:
+    """Refuse data outside the support of a non-binary likelihood (a binary one's data
+    are binarized, after the check for [0, 1])."""
+    if component_class(config.model, "likelihood").binary:
+        return
+    device = module_device(vae)
+    with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
+        support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
+    if support is not None:
+        check_support(data, support, config.model.likelihood)
+
+
+def write_start(
+    config: RunConfig, run_dir: Path, history: list[dict[str, Any]] | None, epochs_done: int
+) -> None:
+    """The run's config, and on a resumed run its metrics cut back to the checkpoint."""
+    with saying_what_is_kept(run_dir, epochs_done):
+        config.save(run_dir / CONFIG_NAME)
+        if history is not None:
+            write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
 
 
 def describe_memory(data: ArrayData) -> dict[str, Any]:

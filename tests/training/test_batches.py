@@ -43,3 +43,20 @@ def test_a_streamed_run_equals_one_in_memory(npy, tmp_path):
     ]
     for key, value in whole.vae.state_dict().items():
         assert torch.equal(value, streamed.vae.state_dict()[key]), key
+
+
+def test_the_command_line_streams_with_its_own_test_share(npy, tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    args = ["train", "--dataset", str(npy), "--stream", "yes", "--val-fraction", "0.2",
+            "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "56 training and 14 test points" in result.output and "streamed from disk" in result.output
+    )
+    bad = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "other"), "--stream", "maybe"])
+    assert bad.exit_code == 2 and "maybe" in bad.output
