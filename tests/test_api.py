@@ -342,6 +342,12 @@ def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1 and "data passed from Python" in result.output
         assert "Traceback" not in result.output
+    grid = CliRunner().invoke(
+        main, ["sample", "--run", str(run_dir), "--out", str(tmp_path / "s.png")]
+    )
+    assert (
+        grid.exit_code == 1 and "are not images" in grid.output and "Traceback" not in grid.output
+    )
     originals, recons = reconstruct(run, 2, data=x)
     assert recons.shape == (2, 3) and torch.equal(originals, load_run(run_dir).data(x).test[:2])
     assert math.isfinite(evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pyrovae.data.dataset import is_image_shape
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.errors import FileWriteError
+from pyrovae.errors import ConfigError, FileWriteError
 from pyrovae.files import atomic_write
 
 #: Images smaller than this many pixels on a side are enlarged in grids.
@@ -52,6 +52,12 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     """
     from torchvision.utils import save_image
 
+    if not is_image_shape(tuple(images.shape[1:])):
+        raise ConfigError(
+            f"data points of shape {tuple(images.shape[1:])} are not images (C, H, W) with "
+            "1 or 3 channels: no grid can show them; take them from Python "
+            "(pyrovae.sample, pyrovae.reconstruct)"
+        )
     image_format = _image_format(path)
     nrow = nrow or grid_columns(images.shape[0])
     tiles = _blank_filled(_displayable(images), nrow)
