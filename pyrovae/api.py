@@ -240,7 +240,13 @@ def resume(
     """
     source = None
     if data is not None:
-        source = _source(RunConfig.load(Path(run_dir) / CONFIG_NAME), data, test_data)
+        config = RunConfig.load(Path(run_dir) / CONFIG_NAME)
+        if config.data.dataset != MEMORY:
+            raise ConfigError(
+                f"the run in {run_dir} was trained on {config.data.dataset}, which it reads "
+                "again: leave out data= (it is for runs trained on data passed from Python)"
+            )
+        source = _source(config, data, test_data)
     return training_run.resume(
         run_dir,
         epochs=epochs,

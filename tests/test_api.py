@@ -355,3 +355,10 @@ def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
         resume(run_dir, epochs=2, data=x[:40], progress=False, log=lambda _: None)
     resumed = resume(run_dir, epochs=2, data=x, progress=False, log=lambda _: None)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def test_a_run_on_a_data_set_resumes_without_data(run_dir):
+    from pyrovae.api import resume
+
+    with pytest.raises(ConfigError, match="leave out data="):
+        resume(run_dir, epochs=3, data=torch.rand(10, 1, 8, 8))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pyrovae.config import RunConfig, DataConfig
+from pyrovae.config import DataConfig, RunConfig
 from pyrovae.data import streams
 from pyrovae.data.load import load_dataset
 from pyrovae.data.prepare import prepare_data
