@@ -43,15 +43,21 @@ CHUNK_IMAGES = 1 << 16
 
 
 def write_npy(path: Path, gigabytes: float, seed: int = 0) -> int:
-    """A ``.npy`` of ``gigabytes`` of random uint8 images, written a chunk at a time; its rows."""
+    """A ``.npy`` of ``gigabytes`` of random uint8 images, written a chunk at a time; its rows.
+
+    Written with ``write``, not through a mapping (``open_memmap``): this process's
+    peak RSS is inherited by the child it starts (``ru_maxrss`` of a child counts
+    the parent's memory at fork), so it must stay small; a mapping would put the
+    whole file in it.
+    """
     n = max(2, int(gigabytes * 1e9) // int(np.prod(IMAGE_SHAPE)))
     rng = np.random.default_rng(seed)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *IMAGE_SHAPE))
-    for start in range(0, n, CHUNK_IMAGES):
-        stop = min(n, start + CHUNK_IMAGES)
-        out[start:stop] = rng.integers(0, 256, size=(stop - start, *IMAGE_SHAPE), dtype=np.uint8)
-        out.flush()
-    del out
+    header = {"descr": "|u1", "fortran_order": False, "shape": (n, *IMAGE_SHAPE)}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for start in range(0, n, CHUNK_IMAGES):
+            stop = min(n, start + CHUNK_IMAGES)
+            handle.write(rng.integers(0, 256, size=(stop - start, *IMAGE_SHAPE), dtype=np.uint8))
     return n
 
 
@@ -67,6 +73,8 @@ def train_one_epoch(path: Path, run_dir: Path, device: str) -> tuple[float, floa
     status = subprocess.run(command, check=False).returncode
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"(this process's own peak RSS, a floor of the child's figure: {own_kb / 1e6:.2f} GB)")
     return peak_kb * 1024 / 1e9, seconds, status
 
 
