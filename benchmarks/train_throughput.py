@@ -183,7 +183,7 @@ def run_ablation(
     """Median (min, max) images/s ratio to the plain loop of each step variant."""
     config = _config(arch, batch_size, device.type)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
-    config.model.data_shape = data.image_shape
+    config.model.data_shape = data.data_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
     sides: dict[str, Any] = {"plain": PlainSide(config, data.train)}
@@ -256,7 +256,7 @@ def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, 
     device = torch.device(device_name)
     config = _config(arch, batch_size, device_name)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
-    config.model.data_shape = data.image_shape
+    config.model.data_shape = data.data_shape
     side = SIDES[side_name](config, data.train)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -282,7 +282,7 @@ def run_case(
 ) -> CaseResult:
     config = _config(arch, batch_size, device.type)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
-    config.model.data_shape = data.image_shape
+    config.model.data_shape = data.data_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
     sides = {name: cls(config, data.train) for name, cls in SIDES.items()}

@@ -18,8 +18,10 @@ from pyrovae.config import (
     DEVICES,
     ELBOS,
     OBJECTIVES,
+    STREAMS,
     DataConfig,
     ModelConfig,
+    RunConfig,
     TrainConfig,
 )
 
@@ -46,6 +48,23 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     default=DataConfig.binarize,
     show_default=True,
     help="How binary likelihoods binarize pixels.",
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=DataConfig.val_fraction,
+    show_default=True,
+    help="Share of a .npy/.npz file or image folder held out for test (with --seed), "
+    "where it brings no test split of its own.",
+)
+@click.option(
+    "--stream",
+    type=click.Choice(STREAMS),
+    default=DataConfig.stream,
+    show_default=True,
+    help="Read the training images of a .npy file or an image folder from disk a batch at "
+    "a time (yes), whole (no), or stream when they would take over a quarter of the "
+    "memory available (auto).",
 )
 @kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
 @kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
@@ -152,10 +171,8 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     The options after --prior are those of the installed components (plugins
     included): each goes to the chosen components that declare it.
     """
-    from pyrovae.api import resume, train
-    from pyrovae.config import RunConfig
+    from pyrovae.api import train
     from pyrovae.model.build import check_model_config
-    from pyrovae.model.spec import model_config
 
     component_given = component_values(options)
     progress = options.pop("progress")
@@ -164,66 +181,77 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     # message, not one per process.
     launching = devices > 1 and "WORLD_SIZE" not in os.environ
     if options["resume"] is not None:
-        given = {
-            name
-            for name in [*options, *component_given]
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        }
-        extra = sorted(given - RESUME_OPTIONS)
-        if extra:
-            flags = ", ".join("--" + name.replace("_", "-") for name in extra)
-            raise click.UsageError(
-                "with --resume only --epochs, --device, --lr, --threads and --devices may be "
-                f"given, not {flags}"
-            )
-        lr = options["lr"] if "lr" in given else None
-        if launching:
-            config = RunConfig.load(Path(options["resume"]) / "config.json")
-            if lr is not None:
-                config.train.lr = lr
-            check_model_config(config.validate().model)
-            _launch(ctx, devices)
-        with _interruptible():
-            resume(
-                options["resume"],
-                epochs=options["epochs"],
-                device=options["device"],
-                lr=lr,
-                progress=progress,
-            )
+        _resume(ctx, options, component_given, progress=progress, devices=devices,
+                launching=launching)  # fmt: skip
         return
-
-    config = RunConfig(
-        data=DataConfig(
-            dataset=options["dataset"], data_dir=options["data_dir"], binarize=options["binarize"]
-        ),
-        model=model_config(
-            network=options["network"],
-            likelihood=options["likelihood"],
-            guide=options["guide"],
-            prior=options["prior"],
-            latent_dim=options["latent_dim"],
-            **component_given,
-        ),
-        train=TrainConfig(
-            objective=options["objective"],
-            pyro_step=options["pyro_step"],
-            elbo=options["elbo"],
-            particles=options["particles"],
-            beta=options["beta"],
-            kl_warmup=options["kl_warmup"],
-            lr=options["lr"],
-            batch_size=options["batch_size"],
-            epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
-            seed=options["seed"],
-            device=options["device"] or TrainConfig.device,
-        ),
-    )
+    config = _run_config(options, component_given)
     if launching:
         check_model_config(config.validate().model)
         _launch(ctx, devices)
     with _interruptible():
         train(config, options["out"], progress=progress)
+
+
+def _resume(
+    ctx: click.Context,
+    options: dict[str, Any],
+    component_given: dict[str, Any],
+    *,
+    progress: bool,
+    devices: int,
+    launching: bool,
+) -> None:
+    """``--resume RUN``: only the options that may change on a resumed run are taken."""
+    from pyrovae.api import resume
+    from pyrovae.model.build import check_model_config
+
+    given = {
+        name
+        for name in [*options, *component_given]
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
+    extra = sorted(given - RESUME_OPTIONS)
+    if extra:
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+        raise click.UsageError(
+            "with --resume only --epochs, --device, --lr, --threads and --devices may be "
+            f"given, not {flags}"
+        )
+    lr = options["lr"] if "lr" in given else None
+    if launching:
+        config = RunConfig.load(Path(options["resume"]) / "config.json")
+        if lr is not None:
+            config.train.lr = lr
+        check_model_config(config.validate().model)
+        _launch(ctx, devices)
+    with _interruptible():
+        resume(
+            options["resume"],
+            epochs=options["epochs"],
+            device=options["device"],
+            lr=lr,
+            progress=progress,
+        )
+
+
+def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> RunConfig:
+    """The run config the options of a new run say."""
+    from pyrovae.model.spec import model_config
+
+    def pick(*names: str) -> dict[str, Any]:
+        return {name: options[name] for name in names}
+
+    data = DataConfig(**pick("dataset", "data_dir", "binarize", "val_fraction", "stream"))
+    model = model_config(
+        **pick("network", "likelihood", "guide", "prior", "latent_dim"), **component_given
+    )
+    train = TrainConfig(
+        **pick("objective", "pyro_step", "elbo", "particles", "beta", "kl_warmup", "lr"),
+        **pick("batch_size", "seed"),
+        epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
+        device=options["device"] or TrainConfig.device,
+    )
+    return RunConfig(data=data, model=model, train=train)
 
 
 def _launch(ctx: click.Context, devices: int) -> None:

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from pyrovae.config import RunConfig
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
+from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.data.prepare import prepare_data, split_images
+from pyrovae.data.prepare import prepare_data, prepare_source, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
 from pyrovae.model.networks.base import Networks
@@ -45,7 +46,7 @@ from pyrovae.reports.figures import save_run_figures
 from pyrovae.runtime import forked_rng, isolated_rng, resolve_device, threads
 from pyrovae.training import run as training_run
 from pyrovae.training.checkpoint import load_checkpoint
-from pyrovae.training.loop import Logger, TrainResult
+from pyrovae.training.loop import Finish, Logger, TrainResult
 
 DEFAULT_RUNS_ROOT = Path("runs")
 
@@ -106,6 +107,8 @@ def train(
     config: RunConfig | None = None,
     out: str | Path | None = None,
     *,
+    data: DataSource | None = None,
+    test_data: DataSource | None = None,
     encoder: nn.Module | None = None,
     decoder: nn.Module | None = None,
     progress: bool = True,
@@ -121,6 +124,24 @@ def train(
         A run config; default :class:`~pyrovae.config.RunConfig` (digits, Bernoulli).
     out
         The run folder; it must not hold a run already (see :func:`resume`).
+    data
+        Your own data instead of ``dataset``: a tensor or NumPy array
+        ``(N, ...)`` of any shape (images ``(N, C, H, W)`` or ``(N, H, W)``,
+        vectors ``(N, D)``), a :class:`torch.utils.data.Dataset` whose items
+        are a tensor/array or an ``(x, label)`` pair, or a
+        :class:`~torch.utils.data.DataLoader`, of which only the dataset is
+        kept (the run batches and shuffles with its own ``batch_size`` and
+        seed, in this process). Values are checked as a file's are (finite;
+        in [0, 1] or ``uint8`` 0..255 for a binary likelihood; within the
+        likelihood's support). The run records ``dataset: "<memory>"`` and the
+        data's shape, dtype and sizes (``config.data.memory``); :func:`load_run`
+        and :func:`sample` work on it, and :func:`resume`, :func:`evaluate_run`,
+        :func:`diagnose_run` and :func:`reconstruct` take ``data=`` (and
+        ``test_data=``) to be given the data again.
+    test_data
+        Held-out data, of any kind ``data`` takes, with points of the same
+        shape. Without it the option ``val_fraction`` (default 0.1, as for
+        files) of ``data`` is held out, chosen with the run's ``seed``.
     encoder, decoder
         Your own networks (``network="module"``), given together:
         ``encoder`` maps ``(batch, *data_shape)`` to features ``(batch, F)``,
@@ -149,11 +170,43 @@ def train(
     if modules is not None:
         specs = {role: module_spec(module, role) for role, module in modules._asdict().items()}
         options = {"network": "module", **specs, **options}
+    if data is not None:
+        if "dataset" in options:
+            raise ConfigError("give data= or dataset=, not both")
+        options = {"dataset": MEMORY, **options}
+    elif test_data is not None:
+        raise ConfigError("test_data= needs data= (the training data) too")
     config = configure(config, **options)
+    source = None if data is None else _source(config, data, test_data)
     with forked_rng(config.train.device), threads(torch.get_num_threads()):
         return training_run.train(
-            config, out, progress=progress, log=log, finish=save_run_figures, modules=modules
-        )
+            config, out, progress=progress, log=log, finish=_figures(log), modules=modules,
+            source=source,
+        )  # fmt: skip
+
+
+def _source(config: RunConfig, data: DataSource, test_data: DataSource | None) -> ArrayData:
+    """Data passed from Python, split as the run's config says (checked before any folder)."""
+    config.validate()
+    return from_python(
+        data, test_data, val_fraction=config.data.val_fraction, seed=config.train.seed
+    )
+
+
+def _figures(log: Logger) -> Finish:
+    """The run's figures; a line in the log where the data are not images to draw."""
+
+    def finish(
+        vae: VAE, test: torch.Tensor, history: list[dict[str, Any]], run_dir: Path
+    ) -> list[Path]:
+        if not is_image_shape(tuple(test.shape[1:])):
+            log(
+                f"data points of shape {tuple(test.shape[1:])} are not images: "
+                "no samples.png or reconstructions.png, only the loss curve"
+            )
+        return save_run_figures(vae, test, history, run_dir)
+
+    return finish
 
 
 def _given_networks(encoder: nn.Module | None, decoder: nn.Module | None) -> Networks | None:
@@ -175,9 +228,25 @@ def resume(
     lr: float | None = None,
     progress: bool = True,
     log: Logger = print,
+    data: DataSource | None = None,
+    test_data: DataSource | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` (see :func:`pyrovae.training.run.resume`) and
-    draw its figures; a finished run whose figures are missing gets them drawn."""
+    draw its figures; a finished run whose figures are missing gets them drawn.
+
+    A run trained on data passed from Python (``pyrovae.train(data=X)``) is
+    given them again as ``data=`` (and ``test_data=``), split as when it was
+    trained; a run of a file or named set takes no ``data=``.
+    """
+    source = None
+    if data is not None:
+        config = RunConfig.load(Path(run_dir) / CONFIG_NAME)
+        if config.data.dataset != MEMORY:
+            raise ConfigError(
+                f"the run in {run_dir} was trained on {config.data.dataset}, which it reads "
+                "again: leave out data= (it is for runs trained on data passed from Python)"
+            )
+        source = _source(config, data, test_data)
     return training_run.resume(
         run_dir,
         epochs=epochs,
@@ -185,7 +254,8 @@ def resume(
         lr=lr,
         progress=progress,
         log=log,
-        finish=save_run_figures,
+        finish=_figures(log),
+        source=source,
     )
 
 
@@ -202,14 +272,36 @@ class Run:
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
-    def data(self) -> ImageData:
-        """The run's data set, prepared as in training, on the run's device."""
-        return prepare_data(self.config, self.device, binary=self.vae.likelihood.binary)
+    def data(
+        self, data: DataSource | None = None, test_data: DataSource | None = None
+    ) -> ArrayData:
+        """The run's data set, prepared as in training, on the run's device.
 
-    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The images and labels of ``split`` (``test`` or ``train``) as evaluations
-        score them (:func:`pyrovae.data.prepare.split_images`)."""
-        return split_images(self.config, self.data(), split, binary=self.vae.likelihood.binary)
+        ``data`` (and ``test_data``) are data passed from Python, as
+        :func:`train` takes them: needed for a run trained on such data, and
+        scored instead of the run's data set otherwise (points of the run's shape).
+        """
+        binary = self.vae.likelihood.binary
+        if data is None:
+            return prepare_data(self.config, self.device, binary=binary)
+        source = _source(self.config, data, test_data)
+        if source.data_shape != self.config.model.data_shape:
+            raise ConfigError(
+                f"the run models points of shape {self.config.model.data_shape}, "
+                f"but data= has points of shape {source.data_shape}"
+            )
+        return prepare_source(source, self.config, self.device, binary=binary)
+
+    def split(
+        self,
+        split: str,
+        data: DataSource | None = None,
+        test_data: DataSource | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The points and labels of ``split`` (``test`` or ``train``) as evaluations
+        score them (:func:`pyrovae.data.prepare.split_images`); ``data`` as :meth:`data`."""
+        prepared = self.data(data, test_data)
+        return split_images(self.config, prepared, split, binary=self.vae.likelihood.binary)
 
 
 def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
@@ -308,18 +400,21 @@ def reconstruct(
     mean: bool = True,
     seed: int | None = None,
     progress: bool = False,
+    data: DataSource | None = None,
+    test_data: DataSource | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of ``split`` and their reconstructions, both on the CPU.
+    """The first ``n`` points of ``split`` and their reconstructions, both on the CPU.
 
-    A split that holds fewer than ``n`` images gives all of them: the length
-    of the result is the number of images shown.
+    A split that holds fewer than ``n`` points gives all of them: the length
+    of the result is the number of points shown. ``data`` and ``test_data``:
+    as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
-    data = run.data()
-    originals = to_unit_float({"test": data.test, "train": data.train}[split][:n])
+    prepared = run.data(data, test_data)
+    originals = to_unit_float({"test": prepared.test, "train": prepared.train}[split][:n])
     parts = []
     with isolated_rng(run.device, seed):
         start = 0
@@ -379,6 +474,8 @@ def evaluate_run(
     seed: int | None = 0,
     json_path: str | Path | None = None,
     progress: bool = False,
+    data: DataSource | None = None,
+    test_data: DataSource | None = None,
 ) -> EvaluationResult:
     """Evaluate the first ``n`` images of a trained run's ``split`` (all: ``None``)
     with :func:`pyrovae.reports.evaluate.evaluate`.
@@ -386,7 +483,8 @@ def evaluate_run(
     The images are those :meth:`Run.split` gives (a
     binary likelihood's training split binarized once, with a fixed seed).
     Writes the result as JSON to ``json_path`` when given. ``seed`` seeds the
-    draws without changing the caller's RNG state.
+    draws without changing the caller's RNG state. ``data`` and ``test_data``:
+    as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
@@ -396,7 +494,7 @@ def evaluate_run(
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)
-        images, _ = run.split(split)
+        images, _ = run.split(split, data, test_data)
         if n is not None:
             images = images[:n]
         result = evaluate(
@@ -421,18 +519,21 @@ def diagnose_run(
     device: str = "auto",
     seed: int | None = 0,
     progress: bool = False,
+    data: DataSource | None = None,
+    test_data: DataSource | None = None,
 ) -> DiagnosisResult:
     """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`;
     ``out`` defaults to ``RUN/diagnostics``.
 
-    The images are those :meth:`Run.split` gives.
-    ``seed`` seeds the draws without changing the caller's RNG state.
+    The images are those :meth:`Run.split` gives (``data`` and ``test_data``
+    as :meth:`Run.data`). ``seed`` seeds the draws without changing the
+    caller's RNG state.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with isolated_rng(device, seed):
         run = load_run(run_dir, device=device)
-        images, labels = run.split(split)
+        images, labels = run.split(split, data, test_data)
         return diagnose(
             run.vae,
             images,

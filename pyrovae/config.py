@@ -25,6 +25,7 @@ Binarize = Literal["dynamic", "static", "none"]
 ElboName = Literal["meanfield", "trace"]
 ObjectiveName = Literal["elbo", "iwae"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+StreamName = Literal["auto", "yes", "no"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
 #: The kinds of component a model is made of (see :mod:`pyrovae.components`).
@@ -32,6 +33,7 @@ COMPONENT_KINDS: tuple[str, ...] = ("network", "likelihood", "guide", "prior")
 ELBOS: tuple[str, ...] = ("meanfield", "trace")
 OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+STREAMS: tuple[str, ...] = ("auto", "yes", "no")
 
 
 def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
@@ -67,14 +69,34 @@ class DataConfig:
         For binary likelihoods: resample pixels as Bernoulli draws every batch
         (``dynamic``), once at load time (``static``), or not at all (``none``;
         the data must then already be binary).
+    val_fraction
+        Share of a file's (or of Python data's) points held out for test, with
+        the run's seed, where the data bring no test split of their own.
+    stream
+        Read the training points of a ``.npy`` file or an image folder from
+        disk a batch at a time (``yes``), whole into memory (``no``), or
+        stream when they would take more than a quarter of the memory
+        available (``auto``). Named data sets are held in memory.
+    memory
+        For data passed from Python (``dataset`` is ``"<memory>"``), what
+        they were, for information: shape, dtype and the sizes of the splits.
     """
 
     dataset: str = "digits"
     data_dir: str | None = None
     binarize: Binarize = "dynamic"
+    val_fraction: float = 0.1
+    stream: StreamName = "auto"
+    memory: dict[str, Any] | None = None
 
     def validate(self) -> None:
         _choice(self.binarize, BINARIZE, "--binarize")
+        _choice(self.stream, STREAMS, "--stream")
+        fraction = self.val_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ConfigError(f"--val-fraction must be a number, got {fraction!r}")
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
 
 
 @dataclass

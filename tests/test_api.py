@@ -17,7 +17,7 @@ from pyrovae.api import (
     sample,
     train,
 )
-from pyrovae.errors import CheckpointError, ConfigError
+from pyrovae.errors import CheckpointError, ConfigError, DataError
 from pyrovae.training.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -241,3 +241,124 @@ def test_train_leaves_the_callers_state_alone(tiny_config, tmp_path):
     assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1])
     assert drawn[2] == expected[2]
     assert matplotlib.get_backend() == backend and torch.get_num_threads() == threads
+
+
+# Data passed from Python
+
+
+def _tiny(**options):
+    """Options of a run that trains in about a second."""
+    return {"epochs": 1, "latent_dim": 2, "hidden": (16,), "batch_size": 64, "device": "cpu",
+            "progress": False, "log": lambda _: None, **options}  # fmt: skip
+
+
+class _Points(torch.utils.data.Dataset):
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], i % 3
+
+
+@pytest.mark.parametrize("kind", ["tensor", "ndarray", "dataset", "loader"])
+def test_each_kind_of_python_data_trains(kind, tmp_path):
+    images = torch.rand(60, 1, 6, 6)
+    data = {
+        "tensor": images,
+        "ndarray": images[:, 0].numpy(),  # (N, H, W): read as one channel
+        "dataset": _Points(images),
+        "loader": torch.utils.data.DataLoader(_Points(images), batch_size=7, shuffle=True),
+    }[kind]
+    result = train(data=data, out=tmp_path / kind, **_tiny())
+    assert result.config.data.dataset == "<memory>"
+    assert result.config.model.data_shape == (1, 6, 6)
+    assert result.config.data.memory == {"shape": [1, 6, 6], "dtype": "float32", "n_train": 54,
+                                         "n_test": 6}  # fmt: skip
+    assert math.isfinite(result.final["test_elbo"])
+    assert (result.run_dir / "samples.png").exists()
+
+
+def test_vectors_with_a_gaussian_likelihood_and_a_test_split(tmp_path):
+    logs: list[str] = []
+    x = torch.randn(80, 5) * 3 + 10  # far outside [0, 1]: fine for a Gaussian
+    result = train(data=x, test_data=x[:20].numpy(), out=tmp_path / "v", likelihood="gaussian",
+                   **_tiny(log=logs.append))  # fmt: skip
+    assert result.config.data.memory["n_train"] == 80 and result.config.data.memory["n_test"] == 20
+    assert math.isfinite(result.final["test_elbo"])
+    assert {p.name for p in result.run_dir.iterdir()} >= {"loss_curve.png", "checkpoint.pt"}
+    assert not (result.run_dir / "samples.png").exists()
+    assert any("are not images" in line for line in logs)
+    assert any("80 training and 20 test points of shape (5,), in memory" in line for line in logs)
+
+
+def test_val_fraction_holds_out_that_share_with_the_seed(tmp_path):
+    x = torch.rand(40, 4)
+    result = train(data=x, val_fraction=0.25, seed=3, out=tmp_path / "f", **_tiny())
+    assert result.config.data.memory["n_test"] == 10 and result.config.data.val_fraction == 0.25
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"data": torch.full((10, 3), 2.0)}, DataError, r"outside \[0, 1\]"),
+        (
+            {"data": torch.full((10, 3), 2.0), "likelihood": "continuous-bernoulli"},
+            DataError,
+            "outside the support of likelihood continuous-bernoulli",
+        ),  # fmt: skip
+        ({"data": torch.tensor([[0.5, math.nan]] * 4)}, DataError, "NaN/inf"),
+        ({"data": torch.rand(10, 3), "test_data": torch.rand(4, 2)}, DataError, "shape"),
+        ({"data": torch.rand(10, 3), "dataset": "digits"}, ConfigError, "not both"),
+        ({"test_data": torch.rand(4, 2)}, ConfigError, "needs data="),
+        ({"data": torch.rand(10, 3), "val_fraction": 1.5}, ConfigError, "val-fraction"),
+    ],
+)
+def test_bad_python_data_fails_in_one_line_before_a_run_folder(tmp_path, options, error, message):
+    with pytest.raises(error, match=message) as info:
+        train(out=tmp_path / "bad", **_tiny(**options))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.api import diagnose_run, evaluate_run, resume
+    from pyrovae.cli import main
+
+    x = torch.randn(50, 3)
+    run_dir = train(data=x, out=tmp_path / "m", likelihood="gaussian", **_tiny()).run_dir
+    run = load_run(run_dir, device="cpu")
+    assert sample(run, 4, seed=0).shape == (4, 3)
+    for call in (lambda: reconstruct(run, 2), lambda: evaluate_run(run_dir, k=2, n=3),
+                 lambda: diagnose_run(run_dir), lambda: resume(run_dir, epochs=2)):  # fmt: skip
+        with pytest.raises(DataError, match="trained on data passed from Python.*data=X"):
+            call()
+    for args in (["train", "--resume", str(run_dir), "--epochs", "2"],
+                 ["evaluate", "--run", str(run_dir)]):  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and "data passed from Python" in result.output
+        assert "Traceback" not in result.output
+    grid = CliRunner().invoke(
+        main, ["sample", "--run", str(run_dir), "--out", str(tmp_path / "s.png")]
+    )
+    assert (
+        grid.exit_code == 1 and "are not images" in grid.output and "Traceback" not in grid.output
+    )
+    originals, recons = reconstruct(run, 2, data=x)
+    assert recons.shape == (2, 3) and torch.equal(originals, load_run(run_dir).data(x).test[:2])
+    assert math.isfinite(evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"])
+    with pytest.raises(DataError, match="same data"):
+        resume(run_dir, epochs=2, data=x[:40], progress=False, log=lambda _: None)
+    resumed = resume(run_dir, epochs=2, data=x, progress=False, log=lambda _: None)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def test_a_run_on_a_data_set_resumes_without_data(run_dir):
+    from pyrovae.api import resume
+
+    with pytest.raises(ConfigError, match="leave out data="):
+        resume(run_dir, epochs=3, data=torch.rand(10, 1, 8, 8))

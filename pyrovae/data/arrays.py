@@ -84,29 +84,35 @@ def read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]
     return [(images, labels)]
 
 
-def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
-    """Validate an image array and return it as ``(N, C, H, W)`` uint8 or float32."""
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    elif arr.ndim == 4:
-        if arr.shape[1] not in (1, 3):
-            if arr.shape[3] in (1, 3):
-                arr = arr.transpose(0, 3, 1, 2)  # N x H x W x C, as PIL/matplotlib store it
-            else:
-                raise DataError(
-                    f"{where}: images of shape {arr.shape} have {arr.shape[1]} channels; "
-                    "expected 1 (grayscale) or 3 (RGB), as N x C x H x W or N x H x W x C"
-                )
-    else:
-        hint = " (reshape flat N x D rows to N x H x W)" if arr.ndim == 2 else ""
+def check_image_layout(shape: tuple[int, ...], where: str) -> bool:
+    """Refuse an array shape that holds no images; whether it is ``N x H x W x C``."""
+    channels_last = False
+    if len(shape) == 4 and shape[1] not in (1, 3):
+        if shape[3] not in (1, 3):
+            raise DataError(
+                f"{where}: images of shape {shape} have {shape[1]} channels; "
+                "expected 1 (grayscale) or 3 (RGB), as N x C x H x W or N x H x W x C"
+            )
+        channels_last = True  # N x H x W x C, as PIL/matplotlib store it
+    elif len(shape) not in (3, 4):
+        hint = " (reshape flat N x D rows to N x H x W)" if len(shape) == 2 else ""
         raise DataError(
-            f"{where}: array of shape {arr.shape} is {arr.ndim}-D; expected images as "
+            f"{where}: array of shape {shape} is {len(shape)}-D; expected images as "
             f"N x H x W or N x C x H x W{hint}"
         )
-    if arr.shape[0] == 0:
-        raise DataError(f"{where} holds 0 images (shape {arr.shape}): the data set is empty")
-    if 0 in arr.shape[2:]:
-        raise DataError(f"{where}: images of shape {arr.shape} have no pixels")
+    if shape[0] == 0:
+        raise DataError(f"{where} holds 0 images (shape {shape}): the data set is empty")
+    if 0 in shape[1:]:
+        raise DataError(f"{where}: images of shape {shape} have no pixels")
+    return channels_last
+
+
+def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
+    """Validate an image array and return it as ``(N, C, H, W)`` uint8 or float32."""
+    if check_image_layout(arr.shape, where):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif arr.ndim == 3:
+        arr = arr[:, None]
 
     kind = arr.dtype.kind
     if kind not in "biuf":

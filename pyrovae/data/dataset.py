@@ -1,53 +1,88 @@
-"""A data set held in memory, already split into train and test tensors."""
+"""A data set already split into train and test: tensors in memory, or rows read on demand."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from pyrovae.errors import DataError
 
+#: What the data set's name is when its arrays were passed from Python
+#: (``pyrovae.train(data=X)``): there is no file to read them again from.
+MEMORY = "<memory>"
+
+
+@runtime_checkable
+class Rows(Protocol):
+    """Data points read on demand (streamed from disk), indexed like a tensor along dim 0.
+
+    ``rows[index]`` with a slice or a 1-D index tensor returns those points as a
+    tensor ``(len(index), *shape[1:])`` on the CPU; :mod:`pyrovae.data.streams`
+    has the readers.
+    """
+
+    @property
+    def shape(self) -> torch.Size: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor: ...
+
+
+def is_image_shape(shape: tuple[int, ...] | None) -> bool:
+    """Whether data points of ``shape`` are images that grids can show: (1 or 3, H, W)."""
+    return shape is not None and len(shape) == 3 and shape[0] in (1, 3)
+
 
 @dataclass(eq=False)
-class ImageData:
-    """A data set of images held whole in memory, already split.
+class ArrayData:
+    """A data set of points of one shape, already split into train and test.
 
     Parameters
     ----------
     name
-        The name or path it was loaded from.
+        The name or path it was loaded from (:data:`MEMORY` for arrays passed
+        from Python).
     train
-        Training images, ``(N, C, H, W)``, ``uint8`` in 0..255 or ``float32``
-        in [0, 1].
+        Training points, ``(N, *data_shape)``: ``uint8`` pixels in 0..255 or
+        floats; a tensor in memory, or :class:`Rows` streamed from disk.
     test
-        Held-out images, ``(M, C, H, W)``, same dtype and image shape as
-        ``train``.
+        Held-out points, ``(M, *data_shape)``, same dtype and point shape as
+        ``train``, always in memory.
     train_labels, test_labels
         Class labels, ``(N,)`` and ``(M,)`` ``int64``, or ``None`` where the
         source has none.
+    reading
+        How the training points are read, for the run's log line (e.g.
+        ``"in memory"``, or why they are streamed).
     """
 
     name: str
-    train: torch.Tensor
+    train: torch.Tensor | Rows
     test: torch.Tensor
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    reading: str = "in memory"
 
     def __post_init__(self) -> None:
         # Cheap structural checks only: this also runs on every ``to()``.
         for split, x in (("train", self.train), ("test", self.test)):
-            if x.dim() != 4:
+            if len(x.shape) < 2:
                 raise DataError(
-                    f"{self.name}: {split} images have shape {tuple(x.shape)}; "
-                    "expected (N, C, H, W)"
+                    f"{self.name}: the {split} split has shape {tuple(x.shape)}; expected "
+                    "(N, ...) with one data point per row, e.g. (N, D) or (N, C, H, W)"
                 )
         if self.train.shape[1:] != self.test.shape[1:] or self.train.dtype != self.test.dtype:
             raise DataError(
-                f"{self.name}: train images are {tuple(self.train.shape[1:])} {self.train.dtype} "
-                f"but test images are {tuple(self.test.shape[1:])} {self.test.dtype}; "
-                "both splits must have one image shape and dtype"
+                f"{self.name}: train points are {tuple(self.train.shape[1:])} {self.train.dtype} "
+                f"but test points are {tuple(self.test.shape[1:])} {self.test.dtype}; "
+                "both splits must have one point shape and dtype"
             )
         for split, x, y in (
             ("train", self.train, self.train_labels),
@@ -56,51 +91,63 @@ class ImageData:
             if y is not None and tuple(y.shape) != (x.shape[0],):
                 raise DataError(
                     f"{self.name}: {split} labels have shape {tuple(y.shape)} "
-                    f"for {x.shape[0]} images; expected ({x.shape[0]},)"
+                    f"for {x.shape[0]} points; expected ({x.shape[0]},)"
                 )
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """The shape of one image, ``(C, H, W)``."""
-        c, h, w = self.train.shape[1:]
-        return int(c), int(h), int(w)
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape of one data point, e.g. ``(C, H, W)`` or ``(D,)``."""
+        return tuple(int(size) for size in self.train.shape[1:])
 
-    def to(self, device: torch.device | str) -> ImageData:
-        """Return a copy with every tensor on ``device`` (dtypes unchanged)."""
+    @property
+    def streamed(self) -> bool:
+        """Whether the training points are read from disk batch by batch."""
+        return not isinstance(self.train, torch.Tensor)
+
+    def to(self, device: torch.device | str) -> ArrayData:
+        """Return a copy with every tensor on ``device`` (dtypes unchanged); streamed
+        rows stay where they are and are moved a batch at a time."""
 
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
+        train = self.train.to(device) if isinstance(self.train, torch.Tensor) else self.train
         return dataclasses.replace(
             self,
-            train=self.train.to(device),
+            train=train,
             test=self.test.to(device),
             train_labels=move(self.train_labels),
             test_labels=move(self.test_labels),
         )
 
     def __repr__(self) -> str:
-        # The dataclass default would print the pixels.
-        def describe(t: torch.Tensor) -> str:
-            return f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device}"
+        # The dataclass default would print the values.
+        def describe(t: torch.Tensor | Rows) -> str:
+            where = t.device if isinstance(t, torch.Tensor) else "disk"
+            return f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} on {where}"
 
         labelled = self.train_labels is not None
         return (
-            f"ImageData(name={self.name!r}, train={describe(self.train)}, "
+            f"ArrayData(name={self.name!r}, train={describe(self.train)}, "
             f"test={describe(self.test)}, labels={labelled})"
         )
+
+
+def split_indices(n: int, seed: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded train and test indices of ``n`` points, each sorted (the source's order kept).
+
+    At least one point is held out when there are two or more.
+    """
+    n_test = 0 if n < 2 else min(n - 1, max(1, round(test_fraction * n)))
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator)
+    return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
 def random_split(
     images: torch.Tensor, labels: torch.Tensor | None, seed: int, test_fraction: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    n = images.shape[0]
-    n_test = 0 if n < 2 else min(n - 1, max(1, round(test_fraction * n)))
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator)
-    # Sorted, so each split keeps the source's order (file order, class order).
-    test_idx = perm[:n_test].sort().values
-    train_idx = perm[n_test:].sort().values
+    train_idx, test_idx = split_indices(images.shape[0], seed, test_fraction)
     if labels is None:
         return images[train_idx], images[test_idx], None, None
     return images[train_idx], images[test_idx], labels[train_idx], labels[test_idx]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import ArrayData
 
 # The fixed digits split: 360 of 1797 images (20%) held out, stratified, so
 # every run and every seed is scored on the same test images.
@@ -18,7 +18,7 @@ _DIGITS_SPLIT_SEED = 0
 _DIGITS_MAX_PIXEL = 16.0
 
 
-def load_digits() -> ImageData:
+def load_digits() -> ArrayData:
     # sklearn is imported here: it is slow to import and only digits needs it.
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -33,7 +33,7 @@ def load_digits() -> ImageData:
         random_state=_DIGITS_SPLIT_SEED,
         stratify=labels,
     )
-    return ImageData(
+    return ArrayData(
         "digits",
         torch.from_numpy(np.ascontiguousarray(x_train)),
         torch.from_numpy(np.ascontiguousarray(x_test)),

@@ -22,8 +22,8 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read a folder of same-size images; subfolders, if used, are the classes."""
+def list_image_folder(folder: Path) -> tuple[list[Path], torch.Tensor | None]:
+    """The image files of a folder in the set's order; labels where subfolders are classes."""
     top = _image_files(folder)
     subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     classes = [(d.name, files) for d in subfolders if (files := _image_files(d))]
@@ -34,41 +34,71 @@ def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
             "subfolder per class"
         )
     if top:
-        files, labels = top, None
-    elif classes:
-        files = [f for _, class_files in classes for f in class_files]
-        labels = torch.tensor(
-            [i for i, (_, class_files) in enumerate(classes) for _ in class_files],
-            dtype=torch.int64,
-        )
-    else:
+        return top, None
+    if not classes:
         raise DataError(
             f"{folder} holds no PNG or JPEG images (looked at its top level and its "
             "immediate subfolders): the data set is empty"
         )
+    files = [f for _, class_files in classes for f in class_files]
+    labels = torch.tensor(
+        [i for i, (_, class_files) in enumerate(classes) for _ in class_files],
+        dtype=torch.int64,
+    )
+    return files, labels
 
-    first = _read_image(files[0])  # (H, W, C) uint8
+
+def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read a folder of same-size images; subfolders, if used, are the classes."""
+    files, labels = list_image_folder(folder)
+    first = read_image(files[0])  # (H, W, C) uint8
     images = np.empty((len(files), first.shape[2], *first.shape[:2]), dtype=np.uint8)
     for i, path in enumerate(files):
-        pixels = first if i == 0 else _read_image(path)
+        pixels = first if i == 0 else read_image(path)
         if pixels.shape != first.shape:
-            a, b = files[0].relative_to(folder), path.relative_to(folder)
-            if pixels.shape[2] != first.shape[2]:
-                mode = {1: "grayscale", 3: "RGB"}
-                raise DataError(
-                    f"images in {folder} mix grayscale and RGB: {a} is {mode[first.shape[2]]} "
-                    f"but {b} is {mode[pixels.shape[2]]}; convert them all to one mode"
-                )
-            raise DataError(
-                f"images in {folder} differ in size: {a} is {first.shape[1]}x{first.shape[0]} "
-                f"but {b} is {pixels.shape[1]}x{pixels.shape[0]} (width x height); "
-                "resize them all to one size"
-            )
+            _refuse_mismatch(folder, files[0], first.shape, path, pixels.shape)
         images[i] = pixels.transpose(2, 0, 1)
     return torch.from_numpy(images), labels
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _refuse_mismatch(
+    folder: Path, first: Path, first_shape: tuple[int, ...], path: Path, shape: tuple[int, ...]
+) -> None:
+    a, b = first.relative_to(folder), path.relative_to(folder)
+    if shape[2] != first_shape[2]:
+        mode = {1: "grayscale", 3: "RGB"}
+        raise DataError(
+            f"images in {folder} mix grayscale and RGB: {a} is {mode[first_shape[2]]} "
+            f"but {b} is {mode[shape[2]]}; convert them all to one mode"
+        )
+    raise DataError(
+        f"images in {folder} differ in size: {a} is {first_shape[1]}x{first_shape[0]} "
+        f"but {b} is {shape[1]}x{shape[0]} (width x height); "
+        "resize them all to one size"
+    )
+
+
+def check_headers(files: list[Path], folder: Path) -> None:
+    """Every image's size and mode from its header, as :func:`read_image_folder` checks them
+    (no pixels decoded: a streamed folder is checked in seconds)."""
+    from PIL import Image
+
+    def shape(path: Path) -> tuple[int, int, int]:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                channels = 1 if image.mode in ("1", "L", "LA") else 3
+        except Exception as exc:  # PIL's decoders raise many types on a corrupt file
+            raise DataError(f"could not read image {path} ({describe_exception(exc)})") from exc
+        return height, width, channels
+
+    first = shape(files[0])
+    for path in files[1:]:
+        if (this := shape(path)) != first:
+            _refuse_mismatch(folder, files[0], first, path, this)
+
+
+def read_image(path: Path) -> np.ndarray:
     """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB).
 
     An image above PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, where PIL

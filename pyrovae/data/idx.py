@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import ArrayData
 from pyrovae.errors import DataError, describe_exception
 
 # The four IDX files of MNIST and Fashion-MNIST, as LeCun's site and torchvision
@@ -72,7 +72,7 @@ def _find_idx_files(folder: Path) -> tuple[dict[str, Path] | None, str]:
     return None, "missing " + ", ".join(missing)
 
 
-def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ImageData:
+def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ArrayData:
     class_name = TORCHVISION_CLASS[key]
     candidates: list[Path] = []
     if data_dir is not None:
@@ -126,7 +126,7 @@ def _download_idx_set(key: str, root: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def _read_idx_set(key: str, files: dict[str, Path]) -> ImageData:
+def _read_idx_set(key: str, files: dict[str, Path]) -> ArrayData:
     # torchvision's readers take a path to an uncompressed file, and the
     # originals may sit in a read-only system folder: unpack into a temp dir.
     with tempfile.TemporaryDirectory(prefix="pyrovae-idx-") as tmp:
@@ -158,7 +158,7 @@ def _read_idx_set(key: str, files: dict[str, Path]) -> ImageData:
             f"{key}: train images are {tuple(train.shape[2:])} but test images are "
             f"{tuple(test.shape[2:])} pixels; the files come from different sets"
         )
-    return ImageData(key, train, test, train_labels, test_labels)
+    return ArrayData(key, train, test, train_labels, test_labels)
 
 
 def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:

@@ -9,15 +9,20 @@ NaN ELBO.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-from pyrovae.data.arrays import read_array_file
-from pyrovae.data.dataset import ImageData, random_split
+import numpy as np
+import torch
+
+from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_array_file
+from pyrovae.data.dataset import ArrayData, random_split, split_indices
 from pyrovae.data.digits import load_digits
-from pyrovae.data.folders import read_image_folder
+from pyrovae.data.folders import check_headers, list_image_folder, read_image_folder
 from pyrovae.data.idx import TORCHVISION_CLASS, load_idx_set
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.data.streams import FolderRows, NpyRows, choose
+from pyrovae.errors import ConfigError, DataError, describe_exception
 
 #: Data sets known by name; any other name given to :func:`load_dataset` is a path.
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
@@ -30,7 +35,8 @@ def load_dataset(
     seed: int = 0,
     test_fraction: float = 0.1,
     download: bool = True,
-) -> ImageData:
+    stream: str = "no",
+) -> ArrayData:
     """Load a named data set or an image file/folder, validated and split.
 
     Parameters
@@ -55,10 +61,16 @@ def load_dataset(
     download
         Whether MNIST / Fashion-MNIST may be downloaded (by torchvision) when
         no local copy is found.
+    stream
+        ``yes``: read the training images of a ``.npy`` file or an image
+        folder a batch at a time rather than whole (:mod:`pyrovae.data.streams`;
+        the test images are read whole); ``auto``: when they would take more than
+        :data:`~pyrovae.data.streams.AUTO_FRACTION` of the memory available;
+        ``no``: always whole (the default).
 
     Returns
     -------
-    ImageData
+    ArrayData
         ``digits`` is ``float32`` (1, 8, 8) with 1437/360 train/test images;
         MNIST and Fashion-MNIST are ``uint8`` (1, 28, 28), 60000/10000; paths
         keep ``uint8`` as ``uint8`` and give ``float32`` otherwise.
@@ -83,6 +95,16 @@ def load_dataset(
         return load_idx_set(key, data_dir, download)
 
     path = _resolve_path(text, data_dir)
+    streamable = path.is_dir() or path.suffix.lower() == ".npy"
+    if stream == "yes" and not streamable:
+        raise DataError(
+            f"--stream yes reads .npy files and image folders, not {path.name}: "
+            "save the array as .npy, or use --stream no"
+        )
+    if stream != "no" and streamable:
+        streamed = _streamed(path, text, stream, seed, test_fraction)
+        if streamed is not None:
+            return streamed
     if path.is_dir():
         parts = [read_image_folder(path)]
     elif path.suffix.lower() in (".npy", ".npz"):
@@ -98,7 +120,47 @@ def load_dataset(
     else:
         ((images, labels),) = parts
         train, test, train_labels, test_labels = random_split(images, labels, seed, test_fraction)
-    return ImageData(text, train, test, train_labels, test_labels)
+    return ArrayData(text, train, test, train_labels, test_labels)
+
+
+def _streamed(
+    path: Path, name: str, stream: str, seed: int, test_fraction: float
+) -> ArrayData | None:
+    """The set at ``path`` with its training split streamed, or ``None`` where ``auto``
+    keeps it in memory. The split is the one :func:`random_split` makes of the same file."""
+    files: list[Path] = []
+    labels = None
+    if path.is_dir():
+        files, labels = list_image_folder(path)
+        check_headers(files, path)  # one size and mode, from headers: no pixels decoded
+        first = FolderRows(path, files, torch.arange(1))
+        nbytes, n = len(files) * math.prod(first.shape[1:]), len(files)
+    else:
+        try:
+            header = np.load(path, mmap_mode="r", allow_pickle=False)
+        except _ARRAY_FILE_ERRORS as exc:
+            raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
+        check_image_layout(header.shape, str(path))
+        nbytes, n = int(header.nbytes), int(header.shape[0])
+        del header
+    streaming, reading = choose(stream, nbytes)
+    if not streaming:
+        return None
+    train_idx, test_idx = split_indices(n, seed, test_fraction)
+
+    def rows(idx: torch.Tensor) -> NpyRows | FolderRows:
+        return FolderRows(path, files, idx) if files else NpyRows(path, idx)
+
+    test = rows(test_idx)
+    test_images = test[:] if len(test) else torch.zeros(0, *test.shape[1:], dtype=test.dtype)
+    return ArrayData(
+        name,
+        rows(train_idx),
+        test_images,
+        None if labels is None else labels[train_idx],
+        None if labels is None else labels[test_idx],
+        reading=reading,
+    )
 
 
 def _resolve_path(text: str, data_dir: str | os.PathLike[str] | None) -> Path:

@@ -9,44 +9,114 @@ binarized once (``--binarize static``) or per batch by the trainer
 from __future__ import annotations
 
 import torch
+from torch.distributions.constraints import Constraint
 
 from pyrovae.config import RunConfig
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import MEMORY, ArrayData, Rows
 from pyrovae.data.load import load_dataset
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary, to_unit_float
+from pyrovae.data.streams import check_rows, rows_are_binary
 from pyrovae.errors import (
     ConfigError,
     DataError,
 )
 
+#: How a run trained on data passed from Python is given its data again.
+PASS_AGAIN = (
+    "pass the same data again from Python: pyrovae.resume / evaluate_run / diagnose_run / "
+    "reconstruct(..., data=X, test_data=Y)"
+)
 
-def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> ImageData:
-    """Load the data set, check it fits the likelihood, binarize statically if asked.
 
-    ``binary`` says whether the run's likelihood needs pixels that are exactly
+def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> ArrayData:
+    """Load the run's data set, check it fits the likelihood, binarize statically if asked.
+
+    ``binary`` says whether the run's likelihood needs values that are exactly
     0 or 1 (:attr:`pyrovae.model.likelihoods.Likelihood.binary`).
 
-    The test set of a binary likelihood is binarized once with a fixed seed,
-    so that test ELBOs are comparable across epochs and runs.
+    Raises
+    ------
+    DataError
+        Also when the run was trained on data passed from Python
+        (``dataset`` is :data:`~pyrovae.data.dataset.MEMORY`): there is no
+        file to load; :func:`prepare_source` takes the data instead.
     """
-    data = load_dataset(config.data.dataset, config.data.data_dir, seed=config.train.seed)
-    for split, images in (("training", data.train), ("test", data.test)):
-        check_finite_unit_interval(images, f"the {split} set of {data.name}")
+    if config.data.dataset == MEMORY:
+        raise DataError(f"the run was trained on data passed from Python; {PASS_AGAIN}")
+    data = load_dataset(
+        config.data.dataset,
+        config.data.data_dir,
+        seed=config.train.seed,
+        test_fraction=config.data.val_fraction,
+        stream=config.data.stream,
+    )
+    if isinstance(data.train, torch.Tensor):
+        check_finite_unit_interval(data.train, f"the training set of {data.name}")
+    else:
+        check_rows(data.train, f"the training set of {data.name}")
+    check_finite_unit_interval(data.test, f"the test set of {data.name}")
+    return _for_likelihood(data, config, binary).to(device)
+
+
+def prepare_source(
+    data: ArrayData, config: RunConfig, device: torch.device, *, binary: bool
+) -> ArrayData:
+    """:func:`prepare_data` for data passed from Python (:func:`pyrovae.data.memory.from_python`).
+
+    Values are already known to be finite; a binary likelihood needs them in
+    [0, 1] (``uint8`` pixels 0..255 are read as /255). Other likelihoods take
+    any finite value their support holds (:func:`check_support`).
+    """
     if binary:
-        if config.data.binarize == "none":
-            if not (is_binary(data.train) and is_binary(data.test)):
+        for split, x in (("data", data.train), ("test_data", data.test)):
+            assert isinstance(x, torch.Tensor)  # data from Python is in memory
+            check_finite_unit_interval(x, f"{split} (for likelihood {config.model.likelihood})")
+    return _for_likelihood(data, config, binary).to(device)
+
+
+def check_support(data: ArrayData, support: Constraint, likelihood: str) -> None:
+    """Refuse data outside the likelihood's support (e.g. values beyond [0, 1] for a
+    continuous Bernoulli), checked in slices of the test set and training set."""
+    for split, x in (("test", data.test), ("training", data.train)):
+        for start in range(0, x.shape[0], 4096):
+            chunk = to_unit_float(x[start : start + 4096])
+            ok = support.check(chunk)
+            if not bool(ok.all()):
+                first = start + int((~ok).reshape(chunk.shape[0], -1).any(dim=1).nonzero()[0, 0])
                 raise DataError(
-                    f"likelihood {config.model.likelihood} needs pixels that are exactly 0 or 1, "
-                    f"but {data.name} has intensities; use --binarize dynamic or static"
+                    f"the {split} set of {data.name} has values outside the support of likelihood "
+                    f"{likelihood} ({support}; first in point {first}); rescale the data or "
+                    "choose another likelihood"
                 )
-        else:
-            generator = torch.Generator().manual_seed(config.train.seed + 1)
-            test = _binarize_like(data.test, generator)
-            train = data.train
-            if config.data.binarize == "static":
-                train = _binarize_like(data.train, generator)
-            data = ImageData(data.name, train, test, data.train_labels, data.test_labels)
-    return data.to(device)
+
+
+def _for_likelihood(data: ArrayData, config: RunConfig, binary: bool) -> ArrayData:
+    if not binary:
+        return data
+    if config.data.binarize == "none":
+        if not (_binary(data.train) and is_binary(data.test)):
+            raise DataError(
+                f"likelihood {config.model.likelihood} needs values that are exactly 0 or 1, "
+                f"but {data.name} has intensities; use --binarize dynamic or static"
+            )
+        return data
+    generator = torch.Generator().manual_seed(config.train.seed + 1)
+    test = _binarize_like(data.test, generator)
+    train = data.train
+    if config.data.binarize == "static":
+        if not isinstance(train, torch.Tensor):
+            raise DataError(
+                f"--binarize static holds a binarized copy of {data.name} in memory, which "
+                "streaming avoids: use --binarize dynamic, or --stream no"
+            )
+        train = _binarize_like(train, generator)
+    return ArrayData(
+        data.name, train, test, data.train_labels, data.test_labels, reading=data.reading
+    )
+
+
+def _binary(x: torch.Tensor | Rows) -> bool:
+    return is_binary(x) if isinstance(x, torch.Tensor) else rows_are_binary(x)
 
 
 def _binarize_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -56,20 +126,21 @@ def _binarize_like(images: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 def split_images(
-    config: RunConfig, data: ImageData, split: str, *, binary: bool
+    config: RunConfig, data: ArrayData, split: str, *, binary: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The images and labels of ``split`` (``test`` or ``train``) as evaluations score them.
+    """The points and labels of ``split`` (``test`` or ``train``) as evaluations score them.
 
     For a binary likelihood the test split is already binarized (by
     :func:`prepare_data`); a training split that is not (``--binarize dynamic``
     resamples it every batch) is binarized here, once, with a fixed seed, so that
-    evaluations of the training split are repeatable.
+    evaluations of the training split are repeatable. A streamed training
+    split is read whole here.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     if split == "test":
         return data.test, data.test_labels
-    images = data.train
+    images = data.train if isinstance(data.train, torch.Tensor) else data.train[:]
     if binary and not is_binary(images):
         generator = torch.Generator().manual_seed(config.train.seed + 2)
         images = _binarize_like(images.cpu(), generator).to(images.device)

@@ -9,8 +9,9 @@ from typing import IO, Any
 import torch
 import torch.nn.functional as F
 
+from pyrovae.data.dataset import is_image_shape
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.errors import FileWriteError
+from pyrovae.errors import ConfigError, FileWriteError
 from pyrovae.files import atomic_write
 
 #: Images smaller than this many pixels on a side are enlarged in grids.
@@ -51,6 +52,12 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     """
     from torchvision.utils import save_image
 
+    if not is_image_shape(tuple(images.shape[1:])):
+        raise ConfigError(
+            f"data points of shape {tuple(images.shape[1:])} are not images (C, H, W) with "
+            "1 or 3 channels: no grid can show them; take them from Python "
+            "(pyrovae.sample, pyrovae.reconstruct)"
+        )
     image_format = _image_format(path)
     nrow = nrow or grid_columns(images.shape[0])
     tiles = _blank_filled(_displayable(images), nrow)
@@ -133,7 +140,10 @@ def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
 def save_run_figures(
     vae: Any, test_images: torch.Tensor, history: list[dict[str, Any]], run_dir: Path
 ) -> list[Path]:
-    """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images), ``loss_curve.png``."""
+    """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images), ``loss_curve.png``;
+    only the loss curve where the data are not images (e.g. vectors ``(D,)``)."""
+    if not is_image_shape(tuple(test_images.shape[1:])):
+        return [save_loss_curve(history, run_dir / "loss_curve.png")]
     originals = to_unit_float(test_images[:16])
     return [
         save_grid(vae.sample(64), run_dir / "samples.png"),

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from pyrovae.data.dataset import Rows
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import forked_rng
+from pyrovae.runtime import forked_rng, module_device
 
 #: Images the untrained reference loss is averaged over.
 REFERENCE_IMAGES = 1024
@@ -29,7 +30,7 @@ REFERENCE_IMAGES = 1024
 def untrained_loss(
     vae: VAE,
     objective: Any,
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     *,
     binarize: bool,
     n: int = REFERENCE_IMAGES,
@@ -39,7 +40,7 @@ def untrained_loss(
     Called on the model as built, before any step. Its draws come from a forked
     random stream, so training draws the same numbers with or without it.
     """
-    x = to_unit_float(images[:n])
+    x = to_unit_float(images[:n]).to(module_device(vae))  # streamed rows are read on the CPU
     with forked_rng(x.device):
         if binarize:
             x = torch.bernoulli(x)

@@ -22,9 +22,11 @@ from typing import Any, cast
 import torch
 
 from pyrovae.config import RunConfig, TrainConfig
-from pyrovae.data.prepare import prepare_data
+from pyrovae.data.dataset import ArrayData
+from pyrovae.data.prepare import check_support, prepare_data, prepare_source
 from pyrovae.errors import (
     CheckpointError,
+    DataError,
     FileWriteError,
     TrainingError,
     first_line,
@@ -38,7 +40,7 @@ from pyrovae.model.build import build_vae
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import describe_threads, resolve_device
+from pyrovae.runtime import describe_threads, eval_mode, module_device, resolve_device
 from pyrovae.training import distributed, divergence
 from pyrovae.training.checkpoint import save_checkpoint
 from pyrovae.training.schedules import kl_weight
@@ -110,165 +112,310 @@ def fit(
     context: distributed.Context | None = None,
     finish: Finish | None = None,
     modules: Networks | None = None,
+    source: ArrayData | None = None,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
+    """Train ``config``'s model in ``run_dir`` (resuming from ``checkpoint`` when given).
 
+    ``source`` is data passed from Python (:func:`pyrovae.data.memory.from_python`);
+    without it the config's data set is loaded. ``modules`` are a caller's own
+    networks. See :func:`pyrovae.training.run.train` for the rest.
+    """
     context = context or distributed.Context()
     if not context.is_main:
         log, progress = silent, False
     device = context.device(resolve_device(config.train.device))
+    data = load_data(config, device, context, checkpoint=checkpoint, source=source)
+    torch.manual_seed(config.train.seed)
+    data_generator = torch.Generator().manual_seed(config.train.seed)
+    vae = build_vae(config.model, device, modules=modules)
+    if source is not None:  # a file's pixels were checked against [0, 1] when read
+        check_in_support(vae, data, config)
+    context.broadcast_parameters(vae)
+    training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        history, start_epoch = restore(
+            checkpoint, vae, training.optimizer, data_generator, device, context, config, run_dir,
+            log,
+        )  # fmt: skip
+    # Everything that can fail on bad input has run (on every process): only now
+    # write into the run directory (claimed by rank 0 before the data load).
+    context.barrier()
+    if context.is_main:
+        write_start(config, run_dir, history if checkpoint is not None else None, start_epoch)
+    training.say_where()
+    for epoch in range(start_epoch, config.train.epochs):
+        history.append(training.epoch(epoch, history))
+    vae.eval()
+    if context.is_main and finish is not None:
+        with saying_what_is_kept(run_dir, config.train.epochs, figures=True):
+            figures = finish(vae, data.test, history, run_dir)
+        if figures:
+            log("wrote " + ", ".join(str(path) for path in figures))
+    context.barrier()
+    return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)
+
+
+def load_data(
+    config: RunConfig,
+    device: torch.device,
+    context: distributed.Context,
+    *,
+    checkpoint: dict[str, Any] | None,
+    source: ArrayData | None,
+) -> ArrayData:
+    """The run's data, prepared; ``config.model.data_shape`` (and, for data passed from
+    Python, ``config.data.memory``) filled in from them."""
+    binary = component_class(config.model, "likelihood").binary
     # Each machine's first process loads the data first, so that a data set it
     # downloads is on disk before the others look for it (no concurrent downloads).
     first_on_machine = context.local_rank == 0
     if not first_on_machine:
         context.barrier()
-    data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
+    if source is None:
+        data = prepare_data(config, device, binary=binary)
+    else:
+        data = prepare_source(source, config, device, binary=binary)
     if first_on_machine:
         context.barrier()
-    if checkpoint is not None and config.model.data_shape != data.image_shape:
+    if checkpoint is not None and config.model.data_shape != data.data_shape:
         raise CheckpointError(
-            f"the run was trained on images of shape {config.model.data_shape}, "
-            f"but {config.data.dataset} now has {data.image_shape}"
+            f"the run was trained on data points of shape {config.model.data_shape}, "
+            f"but {config.data.dataset} now has {data.data_shape}"
         )
-    config.model.data_shape = data.image_shape
+    if source is not None:
+        check_same_sizes(config, data, resumed=checkpoint is not None)
+        config.data.memory = describe_memory(data)
+    config.model.data_shape = data.data_shape
     # Every option written out, and who provides each component: the run is rebuilt as trained.
     config.model = completed(config.model)
+    return data
 
-    torch.manual_seed(config.train.seed)
-    data_generator = torch.Generator().manual_seed(config.train.seed)
-    vae = build_vae(config.model, device, modules=modules)
-    context.broadcast_parameters(vae)
-    objective = make_objective(config.train)
-    binarize = (
-        component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
-    )
-    # Of the model as built: the same on a fresh and a resumed run, and on every process.
-    untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
-    loss_limit = context.broadcast(divergence.loss_limit(untrained, data.image_shape))
-    if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
-        torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
-    optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if checkpoint is not None:
-        history, start_epoch = restore(
-            checkpoint, vae, optimizer, data_generator, device, context, config, run_dir, log
+
+def check_in_support(vae: VAE, data: ArrayData, config: RunConfig) -> None:
+    """Refuse data outside the support of a non-binary likelihood (a binary one's data
+    are binarized, after the check for [0, 1])."""
+    if component_class(config.model, "likelihood").binary:
+        return
+    device = module_device(vae)
+    with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
+        support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
+    if support is not None:
+        check_support(data, support, config.model.likelihood)
+
+
+def write_start(
+    config: RunConfig, run_dir: Path, history: list[dict[str, Any]] | None, epochs_done: int
+) -> None:
+    """The run's config, and on a resumed run its metrics cut back to the checkpoint."""
+    with saying_what_is_kept(run_dir, epochs_done):
+        config.save(run_dir / CONFIG_NAME)
+        if history is not None:
+            write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+
+
+def describe_memory(data: ArrayData) -> dict[str, Any]:
+    """What data passed from Python were, as ``config.json`` records it."""
+    return {
+        "shape": list(data.data_shape),
+        "dtype": str(data.train.dtype).removeprefix("torch."),
+        "n_train": int(data.train.shape[0]),
+        "n_test": int(data.test.shape[0]),
+    }
+
+
+def check_same_sizes(config: RunConfig, data: ArrayData, *, resumed: bool) -> None:
+    """A resumed run must get the data it was trained on (as far as their sizes tell)."""
+    recorded = config.data.memory
+    if not resumed or recorded is None:
+        return
+    now = describe_memory(data)
+    if (recorded["n_train"], recorded["n_test"]) != (now["n_train"], now["n_test"]):
+        raise DataError(
+            f"the run was trained on {recorded['n_train']} + {recorded['n_test']} points "
+            f"(train + test) but got {now['n_train']} + {now['n_test']}: pass the same "
+            "data= (and test_data= or val_fraction=) as when it was trained"
         )
 
-    # Everything that can fail on bad input has run (on every process): only now
-    # write into the run directory (claimed by rank 0 before the data load).
-    context.barrier()
-    if context.is_main:
-        with saying_what_is_kept(run_dir, start_epoch):
-            config.save(run_dir / CONFIG_NAME)
-            if checkpoint is not None:
-                write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
-    log(f"run directory: {run_dir} (device {device}, {describe_threads()})")
-    if context.enabled:
-        log(
-            f"data-parallel over {context.world_size} processes, "
-            f"global batch {config.train.batch_size}"
+
+@dataclass
+class Training:
+    """What every epoch uses: the run, its data, the model and the step, the divergence limit."""
+
+    config: RunConfig
+    run_dir: Path
+    data: ArrayData
+    vae: VAE
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+    data_generator: torch.Generator
+    context: distributed.Context
+    binarize: bool
+    loss_limit: float
+    log: Logger
+    progress: bool
+
+    @classmethod
+    def start(
+        cls,
+        config: RunConfig,
+        run_dir: Path,
+        data: ArrayData,
+        vae: VAE,
+        data_generator: torch.Generator,
+        context: distributed.Context,
+        log: Logger,
+        progress: bool,
+    ) -> Training:
+        """The objective, the divergence limit, the optimizer and the step, in the order
+        that keeps the random streams of earlier versions."""
+        objective = make_objective(config.train)
+        binarize = (
+            component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
         )
+        # Of the model as built: the same on a fresh and a resumed run, and on every process.
+        untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+        loss_limit = context.broadcast(divergence.loss_limit(untrained, data.data_shape))
+        if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
+            torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
+        optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
+        gradient_hook = context.all_reduce_gradients if context.enabled else None
+        step = TrainStep(
+            vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
+        )
+        return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
+                   binarize, loss_limit, log, progress)  # fmt: skip
 
-    gradient_hook = context.all_reduce_gradients if context.enabled else None
-    step = TrainStep(
-        vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
-    )
-    n_train, batch_size = data.train.shape[0], config.train.batch_size
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.data.train.shape[0] / self.config.train.batch_size)
 
-    for epoch in range(start_epoch, config.train.epochs):
-        vae.train()
+    def say_where(self) -> None:
+        """The run's log lines on where it trains and how it reads its data."""
+        device, data = self.vae_device, self.data
+        self.log(f"run directory: {self.run_dir} (device {device}, {describe_threads()})")
+        self.log(
+            f"data: {data.name}, {data.train.shape[0]} training and {data.test.shape[0]} test "
+            f"points of shape {data.data_shape}, {data.reading}"
+        )
+        if self.context.enabled:
+            self.log(
+                f"data-parallel over {self.context.world_size} processes, "
+                f"global batch {self.config.train.batch_size}"
+            )
+
+    @property
+    def vae_device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    def beta(self, epoch: int, i: int) -> float:
+        """The KL weight at step ``i`` of epoch ``epoch`` (0-based)."""
+        return kl_weight(self.config, epoch * self.steps_per_epoch + i, self.steps_per_epoch)
+
+    def epoch(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Train epoch ``epoch`` (0-based), check it, evaluate, checkpoint; its metrics row."""
         started = time.perf_counter()
+        train_loss = self.train_loss(epoch)
+        if self.vae_device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        if divergence.diverged(train_loss, self.loss_limit):
+            raise TrainingError(
+                f"{divergence.describe(train_loss, self.loss_limit, epoch + 1)}; "
+                f"{kept_message(self.run_dir, epoch)}"
+                f"; lower the learning rate, e.g. `pyrovae train --resume {self.run_dir} "
+                f"--lr {min(self.config.train.lr / 10, TrainConfig.lr):.3g}`"
+            )
+        context = self.context
+        if not context.is_main:
+            context.all_gather(rng_state(self.data_generator, self.vae_device))
+            return cast(dict[str, Any], context.broadcast(None))  # rank 0's row
+        test = evaluate_elbo(self.vae, self.data.test)
+        # After the evaluation, which draws z too: the state the next epoch starts from.
+        rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
+        row = context.broadcast(self.metrics_row(epoch, train_loss, test, seconds))
+        self.save(epoch, [*history, row], rng_states)
+        self.log_row(row)
+        return row
+
+    def train_loss(self, epoch: int) -> float:
+        """One pass over the training set; the mean loss per data point over all processes."""
+        from tqdm.auto import tqdm
+
+        self.vae.train()
+        n_train, batch_size = self.data.train.shape[0], self.config.train.batch_size
+        world_size = self.context.world_size
         # The same permutation on every process (same generator state); each takes its shard.
-        order = torch.randperm(n_train, generator=data_generator).to(device)
+        order = torch.randperm(n_train, generator=self.data_generator)
         bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{config.train.epochs}",
-            disable=None if progress else True,
+            range(self.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
+            disable=None if self.progress else True,
             leave=False,
             unit="batch",
         )
 
-        def show_loss(step: int, total: torch.Tensor, bar: Any = bar) -> None:
+        def show_loss(i: int, total: torch.Tensor) -> None:
             if not bar.disable:
-                seen = min(n_train, (step + 1) * batch_size) / context.world_size
+                seen = min(n_train, (i + 1) * batch_size) / world_size
                 bar.set_postfix(loss=f"{total.item() / seen:.2f}")
 
-        def beta(i: int, first: int = epoch * steps_per_epoch) -> float:
-            return kl_weight(config, first + i, steps_per_epoch)
-
         total = train_epoch(
-            step,
-            data.train,
-            order,
+            self.step,
+            self.data.train,
+            order if self.data.streamed else order.to(self.vae_device),
             batch_size,
-            binarize=binarize,
-            beta=beta,
-            shard=(context.rank, context.world_size),
+            binarize=self.binarize,
+            beta=lambda i: self.beta(epoch, i),
+            shard=(self.context.rank, world_size),
             steps=bar,
             on_log=show_loss,
         )
         bar.close()
-        train_loss = context.sum(total).item() / n_train
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        if divergence.diverged(train_loss, loss_limit):
-            raise TrainingError(
-                f"{divergence.describe(train_loss, loss_limit, epoch + 1)}; "
-                f"{kept_message(run_dir, epoch)}"
-                f"; lower the learning rate, e.g. `pyrovae train --resume {run_dir} "
-                f"--lr {min(config.train.lr / 10, TrainConfig.lr):.3g}`"
-            )
-        if not context.is_main:
-            context.all_gather(rng_state(data_generator, device))
-            history.append(cast(dict[str, Any], context.broadcast(None)))  # rank 0's row
-            continue
-        test = evaluate_elbo(vae, data.test)
-        # After the evaluation, which draws z too: the state the next epoch starts from.
-        rng_states = context.all_gather(rng_state(data_generator, device))
-        row = {
+        return self.context.sum(total).item() / n_train
+
+    def metrics_row(
+        self, epoch: int, train_loss: float, test: dict[str, float], seconds: float
+    ) -> dict[str, Any]:
+        return {
             "epoch": epoch + 1,
             "train_elbo": -train_loss,
-            "beta": beta(steps_per_epoch - 1),  # the KL weight the epoch ended at
+            "beta": self.beta(epoch, self.steps_per_epoch - 1),  # the weight it ended at
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
             "test_elbo_mc_stderr": test["elbo_mc_stderr"],
             "test_elbo_draws": test["draws"],
-            "images_per_s": n_train / seconds,
+            "images_per_s": self.data.train.shape[0] / seconds,
             "seconds": seconds,
         }
-        history.append(context.broadcast(row))
+
+    def save(self, epoch: int, history: list[dict[str, Any]], rng_states: list[Any]) -> None:
+        """The checkpoint and the metrics after epoch ``epoch`` (0-based), atomically."""
         state = {
             "epoch": epoch + 1,
-            "model": vae.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": self.vae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "rng": rng_states[0],
             "history": history,
         }
-        if context.enabled:
+        if self.context.enabled:
             state["rng_ranks"] = rng_states
-        with saying_what_is_kept(run_dir, epoch):
-            save_checkpoint(run_dir / CHECKPOINT_NAME, state)
-        with saying_what_is_kept(run_dir, epoch + 1):
-            write_metrics(run_dir, history)
-        beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
-        log(
-            f"epoch {epoch + 1:>3}/{config.train.epochs}  train ELBO {-train_loss:9.3f}{beta_note}"
-            f"  test ELBO {test['elbo']:9.3f} ± {test['elbo_mc_stderr']:.3f}"
-            f"  recon {test['recon']:9.3f}  KL {test['kl']:7.3f}"
-            f"  {n_train / seconds:8.0f} img/s"
-        )
+        with saying_what_is_kept(self.run_dir, epoch):
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+        with saying_what_is_kept(self.run_dir, epoch + 1):
+            write_metrics(self.run_dir, history)
 
-    vae.eval()
-    if context.is_main and finish is not None:
-        with saying_what_is_kept(run_dir, config.train.epochs, figures=True):
-            figures = finish(vae, data.test, history, run_dir)
-        log("wrote " + ", ".join(str(path) for path in figures))
-    context.barrier()
-    return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)
+    def log_row(self, row: dict[str, Any]) -> None:
+        beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
+        self.log(
+            f"epoch {row['epoch']:>3}/{self.config.train.epochs}  "
+            f"train ELBO {row['train_elbo']:9.3f}{beta_note}"
+            f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
+            f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
+            f"  {row['images_per_s']:8.0f} img/s"
+        )
 
 
 def restore(

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pyrovae.config import RunConfig
+from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.errors import (
     CheckpointError,
     ConfigError,
@@ -30,7 +31,8 @@ from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
     """A fresh folder ``runs/<time>-<dataset>-<likelihood>``."""
-    stem = Path(config.data.dataset).stem if "/" in config.data.dataset else config.data.dataset
+    dataset = "memory" if config.data.dataset == MEMORY else config.data.dataset
+    stem = Path(dataset).stem if "/" in dataset else dataset
     base = root / f"{datetime.now():%Y%m%d-%H%M%S}-{stem}-{config.model.likelihood}"
     candidate, n = base, 1
     while candidate.exists():
@@ -47,6 +49,7 @@ def train(
     log: Logger = print,
     finish: Finish | None = None,
     modules: Networks | None = None,
+    source: ArrayData | None = None,
 ) -> TrainResult:
     """Train a new VAE; write its run folder; return the result.
 
@@ -67,6 +70,9 @@ def train(
         locked (:data:`pyrovae.training.loop.Finish`): the API draws figures there.
     modules
         A caller's own encoder and decoder, for the ``module`` network.
+    source
+        Data passed from Python (:func:`pyrovae.data.memory.from_python`), used
+        instead of ``config.data.dataset`` (which then is ``"<memory>"``).
 
     Example
     -------
@@ -90,6 +96,7 @@ def train(
                 context=context,
                 finish=finish,
                 modules=modules,
+                source=source,
             )
 
 
@@ -168,6 +175,7 @@ def resume(
     progress: bool = True,
     log: Logger = print,
     finish: Finish | None = None,
+    source: ArrayData | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its last checkpoint (from the start
     when it was stopped before its first checkpoint).
@@ -177,7 +185,8 @@ def resume(
     from here on (e.g. after the loss diverged; config.json records it). On
     CPU a resumed run ends with the same parameters as one that was never
     stopped. A run whose epochs are all done but whose figures are missing
-    (stopped while drawing them) gets its figures drawn.
+    (stopped while drawing them) gets its figures drawn. ``source`` is the
+    data of a run trained on data passed from Python, passed again.
 
     The run directory is locked while it trains: resuming a run that another
     process is training is refused. Temporary files left by an interrupted
@@ -201,7 +210,7 @@ def resume(
             checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
             done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
             if done >= config.train.epochs:
-                missing = [name for name in RUN_FIGURES if not (run_dir / name).exists()]
+                missing = [name for name in run_figures(config) if not (run_dir / name).exists()]
                 if checkpoint is None or not missing or done > config.train.epochs:
                     raise ConfigError(
                         f"{run_dir} has trained {done} epochs already; "
@@ -216,7 +225,15 @@ def resume(
                 log=log,
                 context=context,
                 finish=finish,
+                source=source,
             )
+
+
+def run_figures(config: RunConfig) -> tuple[str, ...]:
+    """The figures a finished run has: no image grids where its data are not images."""
+    if is_image_shape(config.model.data_shape):
+        return RUN_FIGURES
+    return tuple(name for name in RUN_FIGURES if name == "loss_curve.png")
 
 
 def _resumed_config(

@@ -37,7 +37,7 @@ registered guide and prior.
 
 from __future__ import annotations
 
-import math
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -48,9 +48,11 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.distributions import kl_divergence
 
+from pyrovae.data.dataset import Rows
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import forked_rng
+from pyrovae.runtime import forked_rng, module_device
+from pyrovae.training.batches import memory_batches, streamed_batches
 
 #: Objectives whose estimator the direct evaluation reproduces (exact types:
 #: a subclass may change the estimator, so it takes Pyro's path).
@@ -212,7 +214,7 @@ class TrainStep:
 
 def train_epoch(
     step: TrainStep,
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     order: torch.Tensor,
     batch_size: int,
     *,
@@ -221,6 +223,7 @@ def train_epoch(
     shard: tuple[int, int] = (0, 1),
     steps: Iterable[int] | None = None,
     on_log: Callable[[int, torch.Tensor], None] | None = None,
+    workers: int | None = None,
 ) -> torch.Tensor:
     """One pass over ``images`` in the order ``order``; the summed loss on the device.
 
@@ -229,41 +232,45 @@ def train_epoch(
     step
         The training step.
     images
-        The training set as stored (uint8 or float), on the training device.
+        The training set as stored (uint8 or float): a tensor on the training
+        device, or rows streamed from disk (:mod:`pyrovae.data.streams`).
     order
-        A permutation of the image indices, on the same device.
+        A permutation of the indices of ``images`` (on the training device for
+        a tensor, anywhere for streamed rows).
     batch_size
         Global batch size: data points per update over all processes.
     binarize
-        Draw each batch's pixels as Bernoulli(intensity) (dynamic binarization).
+        Draw each batch's values as Bernoulli(intensity) (dynamic binarization).
     beta
         ``beta(step)`` is the KL weight at this epoch's step ``step``.
     shard
         ``(rank, world_size)``: this process takes the rank-th contiguous part
         of every global batch.
     steps
-        The step indices to run (e.g. a progress bar over them); default all.
+        The step indices 0, 1, ... of the epoch, one per batch (e.g. a progress
+        bar over them); default all.
     on_log
         Called as ``on_log(step, summed_loss)`` every :data:`LOG_EVERY` steps;
         reading the tensor there is the only host synchronization.
+    workers
+        Processes reading streamed rows ahead (default
+        :func:`pyrovae.training.batches.default_workers`).
 
     Returns
     -------
     torch.Tensor
         This process's summed loss over the epoch, a 0-dim tensor.
     """
-    rank, world_size = shard
-    total = torch.zeros((), device=images.device)
-    if steps is None:
-        steps = range(math.ceil(order.shape[0] / batch_size))
+    device = module_device(step.vae)
+    if isinstance(images, torch.Tensor):
+        batches = memory_batches(images, order, batch_size, shard)
+    else:
+        batches = streamed_batches(images, order, batch_size, shard, device, workers)
+    total = torch.zeros((), device=device)
     # The data were validated before training; per-step support checks only cost time.
     with pyro.validation_enabled(False):
-        for i in steps:
-            index = order[i * batch_size : (i + 1) * batch_size]
-            n_total = index.shape[0]
-            if world_size > 1:
-                index = index.tensor_split(world_size)[rank]
-            x = to_unit_float(images[index])  # (batch, C, H, W)
+        for i, (batch, n_total) in zip(steps or itertools.count(), batches, strict=False):
+            x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
                 x = torch.bernoulli(x)
             total += step(x, n_total, beta=1.0 if beta is None else beta(i))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pyrovae.data import idx
 from pyrovae.data import pixels as pixels_module
-from pyrovae.data.dataset import ImageData
+from pyrovae.data.dataset import ArrayData
 from pyrovae.data.load import DATASETS, load_dataset
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary, to_unit_float
 from pyrovae.errors import ConfigError, DataError
@@ -79,9 +79,9 @@ def write_idx_set(
     return arrays
 
 
-def assert_matches_idx(data: ImageData, arrays: dict[str, np.ndarray]) -> None:
+def assert_matches_idx(data: ArrayData, arrays: dict[str, np.ndarray]) -> None:
     assert data.train.dtype == torch.uint8 and data.test.dtype == torch.uint8
-    assert data.image_shape == (1, 28, 28)
+    assert data.data_shape == (1, 28, 28)
     np.testing.assert_array_equal(data.train[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
     np.testing.assert_array_equal(data.test[:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
     assert data.train_labels is not None and data.test_labels is not None
@@ -99,7 +99,7 @@ def test_digits_shapes_dtype_range_and_labels() -> None:
     data = load_dataset("digits")
     assert data.name == "digits"
     assert data.train.shape == (1437, 1, 8, 8) and data.test.shape == (360, 1, 8, 8)
-    assert data.train.dtype == torch.float32 and data.image_shape == (1, 8, 8)
+    assert data.train.dtype == torch.float32 and data.data_shape == (1, 8, 8)
     check_finite_unit_interval(data.train, "digits train")
     assert float(data.train.max()) == 1.0 and float(data.train.min()) == 0.0
     # 0..16 divided by 16 is exact in float32.
@@ -233,7 +233,7 @@ def test_npy_n_h_w_uint8_split(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, images)
     data = load_dataset(str(path), seed=3, test_fraction=0.2)
-    assert data.train.dtype == torch.uint8 and data.image_shape == (1, 6, 5)
+    assert data.train.dtype == torch.uint8 and data.data_shape == (1, 6, 5)
     assert data.train.shape[0] == 40 and data.test.shape[0] == 10
     assert data.train_labels is None and data.test_labels is None
     ids = torch.cat([data.train[:, 0, 0, 0], data.test[:, 0, 0, 0]])
@@ -250,7 +250,7 @@ def test_npy_n_c_h_w_float_and_channels_last(tmp_path: Path) -> None:
     np.save(tmp_path / "chw.npy", images)
     np.save(tmp_path / "hwc.npy", images.transpose(0, 2, 3, 1))
     first = load_dataset(tmp_path / "chw.npy", test_fraction=0.25)
-    assert first.train.dtype == torch.float32 and first.image_shape == (3, 4, 5)
+    assert first.train.dtype == torch.float32 and first.data_shape == (3, 4, 5)
     second = load_dataset(tmp_path / "hwc.npy", test_fraction=0.25)
     assert torch.equal(first.train, second.train) and torch.equal(first.test, second.test)
     expected = torch.from_numpy(images.astype(np.float32))
@@ -259,7 +259,7 @@ def test_npy_n_c_h_w_float_and_channels_last(tmp_path: Path) -> None:
 
 def test_npy_relative_path_under_data_dir(tmp_path: Path) -> None:
     np.save(tmp_path / "small.npy", np.zeros((4, 3, 3), np.uint8))
-    assert load_dataset("small.npy", tmp_path).image_shape == (1, 3, 3)
+    assert load_dataset("small.npy", tmp_path).data_shape == (1, 3, 3)
 
 
 def test_at_least_one_test_image(tmp_path: Path) -> None:
@@ -349,7 +349,7 @@ def test_folder_of_grayscale_pngs(tmp_path: Path) -> None:
         save_png(tmp_path / "imgs" / f"{i:02d}.png", pixels)
     (tmp_path / "imgs" / "notes.txt").write_text("ignored")
     data = load_dataset(tmp_path / "imgs", test_fraction=0.5)
-    assert data.train.dtype == torch.uint8 and data.image_shape == (1, 5, 7)
+    assert data.train.dtype == torch.uint8 and data.data_shape == (1, 5, 7)
     assert data.train_labels is None
     got = torch.cat([data.train, data.test])[:, 0].numpy()
     assert sorted(map(bytes, got)) == sorted(map(bytes, expected))
@@ -360,7 +360,7 @@ def test_folder_of_rgb_class_subfolders(tmp_path: Path) -> None:
         for i in range(4):
             save_png(tmp_path / cls / f"{i}.png", np.full((3, 3, 3), label * 100, np.uint8))
     data = load_dataset(tmp_path, test_fraction=0.25)
-    assert data.image_shape == (3, 3, 3)
+    assert data.data_shape == (3, 3, 3)
     assert data.train_labels is not None and data.test_labels is not None
     for x, y in ((data.train, data.train_labels), (data.test, data.test_labels)):
         assert torch.equal(x[:, 0, 0, 0].long(), y * 100)
@@ -389,7 +389,7 @@ def test_folder_image_modes(tmp_path: Path) -> None:
     Image.fromarray(rgb).convert("P").save(tmp_path / "modes" / "b_palette.png")
     Image.fromarray(rgb).save(tmp_path / "modes" / "c.jpg", quality=95)
     data = load_dataset(tmp_path / "modes", test_fraction=0.0)
-    assert data.image_shape == (3, 4, 4) and data.train.dtype == torch.uint8
+    assert data.data_shape == (3, 4, 4) and data.train.dtype == torch.uint8
     images = torch.cat([data.train, data.test])
     # Only the RGBA one is lossless (palette and JPEG are not).
     assert any(torch.equal(x, torch.from_numpy(rgb).permute(2, 0, 1)) for x in images)
@@ -506,12 +506,12 @@ def test_seed_out_of_torch_range_is_one_line(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- #
-# ImageData and the pixel helpers
+# ArrayData and the pixel helpers
 # --------------------------------------------------------------------------- #
 
 
 def test_image_data_to_and_repr() -> None:
-    data = ImageData(
+    data = ArrayData(
         "t",
         torch.zeros(4, 1, 2, 3, dtype=torch.uint8),
         torch.zeros(2, 1, 2, 3, dtype=torch.uint8),
@@ -521,12 +521,12 @@ def test_image_data_to_and_repr() -> None:
     moved = data.to("meta")
     assert moved.train.device.type == "meta" and moved.test_labels is not None
     assert moved.test_labels.device.type == "meta" and data.train.device.type == "cpu"
-    assert moved.image_shape == (1, 2, 3) and moved.train.dtype == torch.uint8
+    assert moved.data_shape == (1, 2, 3) and moved.train.dtype == torch.uint8
     assert "(4, 1, 2, 3) uint8" in repr(data)
     with pytest.raises(DataError, match="labels"):
-        ImageData("t", data.train, data.test, torch.arange(3))
+        ArrayData("t", data.train, data.test, torch.arange(3))
     with pytest.raises(DataError, match="dtype"):
-        ImageData("t", data.train, data.test.float())
+        ArrayData("t", data.train, data.test.float())
 
 
 def test_to_unit_float() -> None:

@@ -76,7 +76,7 @@ def _single_process_reference(config: RunConfig) -> dict[str, torch.Tensor]:
     over the shards the ranks take, each shard drawn from that rank's RNG stream."""
     device = torch.device("cpu")
     data = prepare_data(config, device, binary=LIKELIHOODS.get(config.model.likelihood).binary)
-    config.model.data_shape = data.image_shape
+    config.model.data_shape = data.data_shape
     seed, batch_size = config.train.seed, config.train.batch_size
     torch.manual_seed(seed)
     data_generator = torch.Generator().manual_seed(seed)

@@ -33,7 +33,7 @@ def test_training_improves_test_elbo_clearly(tiny_config, tmp_path):
         torch.device("cpu"),
         binary=LIKELIHOODS.get(tiny_config.model.likelihood).binary,
     )
-    tiny_config.model.data_shape = data.image_shape
+    tiny_config.model.data_shape = data.data_shape
     torch.manual_seed(tiny_config.train.seed)
     untrained = evaluate_elbo(VAE(tiny_config.model), data.test)["elbo"]
     result = train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
@@ -469,7 +469,7 @@ def test_the_divergence_limit_leaves_healthy_runs_alone(tiny_config, tmp_path):
     untrained = divergence.untrained_loss(
         VAE(result.vae.config), make_objective(tiny_config.train), data.train, binarize=True
     )
-    limit = divergence.loss_limit(untrained, data.image_shape)
+    limit = divergence.loss_limit(untrained, data.data_shape)
     assert all(-row["train_elbo"] < untrained < limit for row in result.history)
 
 
