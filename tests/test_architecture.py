@@ -1,8 +1,9 @@
-"""The layers hold: import-linter's contracts (pyproject.toml) and no import cycles,
-including imports made inside functions."""
+"""The layers hold: import-linter's contracts (pyproject.toml), no import cycles
+(including imports made inside functions), and no function longer than a screen."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -88,3 +89,38 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
         ["a", "b", "c"]
     ]
+
+
+#: The longest body a function may have (issue 10: "no function over ~60 lines"),
+#: counted from its first statement after the docstring to its end.
+MAX_FUNCTION_LINES = 60
+
+
+def body_lengths(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(lines, "file:line name") of every function and method in ``path``."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if len(body) > 1 and isinstance(body[0], ast.Expr):
+                if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    body = body[1:]
+            lines = (node.end_lineno or node.lineno) - body[0].lineno + 1
+            found.append((lines, f"{path.relative_to(root)}:{node.lineno} {node.name}"))
+    return found
+
+
+def test_no_function_is_longer_than_a_screen():
+    files = [*(ROOT / "pyrovae").rglob("*.py"), *(ROOT / "cli").rglob("*.py")]
+    too_long = sorted(
+        (item for path in files for item in body_lengths(path) if item[0] > MAX_FUNCTION_LINES),
+        reverse=True,
+    )
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
+
+
+def test_body_lengths_skip_the_docstring(tmp_path):
+    source = tmp_path / "f.py"
+    source.write_text('def f():\n    """Doc\n    string."""\n    a = 1\n    return a\n')
+    assert [n for n, _ in body_lengths(source, tmp_path)] == [2]
