@@ -355,7 +355,7 @@ def test_fuzz_evaluate(scratch: Scratch, trained: Path, data: st.DataObject) -> 
 
 
 @given(data=st.data())
-@fuzz_settings(25)
+@fuzz_settings(12)  # each example runs PSIS (and maybe NUTS): the slowest fuzz test
 def test_fuzz_diagnose(scratch: Scratch, trained: Path, data: st.DataObject) -> None:
     specs = split_and_seed()
     specs |= {
