@@ -36,6 +36,9 @@ _EXPORTS = {
     "latest_run": "pyrovae.api",
     "sample": "pyrovae.api",
     "reconstruct": "pyrovae.api",
+    "configure": "pyrovae.api",
+    "evaluate_run": "pyrovae.api",
+    "diagnose_run": "pyrovae.api",
     "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
@@ -49,6 +52,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VAE",
+    "configure",
+    "diagnose_run",
+    "evaluate_run",
     "latest_run",
     "load_dataset",
     "load_run",
@@ -59,7 +65,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pyrovae.api import Run, latest_run, load_run, reconstruct, resume, sample, train
+    from pyrovae.api import (
+        Run,
+        configure,
+        diagnose_run,
+        evaluate_run,
+        latest_run,
+        load_run,
+        reconstruct,
+        resume,
+        sample,
+        train,
+    )
     from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from pyrovae.data.load import load_dataset
     from pyrovae.errors import PyrovaeError

@@ -323,7 +323,8 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
     config = RunConfig.load(run_dir / CONFIG_NAME)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     try:
-        vae = VAE(config.validate().model)
+        with forked_rng("cpu"):  # the initial weights, overwritten below, draw from torch's RNG
+            vae = VAE(config.validate().model)
     except ConfigError as err:  # a component that is missing, or cannot be rebuilt
         raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
     try:
@@ -352,7 +353,9 @@ def sample(
     seed: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """``n`` generated images ``(n, C, H, W)`` in [0, 1], on the CPU.
+    """``n`` generated data points ``(n, *data_shape)`` on the CPU: for a binary or
+    continuous-Bernoulli likelihood images in [0, 1], for a Gaussian (or another
+    likelihood) values of its support, which may leave [0, 1].
 
     ``temperature`` scales the prior's spread (< 1: more typical images); a
     prior that cannot be tempered (:attr:`pyrovae.model.priors.base.Prior.temperable`)

@@ -201,6 +201,8 @@ def test_own_networks_that_cannot_be_recorded_or_break_the_contract(tmp_path):
             pass
 
         train(encoder=Local(), decoder=_Decoder(), out=tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match=r"the decoder failed on codes of shape \(2, 4\)"):
+        train(out=tmp_path / "f", encoder=_Encoder(), decoder=_Decoder(), latent_dim=4, **quiet)
     with pytest.raises(ConfigError, match=r"it must return \(batch, 1, 8, 8\)"):
         train(out=tmp_path / "d", encoder=_Encoder(), decoder=Flat(), latent_dim=2, **quiet)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -362,3 +364,10 @@ def test_a_run_on_a_data_set_resumes_without_data(run_dir):
 
     with pytest.raises(ConfigError, match="leave out data="):
         resume(run_dir, epochs=3, data=torch.rand(10, 1, 8, 8))
+
+
+def test_load_run_leaves_the_callers_rng_alone(run_dir):
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    load_run(run_dir, device="cpu")
+    assert torch.equal(state, torch.get_rng_state())

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from pyrovae.components import Option
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, first_line
 from pyrovae.model.context import ModelContext
 from pyrovae.model.networks.base import Network, Networks
 
@@ -196,7 +196,24 @@ class ModuleNetwork(Network):
         n_features = _feature_size(encoder, context.shape)
         wrapped = BatchFlattened(encoder, len(context.shape), None)
         wrapped.out_features = n_features  # type: ignore[assignment]
-        return Networks(wrapped, BatchFlattened(decoder, 1, tuple(context.shape)))
+        decoded = BatchFlattened(decoder, 1, tuple(context.shape))
+        _probe_decoder(decoded, context.n_latent)
+        return Networks(wrapped, decoded)
+
+
+def _probe_decoder(decoder: BatchFlattened, n_latent: int) -> None:
+    """One call on zero codes, so that a decoder that does not take ``(batch, latent_dim)``
+    or returns another shape is a one-line error before training, not a traceback in it."""
+    with torch.no_grad():
+        try:
+            decoder(torch.zeros(2, n_latent))
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError(
+                f"the decoder failed on codes of shape (2, {n_latent}) (latent_dim "
+                f"{n_latent}): {type(err).__name__}: {first_line(err, 200)}"
+            ) from None
 
 
 def _feature_size(encoder: nn.Module, data_shape: tuple[int, ...]) -> int:
