@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,7 @@ def train(
         raise ConfigError("test_data= needs data= (the training data) too")
     config = configure(config, **options)
     source = None if data is None else _source(config, data, test_data)
-    with forked_rng(config.train.device), threads(torch.get_num_threads()):
+    with _callers_state_kept(config.train.device):
         return training_run.train(
             config, out, progress=progress, log=log, finish=_figures(log), modules=modules,
             source=source,
@@ -247,16 +248,24 @@ def resume(
                 "again: leave out data= (it is for runs trained on data passed from Python)"
             )
         source = _source(config, data, test_data)
-    return training_run.resume(
-        run_dir,
-        epochs=epochs,
-        device=device,
-        lr=lr,
-        progress=progress,
-        log=log,
-        finish=_figures(log),
-        source=source,
-    )
+    with _callers_state_kept(device or "auto"):
+        return training_run.resume(
+            run_dir,
+            epochs=epochs,
+            device=device,
+            lr=lr,
+            progress=progress,
+            log=log,
+            finish=_figures(log),
+            source=source,
+        )
+
+
+@contextmanager
+def _callers_state_kept(device: str) -> Iterator[None]:
+    """Training seeds the random streams: the caller's (and its thread count) come back."""
+    with forked_rng(device), threads(torch.get_num_threads()):
+        yield
 
 
 @dataclass

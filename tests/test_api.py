@@ -371,3 +371,12 @@ def test_load_run_leaves_the_callers_rng_alone(run_dir):
     state = torch.get_rng_state()
     load_run(run_dir, device="cpu")
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_resume_leaves_the_callers_rng_alone(run_dir):
+    from pyrovae.api import resume
+
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    resume(run_dir, epochs=3, progress=False, log=lambda _: None)
+    assert torch.equal(state, torch.get_rng_state())
