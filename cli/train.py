@@ -17,6 +17,7 @@ from pyrovae.config import (
     BINARIZE,
     DEVICES,
     ELBOS,
+    MODEL_KINDS,
     OBJECTIVES,
     STREAMS,
     DataConfig,
@@ -65,6 +66,14 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     help="Read the training images of a .npy file or an image folder from disk a batch at "
     "a time (yes), whole (no), or stream when they would take over a quarter of the "
     "memory available (auto).",
+)
+@click.option(
+    "--model",
+    "kind",
+    type=click.Choice(MODEL_KINDS),
+    default=ModelConfig.kind,
+    show_default=True,
+    help="What is trained from the components below.",
 )
 @kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
 @kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
@@ -243,7 +252,8 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
 
     data = DataConfig(**pick("dataset", "data_dir", "binarize", "val_fraction", "stream"))
     model = model_config(
-        **pick("network", "likelihood", "guide", "prior", "latent_dim"), **component_given
+        **pick("kind", "network", "likelihood", "guide", "prior", "latent_dim"),
+        **component_given,
     )
     train = TrainConfig(
         **pick("objective", "pyro_step", "elbo", "particles", "beta", "kl_warmup", "lr"),

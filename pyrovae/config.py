@@ -34,6 +34,9 @@ ELBOS: tuple[str, ...] = ("meanfield", "trace")
 OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 STREAMS: tuple[str, ...] = ("auto", "yes", "no")
+#: What is trained (``--model``): a VAE; kinds that need their own model/guide pair
+#: (an autoencoder, a conditional or a semi-supervised VAE) add their name here.
+MODEL_KINDS: tuple[str, ...] = ("vae",)
 
 
 def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
@@ -108,11 +111,13 @@ class ModelConfig:
     holds that component's options, which the component declares, parses and
     checks itself (:func:`pyrovae.model.spec.resolve`); missing ones take its
     defaults. ``providers[kind]`` records the distribution that supplied each
-    component, so that a run that needs a plugin says which. ``latent_dim`` is
+    component, so that a run that needs a plugin says which. ``kind`` says what
+    is trained with these components (:data:`MODEL_KINDS`). ``latent_dim`` is
     the size of z; ``data_shape``, the shape of one data point, is filled in
     from the data. This schema names no component and knows no option of one.
     """
 
+    kind: str = "vae"
     network: str = "mlp"
     likelihood: str = "bernoulli"
     guide: str = "normal"
@@ -128,6 +133,7 @@ class ModelConfig:
             name = getattr(self, kind)
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"--{kind} must name a {kind}, got {name!r}")
+        _choice(self.kind, MODEL_KINDS, "--model")
         _positive(self.latent_dim, "--latent-dim", integer=True)
         if self.data_shape is not None:
             for size in self.data_shape:
