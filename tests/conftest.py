@@ -3,12 +3,20 @@ Pyro's validation on (as in Pyro's own tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
 import pyro
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    # Under pytest-xdist each worker takes one core: torch's default of a thread
+    # per core would put two workers' threads on each core and slow both.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

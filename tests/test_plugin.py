@@ -6,13 +6,17 @@ options, trains with them, and every command and ``load_run`` work on its runs;
 once it is uninstalled, loading such a run is one line naming the distribution.
 
 Each command runs in a fresh process, as a user's would, so that entry points
-are read from the installed metadata.
+are read from the installed metadata. pip installs the plugin into a folder of
+its own that only those processes have on their path: the test environment
+itself is never changed, so tests running beside this one (pytest-xdist) see
+pyrovae's own components only, and "uninstalled" is that folder left off the path.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,23 +38,35 @@ def pip(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def pyrovae(*args: str) -> subprocess.CompletedProcess[str]:
+def with_path(site: Path | None) -> dict[str, str]:
+    """The environment of a process that has ``site`` (the plugin's folder) on its path."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return env
+
+
+def pyrovae(*args: str, site: Path | None = None) -> subprocess.CompletedProcess[str]:
     code = "import sys; from pyrovae.cli import main; sys.exit(main())"
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=with_path(site),
     )
 
 
 @pytest.fixture(scope="module")
-def installed() -> Iterator[None]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The folder pip installed the plugin into (``pip install --target``)."""
+    site = tmp_path_factory.mktemp("plugin-site")
     isolation = ["--no-build-isolation"] if _can_build_here() else []
-    result = pip("install", "--no-deps", *isolation, "-e", str(PLUGIN))
+    result = pip("install", "--no-deps", *isolation, "--target", str(site), str(PLUGIN))
     if result.returncode != 0:
-        pytest.fail(f"pip install -e examples/plugin failed: {result.stderr[-2000:]}")
-    try:
-        yield
-    finally:
-        pip("uninstall", "-y", DISTRIBUTION)
+        pytest.fail(f"pip install examples/plugin failed: {result.stderr[-2000:]}")
+    yield site
 
 
 def _can_build_here() -> bool:
@@ -98,10 +114,13 @@ print(type(load_run(run).vae.prior).__name__, type(load_run(run).vae.likelihood)
 """
 
 
-def test_the_plugin_drives_every_command(installed: None, tmp_path: Path) -> None:
+def test_the_plugin_drives_every_command(installed: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     driven = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(run), *TINY], capture_output=True, text=True
+        [sys.executable, "-c", DRIVER, str(run), *TINY],
+        capture_output=True,
+        text=True,
+        env=with_path(installed),
     )
     assert driven.returncode == 0, driven.stdout[-3000:] + driven.stderr[-3000:]
     assert driven.stdout.strip().splitlines()[-1] == "StudentTPrior LaplaceLikelihood"
@@ -110,8 +129,7 @@ def test_the_plugin_drives_every_command(installed: None, tmp_path: Path) -> Non
     assert config["options"]["prior"] == {"dof": 3.0}
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()] == [1, 2]
 
-    pip("uninstall", "-y", DISTRIBUTION)
-    missing = pyrovae("sample", "--run", str(run), "-n", "4")
+    missing = pyrovae("sample", "--run", str(run), "-n", "4")  # the plugin off the path
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     message = (missing.stdout + missing.stderr).strip()
     assert len(message.splitlines()) == 1, message
