@@ -48,7 +48,8 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None, download: bool) -> Arr
         missing = [name for name in FILES if not (folder / FOLDER / name).is_file()]
         if not missing:
             return _read(folder)
-        looked.append(f"{folder / FOLDER} (missing {', '.join(missing)})")
+        what = "no files" if len(missing) == len(FILES) else "missing " + ", ".join(missing)
+        looked.append(f"{folder / FOLDER} ({what})")
     if not download:
         outcome = "download disabled"
     else:
