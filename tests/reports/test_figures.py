@@ -183,3 +183,20 @@ def _device_png(tmp_path: Path) -> Path:
     link = tmp_path / "device.png"
     link.symlink_to("/dev/full")
     return link
+
+
+def test_run_figures_label_the_curve_from_the_runs_config(tmp_path, monkeypatch):
+    from pyrovae.config import RunConfig, TrainConfig
+    from pyrovae.reports import figures
+
+    RunConfig(train=TrainConfig(kl_warmup=3)).save(tmp_path / "config.json")
+    seen = {}
+
+    def record(history, path, **options):
+        seen.update(options)
+        return Path(path)
+
+    monkeypatch.setattr(figures, "save_loss_curve", record)
+    vectors = torch.rand(4, 5)  # not images: the loss curve only
+    assert figures.save_run_figures(None, vectors, [], tmp_path) == [tmp_path / "loss_curve.png"]
+    assert seen == {"objective": "elbo", "kl_warmup": 3}
