@@ -102,12 +102,17 @@ def load_dataset(
         If the data cannot be found or read, or is empty, malformed, non-finite
         or out of range. The message is one line and says how to fix it.
     ConfigError
-        If ``test_fraction`` is not in [0, 1).
+        If ``test_fraction`` is not in [0, 1), ``channels`` not 1 or 3, or
+        ``image_size`` not positive.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
         raise ConfigError(f"the seed must be a whole number from -2**63 to 2**64 - 1, got {seed}")
+    if channels is not None and channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if image_size is not None and (isinstance(image_size, bool) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size!r}")
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)

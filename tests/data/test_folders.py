@@ -125,3 +125,27 @@ def test_convert_images_matches_the_folder_reader(tmp_path):
     assert (from_file - from_tensor).abs().max() <= 2
     unchanged = from_tensor[None]
     assert convert_images(unchanged) is unchanged  # nothing asked: no copy
+
+
+@pytest.mark.parametrize(
+    ("options", "match"), [({"channels": 2}, "1 .* or 3"), ({"image_size": 0}, "positive")]
+)
+def test_bad_sizes_and_channels_are_one_line(options, match):
+    from pyrovae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_dataset("digits", **options)
+
+
+def test_the_config_checks_and_records_image_size_and_channels():
+    from pyrovae.config import DataConfig, RunConfig
+    from pyrovae.errors import ConfigError
+
+    for bad, match in (({"image_size": 0}, "--image-size"), ({"channels": 2}, "--channels")):
+        with pytest.raises(ConfigError, match=match):
+            DataConfig(**bad).validate()
+    again = RunConfig.from_dict(RunConfig(DataConfig(image_size=64, channels=3)).to_dict())
+    assert (again.data.image_size, again.data.channels) == (64, 3)
+    older = RunConfig().to_dict()  # a config.json written before these fields existed
+    del older["data"]["image_size"], older["data"]["channels"]
+    assert RunConfig.from_dict(older).data.image_size is None
