@@ -149,3 +149,29 @@ def test_the_config_checks_and_records_image_size_and_channels():
     older = RunConfig().to_dict()  # a config.json written before these fields existed
     del older["data"]["image_size"], older["data"]["channels"]
     assert RunConfig.from_dict(older).data.image_size is None
+
+
+def test_a_jpeg_decoded_at_a_reduced_scale_matches_a_full_decode_resized(tmp_path, monkeypatch):
+    from PIL.JpegImagePlugin import JpegImageFile
+    from torchvision.transforms.v2 import functional as TF
+
+    rows, cols = np.mgrid[0:200, 0:160]
+    smooth = np.stack([rows * 255 // 199, cols * 255 // 159, (rows + cols) * 255 // 358], axis=2)
+    Image.fromarray(smooth.astype(np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    with Image.open(tmp_path / "a.jpg") as image:
+        full = TF.pil_to_tensor(image.convert("RGB"))
+    with Image.open(tmp_path / "a.jpg") as image:
+        image.draft(None, (40, 40))
+        assert image.size == (40, 50)  # decoded at 1/4: the smallest scale with both sides >= 40
+    expected = TF.center_crop(TF.resize(full, [40], antialias=True), [40]).float()
+    drafts = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImageFile,
+        "draft",
+        lambda self, mode, size: drafts.append(size) or draft(self, mode, size),
+    )
+    got = ImageReader(40, 3)(tmp_path / "a.jpg").float()
+    assert drafts == [(40, 40)]
+    assert got.shape == expected.shape == (3, 40, 40)
+    assert (got - expected).abs().mean() < 2.0  # levels of 255
