@@ -266,20 +266,18 @@ def save_run_figures(
     """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images, labelled rows),
     ``loss_curve.png`` (labelled from the run's ``config.json``); only the loss curve where
     the data are not images (e.g. vectors ``(D,)``)."""
+    paths = []
+    if is_image_shape(tuple(test_images.shape[1:])):
+        originals = to_unit_float(test_images[:16])
+        paths += [
+            save_grid(vae.sample(64), run_dir / "samples.png"),
+            save_reconstructions(
+                originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
+            ),
+        ]
     objective, kl_warmup = "elbo", 0
     if (run_dir / "config.json").is_file():
         train = RunConfig.load(run_dir / "config.json").train
         objective, kl_warmup = train.objective, train.kl_warmup
-    curve = save_loss_curve(
-        history, run_dir / "loss_curve.png", objective=objective, kl_warmup=kl_warmup
-    )
-    if not is_image_shape(tuple(test_images.shape[1:])):
-        return [curve]
-    originals = to_unit_float(test_images[:16])
-    return [
-        save_grid(vae.sample(64), run_dir / "samples.png"),
-        save_reconstructions(
-            originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
-        ),
-        curve,
-    ]
+    curve = run_dir / "loss_curve.png"
+    return [*paths, save_loss_curve(history, curve, objective=objective, kl_warmup=kl_warmup)]
