@@ -35,7 +35,7 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     "--dataset",
     default=DataConfig.dataset,
     show_default=True,
-    help="digits, mnist, fashion-mnist, a .npy/.npz file or a folder of images.",
+    help="digits, mnist, fashion-mnist, cifar10, a .npy/.npz file or a folder of images.",
 )
 @click.option(
     "--data-dir",
@@ -66,6 +66,20 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     help="Read the training images of a .npy file or an image folder from disk a batch at "
     "a time (yes), whole (no), or stream when they would take over a quarter of the "
     "memory available (auto).",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Resize every image so its shorter side is this many pixels and crop the centre to "
+    "a square (needed for a folder of images of different sizes) [default: as they are].",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    default=None,
+    callback=lambda _ctx, _param, value: None if value is None else int(value),
+    help="Convert every image to grayscale (1) or RGB (3) [default: as they are].",
 )
 @click.option(
     "--model",
@@ -251,6 +265,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         return {name: options[name] for name in names}
 
     data = DataConfig(**pick("dataset", "data_dir", "binarize", "val_fraction", "stream"))
+    data.image_size, data.channels = options["image_size"], options["channels"]
     model = model_config(
         **pick("kind", "network", "likelihood", "guide", "prior", "latent_dim"),
         **component_given,

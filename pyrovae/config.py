@@ -44,6 +44,11 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
         raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
 
 
+#: What ``--channels`` converts images to: grayscale or RGB.
+CHANNELS: tuple[int, ...] = (1, 3)
+#: The largest ``--image-size`` (a side of 4096 pixels is far beyond what a VAE is trained on).
+MAX_IMAGE_SIZE = 4096
+
 #: Seeds, as every command takes them.
 MAX_SEED = 2**32 - 1
 
@@ -80,6 +85,14 @@ class DataConfig:
         disk a batch at a time (``yes``), whole into memory (``no``), or
         stream when they would take more than a quarter of the memory
         available (``auto``). Named data sets are held in memory.
+    image_size
+        Resize every image so that its shorter side is this many pixels and
+        crop its centre to a square (torchvision's ``Resize`` and
+        ``CenterCrop``); ``None`` keeps the images as they are (the images of
+        a folder must then all be of one size).
+    channels
+        Convert every image to 1 (grayscale) or 3 (RGB) channels; ``None``
+        keeps them (the images of a folder must then all be of one mode).
     memory
         For data passed from Python (``dataset`` is ``"<memory>"``), what
         they were, for information: shape, dtype and the sizes of the splits.
@@ -90,6 +103,8 @@ class DataConfig:
     binarize: Binarize = "dynamic"
     val_fraction: float = 0.1
     stream: StreamName = "auto"
+    image_size: int | None = None
+    channels: int | None = None
     memory: dict[str, Any] | None = None
 
     def validate(self) -> None:
@@ -100,6 +115,10 @@ class DataConfig:
             raise ConfigError(f"--val-fraction must be a number, got {fraction!r}")
         if not 0.0 <= fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
+        if self.image_size is not None:
+            _positive(self.image_size, "--image-size", integer=True, most=MAX_IMAGE_SIZE)
+        if self.channels is not None and self.channels not in CHANNELS:
+            raise ConfigError(f"--channels must be 1 or 3, got {self.channels!r}")
 
 
 @dataclass

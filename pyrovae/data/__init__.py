@@ -1,9 +1,11 @@
 """The data layer: readers, validation, splits and binarization.
 
 Data sets come in as an :class:`ArrayData`: train and test points of one
-shape ``(N, *data_shape)``, images ``(N, C, H, W)`` from files and named
-sets, any shape from Python (:mod:`pyrovae.data.memory`), checked once before
-training (:mod:`pyrovae.data.pixels`). Training points larger than memory
+shape ``(N, *data_shape)``, images ``(N, C, H, W)`` from files, image folders
+(torchvision's ``ImageFolder``, resized by :mod:`pyrovae.data.folders`) and
+named sets (digits, MNIST, Fashion-MNIST, CIFAR-10), any shape from Python
+(:mod:`pyrovae.data.memory`), checked once before training
+(:mod:`pyrovae.data.pixels`). Training points larger than memory
 are streamed from disk (:mod:`pyrovae.data.streams`). The model layer never
 imports this package.
 

@@ -61,6 +61,9 @@ class ArrayData:
     reading
         How the training points are read, for the run's log line (e.g.
         ``"in memory"``, or why they are streamed).
+    classes
+        The name of each label (label ``i`` is ``classes[i]``), where the
+        source names them: CIFAR-10's classes, an image folder's subfolders.
     """
 
     name: str
@@ -69,6 +72,7 @@ class ArrayData:
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     reading: str = "in memory"
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Cheap structural checks only: this also runs on every ``to()``.

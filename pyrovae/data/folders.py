@@ -1,105 +1,191 @@
-"""Images from a folder of PNG/JPEG files (class subfolders give labels)."""
+"""Images from a folder: torchvision's ``ImageFolder`` (class subfolders give labels)
+or a flat folder (no labels), read with torchvision transforms.
+
+Every image is decoded by PIL (refusing decompression bombs and modes that are
+not 8-bit), converted to ``--channels`` (``L`` or ``RGB``, as PIL's
+``convert``; the ITU-R 601-2 luma for RGB to grayscale, as torchvision's
+``Grayscale``), then resized so that its shorter side is ``--image-size`` and
+center-cropped to a square of that side (``transforms.v2.Resize`` with
+antialiasing, ``CenterCrop``), as DCGAN and most VAE papers prepare CelebA.
+Without ``--image-size`` the images are kept pixel for pixel and must all be
+of one size, which is checked from their headers before any is decoded.
+"""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pyrovae.errors import DataError, describe_exception
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+_MODES = {1: "grayscale", 3: "RGB"}
+
+
+def _is_image(path: str | Path) -> bool:
+    path = Path(path)
+    return path.suffix.lower() in _IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
 
 
-def list_image_folder(folder: Path) -> tuple[list[Path], torch.Tensor | None]:
-    """The image files of a folder in the set's order; labels where subfolders are classes."""
+class ImageReader:
+    """One image file as a ``uint8`` tensor ``(C, H, W)``: decoded, converted, resized.
+
+    Parameters
+    ----------
+    image_size
+        Side of the square the image is resized (shorter side) and
+        center-cropped to; ``None`` keeps it as it is.
+    channels
+        1 (grayscale) or 3 (RGB) to convert to; ``None`` keeps the file's mode
+        (grayscale stays 1 channel, anything else becomes RGB).
+
+    A plain object of two numbers, so that DataLoader workers can take it.
+    """
+
+    def __init__(self, image_size: int | None = None, channels: int | None = None) -> None:
+        self.image_size, self.channels = image_size, channels
+        self._transform: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "channels": self.channels, "_transform": None}
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        return self.transform(self.load(path))
+
+    def load(self, path: str | Path) -> Any:
+        """The file as a PIL image of mode ``L`` or ``RGB`` (``ImageFolder``'s loader)."""
+        return read_pil_image(Path(path), self.channels, self.image_size)
+
+    def transform(self, image: Any) -> torch.Tensor:
+        """A PIL image as ``(C, H, W)`` ``uint8``, resized and cropped to ``image_size``."""
+        if self._transform is None:
+            from torchvision.transforms import v2
+
+            steps: list[Any] = []
+            if self.image_size is not None:
+                steps += [
+                    v2.Resize(self.image_size, antialias=True),
+                    v2.CenterCrop(self.image_size),
+                ]
+            self._transform = v2.Compose([*steps, v2.PILToTensor()])
+        return self._transform(image)
+
+
+@dataclass
+class FolderListing:
+    """The image files of a folder in the set's order, and their classes where it has them."""
+
+    files: list[Path]
+    labels: torch.Tensor | None
+    classes: tuple[str, ...] | None
+
+
+def list_image_folder(folder: Path) -> FolderListing:
+    """List a flat folder (no labels), or class subfolders through torchvision's ``ImageFolder``."""
     top = _image_files(folder)
     subfolders = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = [(d.name, files) for d in subfolders if (files := _image_files(d))]
-    if top and classes:
+    nested = next((d for d in subfolders if any(_is_image(p) for p in d.iterdir())), None)
+    if top and nested is not None:
         raise DataError(
             f"{folder} has images both at its top level ({top[0].name}) and in subfolders "
-            f"({classes[0][0]}/): put all images directly in the folder, or all in one "
+            f"({nested.name}/): put all images directly in the folder, or all in one "
             "subfolder per class"
         )
     if top:
-        return top, None
-    if not classes:
+        return FolderListing(top, None, None)
+    samples, classes = _class_folders(folder) if subfolders else ([], ())
+    if not samples:
         raise DataError(
             f"{folder} holds no PNG or JPEG images (looked at its top level and its "
-            "immediate subfolders): the data set is empty"
+            "subfolders): the data set is empty"
         )
-    files = [f for _, class_files in classes for f in class_files]
-    labels = torch.tensor(
-        [i for i, (_, class_files) in enumerate(classes) for _ in class_files],
-        dtype=torch.int64,
-    )
-    return files, labels
+    files = [Path(path) for path, _ in samples]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return FolderListing(files, labels, classes)
 
 
-def read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read a folder of same-size images; subfolders, if used, are the classes."""
-    files, labels = list_image_folder(folder)
-    first = read_image(files[0])  # (H, W, C) uint8
-    images = np.empty((len(files), first.shape[2], *first.shape[:2]), dtype=np.uint8)
-    for i, path in enumerate(files):
-        pixels = first if i == 0 else read_image(path)
-        if pixels.shape != first.shape:
-            _refuse_mismatch(folder, files[0], first.shape, path, pixels.shape)
-        images[i] = pixels.transpose(2, 0, 1)
-    return torch.from_numpy(images), labels
+def _class_folders(folder: Path) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+    """``ImageFolder``'s samples (path, class index) and class names; hidden folders skipped."""
+    from torchvision.datasets import ImageFolder
+
+    class Visible(ImageFolder):
+        def find_classes(self, directory: Any) -> tuple[list[str], dict[str, int]]:
+            names = sorted(
+                d.name for d in Path(directory).iterdir() if d.is_dir() and d.name[0] != "."
+            )
+            return names, {name: i for i, name in enumerate(names)}
+
+    found = Visible(str(folder), is_valid_file=_is_image, allow_empty=True)
+    return list(found.samples), tuple(found.classes)
 
 
-def _refuse_mismatch(
-    folder: Path, first: Path, first_shape: tuple[int, ...], path: Path, shape: tuple[int, ...]
-) -> None:
-    a, b = first.relative_to(folder), path.relative_to(folder)
-    if shape[2] != first_shape[2]:
-        mode = {1: "grayscale", 3: "RGB"}
-        raise DataError(
-            f"images in {folder} mix grayscale and RGB: {a} is {mode[first_shape[2]]} "
-            f"but {b} is {mode[shape[2]]}; convert them all to one mode"
-        )
-    raise DataError(
-        f"images in {folder} differ in size: {a} is {first_shape[1]}x{first_shape[0]} "
-        f"but {b} is {shape[1]}x{shape[0]} (width x height); "
-        "resize them all to one size"
-    )
+def read_image_folder(folder: Path, listing: FolderListing, reader: ImageReader) -> torch.Tensor:
+    """Every image of ``listing`` as one ``uint8`` tensor ``(N, C, H, W)``."""
+    check_headers(listing.files, folder, reader)
+    first = reader(listing.files[0])  # (C, H, W)
+    images = torch.empty((len(listing.files), *first.shape), dtype=torch.uint8)
+    images[0] = first
+    for i, path in enumerate(listing.files[1:], start=1):
+        images[i] = reader(path)
+    return images
 
 
-def check_headers(files: list[Path], folder: Path) -> None:
-    """Every image's size and mode from its header, as :func:`read_image_folder` checks them
-    (no pixels decoded: a streamed folder is checked in seconds)."""
+def check_headers(files: list[Path], folder: Path, reader: ImageReader) -> None:
+    """Every image's size and mode from its header where ``reader`` keeps them: one size
+    unless it resizes, one mode unless it converts (no pixels decoded, so a streamed
+    folder is checked in seconds)."""
+    if reader.image_size is not None and reader.channels is not None:
+        return  # any size and mode will do; unreadable files fail when read
+    first = _header(files[0])
+    for path in files[1:]:
+        this = _header(path)
+        if reader.channels is None and this[2] != first[2]:
+            a, b = files[0].relative_to(folder), path.relative_to(folder)
+            raise DataError(
+                f"images in {folder} mix grayscale and RGB: {a} is {_MODES[first[2]]} "
+                f"but {b} is {_MODES[this[2]]}; pass --channels 1 or --channels 3 to "
+                "convert them all"
+            )
+        if reader.image_size is None and this[:2] != first[:2]:
+            a, b = files[0].relative_to(folder), path.relative_to(folder)
+            raise DataError(
+                f"images in {folder} differ in size: {a} is {first[1]}x{first[0]} "
+                f"but {b} is {this[1]}x{this[0]} (width x height); pass --image-size N "
+                "to resize and center-crop them all to N x N"
+            )
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """``(height, width, channels)`` from the file's header."""
     from PIL import Image
 
-    def shape(path: Path) -> tuple[int, int, int]:
-        try:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
                 channels = 1 if image.mode in ("1", "L", "LA") else 3
-        except Exception as exc:  # PIL's decoders raise many types on a corrupt file
-            raise DataError(f"could not read image {path} ({describe_exception(exc)})") from exc
-        return height, width, channels
-
-    first = shape(files[0])
-    for path in files[1:]:
-        if (this := shape(path)) != first:
-            _refuse_mismatch(folder, files[0], first, path, this)
+    except Exception as exc:  # PIL's decoders raise many types on a corrupt file
+        raise _unreadable(path, exc) from exc
+    return height, width, channels
 
 
-def read_image(path: Path) -> np.ndarray:
-    """One image file as ``(H, W, C)`` uint8, C = 1 (grayscale) or 3 (RGB).
+def read_pil_image(path: Path, channels: int | None = None, at_least: int | None = None) -> Any:
+    """One image file as a PIL image of mode ``L`` (grayscale) or ``RGB``.
+
+    With ``at_least``, a JPEG is decoded at the smallest of its DCT scales
+    (1/2, 1/4, 1/8) that keeps both sides at least ``at_least`` pixels (PIL's
+    ``draft``, as its ``thumbnail`` does): a photo about to be shrunk is
+    decoded several times faster, and the scaling averages pixels, as an
+    antialiased resize would.
 
     An image above PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, where PIL
     warns of a decompression bomb, or twice that, where it refuses) is a
@@ -111,29 +197,39 @@ def read_image(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return _pixels(image, path)
+                if at_least is not None and image.format == "JPEG":
+                    image.draft(None, (at_least, at_least))
+                return _converted(image, path, channels)
     except DataError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(
+    except Exception as exc:  # PIL's decoders raise many types on a corrupt file
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    from PIL import Image
+
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return DataError(
             f"image {path} is too large to read safely ({describe_exception(exc)}); "
             "resize it or take it out of the folder"
-        ) from exc
-    except Exception as exc:  # PIL's decoders raise many types on a corrupt file
-        raise DataError(f"could not read image {path} ({describe_exception(exc)})") from exc
+        )
+    return DataError(f"could not read image {path} ({describe_exception(exc)})")
 
 
-def _pixels(image: Any, path: Path) -> np.ndarray:
+def _converted(image: Any, path: Path, channels: int | None) -> Any:
     mode = image.mode
-    if mode in ("1", "L", "LA"):
-        # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
-        return np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
     if mode in ("P", "PA"):
         # Via RGBA so that palette transparency is resolved, not warned about.
-        return np.asarray(image.convert("RGBA").convert("RGB"), dtype=np.uint8)
-    if mode not in ("RGB", "RGBA", "CMYK", "YCbCr"):
+        image, mode = image.convert("RGBA"), "RGBA"
+    elif mode not in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
         raise DataError(
             f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
             "save the images as 8-bit grayscale or RGB"
         )
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    gray = mode in ("1", "L", "LA")
+    # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
+    target = "L" if channels == 1 or (channels is None and gray) else "RGB"
+    if target == "L" and not gray:
+        image = image.convert("RGB")  # alpha dropped before the luma is taken
+    return image.convert(target)

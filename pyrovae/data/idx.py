@@ -158,7 +158,10 @@ def _read_idx_set(key: str, files: dict[str, Path]) -> ArrayData:
             f"{key}: train images are {tuple(train.shape[2:])} but test images are "
             f"{tuple(test.shape[2:])} pixels; the files come from different sets"
         )
-    return ArrayData(key, train, test, train_labels, test_labels)
+    from torchvision import datasets
+
+    classes = tuple(getattr(datasets, TORCHVISION_CLASS[key]).classes)  # e.g. "T-shirt/top"
+    return ArrayData(key, train, test, train_labels, test_labels, classes=classes)
 
 
 def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:

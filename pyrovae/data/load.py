@@ -9,6 +9,7 @@ NaN ELBO.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -17,15 +18,24 @@ import numpy as np
 import torch
 
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_array_file
-from pyrovae.data.dataset import ArrayData, random_split, split_indices
+from pyrovae.data.cifar import load_cifar10
+from pyrovae.data.dataset import ArrayData, is_image_shape, random_split, split_indices
 from pyrovae.data.digits import load_digits
-from pyrovae.data.folders import check_headers, list_image_folder, read_image_folder
-from pyrovae.data.idx import TORCHVISION_CLASS, load_idx_set
+from pyrovae.data.folders import (
+    FolderListing,
+    ImageReader,
+    check_headers,
+    list_image_folder,
+    read_image_folder,
+)
+from pyrovae.data.idx import load_idx_set
+from pyrovae.data.pixels import convert_images
 from pyrovae.data.streams import FolderRows, NpyRows, choose
 from pyrovae.errors import ConfigError, DataError, describe_exception
 
 #: Data sets known by name; any other name given to :func:`load_dataset` is a path.
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+_ALIASES = {"cifar-10": "cifar10"}
 
 
 def load_dataset(
@@ -36,6 +46,8 @@ def load_dataset(
     test_fraction: float = 0.1,
     download: bool = True,
     stream: str = "no",
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> ArrayData:
     """Load a named data set or an image file/folder, validated and split.
 
@@ -67,13 +79,22 @@ def load_dataset(
         the test images are read whole); ``auto``: when they would take more than
         :data:`~pyrovae.data.streams.AUTO_FRACTION` of the memory available;
         ``no``: always whole (the default).
+    image_size
+        Resize every image so that its shorter side is this many pixels and
+        crop its centre to a square (torchvision's ``Resize`` and
+        ``CenterCrop``); ``None`` keeps the images as they are, and the
+        images of a folder must then be of one size.
+    channels
+        Convert every image to 1 (grayscale) or 3 (RGB) channels; ``None``
+        keeps them, and the images of a folder must then be of one mode.
 
     Returns
     -------
     ArrayData
         ``digits`` is ``float32`` (1, 8, 8) with 1437/360 train/test images;
-        MNIST and Fashion-MNIST are ``uint8`` (1, 28, 28), 60000/10000; paths
-        keep ``uint8`` as ``uint8`` and give ``float32`` otherwise.
+        MNIST and Fashion-MNIST are ``uint8`` (1, 28, 28), 60000/10000;
+        CIFAR-10 is ``uint8`` (3, 32, 32), 50000/10000, with its class names;
+        paths keep ``uint8`` as ``uint8`` and give ``float32`` otherwise.
 
     Raises
     ------
@@ -81,33 +102,90 @@ def load_dataset(
         If the data cannot be found or read, or is empty, malformed, non-finite
         or out of range. The message is one line and says how to fix it.
     ConfigError
-        If ``test_fraction`` is not in [0, 1).
+        If ``test_fraction`` is not in [0, 1), ``channels`` not 1 or 3, or
+        ``image_size`` not positive.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed takes
         raise ConfigError(f"the seed must be a whole number from -2**63 to 2**64 - 1, got {seed}")
+    if channels is not None and channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if image_size is not None and (isinstance(image_size, bool) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive number of pixels, got {image_size!r}")
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key in DATASETS:
+        return _converted(_named(key, data_dir, download), image_size, channels)
+    path = _resolve_path(text, data_dir)
+    if path.is_dir():
+        return _image_folder(
+            path, text, stream, seed, test_fraction, ImageReader(image_size, channels)
+        )
+    return _converted(_array_file(path, text, stream, seed, test_fraction), image_size, channels)
+
+
+def _named(key: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ArrayData:
     if key == "digits":
         return load_digits()
-    if key in TORCHVISION_CLASS:
-        return load_idx_set(key, data_dir, download)
+    if key == "cifar10":
+        return load_cifar10(data_dir, download)
+    return load_idx_set(key, data_dir, download)
 
-    path = _resolve_path(text, data_dir)
-    streamable = path.is_dir() or path.suffix.lower() == ".npy"
+
+def _converted(data: ArrayData, image_size: int | None, channels: int | None) -> ArrayData:
+    """``data`` with its images resized and converted as asked (:func:`convert_images`)."""
+    if image_size is None and channels is None:
+        return data
+    if not is_image_shape(data.data_shape):
+        raise DataError(
+            f"{data.name}: data points of shape {data.data_shape} are not images (C, H, W) with "
+            "1 or 3 channels; --image-size and --channels apply to images only"
+        )
+    if data.streamed:
+        raise DataError(
+            f"--image-size and --channels resize and convert images read whole or from a "
+            f"folder, not a streamed .npy file ({data.name}): use --stream no, or save the "
+            "images resized"
+        )
+    assert isinstance(data.train, torch.Tensor)
+    return dataclasses.replace(
+        data,
+        train=convert_images(data.train, image_size, channels),
+        test=convert_images(data.test, image_size, channels),
+    )
+
+
+def _image_folder(
+    path: Path, name: str, stream: str, seed: int, test_fraction: float, reader: ImageReader
+) -> ArrayData:
+    """A folder of images, read whole or streamed, split with a seeded permutation."""
+    listing = list_image_folder(path)
+    if stream != "no":
+        streamed = _streamed_folder(path, name, stream, seed, test_fraction, listing, reader)
+        if streamed is not None:
+            return streamed
+    images = read_image_folder(path, listing, reader)
+    train, test, train_labels, test_labels = random_split(
+        images, listing.labels, seed, test_fraction
+    )
+    return ArrayData(name, train, test, train_labels, test_labels, classes=listing.classes)
+
+
+def _array_file(path: Path, text: str, stream: str, seed: int, test_fraction: float) -> ArrayData:
+    """A ``.npy`` or ``.npz`` file, read whole or (``.npy``) streamed."""
+    streamable = path.suffix.lower() == ".npy"
     if stream == "yes" and not streamable:
         raise DataError(
             f"--stream yes reads .npy files and image folders, not {path.name}: "
             "save the array as .npy, or use --stream no"
         )
     if stream != "no" and streamable:
-        streamed = _streamed(path, text, stream, seed, test_fraction)
+        streamed = _streamed_npy(path, text, stream, seed, test_fraction)
         if streamed is not None:
             return streamed
-    if path.is_dir():
-        parts = [read_image_folder(path)]
-    elif path.suffix.lower() in (".npy", ".npz"):
+    if path.suffix.lower() in (".npy", ".npz"):
         parts = read_array_file(path)
     else:
         raise DataError(
@@ -123,44 +201,65 @@ def load_dataset(
     return ArrayData(text, train, test, train_labels, test_labels)
 
 
-def _streamed(
+def _streamed_npy(
     path: Path, name: str, stream: str, seed: int, test_fraction: float
 ) -> ArrayData | None:
-    """The set at ``path`` with its training split streamed, or ``None`` where ``auto``
+    """The ``.npy`` file with its training split streamed, or ``None`` where ``auto``
     keeps it in memory. The split is the one :func:`random_split` makes of the same file."""
-    files: list[Path] = []
-    labels = None
-    if path.is_dir():
-        files, labels = list_image_folder(path)
-        check_headers(files, path)  # one size and mode, from headers: no pixels decoded
-        first = FolderRows(path, files, torch.arange(1))
-        nbytes, n = len(files) * math.prod(first.shape[1:]), len(files)
-    else:
-        try:
-            header = np.load(path, mmap_mode="r", allow_pickle=False)
-        except _ARRAY_FILE_ERRORS as exc:
-            raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
-        check_image_layout(header.shape, str(path))
-        nbytes, n = int(header.nbytes), int(header.shape[0])
-        del header
+    try:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+    except _ARRAY_FILE_ERRORS as exc:
+        raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
+    check_image_layout(header.shape, str(path))
+    nbytes, n = int(header.nbytes), int(header.shape[0])
+    del header
     streaming, reading = choose(stream, nbytes)
     if not streaming:
         return None
     train_idx, test_idx = split_indices(n, seed, test_fraction)
+    return _with_test_read(name, NpyRows(path, train_idx), NpyRows(path, test_idx), None, reading)
 
-    def rows(idx: torch.Tensor) -> NpyRows | FolderRows:
-        return FolderRows(path, files, idx) if files else NpyRows(path, idx)
 
-    test = rows(test_idx)
-    test_images = test[:] if len(test) else torch.zeros(0, *test.shape[1:], dtype=test.dtype)
-    return ArrayData(
-        name,
-        rows(train_idx),
-        test_images,
-        None if labels is None else labels[train_idx],
-        None if labels is None else labels[test_idx],
-        reading=reading,
-    )
+def _streamed_folder(
+    path: Path,
+    name: str,
+    stream: str,
+    seed: int,
+    test_fraction: float,
+    listing: FolderListing,
+    reader: ImageReader,
+) -> ArrayData | None:
+    """The folder with its training split streamed through ``reader``, or ``None`` where
+    ``auto`` keeps it in memory; split as :func:`random_split` splits it read whole."""
+    files = listing.files
+    check_headers(files, path, reader)  # one size and mode, from headers: no pixels decoded
+    first = FolderRows(path, files, torch.arange(1), reader)
+    streaming, reading = choose(stream, len(files) * math.prod(first.shape[1:]))
+    if not streaming:
+        return None
+    train_idx, test_idx = split_indices(len(files), seed, test_fraction)
+    train = FolderRows(path, files, train_idx, reader)
+    test = FolderRows(path, files, test_idx, reader) if len(test_idx) else None
+    labels = listing.labels
+    split_labels = None if labels is None else (labels[train_idx], labels[test_idx])
+    data = _with_test_read(name, train, test, split_labels, reading)
+    return dataclasses.replace(data, classes=listing.classes)
+
+
+def _with_test_read(
+    name: str,
+    train: NpyRows | FolderRows,
+    test: NpyRows | FolderRows | None,
+    labels: tuple[torch.Tensor, torch.Tensor] | None,
+    reading: str,
+) -> ArrayData:
+    """Streamed training rows; the test rows read whole (they are scored every epoch)."""
+    if test is not None and len(test):
+        test_images = test[:]
+    else:
+        test_images = torch.zeros(0, *train.shape[1:], dtype=train.dtype)
+    train_labels, test_labels = (None, None) if labels is None else labels
+    return ArrayData(name, train, test_images, train_labels, test_labels, reading=reading)
 
 
 def _resolve_path(text: str, data_dir: str | os.PathLike[str] | None) -> Path:

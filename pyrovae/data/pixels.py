@@ -153,3 +153,51 @@ def is_binary(x: torch.Tensor) -> bool:
         if not bool(((chunk == 0) | (chunk == one)).all()):
             return False
     return True
+
+
+def convert_images(
+    x: torch.Tensor, image_size: int | None = None, channels: int | None = None
+) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` converted to ``channels`` and resized to ``image_size``.
+
+    The tensor counterpart of :class:`pyrovae.data.folders.ImageReader`, for
+    the named sets and array files: RGB becomes grayscale by the ITU-R 601-2
+    luma (torchvision's ``rgb_to_grayscale``), grayscale becomes RGB by
+    repeating its channel; the shorter side is resized to ``image_size``
+    (bilinear, antialiased: values stay within the input's range) and the
+    centre cropped to a square. The dtype is kept (``uint8`` is rounded).
+    Runs in slices along dim 0 so that memory stays bounded.
+
+    Parameters
+    ----------
+    x
+        Images, ``(N, 1 or 3, H, W)``, ``uint8`` or float.
+    image_size
+        Side of the square output; ``None`` keeps the size.
+    channels
+        1 or 3; ``None`` keeps the channels.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, channels, image_size, image_size)``, or ``x`` itself where
+        nothing changes.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    to_gray = channels == 1 and x.shape[1] == 3
+    to_rgb = channels == 3 and x.shape[1] == 1
+    resize = image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size)
+    if not (to_gray or to_rgb or resize):
+        return x
+    parts = []
+    for _, chunk in _row_chunks(x):
+        if to_gray:
+            chunk = TF.rgb_to_grayscale(chunk)
+        elif to_rgb:
+            chunk = chunk.expand(-1, 3, -1, -1)
+        if resize:
+            assert image_size is not None
+            chunk = TF.center_crop(TF.resize(chunk, [image_size], antialias=True), [image_size])
+        parts.append(chunk.contiguous())
+    return torch.cat(parts)

@@ -8,6 +8,8 @@ binarized once (``--binarize static``) or per batch by the trainer
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.distributions.constraints import Constraint
 
@@ -49,6 +51,8 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
         seed=config.train.seed,
         test_fraction=config.data.val_fraction,
         stream=config.data.stream,
+        image_size=config.data.image_size,
+        channels=config.data.channels,
     )
     if isinstance(data.train, torch.Tensor):
         check_finite_unit_interval(data.train, f"the training set of {data.name}")
@@ -110,9 +114,7 @@ def _for_likelihood(data: ArrayData, config: RunConfig, binary: bool) -> ArrayDa
                 "streaming avoids: use --binarize dynamic, or --stream no"
             )
         train = _binarize_like(train, generator)
-    return ArrayData(
-        data.name, train, test, data.train_labels, data.test_labels, reading=data.reading
-    )
+    return dataclasses.replace(data, train=train, test=test)
 
 
 def _binary(x: torch.Tensor | Rows) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pyrovae.data.folders import ImageReader
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary
 from pyrovae.errors import DataError
 
@@ -194,15 +195,18 @@ class FolderRows(Dataset):
         Every image file of the set, in the set's order.
     rows
         Which of ``files``, in order, this split holds.
+    reader
+        How a file becomes pixels (:class:`pyrovae.data.folders.ImageReader`:
+        converted and resized as ``--channels`` and ``--image-size`` say).
     """
 
-    def __init__(self, folder: Path, files: list[Path], rows: torch.Tensor) -> None:
-        from pyrovae.data.folders import read_image
-
-        self.folder = folder
+    def __init__(
+        self, folder: Path, files: list[Path], rows: torch.Tensor, reader: ImageReader
+    ) -> None:
+        self.folder, self.reader = folder, reader
         self.files = [files[int(i)] for i in rows]
-        first = read_image(self.files[0])  # (H, W, C)
-        self._shape = torch.Size((len(self.files), first.shape[2], *first.shape[:2]))
+        first = reader(self.files[0])  # (C, H, W)
+        self._shape = torch.Size((len(self.files), *first.shape))
 
     @property
     def shape(self) -> torch.Size:
@@ -216,18 +220,16 @@ class FolderRows(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: slice | torch.Tensor | list[int]) -> torch.Tensor:
-        from pyrovae.data.folders import read_image
-
         picked = (
             self.files[index] if isinstance(index, slice) else [self.files[int(i)] for i in index]
         )
-        images = np.empty((len(picked), *self._shape[1:]), dtype=np.uint8)
+        images = torch.empty((len(picked), *self._shape[1:]), dtype=torch.uint8)
         for i, path in enumerate(picked):
-            pixels = read_image(path)
-            if pixels.shape != (*self._shape[2:], self._shape[1]):  # changed since checked
+            pixels = self.reader(path)
+            if pixels.shape != self._shape[1:]:  # changed since checked
                 raise DataError(f"image {path} differs in size or mode from {self.files[0]}")
-            images[i] = pixels.transpose(2, 0, 1)
-        return torch.from_numpy(images)
+            images[i] = pixels
+        return images
 
     def check(self, what: str) -> None:
         """Nothing more to check: 8-bit pixels are in range, and every image's size and

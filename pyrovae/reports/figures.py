@@ -1,21 +1,40 @@
-"""Figures of a run: image grids (torchvision) and the loss curve (matplotlib)."""
+"""Figures of a run: image grids (torchvision), labelled rows of images, the loss curve.
+
+Grids are drawn pixel for pixel (``torchvision.utils.make_grid``), in colour
+for RGB images; small images are enlarged by whole factors (nearest
+neighbour) so that every tile is at least :data:`MIN_DISPLAY_SIZE` pixels a
+side. Labels and plots take the look of :mod:`pyrovae.reports.style`.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 import torch.nn.functional as F
 
+from pyrovae.config import RunConfig
 from pyrovae.data.dataset import is_image_shape
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError, FileWriteError
 from pyrovae.files import atomic_write
+from pyrovae.reports.style import save_figure, styled_figure
 
-#: Images smaller than this many pixels on a side are enlarged in grids.
-MIN_DISPLAY_SIZE = 32
+#: Images smaller than this many pixels on their longer side are enlarged in grids
+#: (nearest neighbour, by a whole factor) to at least this size: 8x8 digits to 64x64,
+#: 28x28 MNIST to 84x84.
+MIN_DISPLAY_SIZE = 64
+
+#: The most values (tiles x channels x pixels) an enlarged grid may hold: a grid of
+#: thousands of tiles is enlarged less, so that its memory stays bounded.
+MAX_DISPLAY_VALUES = 1 << 24
+
+#: Blank pixels between the groups of labelled rows (one group per
+#: :data:`RECONSTRUCTION_COLUMNS` images).
+GROUP_GAP = 12
 
 #: Pixels of white between tiles and around the grid (torchvision's ``padding``).
 GRID_PADDING = 2
@@ -28,8 +47,8 @@ BLANK = 1.0
 #: grid's memory grows with them. The CLI shows at most this many.
 MAX_GRID_TILES = 4096
 
-#: Columns of a reconstruction grid: rows of originals alternate with rows of
-#: their reconstructions.
+#: Columns of a reconstruction figure: a row of originals, then the row of their
+#: reconstructions (and any other labelled rows) for each group of this many.
 RECONSTRUCTION_COLUMNS = 8
 
 #: File endings of image grids and the format each is written in.
@@ -52,12 +71,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     """
     from torchvision.utils import save_image
 
-    if not is_image_shape(tuple(images.shape[1:])):
-        raise ConfigError(
-            f"data points of shape {tuple(images.shape[1:])} are not images (C, H, W) with "
-            "1 or 3 channels: no grid can show them; take them from Python "
-            "(pyrovae.sample, pyrovae.reconstruct)"
-        )
+    _check_images(tuple(images.shape))
     image_format = _image_format(path)
     nrow = nrow or grid_columns(images.shape[0])
     tiles = _blank_filled(_displayable(images), nrow)
@@ -74,23 +88,105 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 def save_reconstructions(
     originals: torch.Tensor, reconstructions: torch.Tensor, path: str | Path
 ) -> Path:
-    """Rows of up to 8 originals, each row above the row of their reconstructions.
-
-    Each reconstruction sits directly below its original; a last group of
-    fewer than 8 is filled with blank tiles, so the pairs stay aligned.
-    """
+    """Labelled rows of up to 8 originals, each above the row of their reconstructions
+    (:func:`save_labelled_rows` with ``original`` and ``reconstruction``)."""
     if originals.shape != reconstructions.shape:
         raise ValueError(
             f"{tuple(originals.shape)} originals but {tuple(reconstructions.shape)} reconstructions"
         )
-    ncol = min(originals.shape[0], RECONSTRUCTION_COLUMNS)
-    rows = []
-    for start in range(0, originals.shape[0], ncol):
-        rows += [
-            _blank_filled(originals[start : start + ncol], ncol),
-            _blank_filled(reconstructions[start : start + ncol], ncol),
-        ]
-    return save_grid(torch.cat(rows), path, nrow=ncol)
+    return save_labelled_rows([("original", originals), ("reconstruction", reconstructions)], path)
+
+
+def save_labelled_rows(
+    rows: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    columns: int = RECONSTRUCTION_COLUMNS,
+) -> Path:
+    """Rows of images with their label written on the left, aligned column by column.
+
+    For each group of up to ``columns`` images there is one row per entry of
+    ``rows``, in order: ``[("original", x), ("reconstruction", x_hat)]``, or
+    ``[("clean", x), ("corrupted", x_tilde), ("reconstructed", x_hat)]``; so
+    image ``i`` of every entry sits in the same column. A last group of fewer
+    than ``columns`` is filled with blank tiles. Tiles are enlarged as in
+    :func:`save_grid`; the labels take :func:`pyrovae.reports.style.label_font`.
+
+    Parameters
+    ----------
+    rows
+        ``(label, images)`` pairs; every ``images`` is ``(n, C, H, W)`` in
+        [0, 1] with the same shape.
+    path
+        Where to write it; its suffix names the format (:data:`IMAGE_FORMATS`).
+    columns
+        Images per row.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not rows:
+        raise ValueError("save_labelled_rows needs at least one (label, images) row")
+    shape = tuple(rows[0][1].shape)
+    for label, images in rows:
+        if tuple(images.shape) != shape:
+            raise ValueError(f"row {label!r} holds {tuple(images.shape)} images, the first {shape}")
+    _check_images(shape)
+    image_format = _image_format(path)
+    ncol = max(1, min(shape[0], columns))
+    displayed = _displayable(torch.stack([x.detach().cpu() for _, x in rows]).flatten(0, 1))
+    displayed = displayed.unflatten(0, (len(rows), shape[0]))  # (rows, n, C, H', W')
+    groups = [
+        _grid_pixels(
+            torch.cat([_blank_filled(r[start : start + ncol], ncol) for r in displayed]), ncol
+        )
+        for start in range(0, shape[0], ncol)
+    ]
+    image = _with_labels(groups, [label for label, _ in rows], tile=displayed.shape[-2])
+    atomic_write(path, lambda handle: image.save(handle, format=image_format))
+    return Path(path)
+
+
+def _grid_pixels(tiles: torch.Tensor, ncol: int) -> torch.Tensor:
+    """``tiles`` as one ``uint8`` ``(H, W, 3)`` grid, as :func:`save_grid` draws it."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(tiles, nrow=ncol, padding=GRID_PADDING, pad_value=BLANK)
+    # The rounding torchvision's save_image does, so both draw the same pixels.
+    return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8)
+
+
+def _with_labels(groups: list[torch.Tensor], labels: list[str], tile: int) -> Any:
+    """The groups' grids stacked with :data:`GROUP_GAP` between them, and a left margin
+    where each row's label stands level with its tiles; a PIL image."""
+    from PIL import Image, ImageDraw
+
+    from pyrovae.reports.style import TEXT_COLOR, label_font
+
+    font = label_font()
+    margin = int(max(font.getlength(label) for label in labels)) + 2 * GRID_PADDING + 12
+    width = margin + groups[0].shape[1]
+    height = sum(g.shape[0] for g in groups) + GROUP_GAP * (len(groups) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for grid in groups:
+        canvas.paste(Image.fromarray(grid.numpy()), (margin, top))
+        for r, label in enumerate(labels):
+            middle = top + GRID_PADDING + r * (tile + GRID_PADDING) + tile // 2
+            draw.text((margin - 8, middle), label, fill=TEXT_COLOR, font=font, anchor="rm")
+        top += grid.shape[0] + GROUP_GAP
+    return canvas
+
+
+def _check_images(shape: tuple[int, ...]) -> None:
+    if not is_image_shape(shape[1:]):
+        raise ConfigError(
+            f"data points of shape {shape[1:]} are not images (C, H, W) with "
+            "1 or 3 channels: no grid can show them; take them from Python "
+            "(pyrovae.sample, pyrovae.reconstruct)"
+        )
 
 
 def _image_format(path: str | Path) -> str:
@@ -101,9 +197,12 @@ def _image_format(path: str | Path) -> str:
 
 
 def _displayable(images: torch.Tensor) -> torch.Tensor:
-    """Float pixels in [0, 1] on the CPU; small images (8x8 digits) enlarged pixel for pixel."""
+    """Float pixels in [0, 1] on the CPU; small images enlarged pixel for pixel to at least
+    :data:`MIN_DISPLAY_SIZE` (less where that would pass :data:`MAX_DISPLAY_VALUES`)."""
     images = images.detach().float().clamp(0, 1).cpu()
-    factor = max(1, MIN_DISPLAY_SIZE // max(images.shape[-2:]))
+    factor = max(1, math.ceil(MIN_DISPLAY_SIZE / max(images.shape[-2:])))
+    while factor > 1 and images.numel() * factor**2 > MAX_DISPLAY_VALUES:
+        factor -= 1
     if factor > 1:
         images = F.interpolate(images, scale_factor=factor, mode="nearest")
     return images
@@ -118,37 +217,67 @@ def _blank_filled(images: torch.Tensor, ncol: int) -> torch.Tensor:
     return torch.cat([images, blank.to(images.device)])
 
 
-def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
-    """Train and test ELBO per data point against epoch."""
-    from pyrovae.reports.html import new_figure
+def train_curve_label(
+    history: list[dict[str, Any]], *, objective: str = "elbo", kl_warmup: int = 0
+) -> str:
+    """What the training curve plots: the ELBO only where nothing weights or replaces it.
 
-    path = Path(path)
+    With ``beta`` other than 1 in any epoch or a KL warm-up, the training loss
+    is the beta-weighted objective E[log p(x|z)] - beta KL, not the ELBO; with
+    ``objective="iwae"`` it is the importance-weighted bound.
+    """
+    if objective == "iwae":
+        return "train: IWAE bound"
+    weighted = kl_warmup > 0 or any(row.get("beta", 1.0) != 1.0 for row in history)
+    return "train: objective (beta-weighted)" if weighted else "train: ELBO"
+
+
+def save_loss_curve(
+    history: list[dict[str, Any]],
+    path: str | Path,
+    *,
+    objective: str = "elbo",
+    kl_warmup: int = 0,
+) -> Path:
+    """The training objective (:func:`train_curve_label`) and the test ELBO per data point
+    against epoch, in the style of :mod:`pyrovae.reports.style`."""
+
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
-    fig = new_figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(epochs, [row["train_elbo"] for row in history], marker=".", label="train")
-    ax.plot(epochs, [row["test_elbo"] for row in history], marker=".", label="test")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO per data point (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
-    return path
+    train_label = train_curve_label(history, objective=objective, kl_warmup=kl_warmup)
+    with styled_figure(figsize=(6, 4)) as fig:
+        ax = fig.subplots()
+        ax.plot(epochs, [row["train_elbo"] for row in history], marker="o", label=train_label)
+        ax.plot(epochs, [row["test_elbo"] for row in history], marker="o", label="test: ELBO")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("nats per data point (higher is better)")
+        ax.set_title("ELBO" if train_label == "train: ELBO" else "Training objective and test ELBO")
+        ax.legend()
+        fig.tight_layout()
+        save_figure(fig, path)
+    return Path(path)
 
 
 def save_run_figures(
     vae: Any, test_images: torch.Tensor, history: list[dict[str, Any]], run_dir: Path
 ) -> list[Path]:
-    """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images), ``loss_curve.png``;
-    only the loss curve where the data are not images (e.g. vectors ``(D,)``)."""
-    if not is_image_shape(tuple(test_images.shape[1:])):
-        return [save_loss_curve(history, run_dir / "loss_curve.png")]
-    originals = to_unit_float(test_images[:16])
-    return [
-        save_grid(vae.sample(64), run_dir / "samples.png"),
-        save_reconstructions(
-            originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
-        ),
-        save_loss_curve(history, run_dir / "loss_curve.png"),
-    ]
+    """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images, labelled rows),
+    ``loss_curve.png`` (labelled from the run's ``config.json``); only the loss curve where
+    the data are not images (e.g. vectors ``(D,)``)."""
+    paths = []
+    if is_image_shape(tuple(test_images.shape[1:])):
+        originals = to_unit_float(test_images[:16])
+        paths += [
+            save_grid(vae.sample(64), run_dir / "samples.png"),
+            save_reconstructions(
+                originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
+            ),
+        ]
+    objective, kl_warmup = "elbo", 0
+    if (run_dir / "config.json").is_file():
+        train = RunConfig.load(run_dir / "config.json").train
+        objective, kl_warmup = train.objective, train.kl_warmup
+    curve = run_dir / "loss_curve.png"
+    return [*paths, save_loss_curve(history, curve, objective=objective, kl_warmup=kl_warmup)]

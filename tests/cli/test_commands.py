@@ -13,13 +13,27 @@ from PIL import Image
 
 from pyrovae.cli import main
 from pyrovae.model.guides import GUIDES, Guide
+from pyrovae.reports.figures import GROUP_GAP, MIN_DISPLAY_SIZE
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--no-progress"]
 
 
 def _grid_side(n_per_row: int, image: int) -> int:
-    # torchvision's make_grid with padding=2; 8x8 images are shown 4x larger.
+    # torchvision's make_grid with padding=2; 8x8 images are shown 8x larger.
     return n_per_row * (image + 2) + 2
+
+
+#: The side of a digit's tile in grids (8x8 enlarged to 64x64).
+TILE = MIN_DISPLAY_SIZE
+
+
+def _assert_reconstruction_figure(path, n: int) -> None:
+    """Groups of 8 images, each a row of originals above a row of reconstructions, the
+    groups GROUP_GAP apart, with the rows' labels in a margin on the left."""
+    width, height = Image.open(path).size
+    groups = -(-n // 8)
+    assert height == groups * _grid_side(2, TILE) + (groups - 1) * GROUP_GAP
+    assert width > _grid_side(min(n, 8), TILE)  # the grid and the labels' margin
 
 
 @pytest.fixture
@@ -59,7 +73,7 @@ def test_sample_grid_and_array(runner, trained, tmp_path):
     result = runner.invoke(main, [*args, "--save-array", str(array), "--mode", "draw"])
     assert result.exit_code == 0, result.output
     assert str(image) in result.output
-    side = _grid_side(8, 32)
+    side = _grid_side(8, TILE)
     assert Image.open(image).size == (side, side)
     saved = np.load(array)
     assert saved.shape == (64, 1, 8, 8) and set(np.unique(saved)) <= {0.0, 1.0}
@@ -69,10 +83,7 @@ def test_reconstruct(runner, trained):
     result = runner.invoke(main, ["reconstruct", "--run", str(trained), "-n", "16"])
     assert result.exit_code == 0, result.output
     # Rows of 8 originals, each above its 8 reconstructions.
-    assert Image.open(trained / "reconstructions.png").size == (
-        _grid_side(8, 32),
-        _grid_side(4, 32),
-    )
+    _assert_reconstruction_figure(trained / "reconstructions.png", 16)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +105,7 @@ def test_reconstruct_says_how_many_it_wrote(runner, trained, args, shown, reason
         + "\n"
     )
     # The image holds exactly that many pairs: groups of 8, two rows each.
-    assert Image.open(path).size == (_grid_side(8, 32), _grid_side(2 * -(-shown // 8), 32))
+    _assert_reconstruction_figure(path, shown)
 
 
 def test_grids_hold_at_most_max_grid_tiles(runner, trained, tmp_path, monkeypatch):
@@ -107,7 +118,7 @@ def test_grids_hold_at_most_max_grid_tiles(runner, trained, tmp_path, monkeypatc
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"wrote 16 samples to {grid} (a grid shows at most 16;")
-    assert Image.open(grid).size == (_grid_side(4, 32), _grid_side(4, 32))
+    assert Image.open(grid).size == (_grid_side(4, TILE), _grid_side(4, TILE))
     result = runner.invoke(main, [*args, "--save-array", str(array)])
     assert result.exit_code == 0, result.output
     assert f"wrote the first 16 of 20 samples to {grid}" in result.output
@@ -120,7 +131,7 @@ def test_sample_grid_of_any_n_is_rectangular(runner, trained, tmp_path):
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert result.output == f"wrote 10 samples to {grid}\n"
-    assert Image.open(grid).size == (_grid_side(4, 32), _grid_side(3, 32))
+    assert Image.open(grid).size == (_grid_side(4, TILE), _grid_side(3, TILE))
 
 
 def test_save_array_is_written_at_exactly_the_printed_path(runner, trained, tmp_path):
@@ -144,7 +155,7 @@ def test_out_through_a_symlink_keeps_the_link(runner, trained, tmp_path):
     link.symlink_to(target)
     result = runner.invoke(main, ["sample", "--run", str(trained), "-n", "4", "--out", str(link)])
     assert result.exit_code == 0, result.output
-    assert link.is_symlink() and Image.open(target).size == (_grid_side(2, 32),) * 2
+    assert link.is_symlink() and Image.open(target).size == (_grid_side(2, TILE),) * 2
 
 
 def _blocked_paths(tmp_path):

@@ -88,6 +88,9 @@ def assert_matches_idx(data: ArrayData, arrays: dict[str, np.ndarray]) -> None:
     assert data.train_labels.dtype == torch.int64
     np.testing.assert_array_equal(data.train_labels.numpy(), arrays["train-labels-idx1-ubyte"])
     np.testing.assert_array_equal(data.test_labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
+    assert data.classes is not None and len(data.classes) == 10
+    if data.name == "fashion-mnist":
+        assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"
 
 
 # --------------------------------------------------------------------------- #
@@ -373,6 +376,7 @@ def test_folder_inconsistent_sizes(tmp_path: Path) -> None:
         load_dataset(tmp_path)
     message = assert_one_line(exc_info)
     assert "a.png is 4x4" in message and "b.png is 4x5" in message
+    assert "pass --image-size N" in message
 
 
 def test_folder_mixed_modes(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
-"""Convolutional encoder and decoder: two stride-2 convolutions each way, as in
-most image VAEs since Salimans et al. (2015) and the DCGAN family.
+"""Convolutional encoder and decoder sized from the image: one stride-2 4x4
+convolution per halving of the image down to about 8x8 pixels (at least two),
+channels doubling from 32, as in the DCGAN family (Radford et al. 2016) and
+most image VAEs since; the decoder mirrors it with transposed convolutions.
+
+Images of 8 to 32 pixels a side (digits, MNIST, CIFAR-10) get two stages
+each way, 64x64 (CelebA as usually cropped) three, 128x128 four.
 """
 
 from __future__ import annotations
@@ -18,62 +23,94 @@ from pyrovae.model.networks.mlp import mlp_layers
 #: Two stride-2 convolutions need at least this many pixels a side.
 MIN_SIDE = 8
 
+#: Stride-2 stages halve the image until its shorter side is at most this many
+#: pixels (at least two stages): 8 to 32 pixels take two, 64 three, 128 four.
+FINAL_SIDE = 8
+
+#: Channels of the first stage; each further stage doubles them, up to MAX_WIDTH.
+FIRST_WIDTH, MAX_WIDTH = 32, 256
+
 
 def _halved(size: int) -> int:
     return (size + 1) // 2
 
 
+def n_stages(height: int, width: int) -> int:
+    """Stride-2 stages for an image of ``height`` x ``width``: one per halving of the
+    shorter side down to :data:`FINAL_SIDE`, and at least two."""
+    stages, side = 0, min(height, width)
+    while stages < 2 or side > FINAL_SIDE:
+        side, stages = _halved(side), stages + 1
+    return stages
+
+
+def stage_widths(height: int, width: int) -> list[int]:
+    """Output channels of each encoder stage: 32, 64, 128, 256, 256, ..."""
+    return [min(FIRST_WIDTH * 2**i, MAX_WIDTH) for i in range(n_stages(height, width))]
+
+
+def _grid(height: int, width: int) -> tuple[int, int]:
+    """The feature map after the encoder's stages (each halving, rounding up)."""
+    for _ in range(n_stages(height, width)):
+        height, width = _halved(height), _halved(width)
+    return height, width
+
+
 class ConvEncoder(nn.Module):
-    """Conv(32, 4, stride 2) -> Conv(64, 4, stride 2) -> dense layers ``hidden``."""
+    """Stride-2 Conv(4x4) + ReLU stages (:func:`stage_widths`), then dense layers ``hidden``."""
 
     def __init__(self, image_shape: tuple[int, ...], hidden: Sequence[int]) -> None:
         super().__init__()
         channels, height, width = image_shape
         self.image_shape = tuple(image_shape)
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, 32, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        n_features = 64 * (height // 4) * (width // 4)
-        self.dense = mlp_layers([n_features, *hidden])
+        widths = [channels, *stage_widths(height, width)]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(n_in, n_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.conv = nn.Sequential(*layers)
+        for _ in range(len(widths) - 1):
+            height, width = height // 2, width // 2  # a 4x4 kernel, stride 2, padding 1 floors
+        self.dense = mlp_layers([widths[-1] * height * width, *hidden])
         self.out_features = hidden[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_shape = x.shape[:-3]
-        h = self.conv(x.reshape(-1, *self.image_shape))  # (batch, 64, H/4, W/4)
+        h = self.conv(x.reshape(-1, *self.image_shape))  # (batch, width, H', W')
         return self.dense(h.flatten(1)).reshape(*batch_shape, -1)  # (..., hidden[-1])
 
 
 class ConvDecoder(nn.Module):
-    """Mirror of :class:`ConvEncoder`: dense layers, then two stride-2 transposed convs."""
+    """Mirror of :class:`ConvEncoder`: dense layers, then stride-2 transposed convs."""
 
     def __init__(self, image_shape: tuple[int, ...], hidden: Sequence[int], n_latent: int) -> None:
         super().__init__()
         channels, height, width = image_shape
         self.image_shape = tuple(image_shape)
-        # Upsampling doubles twice; start from a grid that covers the image, then crop.
-        self.grid = (_halved(_halved(height)), _halved(_halved(width)))
-        widths = [n_latent, *reversed(hidden)]
+        # Each stage doubles; start from a grid that covers the image, then crop.
+        self.grid = _grid(height, width)
+        widths = [*reversed(stage_widths(height, width)), channels]
+        self.width = widths[0]
+        sizes = [n_latent, *reversed(hidden)]
         self.dense = nn.Sequential(
-            mlp_layers(widths), nn.Linear(widths[-1], 64 * self.grid[0] * self.grid[1]), nn.ReLU()
-        )
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            mlp_layers(sizes),
+            nn.Linear(sizes[-1], widths[0] * self.grid[0] * self.grid[1]),
             nn.ReLU(),
-            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
         )
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.ConvTranspose2d(n_in, n_out, 4, stride=2, padding=1), nn.ReLU()]
+        self.deconv = nn.Sequential(*layers[:-1])  # no ReLU on the likelihood's parameters
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch_shape = z.shape[:-1]
-        h = self.dense(z.reshape(-1, z.shape[-1])).unflatten(-1, (64, *self.grid))
+        h = self.dense(z.reshape(-1, z.shape[-1])).unflatten(-1, (self.width, *self.grid))
         out = self.deconv(h)[..., : self.image_shape[1], : self.image_shape[2]]
         return out.reshape(*batch_shape, *self.image_shape)  # (..., C, H, W)
 
 
 class ConvNetwork(Network):
-    """Two stride-2 convolutions each way, for images (C, H, W) of at least 8x8."""
+    """Stride-2 convolutions each way, one per halving of the image down to about 8x8
+    (at least two), for images (C, H, W) of at least 8x8."""
 
     name = "conv"
     options = (HIDDEN,)
