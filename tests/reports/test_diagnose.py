@@ -1,4 +1,4 @@
-"""Tests of pyrovae/diagnostics.py and ``pyrovae diagnose``: PSIS k̂ and NUTS against the
+"""Tests of pyrovae/reports/diagnose.py and ``pyrovae diagnose``: PSIS k̂ and NUTS against the
 exact posterior of probabilistic PCA, and the report's files for every guide and prior."""
 
 from __future__ import annotations
@@ -172,31 +172,38 @@ def test_nuts_reference_matches_the_exact_posterior():
 
 
 def _check_report(result, out, n, draws, n_latent, nuts):
+    from pyrovae.reports.diagnose_data import COMPACT_Q_DRAWS, VARIATIONAL_GROUP
+
     for name in (REPORT_HTML, REPORT_NETCDF, REPORT_JSON):
         assert (out / name).is_file()
     idata = az.from_netcdf(out / REPORT_NETCDF)
-    assert {"posterior", "sample_stats", "observed_data", "posterior_predictive"} <= set(
-        idata.groups()
-    )
-    assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
-    assert idata.posterior["z"].shape == (1, draws, n, n_latent)
+    assert {"sample_stats", VARIATIONAL_GROUP} <= set(idata.groups())
+    q_z = idata[VARIATIONAL_GROUP]["z"]
+    assert q_z.dims == ("chain", "draw", "datapoint", "latent")
+    assert q_z.shape == (1, min(draws, COMPACT_Q_DRAWS), n, n_latent)
     assert idata.sample_stats["log_weight"].dims == ("chain", "draw", "datapoint")
     khat = [np.nan if k is None else k for k in result.khat]
-    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat)
-    assert idata.observed_data["x"].dims[0] == "datapoint"
+    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat, rtol=1e-6)
     summary = json.loads((out / REPORT_JSON).read_text())
     assert len(summary["khat"]) == n
     assert sum(summary["khat_shares"].values()) == pytest.approx(1.0)
+    assert summary["verdict"] == result.verdict and summary["trust"] in ("yes", "mostly", "no")
     ppc = summary["ppc"]
     assert 0 <= ppc["outside_95_stderr"] <= 0.5 and ppc["replicated_mean_mc_stderr"] >= 0
     assert ppc["p_value_mean_mc_stderr"] >= 0
     html = (out / REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == (4 if nuts else 3)
+    tiles = html.count('class="tile"')
+    assert tiles == 2 * min(n, 10)  # the worst points, beside their reconstructions
+    assert html.count("data:image/png;base64,") - tiles == (4 if nuts else 3)
+    assert result.verdict.split(":")[0] in html
     if nuts:
         assert summary["nuts"]["points"] == nuts
         assert math.isfinite(summary["nuts"]["max_r_hat"])
-        nuts_idata = az.from_netcdf(out / "nuts_reference.nc")
-        assert nuts_idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+        assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+        assert idata.posterior["z"].shape[2] == nuts
+        assert idata.observed_data["x"].shape[0] == nuts
+    else:
+        assert "posterior" not in idata.groups()
 
 
 @pytest.mark.parametrize("guide", GUIDES.names())
@@ -247,7 +254,7 @@ def test_diagnose_cli(tmp_path, tiny_config):
     summary = json.loads((out / REPORT_JSON).read_text())
     assert summary["n"] == 6 and summary["nuts"]["chains"] == 2
     idata = az.from_netcdf(out / REPORT_NETCDF)
-    assert "label" in idata.observed_data  # digits have labels
+    assert "label" in idata.constant_data  # digits have labels
     assert not list(out.glob(".*.tmp"))  # files written whole, temporaries gone
     bad = ["diagnose", "--run", str(tmp_path / "run"), "--out", str(out / REPORT_JSON / "x")]
     result = CliRunner().invoke(main, bad)
