@@ -389,8 +389,9 @@ def _page(
     caught: list[warnings.WarningMessage],
 ) -> str:
     """The HTML page, with the warnings raised until it is drawn."""
-    figures = inputs.figures(result.nuts, stage)
+    figures = inputs.figures(stage)
     result.python_warnings = _unique_warnings(caught)
+    result.seconds = time.perf_counter() - stage.started  # all but writing the files
     return render_page(result, figures, title, attrs)
 
 

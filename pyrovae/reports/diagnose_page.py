@@ -66,7 +66,7 @@ class PageInputs:
     latent_points: int
     progress: bool
 
-    def figures(self, nuts: dict[str, Any] | None, stage: Callable[[str], None]) -> Figures:
+    def figures(self, stage: Callable[[str], None]) -> Figures:
         overlay = None
         if self.nuts_draws is not None:
             overlay = plot_overlay(self.q_z.cpu().numpy()[:, : self.nuts_draws.shape[2]],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from html import escape
 
 import arviz as az
 import numpy as np
@@ -196,6 +197,10 @@ def _check_report(result, out, n, draws, n_latent, nuts):
     assert tiles == 2 * min(n, 10)  # the worst points, beside their reconstructions
     assert html.count("data:image/png;base64,") - tiles == (4 if nuts else 3)
     assert result.verdict.split(":")[0] in html
+    summary_text = result.format_summary()
+    for warning in result.warnings:  # every warning of the console is on the page
+        assert f"warning: {warning}" in summary_text
+        assert escape(warning, quote=False) in html
     if nuts:
         assert summary["nuts"]["points"] == nuts
         assert math.isfinite(summary["nuts"]["max_r_hat"])
@@ -346,5 +351,40 @@ def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypat
             progress=progress,
         )
         shown = terminal.getvalue()
-        for step in ("PSIS draws", "NUTS, 2 chains", "latent codes"):
+        bars = ("PSIS draws", "NUTS, 2 chains", "latent codes")
+        stages = ("] PSIS: 20 draws", "] NUTS reference: 1 points", "] figures", "] done in")
+        for step in bars + stages:
             assert (step in shown) == progress, shown
+
+
+@pytest.mark.parametrize(
+    ("bad", "relative", "trust"),
+    [
+        (0.0, [0.1], "yes"),
+        (0.05, [0.1], "mostly"),
+        (0.3, [0.1], "no"),
+        (0.0, [0.1, 0.9], "mostly"),  # q far from a converged NUTS: not a plain yes
+    ],
+)
+def test_verdict_from_khat_shares_and_the_nuts_comparison(bad, relative, trust):
+    from pyrovae.reports.diagnose import verdict
+
+    shares = {"exact": 0.0, "good": 1.0 - bad - 0.02, "usable": 0.02, "bad": bad}
+    nuts = {"points": len(relative), "max_r_hat": 1.001, "w2_relative": relative}
+    got, sentence = verdict(50, shares, nuts)
+    assert got == trust
+    assert sentence.count(".") == sentence.count("0.") + 1  # one sentence
+    assert f"> 0.7 for {bad:.0%}" in sentence
+    assert ("cannot be trusted" in sentence) == (trust == "no")
+    unconverged = verdict(50, shares, {**nuts, "max_r_hat": 1.2})[1]
+    assert "did not converge" in unconverged
+    assert "no NUTS reference" in verdict(50, shares, None)[1]
+
+
+def test_class_names_of_named_data_sets():
+    from pyrovae.api import _class_names
+    from pyrovae.config import DataConfig, RunConfig
+
+    fashion = _class_names(RunConfig(data=DataConfig(dataset="fashion-mnist")))
+    assert fashion is not None and fashion[0] == "T-shirt/top" and len(fashion) == 10
+    assert _class_names(RunConfig(data=DataConfig(dataset="digits"))) is None

@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from pyrovae.reports.diagnose import REPORT_NETCDF, diagnose
-from pyrovae.reports.diagnose_data import COMPACT_Q_DRAWS, OBSERVED, VARIATIONAL_GROUP
+from pyrovae.reports.diagnose_data import (
+    COMPACT_PPC_DRAWS,
+    COMPACT_Q_DRAWS,
+    OBSERVED,
+    VARIATIONAL_GROUP,
+)
 
 #: ArviZ's own documented warnings: PSIS-LOO's k̂ > 0.7 and WAIC's variance check
 #: (https://python.arviz.org/en/stable/api/generated/arviz.loo.html, .../arviz.waic.html).
@@ -38,9 +43,17 @@ def _undocumented(caught: list[warnings.WarningMessage]) -> list[str]:
     ]
 
 
+#: NUTS draws per chain: more than the compact file keeps of the replications.
+NUTS_DRAWS = COMPACT_PPC_DRAWS + 5
+
+#: Draws of q(z|x): more than the compact file keeps.
+DRAWS = COMPACT_Q_DRAWS + 10
+
+
 @pytest.fixture(scope="module")
 def two_reports(tmp_path_factory):
-    """Two VAEs (two runs) diagnosed on the same images, read back from their files."""
+    """Two VAEs (two runs) diagnosed on the same images, read back from their files: the
+    first written compact (the default), the second in full."""
     from pyrovae.model.spec import model_config
     from pyrovae.model.vae import VAE
 
@@ -55,9 +68,9 @@ def two_reports(tmp_path_factory):
         out = tmp_path_factory.mktemp(f"run{seed}")
         metadata = {"run_dir": f"runs/r{seed}", "config": {"model": {"latent_dim": 2}}}
         result = diagnose(
-            vae, images, out, labels=labels, class_names=["a", "b", "c"], n=6, draws=30,
-            nuts=3, nuts_draws=20, nuts_warmup=50, chains=2, ppc_draws=10,
-            latent_points=8, metadata=metadata,
+            vae, images, out, labels=labels, class_names=["a", "b", "c"], n=6, draws=DRAWS,
+            nuts=3, nuts_draws=NUTS_DRAWS, nuts_warmup=50, chains=2, ppc_draws=10,
+            latent_points=8, metadata=metadata, full_netcdf=seed == 1,
         )  # fmt: skip
         loaded.append((result, az.from_netcdf(out / REPORT_NETCDF), vae))
     return loaded
@@ -68,12 +81,13 @@ def test_groups_dims_and_attributes(two_reports):
     assert {"posterior", "log_likelihood", "posterior_predictive", "observed_data",
             "sample_stats", "constant_data", VARIATIONAL_GROUP} <= set(idata.groups())  # fmt: skip
     assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
-    assert idata.posterior["z"].shape == (2, 20, 3, 2)
-    assert idata.log_likelihood[OBSERVED].shape == (2, 20, 3)
+    assert idata.posterior["z"].shape == (2, NUTS_DRAWS, 3, 2)
+    assert idata.log_likelihood[OBSERVED].shape == (2, NUTS_DRAWS, 3)
     assert idata.posterior_predictive[OBSERVED].dims[:3] == ("chain", "draw", "datapoint")
     assert idata.observed_data[OBSERVED].shape == (3, 1, 4, 4)
-    assert idata[VARIATIONAL_GROUP]["z"].shape == (1, 30, 6, 2)
-    assert idata.sample_stats["log_weight"].shape == (1, 30, 6)
+    assert idata[VARIATIONAL_GROUP]["z"].shape == (1, COMPACT_Q_DRAWS, 6, 2)
+    # k̂ needs every draw: the compact file keeps all log weights, in float32.
+    assert idata.sample_stats["log_weight"].shape == (1, DRAWS, 6)
     khat = [np.nan if k is None else k for k in result.khat]
     np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat, rtol=1e-6)
     assert list(idata.constant_data["label"].values) == [0, 1, 2, 0, 1, 2]
@@ -118,24 +132,11 @@ def test_every_arviz_function_takes_it_as_it_is(two_reports):
     assert len(summary) == 3 * 2  # one row per NUTS point and latent unit
 
 
-def test_compact_by_default_full_on_request(make_vae, tmp_path):
-    vae = make_vae(latent_dim=2)
-    images = torch.bernoulli(torch.full((4, 1, 4, 4), 0.3))
-    options = dict(n=4, draws=COMPACT_Q_DRAWS + 20, nuts=1, nuts_draws=10, nuts_warmup=10,
-                   chains=2, ppc_draws=5, latent_points=4)  # fmt: skip
-    compact = diagnose(vae, images, tmp_path / "compact", **options).inference_data
-    full = diagnose(vae, images, tmp_path / "full", full_netcdf=True, **options).inference_data
+def test_compact_by_default_full_on_request(two_reports):
+    (_, compact, _), (_, full, _) = two_reports
     assert compact[VARIATIONAL_GROUP]["z"].sizes["draw"] == COMPACT_Q_DRAWS
-    assert full[VARIATIONAL_GROUP]["z"].sizes["draw"] == COMPACT_Q_DRAWS + 20
+    assert full[VARIATIONAL_GROUP]["z"].sizes["draw"] == DRAWS
     assert compact.sample_stats["log_weight"].dtype == np.float32
     assert full.sample_stats["log_weight"].dtype == np.float64
-    # k̂ needs every draw: the compact file keeps all log weights.
-    assert compact.sample_stats["log_weight"].sizes["draw"] == COMPACT_Q_DRAWS + 20
-
-
-def test_without_nuts_there_is_no_posterior_group(make_vae, tmp_path):
-    vae = make_vae()
-    images = torch.bernoulli(torch.full((4, 1, 4, 4), 0.3))
-    idata = diagnose(vae, images, tmp_path, n=3, draws=20, nuts=0, ppc_draws=5).inference_data
-    assert "posterior" not in idata.groups() and "log_likelihood" not in idata.groups()
-    assert {"sample_stats", VARIATIONAL_GROUP} <= set(idata.groups())
+    assert compact.posterior_predictive[OBSERVED].sizes["draw"] == COMPACT_PPC_DRAWS
+    assert full.posterior_predictive[OBSERVED].sizes["draw"] == NUTS_DRAWS
