@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +25,28 @@ from pyrovae.reports.diagnostic_plots import plot_khat, plot_latent, plot_overla
 from pyrovae.reports.html import image_png, render
 from pyrovae.runtime import module_device, progress_bar
 
-if TYPE_CHECKING:
-    from pyrovae.reports.diagnose import DiagnosisResult
+
+class Diagnosis(Protocol):
+    """What the page shows of a :class:`pyrovae.reports.diagnose.DiagnosisResult`."""
+
+    n: int
+    draws: int
+    khat: list[float | None]
+    khat_shares: dict[str, float]
+    nuts: dict[str, Any] | None
+    ppc: dict[str, float]
+    seconds: float
+    paths: dict[str, str]
+
+    @property
+    def trust(self) -> str: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+    @property
+    def warnings(self) -> list[str]: ...
+
 
 #: Rows of the table of the points with the highest k̂.
 WORST_POINTS = 10
@@ -140,9 +160,7 @@ def _ppc_idata(observed: np.ndarray, replicated: np.ndarray) -> Any:
     )
 
 
-def render_page(
-    result: DiagnosisResult, figures: Figures, title: str, attrs: dict[str, str]
-) -> str:
+def render_page(result: Diagnosis, figures: Figures, title: str, attrs: dict[str, str]) -> str:
     """The page of ``result``; ``attrs`` are the netCDF's attributes (run, config,
     versions, time)."""
     shares, n = result.khat_shares, result.n
@@ -187,7 +205,7 @@ def render_page(
     )
 
 
-def _metadata(result: DiagnosisResult, attrs: dict[str, str]) -> list[tuple[str, str]]:
+def _metadata(result: Diagnosis, attrs: dict[str, str]) -> list[tuple[str, str]]:
     config = json.loads(attrs["config"]) if "config" in attrs else {}
     model = config.get("model", {})
     rows = [("run", attrs.get("run_dir", "(not from a run folder)"))]

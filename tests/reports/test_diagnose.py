@@ -253,13 +253,17 @@ def test_diagnose_cli(tmp_path, tiny_config):
     out = tmp_path / "report"
     args = ["diagnose", "--run", str(tmp_path / "run"), "-n", "6", "--out", str(out)]
     args += ["--draws", "50", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
-    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    result = CliRunner().invoke(main, [*args, "--no-progress", "--full-netcdf"])
     assert result.exit_code == 0, result.output
     assert "PSIS over 6 points" in result.output
+    assert "diagnose [" not in result.output  # --no-progress: no progress lines
     summary = json.loads((out / REPORT_JSON).read_text())
     assert summary["n"] == 6 and summary["nuts"]["chains"] == 2
     idata = az.from_netcdf(out / REPORT_NETCDF)
     assert "label" in idata.constant_data  # digits have labels
+    assert idata.sample_stats["log_weight"].dtype == np.float64  # --full-netcdf
+    assert idata.attrs["split"] == "test" and idata.attrs["run_dir"] == str(tmp_path / "run")
+    assert json.loads(idata.attrs["config"])["model"]["latent_dim"] == 4
     assert not list(out.glob(".*.tmp"))  # files written whole, temporaries gone
     bad = ["diagnose", "--run", str(tmp_path / "run"), "--out", str(out / REPORT_JSON / "x")]
     result = CliRunner().invoke(main, bad)
@@ -295,8 +299,10 @@ def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
     tiny_config.train.epochs = 1
     train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     state = torch.get_rng_state()
-    diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
+    result = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
+    assert result.inference_data is not None  # the InferenceData it wrote, returned
+    assert result.inference_data.sample_stats["pareto_k"].shape == (2,)
 
 
 def test_summary_warns_when_nuts_chains_disagree():
