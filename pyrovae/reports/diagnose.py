@@ -475,7 +475,7 @@ def _nuts_summary(z: torch.Tensor, reference: NutsReference, warmup: int) -> dic
     pooled = [reference.draws[:, :, i].reshape(-1, n_latent) for i in range(nuts)]
     w2 = [gaussian_w2(q_sub[:, i], pooled[i]) for i in range(nuts)]
     size = [float(math.sqrt(np.trace(np.atleast_2d(np.cov(p, rowvar=False))))) for p in pooled]
-    rows = [row for row in reference.summary]
+    rows = reference.summary
     return {
         "points": nuts,
         "chains": chains,
