@@ -148,14 +148,30 @@ def evaluate_command(
 @click.option(
     "--nuts-draws",
     type=click.IntRange(min=10),
-    default=200,
+    default=100,
     show_default=True,
     help="NUTS draws (and warm-up steps) per chain.",
 )
 @click.option(
-    "--chains", type=click.IntRange(min=2), default=4, show_default=True, help="NUTS chains."
+    "--chains",
+    type=click.IntRange(min=2),
+    default=4,
+    show_default=True,
+    help="NUTS chains (several, so that R-hat and ESS are defined).",
 )
-@_progress_option
+@click.option(
+    "--full-netcdf",
+    is_flag=True,
+    help="Keep every draw and point of q(z|x), NUTS and the replications in "
+    "diagnostics.nc, in float64 (default: a compact float32 subset, a few MB).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="A line on stderr as each step starts (PSIS, NUTS, figures), and progress bars "
+    "inside the steps on a terminal.",
+)
 @seed_option
 @device_option
 @threads_option
@@ -169,11 +185,17 @@ def diagnose_command(
     nuts: int,
     nuts_draws: int,
     chains: int,
+    full_netcdf: bool,
     progress: bool,
     seed: int | None,
     device: str,
 ) -> None:
-    """PSIS k̂, NUTS reference, PPC and latent space: HTML, netCDF and JSON reports."""
+    """PSIS k̂, NUTS reference, PPC and latent space: HTML, netCDF and JSON reports.
+
+    The HTML page opens with a one-sentence verdict (can q(z|x) be trusted for
+    this run?); diagnostics.nc is an ArviZ InferenceData that az.loo, az.waic,
+    az.compare, az.summary, az.plot_trace and az.plot_ppc take as it is.
+    """
     from pyrovae.api import diagnose_run
 
     result = diagnose_run(
@@ -185,6 +207,7 @@ def diagnose_command(
         nuts=nuts,
         nuts_draws=nuts_draws,
         chains=chains,
+        full_netcdf=full_netcdf,
         device=device,
         seed=0 if seed is None else seed,
         progress=progress,

@@ -25,6 +25,7 @@ from torch import nn
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
+from pyrovae.data.idx import TORCHVISION_CLASS
 from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
@@ -526,8 +527,9 @@ def diagnose_run(
     n: int = 100,
     draws: int = 1000,
     nuts: int = 4,
-    nuts_draws: int = 200,
+    nuts_draws: int = 100,
     chains: int = 4,
+    full_netcdf: bool = False,
     device: str = "auto",
     seed: int | None = 0,
     progress: bool = False,
@@ -538,8 +540,11 @@ def diagnose_run(
     ``out`` defaults to ``RUN/diagnostics``.
 
     The images are those :meth:`Run.split` gives (``data`` and ``test_data``
-    as :meth:`Run.data`). ``seed`` seeds the draws without changing the
-    caller's RNG state.
+    as :meth:`Run.data`), with the class names of the named data sets. ``seed``
+    seeds the draws without changing the caller's RNG state. The result's
+    ``inference_data`` is the ArviZ ``InferenceData`` written to
+    ``diagnostics.nc`` (``az.loo``, ``az.summary``, ``az.plot_ppc`` take it as
+    it is); ``full_netcdf`` keeps every draw in it.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
@@ -551,6 +556,7 @@ def diagnose_run(
             images,
             out if out is not None else run.run_dir / "diagnostics",
             labels=labels,
+            class_names=_class_names(run.config),
             n=n,
             draws=draws,
             nuts=nuts,
@@ -558,5 +564,18 @@ def diagnose_run(
             nuts_warmup=nuts_draws,
             chains=chains,
             title=f"pyrovae diagnostics: {run.run_dir}",
+            metadata={"run_dir": str(run.run_dir), "config": run.config.to_dict(), "split": split},
+            full_netcdf=full_netcdf,
             progress=progress,
         )
+
+
+def _class_names(config: RunConfig) -> list[str] | None:
+    """The class names of a named data set (torchvision's, e.g. Fashion-MNIST's
+    ``"T-shirt/top"``), or ``None``: labels are then shown as numbers."""
+    name = TORCHVISION_CLASS.get(config.data.dataset)
+    if name is None:
+        return None
+    import torchvision.datasets
+
+    return list(getattr(torchvision.datasets, name).classes)

@@ -55,9 +55,6 @@ class NutsReference:
     def min_ess_bulk(self) -> float:
         return min(row["ess_bulk"] for row in self.summary)
 
-    def inference_data(self) -> az.InferenceData:
-        return posterior_idata(self.draws)
-
 
 def latent_coords(n_points: int, n_latent: int) -> dict[str, np.ndarray]:
     return {"datapoint": np.arange(n_points), "latent": np.arange(n_latent)}

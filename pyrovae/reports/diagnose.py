@@ -3,9 +3,10 @@
 PSIS k̂ of q(z|x) as importance proposal (:mod:`pyrovae.inference.psis`), a
 NUTS reference posterior with the decoder fixed (:mod:`pyrovae.inference.nuts`),
 a posterior predictive check (:func:`arviz.plot_ppc`), and the aggregate
-posterior in latent space. Everything lands in an ArviZ ``InferenceData``
-(dims ``chain``, ``draw``, ``datapoint``, ``latent``), a JSON summary and one
-self-contained HTML page.
+posterior in latent space. It writes an ArviZ ``InferenceData`` that every
+ArviZ function takes (:mod:`pyrovae.reports.diagnose_data`), a JSON summary
+and one self-contained HTML page that opens with a one-sentence verdict
+(:mod:`pyrovae.reports.diagnose_page`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,21 +29,19 @@ from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.files import atomic_write_text, atomic_write_via_name, check_output_folder
 from pyrovae.inference.importance import auto_chunk_size
-from pyrovae.inference.latent import posterior_mean
-from pyrovae.inference.nuts import (
-    R_HAT_OK,
-    NutsReference,
-    gaussian_w2,
-    latent_coords,
-    nuts_reference,
+from pyrovae.inference.nuts import R_HAT_OK, NutsReference, gaussian_w2, nuts_reference
+from pyrovae.inference.psis import (
+    KHAT_BAD,
+    KHAT_GOOD,
+    khat_shares,
+    psis_khat,
+    roundoff_tolerance,
 )
-from pyrovae.inference.psis import khat_shares, psis_khat, roundoff_tolerance
 from pyrovae.model.vae import VAE
-from pyrovae.reports.diagnostic_plots import plot_khat, plot_latent, plot_overlay, plot_ppc
+from pyrovae.reports.diagnose_data import DiagnosisDraws, inference_data
+from pyrovae.reports.diagnose_page import PageInputs, render_page
 from pyrovae.reports.evaluate import json_safe
-from pyrovae.reports.html import embedded_image, html_page, html_table
 from pyrovae.runtime import eval_mode, module_device, progress_bar
-from pyrovae.sites import LATENT
 
 if TYPE_CHECKING:
     import arviz as az
@@ -49,14 +51,68 @@ REPORT_HTML = "diagnostics.html"
 
 REPORT_NETCDF = "diagnostics.nc"
 
-REPORT_NUTS_NETCDF = "nuts_reference.nc"
-
 REPORT_JSON = "diagnostics.json"
+
+#: Up to this share of points with k̂ > 0.7, q(z|x) is trusted for most points
+#: (the page lists the others); beyond it, not for the run.
+MOSTLY_BAD_SHARE = 0.1
+
+#: q(z|x) is close to the NUTS reference of a point when the 2-Wasserstein
+#: distance between their Gaussian fits is below this share of the posterior's
+#: size (the root of the trace of its covariance).
+W2_CLOSE = 0.5
+
+
+def verdict(n: int, shares: dict[str, float], nuts: dict[str, Any] | None) -> tuple[str, str]:
+    """Whether q(z|x) can be trusted for a run (``"yes"``, ``"mostly"`` or ``"no"``) and
+    the one sentence that says so, from the k̂ ``shares`` of ``n`` points and the
+    NUTS comparison ``nuts`` (or ``None``).
+
+    k̂ decides (none above 0.7: yes; up to :data:`MOSTLY_BAD_SHARE`: mostly; more:
+    no); a converged NUTS reference that q is far from (:data:`W2_CLOSE`) turns
+    a yes into a mostly, since a q wider than the posterior has a small k̂.
+    """
+    reliable, bad = shares["good"] + shares["exact"], shares["bad"]
+    trust = "yes" if bad == 0 else "mostly" if bad <= MOSTLY_BAD_SHARE else "no"
+    k_part = f"k̂ < {KHAT_GOOD} for {reliable:.0%} of {n} points and > {KHAT_BAD} for {bad:.0%}"
+    if nuts is None:
+        nuts_part = "no NUTS reference was run"
+    elif not nuts["max_r_hat"] < R_HAT_OK:
+        nuts_part = (
+            f"the NUTS reference did not converge (max R-hat {nuts['max_r_hat']:.3f}), so it "
+            "neither confirms nor refutes this"
+        )
+    else:
+        relative = nuts.get("w2_relative") or [0.0]
+        far = sum(r > W2_CLOSE for r in relative)
+        points = f"{nuts['points']} point{'s' if nuts['points'] > 1 else ''}"
+        if far:
+            trust = "mostly" if trust == "yes" else trust
+            nuts_part = (
+                f"on {far} of the {points} with a NUTS reference q is far from it (W2 up to "
+                f"{max(relative):.0%} of the posterior's size)"
+            )
+        else:
+            nuts_part = (
+                f"on the {points} with a NUTS reference q is close to it (W2 at most "
+                f"{max(relative):.0%} of the posterior's size)"
+            )
+    opening = {
+        "yes": "q(z|x) can be trusted for this run",
+        "mostly": "q(z|x) can be trusted for most points of this run, not all",
+        "no": "q(z|x) cannot be trusted for this run",
+    }[trust]
+    return trust, f"{opening}: {k_part}; {nuts_part}."
 
 
 @dataclass
 class DiagnosisResult:
-    """What :func:`diagnose` measured and where it wrote it."""
+    """What :func:`diagnose` measured and where it wrote it.
+
+    ``inference_data`` is the ``InferenceData`` written to ``diagnostics.nc``
+    (left out of :meth:`to_dict`); ``python_warnings`` the warnings raised on the
+    way, shown on the page as on the console.
+    """
 
     n: int
     draws: int
@@ -66,10 +122,37 @@ class DiagnosisResult:
     ppc: dict[str, float]
     seconds: float
     paths: dict[str, str] = field(default_factory=dict)
+    python_warnings: list[str] = field(default_factory=list)
+    inference_data: az.InferenceData | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def trust(self) -> str:
+        """``"yes"``, ``"mostly"`` or ``"no"``: see :func:`verdict`."""
+        return verdict(self.n, self.khat_shares, self.nuts)[0]
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: can q(z|x) be trusted for this run? See :func:`verdict`."""
+        return verdict(self.n, self.khat_shares, self.nuts)[1]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning the console shows (and the page)."""
+        shown = []
+        if self.nuts is not None and not self.nuts["max_r_hat"] < R_HAT_OK:
+            shown.append(
+                f"R-hat above {R_HAT_OK}: the NUTS chains disagree (a multimodal posterior "
+                "or too few draws), so the reference and W2 are not to be trusted; try more "
+                "--nuts-draws"
+            )
+        return shown + self.python_warnings
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain JSON values (an undefined standard error is ``None``)."""
-        return json_safe(asdict(self))
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        del values["inference_data"]
+        values.update(trust=self.trust, verdict=self.verdict, warnings=self.warnings)
+        return json_safe(values)
 
     def format_summary(self) -> str:
         s = self.khat_shares
@@ -77,9 +160,10 @@ class DiagnosisResult:
         worst = f"max k̂ {max(finite):.2f}" if finite else "no tail anywhere"
         exact = f", exact {s['exact']:.0%}" if s["exact"] else ""
         lines = [
+            self.verdict,
             f"PSIS over {self.n} points x {self.draws} draws of q(z|x): "
-            f"k̂ < 0.5 {s['good']:.0%}, 0.5-0.7 {s['usable']:.0%}, > 0.7 {s['bad']:.0%}"
-            f"{exact} ({worst})",
+            f"k̂ < {KHAT_GOOD} {s['good']:.0%}, {KHAT_GOOD}-{KHAT_BAD} {s['usable']:.0%}, "
+            f"> {KHAT_BAD} {s['bad']:.0%}{exact} ({worst})",
         ]
         if s["exact"]:
             lines.append(
@@ -92,12 +176,7 @@ class DiagnosisResult:
                 f"{self.nuts['min_ess_bulk']:.0f}, W2(q, NUTS) mean "
                 f"{np.mean(self.nuts['w2']):.3f}"
             )
-            if not self.nuts["max_r_hat"] < R_HAT_OK:
-                lines.append(
-                    f"warning: R-hat above {R_HAT_OK}: the NUTS chains disagree (a multimodal "
-                    "posterior or too few draws), so the reference and W2 are not to be trusted; "
-                    "try more --nuts-draws"
-                )
+        lines += [f"warning: {text}" for text in self.warnings]
         p = self.ppc
         lines.append(
             f"PPC on mean intensity: observed {p['observed_mean']:.4f}, replicated "
@@ -183,21 +262,39 @@ class _PredictiveCheck:
     summary: dict[str, float]
 
 
+class _Stages:
+    """One line on stderr as each step starts, with the time since the start, so that
+    a long diagnosis is never silent (the tqdm bars inside a step show on a terminal
+    only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            elapsed = time.perf_counter() - self.started
+            print(f"diagnose [{elapsed:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 def diagnose(
     vae: VAE,
     images: torch.Tensor,
     out: str | Path,
     *,
     labels: torch.Tensor | None = None,
+    class_names: list[str] | None = None,
     n: int = 100,
     draws: int = 1000,
     nuts: int = 4,
-    nuts_draws: int = 200,
-    nuts_warmup: int = 200,
+    nuts_draws: int = 100,
+    nuts_warmup: int = 100,
     chains: int = 4,
     ppc_draws: int = 100,
     latent_points: int = 2000,
     title: str = "pyrovae posterior diagnostics",
+    metadata: dict[str, Any] | None = None,
+    full_netcdf: bool = False,
     progress: bool = False,
 ) -> DiagnosisResult:
     """Write the HTML report, the netCDF ``InferenceData`` and the JSON summary to ``out``.
@@ -212,66 +309,144 @@ def diagnose(
         in latent space.
     out
         Output folder.
-    labels
-        ``(N,)`` class labels for colouring the latent space, or ``None``.
+    labels, class_names
+        ``(N,)`` class labels, or ``None``; the names of the classes, by label.
     draws
         Draws of q(z|x) per point for PSIS.
     nuts
-        Points (the first ones) with a NUTS reference; 0 skips NUTS.
+        Points (the first ones) with a NUTS reference; 0 skips NUTS (and the
+        ``posterior``, ``log_likelihood`` and predictive groups of the netCDF).
     nuts_draws, nuts_warmup, chains
         NUTS draws and warm-up steps per chain, and the number of chains.
     ppc_draws
         Replicated data sets for the posterior predictive check.
+    metadata
+        ``run_dir`` and ``config`` (a dict) of the run, and anything else to
+        record in the netCDF's attributes and on the page.
+    full_netcdf
+        Keep every draw and point in float64 in the netCDF
+        (:mod:`pyrovae.reports.diagnose_data`); by default a compact subset.
     progress
-        Progress bars on stderr for the PSIS draws, the NUTS chains and the
-        latent codes.
+        A line on stderr as each step starts, and progress bars for the PSIS
+        draws, the NUTS chains and the latent codes.
     """
     if n < 1 or draws < 10:
         raise ConfigError("diagnose needs -n >= 1 and --draws >= 10")
     if nuts < 0 or nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
-    started = time.perf_counter()
     out = check_output_folder(out)
-    n = min(n, images.shape[0])
-    nuts = min(nuts, n)
+    stage = _Stages(progress)
+    n, nuts = min(n, images.shape[0]), min(nuts, n, images.shape[0])
     x = to_unit_float(images[:n].to(module_device(vae)))  # (n, C, H, W)
-    with eval_mode(vae):
+    attrs = _attributes(metadata or {})
+    with eval_mode(vae), warnings.catch_warnings(record=True) as caught:
+        stage(f"PSIS: {draws} draws of q(z|x) for each of {n} points")
         psis = _psis_draws(vae, x, draws, progress)
         ppc = _predictive_check(vae, x, psis.z[:ppc_draws])
-        idata = _inference_data(x, labels, psis, ppc, vae.n_latent)
-        # Every file is written at the end, each whole, so that a failure or Ctrl-C on the
-        # way (NUTS takes the longest) leaves the previous report as it was.
-        netcdfs = {"netcdf": (out / REPORT_NETCDF, idata)}
-        sections = [_psis_section(draws, psis)]
-        nuts_summary = None
+        reference = None
         if nuts:
-            reference = nuts_reference(
-                vae,
-                x[:nuts],
-                chains=chains,
-                draws=nuts_draws,
-                warmup=nuts_warmup,
-                progress=progress,
+            stage(
+                f"NUTS reference: {nuts} points, {chains} chains x ({nuts_warmup} warm-up + "
+                f"{nuts_draws}) steps"
             )
-            netcdfs["nuts_netcdf"] = (out / REPORT_NUTS_NETCDF, reference.inference_data())
-            nuts_summary, section = _nuts_comparison(psis.z, reference, nuts_warmup)
-            sections.append(section)
-        sections.append(_ppc_section(ppc, idata))
-        sections.append(_latent_section(vae, images, labels, latent_points, progress))
-    paths = _write_report(out, title, sections, netcdfs)
-    result = DiagnosisResult(
-        n=n,
-        draws=draws,
-        khat=[None if math.isnan(k) else float(k) for k in psis.khat],
-        khat_shares=psis.shares,
-        nuts=nuts_summary,
-        ppc=ppc.summary,
-        seconds=time.perf_counter() - started,
-        paths=paths,
-    )
-    text = json.dumps(result.to_dict(), indent=2) + "\n"
-    atomic_write_text(out / REPORT_JSON, text)
+            reference = nuts_reference(
+                vae, x[:nuts], chains=chains, draws=nuts_draws, warmup=nuts_warmup,
+                progress=progress,
+            )  # fmt: skip
+        nuts_summary = None if reference is None else _nuts_summary(psis.z, reference, nuts_warmup)
+        labels_n = None if labels is None else labels[:n]
+        draws_kept = DiagnosisDraws(
+            x, psis.z, psis.log_w, psis.khat, labels_n,
+            None if reference is None else reference.draws,
+        )  # fmt: skip
+        idata = inference_data(vae, draws_kept, attrs, full=full_netcdf)
+        result = DiagnosisResult(
+            n=n, draws=draws, khat=[None if math.isnan(k) else float(k) for k in psis.khat],
+            khat_shares=psis.shares, nuts=nuts_summary, ppc=ppc.summary, seconds=0.0,
+            paths=_paths(out), inference_data=idata,
+        )  # fmt: skip
+        stage("figures and the report")
+        inputs = PageInputs(
+            vae=vae, x=x, images=images, labels=labels, class_names=class_names,
+            khat=psis.khat, ppc_observed=ppc.observed, ppc_replicated=ppc.replicated,
+            q_z=psis.z, nuts_draws=None if reference is None else reference.draws,
+            latent_points=latent_points, progress=progress,
+        )  # fmt: skip
+        page = _page(result, inputs, title, attrs, stage, caught)
+    _pass_on(caught)
+    result.seconds = time.perf_counter() - stage.started
+    _write(out, idata, page, result)
+    stage(f"done in {result.seconds:.0f} s")
     return result
+
+
+def _page(
+    result: DiagnosisResult,
+    inputs: PageInputs,
+    title: str,
+    attrs: dict[str, str],
+    stage: _Stages,
+    caught: list[warnings.WarningMessage],
+) -> str:
+    """The HTML page, with the warnings raised until it is drawn."""
+    figures = inputs.figures(stage)
+    result.python_warnings = _unique_warnings(caught)
+    result.seconds = time.perf_counter() - stage.started  # all but writing the files
+    return render_page(result, figures, title, attrs)
+
+
+def _unique_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    texts = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return list(dict.fromkeys(texts))
+
+
+def _pass_on(caught: list[warnings.WarningMessage]) -> None:
+    """Raise the recorded warnings again, for the console (they were kept for the page)."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _attributes(metadata: dict[str, Any]) -> dict[str, str]:
+    """Global attributes of the netCDF: versions, creation time, the run and its config."""
+    import arviz as az
+    import pyro
+
+    attrs = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "pyrovae_version": _version("pyrovae"),
+        "pyro_version": str(pyro.__version__),
+        "torch_version": str(torch.__version__),  # a TorchVersion, which netCDF cannot hold
+        "arviz_version": str(az.__version__),
+        "inference_library": "pyro",
+    }
+    for key, value in metadata.items():
+        attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return attrs
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _paths(out: Path) -> dict[str, str]:
+    return {
+        "netcdf": str(out / REPORT_NETCDF),
+        "html": str(out / REPORT_HTML),
+        "json": str(out / REPORT_JSON),
+    }
+
+
+def _write(out: Path, idata: az.InferenceData, page: str, result: DiagnosisResult) -> None:
+    """Every file written at the end, each whole, so that a failure or Ctrl-C on the way
+    (NUTS takes the longest) leaves the previous report as it was."""
+    atomic_write_via_name(out / REPORT_NETCDF, idata.to_netcdf)
+    atomic_write_text(out / REPORT_HTML, page)
+    atomic_write_text(out / REPORT_JSON, json.dumps(result.to_dict(), indent=2) + "\n")
 
 
 def _psis_draws(vae: VAE, x: torch.Tensor, draws: int, progress: bool) -> _PsisDraws:
@@ -291,87 +466,17 @@ def _predictive_check(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> _Predictive
     )
 
 
-def _inference_data(
-    x: torch.Tensor,
-    labels: torch.Tensor | None,
-    psis: _PsisDraws,
-    ppc: _PredictiveCheck,
-    n_latent: int,
-) -> az.InferenceData:
-    """The draws of q(z|x), their log weights and k̂, the replicated and observed data."""
-    import arviz as az
-    import xarray as xr
-
-    n, draws = x.shape[0], psis.z.shape[0]
-    coords = latent_coords(n, n_latent)
-    z_np = psis.z.cpu().numpy()[None]  # (chain=1, draw, datapoint, latent)
-    lw_np = psis.log_w.double().cpu().numpy()[None]  # (1, draw, datapoint)
-    observed_data = {
-        "x": (("datapoint", "channel", "height", "width"), x.cpu().numpy()),
-        "mean_intensity": (("datapoint",), ppc.observed),
-    }
-    if labels is not None:
-        observed_data["label"] = (("datapoint",), labels[:n].cpu().numpy())
-    return az.InferenceData(
-        posterior=xr.Dataset(
-            {LATENT: (("chain", "draw", "datapoint", "latent"), z_np)},
-            coords={"chain": [0], "draw": np.arange(draws), **coords},
-        ),
-        sample_stats=xr.Dataset(
-            {
-                "log_weight": (("chain", "draw", "datapoint"), lw_np),
-                "pareto_k": (("datapoint",), psis.khat),
-            },
-            coords={"chain": [0], "draw": np.arange(draws), "datapoint": coords["datapoint"]},
-        ),
-        posterior_predictive=xr.Dataset(
-            {"mean_intensity": (("chain", "draw", "datapoint"), ppc.replicated[None])},
-            coords={
-                "chain": [0],
-                "draw": np.arange(ppc.replicated.shape[0]),
-                "datapoint": np.arange(n),
-            },
-        ),
-        observed_data=xr.Dataset(observed_data, coords={"datapoint": np.arange(n)}),
-    )
-
-
-def _psis_section(draws: int, psis: _PsisDraws) -> tuple[str, str]:
-    shares, khat = psis.shares, psis.khat
-    exact = (
-        f"<p>{shares['exact']:.0%} of points have ratios equal up to round-off: "
-        "q(z|x) is their posterior, IS is exact and there is no tail (drawn at "
-        "k̂ = 0, listed as exact).</p>"
-        if shares["exact"]
-        else ""
-    )
-    rows = [
-        {"datapoint": i, "k̂": "exact" if math.isnan(k) else float(k)} for i, k in enumerate(khat)
-    ]
-    return (
-        "PSIS diagnostic of q(z|x)",
-        f"<p>{draws} draws per point from q(z|x), log ratios log p(x,z) - log q(z|x); "
-        "Pareto k̂ by <code>az.psislw</code> (Yao et al. 2018). Shares: "
-        f"good (k̂ &lt; 0.5) {shares['good']:.0%}, usable (0.5-0.7) {shares['usable']:.0%}, "
-        f"bad (&gt; 0.7) {shares['bad']:.0%}.</p>"
-        + exact
-        + embedded_image(plot_khat(np.nan_to_num(khat, nan=0.0)))
-        + html_table(rows, ["datapoint", "k̂"]),
-    )
-
-
-def _nuts_comparison(
-    z: torch.Tensor, reference: NutsReference, warmup: int
-) -> tuple[dict[str, Any], tuple[str, str]]:
-    """The summary of the NUTS reference against the draws ``z`` ``(draws, n, L)`` of
-    q(z|x), and its report section."""
+def _nuts_summary(z: torch.Tensor, reference: NutsReference, warmup: int) -> dict[str, Any]:
+    """The NUTS reference against the draws ``z`` ``(draws, n, L)`` of q(z|x): per point
+    the 2-Wasserstein distance between Gaussian fits, the posterior's size (root of
+    the trace of its covariance), the worst R-hat and bulk ESS."""
     chains, nuts_draws, nuts, n_latent = reference.draws.shape
     q_sub = z.cpu().numpy()[:, :nuts]  # (draws, nuts, L)
-    w2 = [
-        gaussian_w2(q_sub[:, i], reference.draws[:, :, i].reshape(-1, n_latent))
-        for i in range(nuts)
-    ]
-    summary = {
+    pooled = [reference.draws[:, :, i].reshape(-1, n_latent) for i in range(nuts)]
+    w2 = [gaussian_w2(q_sub[:, i], pooled[i]) for i in range(nuts)]
+    size = [float(math.sqrt(np.trace(np.atleast_2d(np.cov(p, rowvar=False))))) for p in pooled]
+    rows = reference.summary
+    return {
         "points": nuts,
         "chains": chains,
         "draws": nuts_draws,
@@ -379,76 +484,16 @@ def _nuts_comparison(
         "max_r_hat": reference.max_r_hat,
         "min_ess_bulk": reference.min_ess_bulk,
         "w2": w2,
+        "posterior_size": size,
+        "w2_relative": [d / s if s > 0 else math.inf for d, s in zip(w2, size, strict=True)],
+        "point_r_hat": [_worst(rows, i, "r_hat", max) for i in range(nuts)],
+        "point_ess_bulk": [_worst(rows, i, "ess_bulk", min) for i in range(nuts)],
         "seconds": reference.seconds,
         "summary": reference.summary,
     }
-    section = (
-        "NUTS reference posterior",
-        f"<p>p(z|x) with the decoder fixed, {chains} chains x {nuts_draws} draws "
-        f"({warmup} warm-up) of Pyro's NUTS for the first {nuts} points; "
-        f"max R-hat {reference.max_r_hat:.3f}, min bulk ESS "
-        f"{reference.min_ess_bulk:.0f}. Distance to q: 2-Wasserstein between "
-        "Gaussian fits over all latent units, per point: "
-        + ", ".join(f"{d:.3f}" for d in w2)
-        + f". Marginals of the first {min(4, n_latent)} latent units below.</p>"
-        + embedded_image(plot_overlay(q_sub, reference.draws))
-        + html_table(
-            reference.summary, ["variable", "mean", "sd", "r_hat", "ess_bulk", "ess_tail"]
-        ),
-    )
-    return summary, section
 
 
-def _ppc_section(ppc: _PredictiveCheck, idata: az.InferenceData) -> tuple[str, str]:
-    return (
-        "Posterior predictive check",
-        "<p>Per-image mean intensity of x ~ p(x|z), z ~ q(z|x), against the observed "
-        f"images: {ppc.summary['outside_95']:.0%} of images fall outside their central 95% "
-        "predictive interval.</p>" + embedded_image(plot_ppc(idata)),
-    )
-
-
-@torch.no_grad()
-def _latent_section(
-    vae: VAE,
-    images: torch.Tensor,
-    labels: torch.Tensor | None,
-    latent_points: int,
-    progress: bool,
-) -> tuple[str, str]:
-    """E_q[z|x] of the first ``latent_points`` images over the prior's density."""
-    device = module_device(vae)
-    m = min(latent_points, images.shape[0])
-    starts = progress_bar(range(0, m, 500), "latent codes", progress, unit="batch")
-    means = torch.cat(
-        [
-            posterior_mean(vae.qz(to_unit_float(images[i : min(i + 500, m)].to(device))))
-            for i in starts
-        ]
-    )
-    prior_draws = vae.prior.sample(2000).cpu().numpy()
-    latent_png, axes_note = plot_latent(
-        means.cpu().numpy(), None if labels is None else labels[:m].cpu().numpy(), prior_draws
-    )
-    return (
-        "Latent space",
-        f"<p>E_q[z|x] of {m} images, {axes_note}, over the prior's density (grey, "
-        "a kernel estimate from its draws).</p>" + embedded_image(latent_png),
-    )
-
-
-def _write_report(
-    out: Path,
-    title: str,
-    sections: list[tuple[str, str]],
-    netcdfs: dict[str, tuple[Path, az.InferenceData]],
-) -> dict[str, str]:
-    """Write the netCDF files and the HTML page; the paths of every file of the report,
-    the JSON summary's (written last, by the caller) included."""
-    paths = {name: str(path) for name, (path, _) in netcdfs.items()}
-    paths["html"] = str(out / REPORT_HTML)
-    paths["json"] = str(out / REPORT_JSON)
-    for path, data in netcdfs.values():
-        atomic_write_via_name(path, data.to_netcdf)
-    atomic_write_text(out / REPORT_HTML, html_page(title, sections))
-    return paths
+def _worst(rows: list[dict[str, Any]], point: int, column: str, pick: Any) -> float:
+    """The worst ``column`` of ``az.summary``'s rows ``z[point, u]`` over the units u."""
+    prefix = f"[{point},"
+    return float(pick(row[column] for row in rows if prefix in row["variable"]))

@@ -1,4 +1,5 @@
-"""Pieces of the self-contained HTML reports: tables, embedded figures, the page."""
+"""Pieces of the self-contained HTML reports: tables, embedded figures and images, and
+pages rendered from the Jinja2 templates in ``pyrovae/reports/templates/``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import base64
 import html
 import io
 from typing import Any
+
+import numpy as np
 
 
 def new_figure(**options: Any) -> Any:
@@ -52,3 +55,42 @@ def html_page(title: str, sections: list[tuple[str, str]]) -> str:
 
 def embedded_image(png: str) -> str:
     return f"<img src='data:image/png;base64,{png}'>"
+
+
+def image_png(pixels: np.ndarray, size: int = 84) -> str:
+    """An image ``(C, H, W)`` on [0, 1] (grey for one channel, RGB for three) as a
+    base64 PNG whose longer side is about ``size`` pixels, upscaled without blurring
+    (nearest neighbour) so that an 8 x 8 digit stays readable."""
+    from PIL import Image
+
+    array = np.clip(np.asarray(pixels, dtype=float), 0.0, 1.0)
+    array = (array * 255).round().astype(np.uint8)
+    image = Image.fromarray(array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1))
+    scale = max(1, round(size / max(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def render(template: str, **context: Any) -> str:
+    """The template ``template`` of ``pyrovae/reports/templates/`` rendered with
+    ``context``; every value is HTML-escaped unless marked safe."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    environment = Environment(
+        loader=PackageLoader("pyrovae.reports", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,  # a misspelt name fails the test, not the reader
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["number"] = _number
+    return environment.get_template(template).render(**context)
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """Floats to ``digits`` decimals, None and NaN as a dash, anything else as text."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)

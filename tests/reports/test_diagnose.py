@@ -1,4 +1,4 @@
-"""Tests of pyrovae/diagnostics.py and ``pyrovae diagnose``: PSIS k̂ and NUTS against the
+"""Tests of pyrovae/reports/diagnose.py and ``pyrovae diagnose``: PSIS k̂ and NUTS against the
 exact posterior of probabilistic PCA, and the report's files for every guide and prior."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from html import escape
 
 import arviz as az
 import numpy as np
@@ -172,31 +173,42 @@ def test_nuts_reference_matches_the_exact_posterior():
 
 
 def _check_report(result, out, n, draws, n_latent, nuts):
+    from pyrovae.reports.diagnose_data import COMPACT_Q_DRAWS, VARIATIONAL_GROUP
+
     for name in (REPORT_HTML, REPORT_NETCDF, REPORT_JSON):
         assert (out / name).is_file()
     idata = az.from_netcdf(out / REPORT_NETCDF)
-    assert {"posterior", "sample_stats", "observed_data", "posterior_predictive"} <= set(
-        idata.groups()
-    )
-    assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
-    assert idata.posterior["z"].shape == (1, draws, n, n_latent)
+    assert {"sample_stats", VARIATIONAL_GROUP} <= set(idata.groups())
+    q_z = idata[VARIATIONAL_GROUP]["z"]
+    assert q_z.dims == ("chain", "draw", "datapoint", "latent")
+    assert q_z.shape == (1, min(draws, COMPACT_Q_DRAWS), n, n_latent)
     assert idata.sample_stats["log_weight"].dims == ("chain", "draw", "datapoint")
     khat = [np.nan if k is None else k for k in result.khat]
-    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat)
-    assert idata.observed_data["x"].dims[0] == "datapoint"
+    np.testing.assert_allclose(idata.sample_stats["pareto_k"].values, khat, rtol=1e-6)
     summary = json.loads((out / REPORT_JSON).read_text())
     assert len(summary["khat"]) == n
     assert sum(summary["khat_shares"].values()) == pytest.approx(1.0)
+    assert summary["verdict"] == result.verdict and summary["trust"] in ("yes", "mostly", "no")
     ppc = summary["ppc"]
     assert 0 <= ppc["outside_95_stderr"] <= 0.5 and ppc["replicated_mean_mc_stderr"] >= 0
     assert ppc["p_value_mean_mc_stderr"] >= 0
     html = (out / REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == (4 if nuts else 3)
+    tiles = html.count('class="tile"')
+    assert tiles == 2 * min(n, 10)  # the worst points, beside their reconstructions
+    assert html.count("data:image/png;base64,") - tiles == (4 if nuts else 3)
+    assert result.verdict.split(":")[0] in html
+    summary_text = result.format_summary()
+    for warning in result.warnings:  # every warning of the console is on the page
+        assert f"warning: {warning}" in summary_text
+        assert escape(warning, quote=False) in html
     if nuts:
         assert summary["nuts"]["points"] == nuts
         assert math.isfinite(summary["nuts"]["max_r_hat"])
-        nuts_idata = az.from_netcdf(out / "nuts_reference.nc")
-        assert nuts_idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+        assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent")
+        assert idata.posterior["z"].shape[2] == nuts
+        assert idata.observed_data["x"].shape[0] == nuts
+    else:
+        assert "posterior" not in idata.groups()
 
 
 @pytest.mark.parametrize("guide", GUIDES.names())
@@ -241,13 +253,17 @@ def test_diagnose_cli(tmp_path, tiny_config):
     out = tmp_path / "report"
     args = ["diagnose", "--run", str(tmp_path / "run"), "-n", "6", "--out", str(out)]
     args += ["--draws", "50", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
-    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    result = CliRunner().invoke(main, [*args, "--no-progress", "--full-netcdf"])
     assert result.exit_code == 0, result.output
     assert "PSIS over 6 points" in result.output
+    assert "diagnose [" not in result.output  # --no-progress: no progress lines
     summary = json.loads((out / REPORT_JSON).read_text())
     assert summary["n"] == 6 and summary["nuts"]["chains"] == 2
     idata = az.from_netcdf(out / REPORT_NETCDF)
-    assert "label" in idata.observed_data  # digits have labels
+    assert "label" in idata.constant_data  # digits have labels
+    assert idata.sample_stats["log_weight"].dtype == np.float64  # --full-netcdf
+    assert idata.attrs["split"] == "test" and idata.attrs["run_dir"] == str(tmp_path / "run")
+    assert json.loads(idata.attrs["config"])["model"]["latent_dim"] == 4
     assert not list(out.glob(".*.tmp"))  # files written whole, temporaries gone
     bad = ["diagnose", "--run", str(tmp_path / "run"), "--out", str(out / REPORT_JSON / "x")]
     result = CliRunner().invoke(main, bad)
@@ -283,8 +299,10 @@ def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
     tiny_config.train.epochs = 1
     train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     state = torch.get_rng_state()
-    diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
+    result = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
+    assert result.inference_data is not None  # the InferenceData it wrote, returned
+    assert result.inference_data.sample_stats["pareto_k"].shape == (2,)
 
 
 def test_summary_warns_when_nuts_chains_disagree():
@@ -339,5 +357,40 @@ def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypat
             progress=progress,
         )
         shown = terminal.getvalue()
-        for step in ("PSIS draws", "NUTS, 2 chains", "latent codes"):
+        bars = ("PSIS draws", "NUTS, 2 chains", "latent codes")
+        stages = ("] PSIS: 20 draws", "] NUTS reference: 1 points", "] figures", "] done in")
+        for step in bars + stages:
             assert (step in shown) == progress, shown
+
+
+@pytest.mark.parametrize(
+    ("bad", "relative", "trust"),
+    [
+        (0.0, [0.1], "yes"),
+        (0.05, [0.1], "mostly"),
+        (0.3, [0.1], "no"),
+        (0.0, [0.1, 0.9], "mostly"),  # q far from a converged NUTS: not a plain yes
+    ],
+)
+def test_verdict_from_khat_shares_and_the_nuts_comparison(bad, relative, trust):
+    from pyrovae.reports.diagnose import verdict
+
+    shares = {"exact": 0.0, "good": 1.0 - bad - 0.02, "usable": 0.02, "bad": bad}
+    nuts = {"points": len(relative), "max_r_hat": 1.001, "w2_relative": relative}
+    got, sentence = verdict(50, shares, nuts)
+    assert got == trust
+    assert sentence.count(".") == sentence.count("0.") + 1  # one sentence
+    assert f"> 0.7 for {bad:.0%}" in sentence
+    assert ("cannot be trusted" in sentence) == (trust == "no")
+    unconverged = verdict(50, shares, {**nuts, "max_r_hat": 1.2})[1]
+    assert "did not converge" in unconverged
+    assert "no NUTS reference" in verdict(50, shares, None)[1]
+
+
+def test_class_names_of_named_data_sets():
+    from pyrovae.api import _class_names
+    from pyrovae.config import DataConfig, RunConfig
+
+    fashion = _class_names(RunConfig(data=DataConfig(dataset="fashion-mnist")))
+    assert fashion is not None and fashion[0] == "T-shirt/top" and len(fashion) == 10
+    assert _class_names(RunConfig(data=DataConfig(dataset="digits"))) is None
