@@ -148,6 +148,8 @@ def read_points(x: Any, labels: Any = None) -> tuple[torch.Tensor, torch.Tensor 
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise DataError(f"no file {path}: give the path of a .npy or .npz array file")
     if path.suffix.lower() not in (".npy", ".npz"):
         raise DataError(f"{path} must be a .npy or .npz array file")
     try:
