@@ -58,6 +58,15 @@ class TrainedRun(Protocol):
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
+def _check_run(run: Any) -> None:
+    """A path where a loaded run belongs is a one-line error, not an AttributeError."""
+    if not all(hasattr(run, name) for name in ("vae", "config", "split")):
+        raise ConfigError(
+            f"expected a run from pyrovae.load_run(...), got {type(run).__name__}: "
+            f"pass pyrovae.load_run({run!r})"[:200]
+        )
+
+
 def encode(
     run: TrainedRun,
     x: Any = None,
@@ -94,6 +103,7 @@ def encode(
         Also write the result as an ``.npz`` (keys ``mean``, ``std``,
         ``labels``, ``method``; ``mean_se``, ``std_se``, ``draws`` when sampled).
     """
+    _check_run(run)
     if out is not None:
         check_output_file(out, suffixes=(".npz",))
     if x is None:
@@ -210,6 +220,7 @@ def probe(
     json_path
         Also write the result as JSON here.
     """
+    _check_run(run)
     folder = None if out is None else check_output_folder(out)
     if json_path is not None:
         check_output_file(json_path)
@@ -251,6 +262,7 @@ def explore(
     MNIST, digits); ``log`` receives the progress lines of the slow parts
     (t-SNE; default: printed when ``progress``).
     """
+    _check_run(run)
     images, labels = run.split("test")
     if log is None:
         log = print if progress else _quiet

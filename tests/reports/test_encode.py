@@ -9,6 +9,7 @@ import torch
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError
+from pyrovae.model.guides.base import GUIDES
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
 from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
@@ -63,6 +64,16 @@ def test_a_flow_guide_is_encoded_by_sampling_with_its_standard_errors(tmp_path):
         np.testing.assert_array_equal(saved["mean"], encoding.mean.numpy())
 
 
+@pytest.mark.parametrize("guide", GUIDES.names())
+def test_every_guide_is_encoded(make_vae, guide):
+    vae = make_vae(guide=guide, latent_dim=2, hidden=8)
+    encoding = encode_points(vae, torch.rand(4, 1, 4, 4), draws=20)
+    assert encoding.mean.shape == encoding.std.shape == (4, 2)
+    assert bool(torch.isfinite(encoding.mean).all()) and bool((encoding.std > 0).all())
+    closed = vae.amortized_guide.head_class.has_closed_form_mean
+    assert (encoding.draws is None) == closed and (encoding.mean_se is None) == closed
+
+
 def _bernoulli_vae() -> VAE:
     return VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
 
@@ -103,7 +114,9 @@ def test_the_api_encodes_a_file_and_the_runs_data(tiny_digits_run, tmp_path):
         assert set(saved.files) == {"mean", "std", "labels", "method"}
 
 
-def test_the_api_refuses_mixed_sources(tiny_digits_run):
+def test_the_api_refuses_mixed_sources_and_a_path_for_a_run(tiny_digits_run):
+    with pytest.raises(ConfigError, match="pyrovae.load_run"):
+        pyrovae.encode(str(tiny_digits_run))
     run = pyrovae.load_run(tiny_digits_run, device="cpu")
     with pytest.raises(ConfigError, match="not both"):
         pyrovae.encode(run, np.zeros((2, 64), np.float32), dataset="digits")
