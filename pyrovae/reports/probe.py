@@ -75,7 +75,7 @@ class ProbeResult:
         heads = [f"{n} labels" if n < self.n_train else f"all {n}" for n in counts]
         lines = [
             f"test accuracy ± binomial standard error on {self.n_test} test points "
-            f"(logistic regression; posterior means by {self.encoding})",
+            f"(logistic regression; posterior means: {self.encoding})",
             f"{'features':<24}" + "".join(f"{head:>18}" for head in heads),
         ]
         for kind in FEATURES:
