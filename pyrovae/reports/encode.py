@@ -58,12 +58,12 @@ class Encoding:
         """How the moments were computed, in words (for the output and the ``.npz``)."""
         if self.draws is None:
             return "closed form"
-        return f"Monte Carlo: {self.draws} draws of q(z|x) per point"
+        return f"Monte Carlo, {self.draws} draws of q(z|x) per point"
 
     def describe(self) -> str:
         """One line: how many points, how, and the largest Monte Carlo error."""
         n, n_latent = self.mean.shape
-        text = f"{n} points, {n_latent} latent dimensions, moments of q(z|x) in {self.method}"
+        text = f"{n} points, {n_latent} latent dimensions, moments of q(z|x): {self.method}"
         if self.mean_se is not None and self.std_se is not None and n:
             text += (
                 f" (largest standard error: {float(self.mean_se.max()):.2g} on a mean, "
