@@ -139,31 +139,56 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def interpolation_figure(vae: VAE, x: torch.Tensor, means: torch.Tensor) -> Any:
-    """Rows of decoded codes between pairs of test images: linear, and spherical for a
-    Gaussian prior (in the prior's standardized coordinates)."""
+def interpolation_pairs(labels: torch.Tensor | None, n: int) -> list[tuple[int, int]]:
+    """Up to :data:`PAIRS` pairs of test-point indices: the first point of class 0 with the
+    first of class 1, 2 with 3, and so on where there are labels; else points 0-1, 2-3, ..."""
+    if labels is None or len(torch.unique(labels)) < 2:
+        return [(2 * k, 2 * k + 1) for k in range(min(PAIRS, n // 2))]
+    classes = torch.unique(labels).tolist()
+    first = [int((labels == c).nonzero()[0, 0]) for c in classes]
+    return list(zip(first[0::2], first[1::2], strict=False))[:PAIRS]
+
+
+def interpolation_figure(
+    vae: VAE,
+    x: torch.Tensor,
+    means: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    names: Sequence[str] | None = None,
+) -> Any:
+    """Rows of decoded codes between pairs of test images (of two classes where there
+    are labels): linear, and spherical for a Gaussian prior (in the prior's
+    standardized coordinates)."""
     from matplotlib.figure import Figure
 
     prior = diagonal_normal(vae.prior())
     t = torch.linspace(0, 1, STEPS)
-    rows, labels = [], []
-    for k in range(min(PAIRS, x.shape[0] // 2)):
-        ends = to_unit_float(x[2 * k : 2 * k + 2]).cpu()
-        z0, z1 = means[2 * k], means[2 * k + 1]
+    rows, row_labels = [], []
+    for k, (i, j) in enumerate(interpolation_pairs(labels, x.shape[0])):
+        ends = to_unit_float(x[[i, j]]).cpu()
+        z0, z1 = means[i], means[j]
+        pair = f"pair {k + 1}" if labels is None else _pair_name(labels, names, i, j)
         rows.append(torch.cat([ends[:1], decode(vae, torch.lerp(z0, z1, t[:, None])), ends[1:]]))
-        labels.append(f"pair {k + 1}: linear")
+        row_labels.append(f"{pair}: linear")
         if prior is not None:
             loc, scale = prior.loc.cpu(), prior.scale.cpu()
             arc = slerp((z0 - loc) / scale, (z1 - loc) / scale, t) * scale + loc
             rows.append(torch.cat([ends[:1], decode(vae, arc), ends[1:]]))
-            labels.append(f"pair {k + 1}: spherical")
+            row_labels.append(f"{pair}: spherical")
     columns = ["x start"] + [f"{v:.2g}" for v in t.tolist()] + ["x end"]
     fig = Figure(figsize=(STEPS + 2, 0.9 * len(rows) + 1.2))
     ax = fig.subplots()
-    image_grid(ax, torch.cat(rows), STEPS + 2, labels, columns)
+    image_grid(ax, torch.cat(rows), STEPS + 2, row_labels, columns)
     ax.set_xlabel("interpolation weight t between the posterior means of two test images")
     ax.set_title("interpolation in the latent space (decoded E[x|z])")
     return fig
+
+
+def _pair_name(labels: torch.Tensor, names: Sequence[str] | None, i: int, j: int) -> str:
+    def name(c: int) -> str:
+        return names[c] if names is not None and 0 <= c < len(names) else str(c)
+
+    return f"{name(int(labels[i]))} to {name(int(labels[j]))}"
 
 
 def traversal_figure(
@@ -337,7 +362,9 @@ def write_latent_figures(
     result = ExploreResult([], [float(s) for s in score], measure, order)
     figures: dict[str, Callable[[], Any]] = {}
     if is_image_shape(vae.data_shape):
-        figures["interpolation.png"] = lambda: interpolation_figure(vae, x, means)
+        figures["interpolation.png"] = lambda: interpolation_figure(
+            vae, x, means, labels, class_names
+        )
         figures["traversal.png"] = lambda: traversal_figure(vae, means, score, measure, order)
         if vae.n_latent >= 2:
             figures["manifold.png"] = lambda: manifold_figure(vae, means)

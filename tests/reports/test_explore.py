@@ -15,6 +15,7 @@ from pyrovae.reports.explore import (
     GRID_SIDE,
     QUANTILE_RANGE,
     activity,
+    interpolation_pairs,
     manifold_codes,
     slerp,
 )
@@ -28,6 +29,13 @@ def test_slerp_runs_on_the_great_circle_between_its_ends():
     torch.testing.assert_close(arc[-1], z1)
     torch.testing.assert_close(arc.norm(dim=1), torch.full((5,), 3.0))  # the line would dip to 2.1
     torch.testing.assert_close(arc[2], torch.tensor([1.0, 0.0, 1.0]) * 3 / 2**0.5)
+
+
+def test_interpolation_pairs_join_the_first_points_of_two_classes():
+    labels = torch.tensor([3, 1, 1, 0, 2, 3, 0])
+    assert interpolation_pairs(labels, 7) == [(3, 1), (4, 0)]  # 0 to 1, 2 to 3
+    assert interpolation_pairs(None, 5) == [(0, 1), (2, 3)]
+    assert interpolation_pairs(torch.zeros(6, dtype=torch.long), 6) == [(0, 1), (2, 3), (4, 5)]
 
 
 def _vae(latent_dim: int, prior: str = "normal") -> VAE:
