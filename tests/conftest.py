@@ -82,3 +82,23 @@ def make_vae():
         return VAE(config)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_run(tmp_path_factory):
+    """The folder of a digits run (hidden 16, latent 2, 1 epoch) trained once per session,
+    for tests that only read a run (write their outputs elsewhere)."""
+    import pyrovae
+
+    out = tmp_path_factory.mktemp("tiny-digits") / "run"
+    pyrovae.train(
+        dataset="digits",
+        hidden=(16,),
+        latent_dim=2,
+        epochs=1,
+        device="cpu",
+        out=out,
+        progress=False,
+        log=lambda line: None,
+    )
+    return out

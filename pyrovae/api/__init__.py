@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyrovae.api.latent import encode, explore, probe  # noqa: F401 (re-exported)
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS

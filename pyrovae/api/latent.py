@@ -1,0 +1,281 @@
+"""The latent space as an API: ``pyrovae.encode``, ``pyrovae.probe`` and ``pyrovae.explore``.
+
+Thin functions over :mod:`pyrovae.reports.encode`, :mod:`pyrovae.reports.probe`
+and :mod:`pyrovae.reports.explore`: they read a run's data as its evaluations
+do and seed their draws without changing the caller's random streams.
+
+Example
+-------
+>>> import pyrovae
+>>> run = pyrovae.load_run("runs/digits")
+>>> features = pyrovae.encode(run, split="test")    # .mean, .std, .labels
+>>> print(pyrovae.probe(run).format_table())        # logistic regression on them
+>>> result = pyrovae.explore(run, "runs/digits/latent")
+>>> [path.name for path in result.paths]
+['interpolation.png', 'traversal.png', 'manifold.png', 'latent_map.png']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from pyrovae.config import RunConfig
+from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
+from pyrovae.data.classes import class_names
+from pyrovae.data.memory import to_points
+from pyrovae.data.prepare import prepare_data, split_images
+from pyrovae.errors import ConfigError, DataError, describe_exception
+from pyrovae.files import atomic_write_text, check_output_file, check_output_folder
+from pyrovae.inference.moments import DEFAULT_DRAWS
+from pyrovae.model.vae import VAE
+from pyrovae.reports.encode import Encoding, check_points, encode_points
+from pyrovae.reports.explore import TSNE_POINTS, ExploreResult, Log, write_latent_figures
+from pyrovae.reports.probe import LABEL_COUNTS, ProbeResult, linear_probe, save_probe_plot
+from pyrovae.runtime import isolated_rng
+
+#: Keys of an ``.npz`` that hold labels rather than points.
+_LABEL_KEYS = ("y", "labels")
+
+
+class TrainedRun(Protocol):
+    """What the latent-space functions read of a :class:`pyrovae.api.Run`."""
+
+    run_dir: Path
+    config: RunConfig
+    vae: VAE
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+def _check_run(run: Any) -> None:
+    """A path where a loaded run belongs is a one-line error, not an AttributeError."""
+    if not all(hasattr(run, name) for name in ("vae", "config", "split")):
+        raise ConfigError(
+            f"expected a run from pyrovae.load_run(...), got {type(run).__name__}: "
+            f"pass pyrovae.load_run({run!r})"[:200]
+        )
+
+
+def encode(
+    run: TrainedRun,
+    x: Any = None,
+    *,
+    labels: Any = None,
+    dataset: str | None = None,
+    split: str = "test",
+    draws: int = DEFAULT_DRAWS,
+    seed: int | None = 0,
+    progress: bool = False,
+    out: str | os.PathLike[str] | None = None,
+) -> Encoding:
+    """The mean and standard deviation of q(z|x) for each point, as an :class:`Encoding`.
+
+    Parameters
+    ----------
+    run
+        A run from :func:`pyrovae.load_run`.
+    x
+        Points to encode: a tensor or array ``(N, *data_shape)`` (or flat
+        ``(N, D)``), or the path of a ``.npy`` / ``.npz`` file (images under
+        ``x``, labels under ``y``). Without it, ``split`` of ``dataset`` is encoded.
+    labels
+        Labels ``(N,)`` of ``x``, kept with the features.
+    dataset, split
+        A data set the run can read (default: the run's own), prepared as the
+        run's evaluations see it, and which split (``test`` or ``train``).
+    draws
+        Draws of q(z|x) per point for a guide whose moments are not closed
+        form (flow guides); the result then holds their standard errors.
+    seed
+        Seeds those draws, without changing the caller's random streams.
+    out
+        Also write the result as an ``.npz`` (keys ``mean``, ``std``,
+        ``labels``, ``method``; ``mean_se``, ``std_se``, ``draws`` when sampled).
+    """
+    _check_run(run)
+    if out is not None:
+        check_output_file(out, suffixes=(".npz",))
+    if x is None:
+        if labels is not None:
+            raise ConfigError("labels= goes with x=; a data set brings its own labels")
+        points, point_labels = dataset_split(run, dataset, split)
+        what = f"the {split} split of {dataset or run.config.data.dataset}"
+    else:
+        if dataset is not None:
+            raise ConfigError("give x= (points) or dataset= (a data set), not both")
+        points, point_labels, what = read_points(x, labels)
+    points = check_points(points, run.vae, what)
+    with isolated_rng(run.device, seed):
+        encoding = encode_points(run.vae, points, point_labels, draws=draws, progress=progress)
+    if out is not None:
+        encoding.save(out)
+    return encoding
+
+
+def dataset_split(
+    run: TrainedRun, dataset: str | None, split: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Points and labels of ``split`` of ``dataset`` (default: the run's), prepared as the
+    run prepares its own (:func:`pyrovae.data.prepare.split_images`)."""
+    if split not in ("test", "train"):
+        raise ConfigError(f"--split must be test or train, got {split!r}")
+    if dataset is None or dataset == run.config.data.dataset:
+        return run.split(split)
+    config = dataclasses.replace(
+        run.config, data=dataclasses.replace(run.config.data, dataset=dataset, stream="no")
+    )
+    binary = run.vae.likelihood.binary
+    prepared = prepare_data(config, run.device, binary=binary)
+    return split_images(config, prepared, split, binary=binary)
+
+
+def read_points(x: Any, labels: Any = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Points (and labels) from an array, a tensor or a ``.npy`` / ``.npz`` path, and
+    what to call them in messages."""
+    what = "x"
+    if isinstance(x, (str, os.PathLike)):
+        what = os.fspath(x)
+        x, file_labels = _read_file(Path(x))
+        labels = file_labels if labels is None else labels
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        rows = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim else [0]
+        first = int(np.flatnonzero(rows)[0])
+        raise DataError(f"{what} has NaN or infinite values (first in point {first}); repair them")
+    points, _ = to_points(array, what)
+    return points, _labels(labels, points.shape[0], what), what
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise DataError(f"no file {path}: give the path of a .npy or .npz array file")
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise DataError(f"{path} must be a .npy or .npz array file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded, None
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    except _ARRAY_FILE_ERRORS as exc:
+        raise DataError(f"could not read {path} ({describe_exception(exc)})") from None
+    candidates = ["x"] if "x" in arrays else [k for k in arrays if k not in _LABEL_KEYS]
+    if len(candidates) != 1:
+        raise DataError(
+            f"{path} holds arrays {', '.join(arrays) or 'none'}: save the points under 'x' "
+            "(and labels under 'y')"
+        )
+    labels = next((arrays[k] for k in _LABEL_KEYS if k in arrays), None)
+    return arrays[candidates[0]], labels
+
+
+def _labels(labels: Any, n: int, what: str) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    values = torch.as_tensor(np.asarray(labels))
+    if tuple(values.shape) != (n,) or values.dtype.is_floating_point or values.dtype == torch.bool:
+        raise DataError(
+            f"the labels of {what} must be {n} whole numbers, got shape "
+            f"{tuple(values.shape)} {values.dtype}"
+        )
+    return values.to(torch.int64)
+
+
+def probe(
+    run: TrainedRun,
+    *,
+    counts: Sequence[int | None] = LABEL_COUNTS,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
+    progress: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+) -> ProbeResult:
+    """Logistic regression on the run's posterior means, raw pixels and PCA features.
+
+    Parameters
+    ----------
+    run
+        A run from :func:`pyrovae.load_run` whose data set has class labels.
+    counts
+        Numbers of class-balanced training labels (``None``: all); counts
+        larger than the training split are skipped (and listed).
+    seed
+        Seeds the labelled subsets, the PCA and the guide's draws.
+    draws
+        Draws of q(z|x) per point for a flow guide's posterior mean.
+    out
+        A folder for ``probe.png`` (accuracy against the number of labels).
+    json_path
+        Also write the result as JSON here.
+    """
+    _check_run(run)
+    folder = None if out is None else check_output_folder(out)
+    if json_path is not None:
+        check_output_file(json_path)
+    with isolated_rng(run.device, seed):
+        result = linear_probe(
+            run.vae,
+            run.split("train"),
+            run.split("test"),
+            counts=counts,
+            seed=seed,
+            draws=draws,
+            progress=progress,
+        )
+    if folder is not None:
+        save_probe_plot(result, Path(folder) / "probe.png")
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def explore(
+    run: TrainedRun,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    tsne_points: int = TSNE_POINTS,
+    draws: int = DEFAULT_DRAWS,
+    seed: int = 0,
+    progress: bool = False,
+    log: Log | None = None,
+) -> ExploreResult:
+    """Write interpolations, traversals, the manifold grid and the latent map of the
+    run's test split into ``out`` (default ``RUN/latent``).
+
+    Classes are named where the data set's names are known (Fashion-MNIST,
+    MNIST, digits); ``log`` receives the progress lines of the slow parts
+    (t-SNE; default: printed when ``progress``).
+    """
+    _check_run(run)
+    images, labels = run.split("test")
+    if log is None:
+        log = print if progress else _quiet
+    with isolated_rng(run.device, seed):
+        return write_latent_figures(
+            run.vae,
+            images,
+            labels,
+            out if out is not None else run.run_dir / "latent",
+            class_names=class_names(run.config.data.dataset),
+            tsne_points=tsne_points,
+            draws=draws,
+            seed=seed,
+            progress=progress,
+            log=log,
+        )

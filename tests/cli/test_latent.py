@@ -1,0 +1,82 @@
+"""``pyrovae encode``, ``probe`` and ``explore`` through click's CliRunner, on a tiny
+digits run: files written, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+from pyrovae.runtime import threads
+
+
+def _run(*args: str):
+    # One thread, as on a busy CI machine; the caller's thread count comes back.
+    with threads(torch.get_num_threads()):
+        return CliRunner().invoke(main, [*args, "--threads", "1"] if "--help" not in args else args)
+
+
+@pytest.mark.parametrize("command", ["encode", "probe", "explore"])
+def test_help(command):
+    result = _run(command, "--help")
+    assert result.exit_code == 0 and "--run" in result.output
+
+
+def test_encode_writes_an_npz_of_means_sds_and_labels(tiny_digits_run, tmp_path):
+    out = tmp_path / "z.npz"
+    result = _run("encode", "--run", str(tiny_digits_run), "--split", "train", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "closed form" in result.output
+    with np.load(out) as z:
+        assert z["mean"].shape == z["std"].shape == (1437, 2) and z["labels"].shape == (1437,)
+        assert (z["std"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((3, 7, 7), np.float32), "shape (1, 7, 7)"),
+        (np.full((3, 64), np.nan, np.float32), "NaN"),
+        (np.full((3, 8, 8), 3.0, np.float32), "outside [0, 1]"),
+    ],
+    ids=["shape", "nan", "support"],
+)
+def test_encode_refuses_bad_input_in_one_line(tiny_digits_run, tmp_path, array, message):
+    np.save(tmp_path / "x.npy", array)
+    result = _run(
+        "encode", "--run", str(tiny_digits_run), "--input", str(tmp_path / "x.npy"),
+        "--out", str(tmp_path / "z.npz"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.startswith("Error:") and message in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "z.npz").exists()
+
+
+def test_probe_prints_a_table_and_writes_the_plot_and_json(tiny_digits_run, tmp_path):
+    result = _run(
+        "probe", "--run", str(tiny_digits_run), "--labels", "50", "--out", str(tmp_path),
+        "--json", str(tmp_path / "probe.json"), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "VAE mean" in result.output and "raw pixels" in result.output and "±" in result.output
+    assert (tmp_path / "probe.png").exists() and (tmp_path / "probe.json").exists()
+
+
+def test_probe_refuses_bad_label_counts(tiny_digits_run):
+    result = _run("probe", "--run", str(tiny_digits_run), "--labels", "ten")
+    assert result.exit_code == 2 and "'ten'" in result.output
+
+
+def test_explore_writes_the_labelled_figures(tiny_digits_run, tmp_path):
+    result = _run(
+        "explore", "--run", str(tiny_digits_run), "--out", str(tmp_path), "--tsne-points", "40",
+        "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = ["interpolation.png", "traversal.png", "manifold.png", "latent_map.png"]
+    for name in names:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "most active dimensions (average KL (nats))" in result.output
+    assert "t-SNE" not in result.output  # --no-progress: no progress lines

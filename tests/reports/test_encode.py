@@ -1,0 +1,124 @@
+"""Tests of pyrovae/reports/encode.py and ``pyrovae.encode``: the moments of q(z|x)
+against probabilistic PCA's exact posterior, and one-line errors for bad points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyrovae
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.model.guides.base import GUIDES
+from pyrovae.model.ppca import PPCA, linear_gaussian_vae
+from pyrovae.model.spec import model_config
+from pyrovae.model.vae import VAE
+from pyrovae.reports.encode import Encoding, check_points, encode_points
+
+
+def exact_posterior_guide(n_dims: int = 12, n_latent: int = 2, n: int = 10):
+    """A PPCA VAE whose mean-field guide is N(exact posterior mean, exact marginal sds)."""
+    ppca = PPCA.random(n_dims, n_latent, sigma=0.5, seed=0)
+    vae = linear_gaussian_vae(ppca)
+    x = ppca.sample(n, torch.Generator().manual_seed(1))  # (n, n_dims)
+    posterior = ppca.posterior(x)
+    m = ppca.weight.T @ ppca.weight + ppca.sigma**2 * torch.eye(n_latent)
+    a = torch.linalg.solve(m, ppca.weight.T)  # (n_latent, n_dims): the posterior mean map
+    sd = posterior.covariance_matrix[0].diagonal().sqrt()
+    head = vae.guide_net
+    with torch.no_grad():
+        vae.encoder.net.weight.zero_()
+        vae.encoder.net.bias.zero_()
+        vae.encoder.net.weight[:n_latent] = a
+        vae.encoder.net.bias[:n_latent] = -a @ ppca.bias
+        head.loc.weight.zero_()
+        head.loc.bias.zero_()
+        head.loc.weight[:, :n_latent] = torch.eye(n_latent)
+        head.raw_scale.weight.zero_()
+        head.raw_scale.bias.copy_(torch.log(torch.expm1(sd - head.min_scale)))
+    return vae, x.reshape(n, 1, 1, n_dims), posterior
+
+
+def test_encoding_gives_the_exact_posterior_moments_of_ppca():
+    vae, x, posterior = exact_posterior_guide()
+    labels = torch.arange(x.shape[0])
+    encoding = encode_points(vae, x, labels, batch_size=3)  # batches of 3, 3, 3, 1
+    torch.testing.assert_close(encoding.mean, posterior.loc, atol=1e-4, rtol=1e-4)
+    exact_sd = posterior.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    torch.testing.assert_close(encoding.std, exact_sd, atol=1e-5, rtol=1e-5)
+    assert encoding.method == "closed form" and encoding.mean_se is None
+    assert torch.equal(encoding.labels, labels)
+
+
+def test_a_flow_guide_is_encoded_by_sampling_with_its_standard_errors(tmp_path):
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=3, guide="iaf", flows=1))
+    x = torch.rand(5, 1, 4, 4)
+    encoding = encode_points(vae, x, draws=50)
+    assert encoding.draws == 50 and "50 draws" in encoding.method
+    assert encoding.mean_se.shape == encoding.mean.shape == (5, 3)
+    assert bool((encoding.mean_se > 0).all()) and bool((encoding.std_se > 0).all())
+    path = encoding.save(tmp_path / "z.npz")
+    with np.load(path) as saved:
+        assert set(saved.files) == {"mean", "std", "mean_se", "std_se", "draws", "method"}
+        assert int(saved["draws"]) == 50 and "Monte Carlo" in str(saved["method"])
+        np.testing.assert_array_equal(saved["mean"], encoding.mean.numpy())
+
+
+@pytest.mark.parametrize("guide", GUIDES.names())
+def test_every_guide_is_encoded(make_vae, guide):
+    vae = make_vae(guide=guide, latent_dim=2, hidden=8)
+    encoding = encode_points(vae, torch.rand(4, 1, 4, 4), draws=20)
+    assert encoding.mean.shape == encoding.std.shape == (4, 2)
+    assert bool(torch.isfinite(encoding.mean).all()) and bool((encoding.std > 0).all())
+    closed = vae.amortized_guide.head_class.has_closed_form_mean
+    assert (encoding.draws is None) == closed and (encoding.mean_se is None) == closed
+
+
+def _bernoulli_vae() -> VAE:
+    return VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (torch.rand(3, 1, 5, 5), r"shape \(1, 5, 5\).*\(1, 4, 4\)"),
+        (torch.full((3, 1, 4, 4), float("nan")), "NaN"),
+        (torch.full((3, 1, 4, 4), 2.0), r"outside \[0, 1\]"),
+        (torch.rand(0, 1, 4, 4), "no points"),
+    ],
+    ids=["shape", "nan", "support", "empty"],
+)
+def test_bad_points_are_one_line_errors(x, message):
+    with pytest.raises(DataError, match=message) as info:
+        check_points(x, _bernoulli_vae(), "x.npy")
+    assert "\n" not in str(info.value)
+
+
+def test_flat_rows_are_reshaped_and_a_gaussian_takes_any_finite_value():
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, likelihood="gaussian"))
+    points = check_points(torch.full((3, 16), 5.0), vae, "x")
+    assert points.shape == (3, 1, 4, 4)
+
+
+def test_the_api_encodes_a_file_and_the_runs_data(tiny_digits_run, tmp_path):
+    run = pyrovae.load_run(tiny_digits_run, device="cpu")
+    test = pyrovae.encode(run, split="test", out=tmp_path / "test.npz")
+    assert isinstance(test, Encoding) and test.mean.shape == (360, 2)
+    assert test.labels is not None and test.labels.shape == (360,)
+    images = run.split("test")[0][:7].cpu().numpy()
+    np.savez(tmp_path / "x.npz", x=images.reshape(7, 64), y=np.arange(7))
+    again = pyrovae.encode(run, tmp_path / "x.npz")
+    torch.testing.assert_close(again.mean, test.mean[:7])
+    assert again.labels.tolist() == list(range(7))
+    with np.load(tmp_path / "test.npz") as saved:
+        assert set(saved.files) == {"mean", "std", "labels", "method"}
+
+
+def test_the_api_refuses_mixed_sources_and_a_path_for_a_run(tiny_digits_run):
+    with pytest.raises(ConfigError, match="pyrovae.load_run"):
+        pyrovae.encode(str(tiny_digits_run))
+    run = pyrovae.load_run(tiny_digits_run, device="cpu")
+    with pytest.raises(ConfigError, match="not both"):
+        pyrovae.encode(run, np.zeros((2, 64), np.float32), dataset="digits")
+    with pytest.raises(DataError, match=r"labels of x must be 2 whole numbers"):
+        pyrovae.encode(run, np.zeros((2, 64), np.float32), labels=[0.5, 1.5])
