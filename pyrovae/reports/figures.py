@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,6 +94,37 @@ def save_reconstructions(
     return save_grid(torch.cat(rows), path, nrow=ncol)
 
 
+def save_labelled_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path) -> Path:
+    """One row of images per ``(label, images)`` pair, the label at its left; the
+    image at column j of every row is the j-th of its tensor (up to
+    :data:`RECONSTRUCTION_COLUMNS` a row: longer tensors wrap into further groups of rows)."""
+    from torchvision.utils import make_grid
+
+    from pyrovae.reports.html import new_figure
+
+    first = rows[0][1]
+    ncol = min(first.shape[0], RECONSTRUCTION_COLUMNS)
+    groups = [
+        (label, images[start : start + ncol])
+        for start in range(0, first.shape[0], ncol)
+        for label, images in rows
+    ]
+    fig = new_figure(figsize=(1.0 + 0.9 * ncol, 0.95 * len(groups)))
+    for ax, (label, images) in zip(
+        fig.subplots(len(groups), 1, squeeze=False)[:, 0], groups, strict=True
+    ):
+        tiles = _blank_filled(_displayable(images), ncol)
+        tiles = make_grid(tiles, nrow=ncol, padding=GRID_PADDING, pad_value=BLANK)
+        ax.imshow(tiles.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    image_format = _image_format(path).lower()
+    atomic_write(path, lambda handle: fig.savefig(handle, format=image_format, dpi=100))
+    return Path(path)
+
+
 def _image_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_FORMATS:
@@ -141,12 +173,15 @@ def save_run_figures(
     vae: Any, test_images: torch.Tensor, history: list[dict[str, Any]], run_dir: Path
 ) -> list[Path]:
     """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images), ``loss_curve.png``;
-    only the loss curve where the data are not images (e.g. vectors ``(D,)``)."""
+    only the loss curve where the data are not images (e.g. vectors ``(D,)``), and no
+    samples for a model without a prior (an autoencoder)."""
     if not is_image_shape(tuple(test_images.shape[1:])):
         return [save_loss_curve(history, run_dir / "loss_curve.png")]
     originals = to_unit_float(test_images[:16])
+    # An autoencoder has no prior to sample from: no samples.png.
+    samples = [save_grid(vae.sample(64), run_dir / "samples.png")] if vae.has_prior else []
     return [
-        save_grid(vae.sample(64), run_dir / "samples.png"),
+        *samples,
         save_reconstructions(
             originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
         ),
