@@ -169,7 +169,8 @@ def reconstruct_command(
     device: str,
     progress: bool,
 ) -> None:
-    """Show images beside their reconstructions through z ~ q(z|x)."""
+    """Show images beside their reconstructions through z ~ q(z|x) (with --corrupt:
+    clean, corrupted and reconstructed rows)."""
     from pyrovae.api import load_run, reconstruct
     from pyrovae.model.corruption import parse_corruption
     from pyrovae.reports.figures import MAX_GRID_TILES, save_reconstructions

@@ -73,7 +73,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     type=click.Choice(MODEL_KINDS),
     default=ModelConfig.kind,
     show_default=True,
-    help="What is trained from the components below.",
+    help="What is trained from the components below: a VAE, or ae, a deterministic "
+    "autoencoder (z = the guide's mean, trained on -log p(x|z); no prior, no sampling).",
 )
 @kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
 @kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
