@@ -269,14 +269,18 @@ class TrainStep:
             kl = (qz.log_prob(z) - pz.log_prob(z)).sum()
         return -(log_px.sum() - (kl if beta == 1.0 else beta * kl)) / particles, features
 
-    def _direct_matches_pyro(self, x: torch.Tensor, beta: float, x_in: torch.Tensor) -> bool:
-        """Compare the two estimators on ``x`` with the same random numbers.
+    def _direct_matches_pyro(
+        self, x: torch.Tensor, beta: float, x_in: torch.Tensor | None = None
+    ) -> bool:
+        """Compare the two estimators on ``x`` (the encoder reading ``x_in``, default ``x``)
+        with the same random numbers.
 
         The RNG state is restored afterwards, so the check consumes no
         randomness and training stays reproducible.
         """
         if x.shape[0] == 0 or not self.vae.qz(x[:1]).has_rsample:
             return False
+        x_in = x if x_in is None else x_in
         with torch.no_grad(), forked_rng(x.device) as rewind:
             try:
                 direct = self._direct_loss(x, beta, x_in)[0]
