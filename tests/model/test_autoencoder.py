@@ -78,7 +78,7 @@ def test_training_lowers_the_reconstruction_error():
 
     before = test_nll()
     step = TrainStep(ae, make_elbo("meanfield"), make_optimizer(ae.parameters(), 1e-2))
-    for epoch in range(5):
+    for _epoch in range(5):
         for batch in train[torch.randperm(500)].split(100):
             step(batch)
     after = test_nll()
