@@ -64,11 +64,13 @@ def test_the_run_records_the_corruption_and_reports_the_sparsity_apart(denoising
     assert not (denoising_ae / "samples.png").exists()  # no prior to sample from
 
 
-def test_an_autoencoder_cannot_sample_or_give_log_px(denoising_ae):
+def test_an_autoencoder_cannot_sample_give_log_px_or_be_diagnosed(denoising_ae):
     runner = CliRunner()
     _assert_one_line_error(runner.invoke(main, ["sample", "--run", str(denoising_ae)]), "prior")
     result = runner.invoke(main, ["evaluate", "--run", str(denoising_ae), "--metrics", "logpx"])
     _assert_one_line_error(result, "logpx")
+    result = runner.invoke(main, ["diagnose", "--run", str(denoising_ae)])
+    _assert_one_line_error(result, "prior")
     result = runner.invoke(main, ["evaluate", "--run", str(denoising_ae), "-n", "20"])
     assert result.exit_code == 0, result.output
     assert "reconstruction" in result.output
