@@ -17,18 +17,32 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
+from pyrovae.data.dataset import ArrayData
 from pyrovae.data.memory import DataSource
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.model.corruption import CORRUPT_HELP, parse_corruption
+from pyrovae.model.vae import VAE
 from pyrovae.runtime import isolated_rng
 
-if TYPE_CHECKING:
-    from pyrovae.api import Run
+
+class LoadedRun(Protocol):
+    """What is used of a :class:`pyrovae.api.Run` (named so, and not imported, because
+    :mod:`pyrovae.api` imports this module)."""
+
+    vae: VAE
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def data(
+        self, data: DataSource | None = None, test_data: DataSource | None = None
+    ) -> ArrayData: ...
+
 
 #: Images reconstructed at a time.
 BATCH_SIZE = 1024
@@ -55,7 +69,7 @@ class CorruptedReconstructions:
 
 
 def reconstruct_corrupted(
-    run: Run,
+    run: LoadedRun,
     n: int = 16,
     *,
     corrupt: str,

@@ -118,6 +118,7 @@ def save_labelled_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Pat
         ax.imshow(tiles.permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_frame_on(False)
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     image_format = _image_format(path).lower()
