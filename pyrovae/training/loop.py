@@ -424,12 +424,14 @@ class Training:
 
     def log_row(self, row: dict[str, Any]) -> None:
         beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
+        sparsity = row.get("train_sparsity_kl")
+        sparsity_note = "" if sparsity is None else f"  sparsity KL {sparsity:.3f}"
         self.log(
             f"epoch {row['epoch']:>3}/{self.config.train.epochs}  "
             f"train ELBO {row['train_elbo']:9.3f}{beta_note}"
             f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
             f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
-            f"  {row['images_per_s']:8.0f} img/s"
+            f"{sparsity_note}  {row['images_per_s']:8.0f} img/s"
         )
 
 
