@@ -59,6 +59,7 @@ from torch.distributions import kl_divergence
 from pyrovae.config import TrainConfig
 from pyrovae.data.dataset import Rows
 from pyrovae.data.pixels import to_unit_float
+from pyrovae.errors import ConfigError
 from pyrovae.model.corruption import Corruption, parse_corruption
 from pyrovae.model.sparsity import SparsityPenalty, recorded_outputs
 from pyrovae.model.vae import VAE
@@ -88,6 +89,8 @@ def check_regularizers(config: TrainConfig) -> tuple[Corruption | None, Sparsity
     not); a bad ``--corrupt`` or ``--sparsity`` is a :class:`~pyrovae.errors.ConfigError`."""
     corruption = parse_corruption(config.corrupt)
     sparsity = None
+    if config.sparsity is None and config.sparsity_weight != TrainConfig.sparsity_weight:
+        raise ConfigError("--sparsity-weight weights the --sparsity penalty: give --sparsity too")
     if config.sparsity is not None:
         sparsity = SparsityPenalty(config.sparsity, config.sparsity_weight)
     return corruption, sparsity

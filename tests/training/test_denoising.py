@@ -95,6 +95,8 @@ def test_check_regularizers_reads_the_config():
     assert check_regularizers(TrainConfig()) == (None, None)
     with pytest.raises(ConfigError, match="--corrupt"):
         check_regularizers(TrainConfig(corrupt="mask:2"))
+    with pytest.raises(ConfigError, match="give --sparsity too"):
+        check_regularizers(TrainConfig(sparsity_weight=3.0))
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
