@@ -37,18 +37,6 @@ from pyrovae.sites import DATA_PLATE, LATENT, MODULE
 NO_PRIOR = "an autoencoder (--model ae) has no prior p(z)"
 
 
-def check_autoencoder_config(config: ModelConfig) -> None:
-    """Refuse a guide other than ``normal`` (the code is its mean) and any prior but the
-    default (an autoencoder has none), with a :class:`~pyrovae.errors.ConfigError`."""
-    if config.guide != "normal":
-        raise ConfigError(
-            f"--model ae encodes with the mean of the normal guide, not {config.guide!r}: "
-            "leave out --guide"
-        )
-    if config.prior != "normal":
-        raise ConfigError(f"{NO_PRIOR}: leave out --prior {config.prior}")
-
-
 class FlatPrior(Prior):
     """The improper uniform "prior" on R^n_latent of an autoencoder: log density 0,
     nothing to draw. Not a registered component (``--prior`` cannot choose it)."""
@@ -76,9 +64,21 @@ class Autoencoder(VAE):
     has_prior: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, *, modules: Networks | None = None) -> None:
-        check_autoencoder_config(config)
+        self.check_config(config)
         super().__init__(config, modules=modules)
         self.prior = FlatPrior(ModelContext(data_shape=self.data_shape, n_latent=self.n_latent))
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse a guide other than ``normal`` (the code is its mean) and any prior but
+        the default (an autoencoder has none), with a :class:`~pyrovae.errors.ConfigError`."""
+        if config.guide != "normal":
+            raise ConfigError(
+                f"--model ae encodes with the mean of the normal guide, not {config.guide!r}: "
+                "leave out --guide"
+            )
+        if config.prior != "normal":
+            raise ConfigError(f"{NO_PRIOR}: leave out --prior {config.prior}")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The codes f(x) ``(batch, n_latent)``."""

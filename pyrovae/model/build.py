@@ -19,7 +19,7 @@ import torch
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, first_line
-from pyrovae.model.autoencoder import Autoencoder, check_autoencoder_config
+from pyrovae.model.autoencoder import Autoencoder
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
@@ -35,8 +35,7 @@ def check_model_config(config: ModelConfig) -> None:
     """Check ``config`` with its components (names, options, combinations) before any
     data is read; see :func:`pyrovae.model.spec.resolve`."""
     resolve(config)
-    if config.kind == "ae":
-        check_autoencoder_config(config)
+    MODEL_CLASSES[config.kind].check_config(config)
 
 
 def make_model(config: ModelConfig, *, modules: Networks | None = None) -> VAE:

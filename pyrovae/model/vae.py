@@ -76,6 +76,11 @@ class VAE(nn.Module):
     #: :mod:`pyrovae.model.autoencoder`): sampling and log p(x) need it.
     has_prior: ClassVar[bool] = True
 
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse, before any data is read, a config this kind of model cannot be built from
+        (a :class:`~pyrovae.errors.ConfigError`); its components check themselves."""
+
     def __init__(self, config: ModelConfig, *, modules: Networks | None = None) -> None:
         super().__init__()
         if config.data_shape is None:

@@ -37,6 +37,7 @@ x (in Pyro's path the guide is handed x̃, the model x); with a ``sparsity``
 penalty its weighted KL on the encoder's features h(x̃) is added to the loss
 that is differentiated, but not to the returned ELBO loss: it is summed
 apart (:meth:`TrainStep.take_sparsity`), so the reported ELBO stays an ELBO.
+
 Tests (``tests/test_step.py``) check that the fast step gives the loss and
 gradients of :class:`pyro.infer.SVI` with :class:`pyro.optim.Adam` for every
 registered guide and prior.
