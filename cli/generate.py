@@ -8,6 +8,7 @@ and "wrote" is printed only once every file is written.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -144,6 +145,13 @@ def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
     default=None,
     help="Image file, .png or .jpg [default: RUN/reconstructions.png].",
 )
+@click.option(
+    "--corrupt",
+    metavar="SPEC",
+    default=None,
+    help="Reconstruct corrupted copies (mask:P, gaussian:SIGMA or salt-pepper:P, as train "
+    "--corrupt takes them): rows of clean, corrupted and reconstructed images, labelled.",
+)
 @seed_option
 @_mode_option
 @device_option
@@ -155,20 +163,27 @@ def reconstruct_command(
     run_dir: str | None,
     split: str,
     out: str | None,
+    corrupt: str | None,
     seed: int | None,
     mode: str,
     device: str,
     progress: bool,
 ) -> None:
-    """Show images beside their reconstructions through z ~ q(z|x)."""
+    """Show images beside their reconstructions through z ~ q(z|x) (with --corrupt:
+    clean, corrupted and reconstructed rows)."""
     from pyrovae.api import load_run, reconstruct
+    from pyrovae.model.corruption import parse_corruption
     from pyrovae.reports.figures import MAX_GRID_TILES, save_reconstructions
 
     if out is not None:
         image_path(out)
+    parse_corruption(corrupt)  # a bad spec is one line before the run is loaded
     run = load_run(run_dir, device=device)
     out = out or str(Path(run.run_dir) / "reconstructions.png")
     image_path(out)
+    if corrupt:
+        _reconstruct_corrupted(run, n, split, out, corrupt, seed, mode == "mean")
+        return
     most = MAX_GRID_TILES // 2  # each image takes two tiles
     originals, reconstructions = reconstruct(
         run, min(n, most), split=split, mean=mode == "mean", seed=seed, progress=progress
@@ -184,3 +199,23 @@ def reconstruct_command(
         )
         note = f" ({n} asked; {reason})"
     click.echo(f"wrote {shown} {split} images and their reconstructions to {out}{note}")
+
+
+def _reconstruct_corrupted(
+    run: Any, n: int, split: str, out: str, corrupt: str, seed: int | None, mean: bool
+) -> None:
+    """``reconstruct --corrupt``: the clean, corrupted and reconstructed rows, labelled."""
+    from pyrovae.api import reconstruct_corrupted
+    from pyrovae.reports.figures import MAX_GRID_TILES, save_labelled_rows
+
+    most = MAX_GRID_TILES // 3  # each image takes three tiles
+    result = reconstruct_corrupted(
+        run, min(n, most), corrupt=corrupt, split=split, mean=mean, seed=seed
+    )
+    save_labelled_rows(result.rows, out)
+    shown = result.clean.shape[0]
+    note = f" ({n} asked; {'the split holds' if shown < min(n, most) else 'at most'} {shown})"
+    click.echo(
+        f"wrote {shown} {split} images, corrupted ({result.spec}) and reconstructed, to {out}"
+        + (note if shown < n else "")
+    )

@@ -87,7 +87,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     type=click.Choice(MODEL_KINDS),
     default=ModelConfig.kind,
     show_default=True,
-    help="What is trained from the components below.",
+    help="What is trained from the components below: a VAE, or ae, a deterministic "
+    "autoencoder (z = the guide's mean, trained on -log p(x|z); no prior, no sampling).",
 )
 @kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
 @kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
@@ -141,6 +142,30 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     default=TrainConfig.kl_warmup,
     show_default=True,
     help="Epochs over which beta rises linearly from 0.",
+)
+@click.option(
+    "--corrupt",
+    metavar="SPEC",
+    default=None,
+    help="Denoising: the encoder reads a freshly corrupted copy of each batch, the "
+    "likelihood scores the clean one; mask:P (values set to 0 with probability P), "
+    "gaussian:SIGMA (added noise) or salt-pepper:P (values set to 0 or 1).",
+)
+@click.option(
+    "--sparsity",
+    metavar="RHO",
+    type=float,
+    default=None,
+    help="Sparse encoder: penalize KL(RHO || mean activation) of each hidden unit "
+    "(reported as train_sparsity_kl, apart from the ELBO); e.g. 0.05.",
+)
+@click.option(
+    "--sparsity-weight",
+    metavar="W",
+    type=float,
+    default=TrainConfig.sparsity_weight,
+    show_default=True,
+    help="Weight of the --sparsity penalty per data point.",
 )
 @click.option(
     "--lr",
@@ -272,7 +297,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
     )
     train = TrainConfig(
         **pick("objective", "pyro_step", "elbo", "particles", "beta", "kl_warmup", "lr"),
-        **pick("batch_size", "seed"),
+        **pick("batch_size", "seed", "corrupt", "sparsity", "sparsity_weight"),
         epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
         device=options["device"] or TrainConfig.device,
     )

@@ -34,9 +34,10 @@ ELBOS: tuple[str, ...] = ("meanfield", "trace")
 OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 STREAMS: tuple[str, ...] = ("auto", "yes", "no")
-#: What is trained (``--model``): a VAE; kinds that need their own model/guide pair
-#: (an autoencoder, a conditional or a semi-supervised VAE) add their name here.
-MODEL_KINDS: tuple[str, ...] = ("vae",)
+#: What is trained (``--model``): a VAE, or a deterministic autoencoder (``ae``,
+#: :mod:`pyrovae.model.autoencoder`); kinds that need their own model/guide pair
+#: (a conditional or a semi-supervised VAE) add their name here.
+MODEL_KINDS: tuple[str, ...] = ("vae", "ae")
 
 
 def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
@@ -180,6 +181,14 @@ class TrainConfig:
     guide; by default the step evaluates the same estimator directly from the
     model's distributions, checked against Pyro's on the first batch (see
     :mod:`pyrovae.training.step`).
+
+    ``corrupt`` (``mask:P``, ``gaussian:SIGMA`` or ``salt-pepper:P``) trains a
+    denoising model: the encoder reads a freshly corrupted copy of each batch,
+    the likelihood scores the clean one (:mod:`pyrovae.model.corruption`).
+    ``sparsity`` ρ adds ``sparsity_weight`` × Σ_j KL(ρ ‖ ρ̂_j) on the encoder's
+    hidden activations to the loss (:mod:`pyrovae.model.sparsity`), reported
+    apart from the ELBO. Both are checked by
+    :func:`pyrovae.training.step.check_regularizers`.
     """
 
     objective: ObjectiveName = "elbo"
@@ -193,6 +202,9 @@ class TrainConfig:
     seed: int = 0
     device: DeviceName = "auto"
     pyro_step: bool = False
+    corrupt: str | None = None
+    sparsity: float | None = None
+    sparsity_weight: float = 1.0
 
     def validate(self) -> None:
         _choice(self.objective, OBJECTIVES, "--objective")

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyrovae.api.denoise import CorruptedReconstructions as CorruptedReconstructions
+from pyrovae.api.denoise import reconstruct_corrupted as reconstruct_corrupted
 from pyrovae.api.latent import encode, explore, probe  # noqa: F401 (re-exported)
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
@@ -32,6 +34,7 @@ from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
+from pyrovae.model.build import make_model
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.networks.module import module_spec
 from pyrovae.model.spec import model_config
@@ -335,7 +338,7 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     try:
         with forked_rng("cpu"):  # the initial weights, overwritten below, draw from torch's RNG
-            vae = VAE(config.validate().model)
+            vae = make_model(config.validate().model)
     except ConfigError as err:  # a component that is missing, or cannot be rebuilt
         raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
     try:

@@ -19,9 +19,13 @@ import torch
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, first_line
+from pyrovae.model.autoencoder import Autoencoder
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
+
+#: The class that builds each model kind (``ModelConfig.kind``, ``--model``).
+MODEL_CLASSES: dict[str, type[VAE]] = {"vae": VAE, "ae": Autoencoder}
 
 #: Bytes per parameter in training: the value, its gradient and Adam's two moments (float32).
 TRAIN_BYTES_PER_PARAMETER = 16
@@ -31,6 +35,12 @@ def check_model_config(config: ModelConfig) -> None:
     """Check ``config`` with its components (names, options, combinations) before any
     data is read; see :func:`pyrovae.model.spec.resolve`."""
     resolve(config)
+    MODEL_CLASSES[config.kind].check_config(config)
+
+
+def make_model(config: ModelConfig, *, modules: Networks | None = None) -> VAE:
+    """The model of ``config.kind``: a :class:`VAE` or an :class:`Autoencoder`."""
+    return MODEL_CLASSES[config.kind](config, modules=modules)
 
 
 def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | None = None) -> VAE:
@@ -40,7 +50,7 @@ def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | 
     if modules is None:
         check_fits_in_memory(config, device)
     try:
-        return VAE(config, modules=modules).to(device)
+        return make_model(config, modules=modules).to(device)
     except (RuntimeError, MemoryError) as err:
         if not _out_of_memory(err):
             raise

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -71,6 +71,15 @@ class VAE(nn.Module):
     >>> loss = elbo.differentiable_loss(vae.model, vae.guide, x)
     >>> warm = elbo.differentiable_loss(vae.model, vae.guide, x, beta=0.1)  # KL x 0.1
     """
+
+    #: Whether p(z) is a distribution to sample and score (not so for an autoencoder,
+    #: :mod:`pyrovae.model.autoencoder`): sampling and log p(x) need it.
+    has_prior: ClassVar[bool] = True
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse, before any data is read, a config this kind of model cannot be built from
+        (a :class:`~pyrovae.errors.ConfigError`); its components check themselves."""
 
     def __init__(self, config: ModelConfig, *, modules: Networks | None = None) -> None:
         super().__init__()

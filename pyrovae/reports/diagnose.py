@@ -330,6 +330,11 @@ def diagnose(
         A line on stderr as each step starts, and progress bars for the PSIS
         draws, the NUTS chains and the latent codes.
     """
+    if not vae.has_prior:
+        raise ConfigError(
+            "diagnose checks q(z|x) against the posterior p(z|x), which needs a prior; an "
+            "autoencoder (--model ae) has none: use pyrovae evaluate --metrics elbo"
+        )
     if n < 1 or draws < 10:
         raise ConfigError("diagnose needs -n >= 1 and --draws >= 10")
     if nuts < 0 or nuts > n:

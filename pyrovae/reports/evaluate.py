@@ -37,6 +37,9 @@ METRICS: tuple[str, ...] = ("logpx", "elbo", "active", "surgery", "gaps")
 
 #: Computed unless asked otherwise: all but the per-image optimization of the gaps.
 DEFAULT_METRICS: tuple[str, ...] = ("logpx", "elbo", "active", "surgery")
+#: Metrics built on p(z): a model without a prior (an autoencoder) is refused them,
+#: and by default gets the others.
+PRIOR_METRICS: tuple[str, ...] = ("logpx", "surgery", "gaps")
 
 #: Importance samples per image for log p(x) by default: with 1000 images a minute on
 #: two CPU cores for the README's Fashion-MNIST runs (-k 5000 for published figures).
@@ -277,6 +280,7 @@ def evaluate(
         raise ConfigError(f"--gaps must be >= 0, got {gaps}")
     if gaps and "gaps" not in chosen:
         chosen.append("gaps")
+    chosen = _without_prior(vae, chosen)
     if images.shape[0] < 2:
         raise ConfigError("evaluation needs at least two images")
     started = time.perf_counter()
@@ -306,6 +310,24 @@ def evaluate(
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _without_prior(vae: VAE, chosen: list[str]) -> list[str]:
+    """``chosen``, for a model without a prior: the default metrics less those built on
+    p(z); one of those asked for is a :class:`ConfigError`."""
+    if vae.has_prior:
+        return chosen
+    if chosen == list(DEFAULT_METRICS):
+        # Active units too are measured against the prior's unit scale: by default an
+        # autoencoder gets its reconstruction log-likelihood (its ELBO, KL 0) alone.
+        return ["elbo"]
+    needing = [name for name in chosen if name in PRIOR_METRICS]
+    if needing:
+        raise ConfigError(
+            f"{', '.join(needing)} need a prior p(z), which an autoencoder has not: "
+            "use --metrics elbo,active (its ELBO is the reconstruction log-likelihood)"
+        )
+    return chosen
 
 
 def _add_log_px(

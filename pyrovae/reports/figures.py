@@ -265,16 +265,18 @@ def save_run_figures(
 ) -> list[Path]:
     """``samples.png`` (64 draws), ``reconstructions.png`` (16 test images, labelled rows),
     ``loss_curve.png`` (labelled from the run's ``config.json``); only the loss curve where
-    the data are not images (e.g. vectors ``(D,)``)."""
+    the data are not images (e.g. vectors ``(D,)``), and no samples for a model without a
+    prior (an autoencoder)."""
     paths = []
     if is_image_shape(tuple(test_images.shape[1:])):
         originals = to_unit_float(test_images[:16])
-        paths += [
-            save_grid(vae.sample(64), run_dir / "samples.png"),
+        if vae.has_prior:  # an autoencoder has no prior to sample from
+            paths.append(save_grid(vae.sample(64), run_dir / "samples.png"))
+        paths.append(
             save_reconstructions(
                 originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
-            ),
-        ]
+            )
+        )
     objective, kl_warmup = "elbo", 0
     if (run_dir / "config.json").is_file():
         train = RunConfig.load(run_dir / "config.json").train

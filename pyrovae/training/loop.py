@@ -44,7 +44,7 @@ from pyrovae.runtime import describe_threads, eval_mode, module_device, resolve_
 from pyrovae.training import distributed, divergence
 from pyrovae.training.checkpoint import save_checkpoint
 from pyrovae.training.schedules import kl_weight
-from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
+from pyrovae.training.step import TrainStep, check_regularizers, make_optimizer, train_epoch
 
 Logger = Callable[[str], None]
 #: What runs once the epochs are done, on rank 0, while the run folder is still
@@ -255,6 +255,8 @@ class Training:
     loss_limit: float
     log: Logger
     progress: bool
+    #: The last epoch's mean sparsity KL per data point (with ``--sparsity``).
+    sparsity_kl: float | None = None
 
     @classmethod
     def start(
@@ -281,8 +283,15 @@ class Training:
             torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
         optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
         gradient_hook = context.all_reduce_gradients if context.enabled else None
+        corruption, sparsity = check_regularizers(config.train)
         step = TrainStep(
-            vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
+            vae,
+            objective,
+            optimizer,
+            fast=not config.train.pyro_step,
+            gradient_hook=gradient_hook,
+            corruption=corruption,
+            sparsity=sparsity,
         )
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
@@ -373,14 +382,20 @@ class Training:
             on_log=show_loss,
         )
         bar.close()
+        sparsity = self.step.take_sparsity()
+        if sparsity is not None:
+            self.sparsity_kl = self.context.sum(sparsity).item() / n_train
         return self.context.sum(total).item() / n_train
 
     def metrics_row(
         self, epoch: int, train_loss: float, test: dict[str, float], seconds: float
     ) -> dict[str, Any]:
+        # The sparsity penalty is not part of the ELBO: it gets its own column.
+        extra = {} if self.sparsity_kl is None else {"train_sparsity_kl": self.sparsity_kl}
         return {
             "epoch": epoch + 1,
             "train_elbo": -train_loss,
+            **extra,
             "beta": self.beta(epoch, self.steps_per_epoch - 1),  # the weight it ended at
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
@@ -409,12 +424,14 @@ class Training:
 
     def log_row(self, row: dict[str, Any]) -> None:
         beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
+        sparsity = row.get("train_sparsity_kl")
+        sparsity_note = "" if sparsity is None else f"  sparsity KL {sparsity:.3f}"
         self.log(
             f"epoch {row['epoch']:>3}/{self.config.train.epochs}  "
             f"train ELBO {row['train_elbo']:9.3f}{beta_note}"
             f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
             f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
-            f"  {row['images_per_s']:8.0f} img/s"
+            f"{sparsity_note}  {row['images_per_s']:8.0f} img/s"
         )
 
 

@@ -27,6 +27,7 @@ from pyrovae.runtime import resolve_device
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loop import Finish, Logger, TrainResult, fit
+from pyrovae.training.step import check_regularizers
 
 
 def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
@@ -81,6 +82,7 @@ def train(
     >>> result.final["test_elbo"]  # doctest: +SKIP
     """
     check_model_config(config.validate().model)
+    check_regularizers(config.train)
     with distributed.session(resolve_device(config.train.device)) as context:
         # Rank 0 creates and locks the folder before the data load, so that a bad
         # --out or a second writer is one line at once; every process learns its name.
@@ -247,6 +249,7 @@ def _resumed_config(
     if lr is not None:
         config.train.lr = lr
     check_model_config(config.validate().model)
+    check_regularizers(config.train)
     return config
 
 

@@ -30,6 +30,14 @@ Three changes close the gap and keep the numbers:
 
 No per-step host synchronization: the step returns the summed loss as a
 device tensor; the loop accumulates it on the device and reads it rarely.
+
+Denoising and sparsity (both paths): with a ``corruption`` the encoder reads
+a fresh corrupted copy x̃ of each batch while the likelihood scores the clean
+x (in Pyro's path the guide is handed x̃, the model x); with a ``sparsity``
+penalty its weighted KL on the encoder's features h(x̃) is added to the loss
+that is differentiated, but not to the returned ELBO loss: it is summed
+apart (:meth:`TrainStep.take_sparsity`), so the reported ELBO stays an ELBO.
+
 Tests (``tests/test_step.py``) check that the fast step gives the loss and
 gradients of :class:`pyro.infer.SVI` with :class:`pyro.optim.Adam` for every
 registered guide and prior.
@@ -40,6 +48,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pyro
@@ -48,8 +57,12 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.distributions import kl_divergence
 
+from pyrovae.config import TrainConfig
 from pyrovae.data.dataset import Rows
 from pyrovae.data.pixels import to_unit_float
+from pyrovae.errors import ConfigError
+from pyrovae.model.corruption import Corruption, parse_corruption
+from pyrovae.model.sparsity import SparsityPenalty, recorded_outputs
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import forked_rng, module_device
 from pyrovae.training.batches import memory_batches, streamed_batches
@@ -70,6 +83,18 @@ def make_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim
         return torch.optim.Adam(parameters, lr=lr, fused=True)
     except RuntimeError:  # a device or dtype without a fused kernel
         return torch.optim.Adam(parameters, lr=lr)
+
+
+def check_regularizers(config: TrainConfig) -> tuple[Corruption | None, SparsityPenalty | None]:
+    """The corruption and the sparsity penalty ``config`` asks for (each ``None`` when
+    not); a bad ``--corrupt`` or ``--sparsity`` is a :class:`~pyrovae.errors.ConfigError`."""
+    corruption = parse_corruption(config.corrupt)
+    sparsity = None
+    if config.sparsity is None and config.sparsity_weight != TrainConfig.sparsity_weight:
+        raise ConfigError("--sparsity-weight weights the --sparsity penalty: give --sparsity too")
+    if config.sparsity is not None:
+        sparsity = SparsityPenalty(config.sparsity, config.sparsity_weight)
+    return corruption, sparsity
 
 
 def direct_applies(objective: ELBO) -> bool:
@@ -96,6 +121,11 @@ class TrainStep:
     gradient_hook
         Called on the parameters after ``backward`` and before the update;
         data-parallel training all-reduces the gradients there.
+    corruption
+        Draws the encoder's input x̃ from each batch x (denoising criterion).
+    sparsity
+        A penalty on the encoder's features, added to the loss that is
+        differentiated and summed apart.
 
     Attributes
     ----------
@@ -118,22 +148,43 @@ class TrainStep:
         *,
         fast: bool = True,
         gradient_hook: GradientHook | None = None,
+        corruption: Corruption | None = None,
+        sparsity: SparsityPenalty | None = None,
     ) -> None:
         self.vae = vae
         self.objective = objective
         self.optimizer = optimizer
         self.gradient_hook = gradient_hook
+        self.corruption = corruption
+        self.sparsity = sparsity
+        self._sparsity_sum: torch.Tensor | None = None
         self.direct: bool | None = None if fast and direct_applies(objective) else False
         self._parameters = [p for p in vae.parameters() if p.requires_grad]
 
-    def loss(self, x: torch.Tensor, *, beta: float = 1.0) -> torch.Tensor:
+    def loss(
+        self, x: torch.Tensor, *, beta: float = 1.0, x_in: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The objective's loss on ``x`` with the KL term weighted by ``beta``, summed
-        over the batch (differentiable)."""
+        over the batch (differentiable); the encoder reads ``x_in`` (default ``x``)."""
+        return self._loss_and_features(x, x if x_in is None else x_in, beta)[0]
+
+    def _loss_and_features(
+        self, x: torch.Tensor, x_in: torch.Tensor, beta: float
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The loss, and the encoder's outputs on ``x_in`` made for it (one per guide call)."""
         if self.direct is None:
-            self.direct = self._direct_matches_pyro(x, beta)
+            self.direct = self._direct_matches_pyro(x, beta, x_in)
         if self.direct:
-            return self._direct_loss(x, beta)
-        return self._pyro_loss(x, beta)
+            return self._direct_loss(x, beta, x_in)
+        return self._pyro_loss(x, beta, x_in)
+
+    def take_sparsity(self) -> torch.Tensor | None:
+        """The sparsity KL summed over the data points since the last call (``None``
+        without a penalty); reset to 0."""
+        total, self._sparsity_sum = self._sparsity_sum, None
+        if total is None and self.sparsity is not None:
+            total = torch.zeros((), device=module_device(self.vae))
+        return total
 
     def __call__(
         self, x: torch.Tensor, n_total: int | None = None, *, beta: float = 1.0
@@ -147,8 +198,9 @@ class TrainStep:
         n_total = x.shape[0] if n_total is None else n_total
         self.optimizer.zero_grad(set_to_none=True)
         if x.shape[0] > 0:
-            loss = self.loss(x, beta=beta)
-            (loss / n_total).backward()
+            x_in = x if self.corruption is None else self.corruption(x)
+            loss, features = self._loss_and_features(x, x_in, beta)
+            (self._with_sparsity(loss, features, x.shape[0]) / n_total).backward()
         else:  # an empty shard of a short last batch still joins the all-reduce
             loss = torch.zeros((), device=x.device)
             for p in self._parameters:
@@ -158,18 +210,54 @@ class TrainStep:
         self.optimizer.step()
         return loss.detach()
 
-    def _pyro_loss(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+    def _with_sparsity(
+        self, loss: torch.Tensor, features: list[torch.Tensor], n: int
+    ) -> torch.Tensor:
+        """``loss`` plus the weighted sparsity penalty of ``n`` data points (summed, as
+        the loss is); the unweighted KL is added to the running sum."""
+        if self.sparsity is None or not features:
+            return loss
+        kl = torch.stack([self.sparsity.kl(h) for h in features]).mean()
+        total = kl.detach() * n
+        self._sparsity_sum = total if self._sparsity_sum is None else self._sparsity_sum + total
+        return loss + self.sparsity.weight * n * kl
+
+    def _pyro_loss(
+        self, x: torch.Tensor, beta: float, x_in: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         # Every objective make_objective returns has it (Pyro's base ELBO does not declare it).
         objective: Any = self.objective
         # Pyro passes keyword arguments on to the model and guide; at β = 1 none is
         # passed, so a model without a beta argument still trains.
         options = {} if beta == 1.0 else {"beta": beta}
-        return objective.differentiable_loss(self.vae.model, self.vae.guide, x, **options)
+        features: list[torch.Tensor] = []
 
-    def _direct_loss(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        def guide(_x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            # q(z|x̃): the model scores the clean x, the guide reads the corrupted copy.
+            # Only the guide's encoder calls are recorded (a VampPrior's are the model's).
+            with self._recording() as outputs:
+                z = self.vae.guide(x_in, **kwargs)
+            features.extend(outputs)
+            return z
+
+        plain = x_in is x and self.sparsity is None
+        chosen = self.vae.guide if plain else guide
+        loss = objective.differentiable_loss(self.vae.model, chosen, x, **options)
+        return loss, features
+
+    def _recording(self) -> AbstractContextManager[list[torch.Tensor]]:
+        """Record the encoder's outputs where a sparsity penalty needs them."""
+        if self.sparsity is None:
+            return nullcontext([])
+        return recorded_outputs(self.vae.encoder)
+
+    def _direct_loss(
+        self, x: torch.Tensor, beta: float, x_in: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         vae, objective = self.vae, self.objective
         particles = objective.num_particles
-        qz = vae.qz(x)  # batch (batch,), event (n_latent,)
+        with self._recording() as features:
+            qz = vae.qz(x_in)  # batch (batch,), event (n_latent,)
         # The draws Pyro's guide site makes: rsample() or, under the vectorized
         # particle plate, rsample of the (particles, batch) expansion.
         z = qz.rsample() if particles == 1 else qz.rsample((particles,))
@@ -183,23 +271,27 @@ class TrainStep:
                 kl = None
         if kl is None:
             kl = (qz.log_prob(z) - pz.log_prob(z)).sum()
-        return -(log_px.sum() - (kl if beta == 1.0 else beta * kl)) / particles
+        return -(log_px.sum() - (kl if beta == 1.0 else beta * kl)) / particles, features
 
-    def _direct_matches_pyro(self, x: torch.Tensor, beta: float) -> bool:
-        """Compare the two estimators on ``x`` with the same random numbers.
+    def _direct_matches_pyro(
+        self, x: torch.Tensor, beta: float, x_in: torch.Tensor | None = None
+    ) -> bool:
+        """Compare the two estimators on ``x`` (the encoder reading ``x_in``, default ``x``)
+        with the same random numbers.
 
         The RNG state is restored afterwards, so the check consumes no
         randomness and training stays reproducible.
         """
         if x.shape[0] == 0 or not self.vae.qz(x[:1]).has_rsample:
             return False
+        x_in = x if x_in is None else x_in
         with torch.no_grad(), forked_rng(x.device) as rewind:
             try:
-                direct = self._direct_loss(x, beta)
+                direct = self._direct_loss(x, beta, x_in)[0]
             except (RuntimeError, ValueError, NotImplementedError):
                 return False  # a component the direct evaluation cannot broadcast
             rewind()
-            reference = self._pyro_loss(x, beta)
+            reference = self._pyro_loss(x, beta, x_in)[0]
         matches = bool(torch.isclose(direct, reference, rtol=1e-5, atol=1e-4 * x.shape[0]))
         if not matches:
             warnings.warn(

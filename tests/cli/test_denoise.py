@@ -1,0 +1,88 @@
+"""``train --corrupt/--sparsity/--model ae`` and ``reconstruct --corrupt`` from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from pyrovae.cli import main
+
+TINY = ["--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--batch-size", "256"]
+
+
+def _assert_one_line_error(result, *words):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "word"),
+    [
+        (["--corrupt", "mask:2"], "[0, 1)"),
+        (["--corrupt", "blur:1"], "mask:P, gaussian:SIGMA or salt-pepper:P"),
+        (["--corrupt", "gaussian:-1"], "positive"),
+        (["--sparsity", "2"], "--sparsity"),
+        (["--sparsity", "0.05", "--sparsity-weight", "-1"], "--sparsity-weight"),
+        (["--model", "ae", "--prior", "vamp"], "no prior"),
+    ],
+)
+def test_bad_options_are_one_line_errors_before_anything_is_written(tmp_path, options, word):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), *TINY, *options])
+    _assert_one_line_error(result, word)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def denoising_ae(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ae")
+    data = folder / "digits.npy"  # 80 digits: seconds, not the 1797
+    np.save(data, (load_digits().images[:80, None] / 16).astype(np.float32))
+    out = folder / "run"
+    command = ["train", "--model", "ae", "--corrupt", "mask:0.3", "--sparsity", "0.05"]
+    command += ["--dataset", str(data), "--val-fraction", "0.25", "--no-progress"]
+    result = CliRunner().invoke(main, [*command, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_run_records_the_corruption_and_reports_the_sparsity_apart(denoising_ae):
+    config = json.loads((denoising_ae / "config.json").read_text())
+    assert config["model"]["kind"] == "ae"
+    assert config["train"]["corrupt"] == "mask:0.3" and config["train"]["sparsity"] == 0.05
+    row = json.loads((denoising_ae / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["train_sparsity_kl"] > 0 and row["test_kl"] == 0.0
+    assert not (denoising_ae / "samples.png").exists()  # no prior to sample from
+
+
+def test_an_autoencoder_cannot_sample_give_log_px_or_be_diagnosed(denoising_ae):
+    runner = CliRunner()
+    _assert_one_line_error(runner.invoke(main, ["sample", "--run", str(denoising_ae)]), "prior")
+    result = runner.invoke(main, ["evaluate", "--run", str(denoising_ae), "--metrics", "logpx"])
+    _assert_one_line_error(result, "logpx")
+    result = runner.invoke(main, ["diagnose", "--run", str(denoising_ae)])
+    _assert_one_line_error(result, "prior")
+    result = runner.invoke(main, ["evaluate", "--run", str(denoising_ae), "-n", "20"])
+    assert result.exit_code == 0, result.output
+    assert "reconstruction" in result.output
+
+
+def test_reconstruct_corrupt_draws_three_labelled_rows(denoising_ae, tmp_path):
+    out = tmp_path / "denoised.png"
+    command = ["reconstruct", "--run", str(denoising_ae), "--corrupt", "salt-pepper:0.2"]
+    result = CliRunner().invoke(main, [*command, "-n", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "corrupted (salt-pepper:0.2) and reconstructed" in result.output
+    with Image.open(out) as image:
+        assert image.size[0] > 0
+    bad = CliRunner().invoke(main, [*command[:4], "blur:1", "--out", str(out)])
+    _assert_one_line_error(bad, "blur:1")
