@@ -13,6 +13,7 @@ from pyrovae import __version__
 from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
 from pyrovae.cli.generate import reconstruct_command, sample_command
+from pyrovae.cli.impute import impute_command
 from pyrovae.cli.train import train_command
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     pyrovae reconstruct -n 16                 test images and reconstructions
     pyrovae evaluate -k 5000                  log p(x), ELBO, active units, gaps
     pyrovae diagnose -n 100                   PSIS, NUTS, PPC report (ArviZ)
+    pyrovae impute --input x.npy --out f.npy  fill in missing values (NaN)
     pyrovae components                        what --network/--likelihood/--guide/--prior take
     """
 
@@ -37,3 +39,4 @@ main.add_command(reconstruct_command)
 main.add_command(evaluate_command)
 main.add_command(diagnose_command)
 main.add_command(components_command)
+main.add_command(impute_command)

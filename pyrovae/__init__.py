@@ -39,6 +39,7 @@ _EXPORTS = {
     "configure": "pyrovae.api",
     "evaluate_run": "pyrovae.api",
     "diagnose_run": "pyrovae.api",
+    "impute": "pyrovae.api.impute",
     "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
@@ -55,6 +56,7 @@ __all__ = [
     "configure",
     "diagnose_run",
     "evaluate_run",
+    "impute",
     "latest_run",
     "load_dataset",
     "load_run",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
         sample,
         train,
     )
+    from pyrovae.api.impute import impute
     from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from pyrovae.data.load import load_dataset
     from pyrovae.errors import PyrovaeError

@@ -169,7 +169,7 @@ def importance_batch(
     for start in range(0, k, chunk_size):
         z = r.sample((min(chunk_size, k - start),))  # (chunk, batch, n_latent)
         log_r = r.log_prob(z).double()  # (chunk, batch)
-        recon = vae.px(z).log_prob(x).double()
+        recon = vae.log_px(x, z).double()  # observed values only, for incomplete data
         kl = log_r - vae.prior().log_prob(z).double()
         log_w = recon - kl
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
