@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyrovae.api.impute import impute as impute
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.memory import DataSource, from_python

@@ -21,11 +21,12 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from pyrovae.api import Run, load_run
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.files import atomic_write, atomic_write_text, check_output_file
 from pyrovae.inference.impute import (
@@ -40,9 +41,6 @@ from pyrovae.inference.impute import (
     impute as impute_values,
 )
 from pyrovae.runtime import isolated_rng
-
-if TYPE_CHECKING:  # pyrovae.api imports this module: Run and load_run are read at call time
-    from pyrovae.api import Run
 
 
 @dataclass
@@ -145,8 +143,6 @@ def impute(
         raise ConfigError(
             f"--draws {draws} is more than --particles {particles}: raise --particles"
         )
-    from pyrovae.api import Run, load_run
-
     loaded = run if isinstance(run, Run) else load_run(run, device=device)
     _check_kind(loaded)
     values = _as_float_tensor(x, "the input")
