@@ -102,7 +102,7 @@ def baselines(args: argparse.Namespace, train_x: torch.Tensor) -> dict[str, Call
         max_iter=args.iterative_iter,
         n_nearest_features=args.iterative_features,
         random_state=args.seed,
-        skip_complete=True,
+        skip_complete=False,  # fit on complete images: True would leave every feature at the mean
     )
     started = time.perf_counter()
     with warnings.catch_warnings():

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributions import constraints
 
 from pyrovae.api import Run, load_run
 from pyrovae.errors import ConfigError, DataError
@@ -220,6 +221,8 @@ def _check_support(run: Run, points: torch.Tensor) -> None:
     with torch.no_grad():
         px = run.vae.px(torch.zeros(1, run.config.model.latent_dim, device=run.device))
     support = getattr(px.support, "base_constraint", px.support)
+    if run.vae.likelihood.binary:  # intensities in [0, 1], as training checks before binarizing
+        support = constraints.unit_interval
     if support is None:
         return
     ok = support.check(torch.nan_to_num(points, nan=0.0).to(run.device)) | torch.isnan(points).to(

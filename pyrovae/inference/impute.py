@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import pyro
 import torch
 from pyro.distributions import Categorical
 
@@ -125,7 +126,9 @@ def impute_batch(
             f"need at least 2 particles and 0 or more draws, got {particles}, {draws}"
         )
     observed = check_incomplete(x, "the input")
-    with eval_mode(vae):
+    # A binary likelihood scores observed intensities in [0, 1] by their cross-entropy, as
+    # a soft observation, rather than refuse them as outside {0, 1}.
+    with eval_mode(vae), pyro.validation_enabled(not vae.likelihood.binary):
         qz = posterior(vae, x, observed)
         z = qz.sample((particles,))  # (K, B, n_latent)
         px = vae.px(z)  # batch (K, B)
