@@ -128,8 +128,10 @@ def _first_row(mask: torch.Tensor) -> int:
 def _finite_min_max(x: torch.Tensor) -> tuple[float, float]:
     lo, hi = math.inf, -math.inf
     for _, chunk in _row_chunks(x):
-        lo = min(lo, float(chunk.amin()))
-        hi = max(hi, float(chunk.amax()))
+        values = chunk[~torch.isnan(chunk)]  # missing values (NaN) have no size
+        if values.numel():
+            lo = min(lo, float(values.amin()))
+            hi = max(hi, float(values.amax()))
     return lo, hi
 
 

@@ -45,3 +45,12 @@ def test_binarizing_keeps_missing_values_missing_and_draws_as_before():
     x[0, 0, 1, 1] = torch.nan
     draws = bernoulli_observed(x)
     assert torch.isnan(draws[0, 0, 1, 1]) and int(torch.isnan(draws).sum()) == 1
+
+
+def test_values_out_of_range_are_reported_beside_missing_ones():
+    from pyrovae.data.pixels import check_finite_unit_interval
+
+    x = torch.rand(3, 4)
+    x[0, 0], x[1, 1] = torch.nan, 2.0
+    with pytest.raises(DataError, match=r"1 values outside \[0, 1\] \(min 0.*, max 2,"):
+        check_finite_unit_interval(x, "the data", missing=True)
