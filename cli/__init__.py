@@ -13,6 +13,7 @@ from pyrovae import __version__
 from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
 from pyrovae.cli.generate import reconstruct_command, sample_command
+from pyrovae.cli.impute import impute_command
 from pyrovae.cli.latent import encode_command, explore_command, probe_command
 from pyrovae.cli.train import train_command
 
@@ -28,6 +29,7 @@ def main() -> None:
     pyrovae reconstruct -n 16                 test images and reconstructions
     pyrovae evaluate -k 5000                  log p(x), ELBO, active units, gaps
     pyrovae diagnose -n 100                   PSIS, NUTS, PPC report (ArviZ)
+    pyrovae impute --input x.npy --out f.npy  fill in missing values (NaN)
     pyrovae components                        what --network/--likelihood/--guide/--prior take
     pyrovae encode --out z.npz                posterior means and sds (features)
     pyrovae probe / explore                   linear probe; latent-space figures
@@ -43,3 +45,4 @@ main.add_command(components_command)
 main.add_command(encode_command)
 main.add_command(probe_command)
 main.add_command(explore_command)
+main.add_command(impute_command)

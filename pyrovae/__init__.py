@@ -43,6 +43,7 @@ _EXPORTS = {
     "encode": "pyrovae.api",
     "probe": "pyrovae.api",
     "explore": "pyrovae.api",
+    "impute": "pyrovae.api.impute",
     "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
@@ -61,6 +62,7 @@ __all__ = [
     "encode",
     "evaluate_run",
     "explore",
+    "impute",
     "latest_run",
     "load_dataset",
     "load_run",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
         sample,
         train,
     )
+    from pyrovae.api.impute import impute
     from pyrovae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from pyrovae.data.load import load_dataset
     from pyrovae.errors import PyrovaeError

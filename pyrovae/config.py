@@ -134,7 +134,11 @@ class ModelConfig:
     component, so that a run that needs a plugin says which. ``kind`` says what
     is trained with these components (:data:`MODEL_KINDS`). ``latent_dim`` is
     the size of z; ``data_shape``, the shape of one data point, is filled in
-    from the data. This schema names no component and knows no option of one.
+    from the data. ``missing`` is set when the training data hold missing values
+    (NaN): the likelihood then scores observed values only and the encoder reads
+    the values and their mask (:mod:`pyrovae.data.missing`), so a run trained on
+    incomplete data is rebuilt with that encoder. This schema names no component
+    and knows no option of one.
     """
 
     kind: str = "vae"
@@ -146,9 +150,12 @@ class ModelConfig:
     data_shape: tuple[int, ...] | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     providers: dict[str, str] = field(default_factory=dict)
+    missing: bool = False
 
     def validate(self) -> None:
         """Check the fields this schema itself defines."""
+        if not isinstance(self.missing, bool):
+            raise ConfigError(f"model.missing must be true or false, got {self.missing!r}")
         for kind in COMPONENT_KINDS:
             name = getattr(self, kind)
             if not isinstance(name, str) or not name:

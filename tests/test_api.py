@@ -311,7 +311,8 @@ def test_val_fraction_holds_out_that_share_with_the_seed(tmp_path):
             DataError,
             "outside the support of likelihood continuous-bernoulli",
         ),  # fmt: skip
-        ({"data": torch.tensor([[0.5, math.nan]] * 4)}, DataError, "NaN/inf"),
+        ({"data": torch.tensor([[math.nan, math.nan]] * 4)}, DataError, "every value missing"),
+        ({"data": torch.tensor([[0.5, math.inf]] * 4)}, DataError, "inf values"),
         ({"data": torch.rand(10, 3), "test_data": torch.rand(4, 2)}, DataError, "shape"),
         ({"data": torch.rand(10, 3), "dataset": "digits"}, ConfigError, "not both"),
         ({"test_data": torch.rand(4, 2)}, ConfigError, "needs data="),

@@ -1,4 +1,4 @@
-"""Images from ``.npy`` / ``.npz`` array files, validated."""
+"""Images from ``.npy`` / ``.npz`` array files, validated (NaN reads as a missing value)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,8 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
     # Check in the source precision, so a huge float64 is reported as out of
     # range rather than as the inf it would become in float32.
     tensor = torch.from_numpy(arr)
-    check_finite_unit_interval(tensor, where)
+    # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows.
+    check_finite_unit_interval(tensor, where, missing=True)
     return tensor.to(torch.float32)
 
 

@@ -184,19 +184,20 @@ def _checked(points: np.ndarray, what: str) -> torch.Tensor:
             _check_finite(points, what)
         with np.errstate(over="ignore"):  # reported below, in one line
             points = points.astype(np.float32)
-        if kind == "f" and not np.isfinite(points).all():
+        if kind == "f" and np.isinf(points).any():
             raise DataError(
                 f"{what} has values beyond float32's range (largest magnitude "
-                f"{float(np.abs(points).max()):.3g}); rescale the data"
+                f"{float(np.nanmax(np.abs(points))):.3g}); rescale the data"
             )
     return torch.from_numpy(points)
 
 
 def _check_finite(points: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(points.reshape(points.shape[0], -1))
+    # NaN marks a missing value (pyrovae.data.missing); inf is no value at all.
+    bad = np.isinf(points.reshape(points.shape[0], -1))
     if bad.any():
         first = int(np.argmax(bad.any(axis=1)))
         raise DataError(
-            f"{what} has {int(bad.sum())} NaN/inf values (first in point {first}); "
-            "remove or repair those points before training"
+            f"{what} has {int(bad.sum())} inf values (first in point {first}); "
+            "remove or repair those points before training (NaN marks a missing value)"
         )

@@ -64,7 +64,7 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-def check_finite_unit_interval(x: torch.Tensor, what: str) -> None:
+def check_finite_unit_interval(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
     """Check that pixels are usable: non-empty, finite, and within [0, 1].
 
     Values are judged on the :func:`to_unit_float` scale, so ``uint8`` and
@@ -77,6 +77,9 @@ def check_finite_unit_interval(x: torch.Tensor, what: str) -> None:
         Pixels, any shape; dim 0 is reported as the image index.
     what
         What ``x`` is, for the message (e.g. ``"train images of data.npy"``).
+    missing
+        Accept NaN as a missing value (:mod:`pyrovae.data.missing`); inf is
+        refused either way.
 
     Raises
     ------
@@ -91,7 +94,7 @@ def check_finite_unit_interval(x: torch.Tensor, what: str) -> None:
     n_nonfinite = n_outside = 0
     first_nonfinite = first_outside = -1
     for start, chunk in _row_chunks(x):
-        nonfinite = ~torch.isfinite(chunk)
+        nonfinite = torch.isinf(chunk) if missing else ~torch.isfinite(chunk)
         outside = (chunk < 0) | (chunk > 1)  # False for NaN, so counted once
         # One device sync per chunk for both counts.
         bad, out = torch.stack([nonfinite.sum(), outside.sum()]).tolist()
@@ -103,7 +106,8 @@ def check_finite_unit_interval(x: torch.Tensor, what: str) -> None:
         n_outside += out
     if n_nonfinite:
         raise DataError(
-            f"{what} has {n_nonfinite} NaN/inf values (first at index {first_nonfinite}); "
+            f"{what} has {n_nonfinite} {'inf' if missing else 'NaN/inf'} values "
+            f"(first at index {first_nonfinite}); "
             "remove or repair those images before training"
         )
     if n_outside:
@@ -124,8 +128,10 @@ def _first_row(mask: torch.Tensor) -> int:
 def _finite_min_max(x: torch.Tensor) -> tuple[float, float]:
     lo, hi = math.inf, -math.inf
     for _, chunk in _row_chunks(x):
-        lo = min(lo, float(chunk.amin()))
-        hi = max(hi, float(chunk.amax()))
+        values = chunk[~torch.isnan(chunk)]  # missing values (NaN) have no size
+        if values.numel():
+            lo = min(lo, float(values.amin()))
+            hi = max(hi, float(values.amax()))
     return lo, hi
 
 

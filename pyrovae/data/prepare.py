@@ -16,6 +16,7 @@ from torch.distributions.constraints import Constraint
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, Rows
 from pyrovae.data.load import load_dataset
+from pyrovae.data.missing import bernoulli_observed, check_observed_rows
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary, to_unit_float
 from pyrovae.data.streams import check_rows, rows_are_binary
 from pyrovae.errors import (
@@ -55,10 +56,11 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
         channels=config.data.channels,
     )
     if isinstance(data.train, torch.Tensor):
-        check_finite_unit_interval(data.train, f"the training set of {data.name}")
+        check_finite_unit_interval(data.train, f"the training set of {data.name}", missing=True)
     else:
         check_rows(data.train, f"the training set of {data.name}")
-    check_finite_unit_interval(data.test, f"the test set of {data.name}")
+    check_finite_unit_interval(data.test, f"the test set of {data.name}", missing=True)
+    _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 
 
@@ -74,17 +76,29 @@ def prepare_source(
     if binary:
         for split, x in (("data", data.train), ("test_data", data.test)):
             assert isinstance(x, torch.Tensor)  # data from Python is in memory
-            check_finite_unit_interval(x, f"{split} (for likelihood {config.model.likelihood})")
+            check_finite_unit_interval(
+                x, f"{split} (for likelihood {config.model.likelihood})", missing=True
+            )
+    _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
+
+
+def _check_observed(data: ArrayData) -> None:
+    """NaN marks a missing value; a point with none observed is refused."""
+    for split, x in (("training", data.train), ("test", data.test)):
+        if isinstance(x, torch.Tensor):
+            check_observed_rows(x, f"the {split} set of {data.name}")
 
 
 def check_support(data: ArrayData, support: Constraint, likelihood: str) -> None:
     """Refuse data outside the likelihood's support (e.g. values beyond [0, 1] for a
     continuous Bernoulli), checked in slices of the test set and training set."""
+    # Element by element (a missing value, NaN, is not scored), then per point.
+    elementwise = getattr(support, "base_constraint", support)
     for split, x in (("test", data.test), ("training", data.train)):
         for start in range(0, x.shape[0], 4096):
             chunk = to_unit_float(x[start : start + 4096])
-            ok = support.check(chunk)
+            ok = elementwise.check(chunk) | torch.isnan(chunk)
             if not bool(ok.all()):
                 first = start + int((~ok).reshape(chunk.shape[0], -1).any(dim=1).nonzero()[0, 0])
                 raise DataError(
@@ -123,7 +137,7 @@ def _binary(x: torch.Tensor | Rows) -> bool:
 
 def _binarize_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Bernoulli draws of ``images``' intensities, stored in ``images``' dtype (uint8 as 0/255)."""
-    binary = torch.bernoulli(to_unit_float(images), generator=generator)
+    binary = bernoulli_observed(to_unit_float(images), generator=generator)
     return binary.mul(255).to(torch.uint8) if images.dtype == torch.uint8 else binary
 
 

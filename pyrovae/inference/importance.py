@@ -169,7 +169,7 @@ def importance_batch(
     for start in range(0, k, chunk_size):
         z = r.sample((min(chunk_size, k - start),))  # (chunk, batch, n_latent)
         log_r = r.log_prob(z).double()  # (chunk, batch)
-        recon = vae.px(z).log_prob(x).double()
+        recon = vae.log_px(x, z).double()  # observed values only, for incomplete data
         kl = log_r - vae.prior().log_prob(z).double()
         log_w = recon - kl
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
@@ -302,9 +302,14 @@ def bits_per_dim(
       figure published bits/dim on 8-bit data are.
     - Continuous likelihoods on data that are not 8-bit (float pixels, such as
       the bundled digits): withheld, as there is no code length to give.
+
+    On incomplete data (NaN) D is each point's number of observed values.
     """
     n_dims = math.prod(vae.data_shape)
-    scale = n_dims * math.log(2)
+    scale: float | torch.Tensor = n_dims * math.log(2)
+    if images.dtype.is_floating_point and bool(torch.isnan(images).any()):
+        observed = (~torch.isnan(images)).flatten(1).sum(1).double()  # (N,)
+        scale = observed * math.log(2)
     if vae.likelihood.discrete:
         estimate = log_px
         offset, note = 0.0, "code length of the likelihood's probability mass"
@@ -326,6 +331,6 @@ def bits_per_dim(
     return BitsPerDim(
         value=float(bits.mean()),
         stderr=standard_error(bits),
-        mc_stderr=mc_standard_error(estimate.log_px_var) / scale,
+        mc_stderr=mc_standard_error(estimate.log_px_var / torch.as_tensor(scale) ** 2),
         note=note,
     )

@@ -92,7 +92,8 @@ def fixed_decoder_model(vae: VAE) -> Callable[[torch.Tensor], torch.Tensor]:
             base = dist.Normal(zero, 1.0).to_event(1)
             z = pyro.sample(LATENT, base)  # (batch, n_latent)
             pyro.factor(_PRIOR_FACTOR, vae.prior().log_prob(z) - base.log_prob(z))  # (batch,)
-            pyro.sample(OBS, vae.px(z), obs=x)
+            observed, mask = vae.observed(x)  # missing values left out, for incomplete data
+            pyro.sample(OBS, vae.px_observed(z, mask), obs=observed)
         return z
 
     return model

@@ -145,7 +145,8 @@ def elbo_terms(model, guide, x: torch.Tensor) -> ElboTerms:
     """
     guide_trace = poutine.trace(guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    recon = model_trace.nodes[OBS]["fn"].log_prob(x)
+    obs = model_trace.nodes[OBS]
+    recon = obs["fn"].log_prob(obs["value"])  # the model's x: missing values filled and masked
     q_site, p_site = guide_trace.nodes[LATENT], model_trace.nodes[LATENT]
     try:
         kl = kl_divergence(q_site["fn"], p_site["fn"])

@@ -21,10 +21,21 @@ Predictive
 With ``observe=False`` the images only feed the guide and the model draws its
 site ``"x"``; with the default ``observe=True`` the site is conditioned on
 them, and Predictive hands them back unchanged, as it does any observed site.
+
+Missing values
+--------------
+A VAE built with ``config.missing`` (a run trained on data holding NaN) takes
+NaN in ``x`` as missing: the site ``"x"`` scores the observed values only
+(:meth:`Likelihood.masked <pyrovae.model.likelihoods.base.Likelihood.masked>`)
+and the encoder reads the values and their mask
+(:mod:`pyrovae.model.networks.observed`). Any VAE scores incomplete data given
+an explicit mask: ``vae.log_joint(x, z, mask)``. Without NaN and without
+``config.missing`` nothing of this runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
@@ -37,10 +48,12 @@ from torch import nn
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
+from pyrovae.model.context import ModelContext
 from pyrovae.model.guides.amortized import AmortizedGuide
 from pyrovae.model.guides.base import Guide
 from pyrovae.model.likelihoods.base import Likelihood
-from pyrovae.model.networks.base import Networks
+from pyrovae.model.networks.base import Network, Networks
+from pyrovae.model.networks.observed import ObservedInput, with_mask_shape
 from pyrovae.model.priors.base import Prior
 from pyrovae.model.spec import resolve
 from pyrovae.sites import DATA_PLATE, LATENT, MODULE, OBS
@@ -92,6 +105,8 @@ class VAE(nn.Module):
         self.data_shape: tuple[int, ...] = tuple(config.data_shape)
         network = classes["network"](**options["network"], **_given(modules))
         encoder, self.decoder = network.build(context)
+        if config.missing:
+            encoder = _observed_encoder(network, context)
         self.likelihood: Likelihood = classes["likelihood"](context, **options["likelihood"])
         self.prior: Prior = classes["prior"](context, **options["prior"])
         # The toolkit's one amortized guide (the encoder and a guide head), which
@@ -131,14 +146,48 @@ class VAE(nn.Module):
         """p(x|z) for codes ``(..., n_latent)``."""
         return self.likelihood(self.decoder(z))
 
-    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) + log p(x|z) for codes ``z`` ``(..., batch, n_latent)`` of the images
+    @property
+    def missing(self) -> bool:
+        """Whether this VAE was trained on incomplete data (NaN in ``x`` is missing)."""
+        return bool(self.config.missing)
+
+    def observed(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` with missing values set to 0, and the mask of observed values.
+
+        ``mask`` given: the values where it is False are missing. Otherwise NaN
+        is missing where :attr:`missing`; else ``(x, None)``, at no cost.
+        """
+        if mask is None:
+            if not self.missing:
+                return x, None
+            mask = ~torch.isnan(x)
+        return torch.where(mask, x, 0.0), mask
+
+    def px_observed(self, z: torch.Tensor, mask: torch.Tensor | None) -> dist.TorchDistribution:
+        """p(x|z) scoring only the values where ``mask`` is True (all for ``None``)."""
+        px = self.px(z)
+        return px if mask is None else self.likelihood.masked(px, mask)
+
+    def log_px(
+        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(x_obs|z) ``(..., batch)``: log p(x|z) over the observed values (see
+        :meth:`observed`); log p(x|z) itself for complete data."""
+        x, mask = self.observed(x, mask)
+        return self.px_observed(z, mask).log_prob(x)
+
+    def log_joint(
+        self, x: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log p(z) + log p(x_obs|z) for codes ``z`` ``(..., batch, n_latent)`` of the images
         ``x`` ``(batch, C, H, W)``: ``(..., batch)``.
 
         The one definition of the joint density that importance sampling, PSIS,
-        NUTS and the per-point fits use.
+        NUTS and the per-point fits use; missing values as :meth:`log_px`.
         """
-        return self.prior().log_prob(z) + self.px(z).log_prob(x)
+        return self.prior().log_prob(z) + self.log_px(x, z, mask)
 
     def model(
         self,
@@ -174,7 +223,8 @@ class VAE(nn.Module):
         with pyro.plate(DATA_PLATE, n, dim=-1):
             with _latent_scale(beta):
                 z = pyro.sample(LATENT, self.prior())  # (batch, n_latent)
-            pyro.sample(OBS, self.px(z), obs=x if observe else None)
+            x, mask = (None, None) if x is None else self.observed(x)
+            pyro.sample(OBS, self.px_observed(z, mask), obs=x if observe else None)
         return z
 
     def guide(
@@ -212,6 +262,16 @@ class VAE(nn.Module):
         """Images decoded from one draw z ~ q(z|x) for each image of ``x``."""
         px = self.px(self.qz(x).sample())
         return px.mean if mean else px.sample()
+
+
+def _observed_encoder(network: Network, context: ModelContext) -> ObservedInput:
+    """The encoder of a VAE for incomplete data: it reads the values and their mask
+    where the network builds for any shape, the zero-filled values otherwise."""
+    shape = context.shape
+    if not type(network).builds_any_shape:
+        return ObservedInput(network.build(context).encoder, shape, mask_channels=False)
+    wider = dataclasses.replace(context, data_shape=with_mask_shape(shape))
+    return ObservedInput(network.build(wider).encoder, shape, mask_channels=True)
 
 
 def _given(modules: Networks | None) -> dict[str, Networks]:

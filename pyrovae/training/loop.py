@@ -23,6 +23,7 @@ import torch
 
 from pyrovae.config import RunConfig, TrainConfig
 from pyrovae.data.dataset import ArrayData
+from pyrovae.data.missing import data_has_missing
 from pyrovae.data.prepare import check_support, prepare_data, prepare_source
 from pyrovae.errors import (
     CheckpointError,
@@ -188,6 +189,8 @@ def load_data(
         check_same_sizes(config, data, resumed=checkpoint is not None)
         config.data.memory = describe_memory(data)
     config.model.data_shape = data.data_shape
+    # NaN marks missing values: the model is built to leave them out (config.json records it).
+    config.model.missing = config.model.missing or data_has_missing(data)
     # Every option written out, and who provides each component: the run is rebuilt as trained.
     config.model = completed(config.model)
     return data

@@ -59,6 +59,7 @@ from torch.distributions import kl_divergence
 
 from pyrovae.config import TrainConfig
 from pyrovae.data.dataset import Rows
+from pyrovae.data.missing import bernoulli_observed
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.model.corruption import Corruption, parse_corruption
@@ -261,7 +262,7 @@ class TrainStep:
         # The draws Pyro's guide site makes: rsample() or, under the vectorized
         # particle plate, rsample of the (particles, batch) expansion.
         z = qz.rsample() if particles == 1 else qz.rsample((particles,))
-        log_px = vae.px(z).log_prob(x)  # (batch,) or (particles, batch)
+        log_px = vae.log_px(x, z)  # (batch,) or (particles, batch); observed values only
         pz = vae.prior().expand(qz.batch_shape)
         kl: torch.Tensor | None = None
         if type(objective) is TraceMeanField_ELBO:
@@ -364,7 +365,7 @@ def train_epoch(
         for i, (batch, n_total) in zip(steps or itertools.count(), batches, strict=False):
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
-                x = torch.bernoulli(x)
+                x = bernoulli_observed(x) if step.vae.missing else torch.bernoulli(x)
             total += step(x, n_total, beta=1.0 if beta is None else beta(i))
             if on_log is not None and i % LOG_EVERY == LOG_EVERY - 1:
                 on_log(i, total)

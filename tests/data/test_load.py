@@ -462,8 +462,7 @@ def test_truncated_png_is_a_one_line_error(tmp_path: Path, cut: int) -> None:
 @pytest.mark.parametrize(
     "array, match",
     [
-        (np.array([[[0.5, np.nan]]] * 3), "NaN/inf"),
-        (np.array([[[0.5, np.inf]]] * 3), "NaN/inf"),
+        (np.array([[[0.5, np.inf]]] * 3), "inf values"),  # NaN is a missing value
         (np.array([[[0.5, 1.5]]] * 3), r"outside \[0, 1\]"),
         (np.array([[[-0.1, 0.5]]] * 3), r"outside \[0, 1\]"),
         (np.full((3, 2, 2), 300), "0..255"),

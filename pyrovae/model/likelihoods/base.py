@@ -6,6 +6,11 @@ its options and its capabilities. Called on the decoder's output
 ``(..., *data_shape)`` it returns a Pyro distribution whose event is one whole
 data point. Installed likelihoods are found under the entry-point group
 ``pyrovae.likelihoods``.
+
+For incomplete data, :meth:`Likelihood.masked` leaves the missing values out
+of log p(x|z) with Pyro's :meth:`~pyro.distributions.TorchDistributionMixin.mask`
+(the element-wise form of ``poutine.mask``): the ELBO is then over the
+observed values only, log p(x_obs|z), as in Mattei & Frellsen (2019), "MIWAE".
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import ClassVar
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions import Independent
 
 from pyrovae.components import Component, Registry
+from pyrovae.errors import ConfigError
 from pyrovae.model.context import ModelContext
 
 LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
@@ -47,3 +54,25 @@ class Likelihood(nn.Module, Component):
 
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
+
+    def masked(self, px: dist.TorchDistribution, mask: torch.Tensor) -> dist.TorchDistribution:
+        """``px`` (from :meth:`forward`) scoring only the values where ``mask`` is True.
+
+        The values where it is False add 0 to ``log_prob`` whatever they hold
+        (fill them with a value of the support, e.g. 0), so its ``log_prob`` is
+        log p(x_obs|z); ``sample`` draws every value, as ``px`` does.
+
+        Parameters
+        ----------
+        px
+            p(x|z) with one data point as event, ``Independent`` over elements.
+        mask
+            ``(..., *data_shape)`` booleans, broadcastable to ``px``'s elements.
+        """
+        if not isinstance(px, Independent):
+            raise ConfigError(
+                f"{self.title()} returns a {type(px).__name__}, not a distribution independent "
+                "over the values of a data point, so it cannot leave missing values out"
+            )
+        base: dist.TorchDistribution = px.base_dist  # type: ignore[assignment]
+        return base.mask(mask).to_event(px.reinterpreted_batch_ndims)

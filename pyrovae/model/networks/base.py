@@ -41,6 +41,10 @@ class Network(Component):
     """Base class: options in, an encoder/decoder pair for a data shape out."""
 
     kind: ClassVar[str] = "network"
+    #: Whether :meth:`build` builds the encoder for any data shape it is given, so that
+    #: for incomplete data it can read the mask as extra channels
+    #: (:mod:`pyrovae.model.networks.observed`); False for modules built elsewhere.
+    builds_any_shape: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         self.values: dict[str, Any] = dict(options)

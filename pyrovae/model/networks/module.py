@@ -168,6 +168,7 @@ class ModuleNetwork(Network):
     """Your own encoder and decoder nn.Modules, rebuilt from their import paths."""
 
     name = "module"
+    builds_any_shape = False  # your encoder reads (batch, *data_shape): missing values as 0
     options = (
         Option(
             "encoder", None, "Encoder: package.module:Class, or a JSON spec.", parse_spec, "CLASS"

@@ -1,0 +1,114 @@
+"""``pyrovae impute`` end to end on tiny digits: train on incomplete data, fill in, score."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+
+TINY = ["--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-progress"]
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error:"), result.output
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def incomplete(tmp_path_factory):
+    """A run trained on 80 digits with 30% of their pixels missing; test points and truth."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("impute")
+    images = (load_digits().images / 16).astype(np.float32)  # (1797, 8, 8)
+    rng = np.random.default_rng(0)
+    train = np.where(rng.random((80, 8, 8)) < 0.3, np.nan, images[:80]).astype(np.float32)
+    np.save(folder / "train.npy", train)
+    run = folder / "run"
+    args = ["train", "--dataset", str(folder / "train.npy"), "--likelihood", "gaussian"]
+    result = CliRunner().invoke(main, [*args, "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    truth = images[100:110]
+    x = np.where(rng.random(truth.shape) < 0.5, np.nan, truth).astype(np.float32)
+    x[:, 0, 0] = truth[:, 0, 0]  # every point keeps an observed value
+    np.save(folder / "x.npy", x)
+    np.save(folder / "truth.npy", truth)
+    return folder, run, x, truth
+
+
+def test_a_run_trained_on_incomplete_data_records_it(incomplete):
+    _, run, _, _ = incomplete
+    assert json.loads((run / "config.json").read_text())["model"]["missing"] is True
+
+
+def test_impute_round_trip(incomplete):
+    folder, run, x, truth = incomplete
+    out, report = folder / "filled.npy", folder / "report.json"
+    args = ["impute", "--run", str(run), "--input", str(folder / "x.npy"), "--out", str(out)]
+    extra = ["--draws", "3", "--refine", "sir", "--particles", "20"]
+    result = CliRunner().invoke(
+        main, [*args, *extra, "--truth", str(folder / "truth.npy"), "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    filled = np.load(out)
+    observed = ~np.isnan(x)
+    assert filled.shape == x.shape and np.isfinite(filled).all()
+    assert np.array_equal(filled[observed], x[observed])  # observed values kept
+    with np.load(folder / "filled-draws.npz") as arrays:
+        assert arrays["draws"].shape == (3, *x.shape)
+        assert np.array_equal(arrays["mean"], filled)
+        assert (arrays["std"][observed] == 0).all() and (arrays["std"][~observed] > 0).all()
+        assert np.array_equal(
+            arrays["draws"][:, observed], np.broadcast_to(x[observed], (3, observed.sum()))
+        )
+    score = json.loads(report.read_text())["score"]
+    assert score["n_missing"] == int((~observed).sum())
+    assert score["rmse"] > 0 and score["rmse_stderr"] > 0
+    assert 0 <= score["coverage"] <= 1 and score["coverage_stderr"] >= 0
+    assert "RMSE" in result.output
+
+
+def test_evaluate_scores_incomplete_test_data(incomplete):
+    _, run, _, _ = incomplete
+    result = CliRunner().invoke(
+        main, ["evaluate", "--run", str(run), "-k", "10", "-n", "8", "--metrics", "logpx,elbo"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output.lower().replace("nats", "")
+
+
+def test_bad_input_is_a_one_line_error(incomplete, tmp_path):
+    folder, run, x, truth = incomplete
+    base = ["impute", "--run", str(run), "--out", str(tmp_path / "f.npy")]
+    cases = {
+        "shape": (np.zeros((3, 7, 7), np.float32), None),
+        "every value missing": (np.full((2, 8, 8), np.nan, np.float32), None),
+        "truth holds NaN": (x, np.full_like(truth, np.nan)),
+        "differs from the input": (x, truth + 0.5),
+    }
+    for message, (values, target) in cases.items():
+        np.save(tmp_path / "in.npy", values)
+        args = [*base, "--input", str(tmp_path / "in.npy")]
+        if target is not None:
+            np.save(tmp_path / "t.npy", target)
+            args += ["--truth", str(tmp_path / "t.npy")]
+        assert message in _one_line_error(CliRunner().invoke(main, args))
+
+
+def test_complete_input_is_returned_with_a_note(incomplete, tmp_path):
+    _, run, _, truth = incomplete
+    np.save(tmp_path / "in.npy", truth[0])  # one point, no NaN
+    out = tmp_path / "f.npz"
+    args = ["impute", "--run", str(run), "--input", str(tmp_path / "in.npy"), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "no missing values" in result.output
+    with np.load(out) as arrays:
+        assert np.array_equal(arrays["mean"], truth[0])

@@ -1,0 +1,56 @@
+"""NaN as a missing value: read from files and Python data, checked, binarized."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyrovae
+from pyrovae.data.load import load_dataset
+from pyrovae.data.missing import bernoulli_observed, check_observed_rows, has_missing
+from pyrovae.errors import DataError
+
+
+def test_nan_in_an_npy_file_reads_as_missing(tmp_path):
+    array = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
+    array[2, 3, 4] = np.nan
+    np.save(tmp_path / "x.npy", array)
+    data = load_dataset(tmp_path / "x.npy", test_fraction=0.0)
+    assert has_missing(data.train) and int(torch.isnan(data.train).sum()) == 1
+
+
+def test_a_point_with_no_observed_value_is_a_one_line_error():
+    x = torch.rand(5, 1, 2, 2)
+    x[3] = torch.nan
+    with pytest.raises(DataError, match=r"1 point\(s\) with every value missing .* index 3"):
+        check_observed_rows(x, "the data")
+    x[3, 0, 0, 0] = 0.5
+    check_observed_rows(x, "the data")
+
+
+def test_training_on_a_point_with_every_value_missing_fails_before_a_run_exists(tmp_path):
+    x = torch.rand(20, 1, 8, 8)
+    x[7] = torch.nan
+    with pytest.raises(DataError, match="every value missing") as info:
+        pyrovae.train(data=x, out=tmp_path / "run", epochs=1, progress=False, log=lambda _: None)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_binarizing_keeps_missing_values_missing_and_draws_as_before():
+    x = torch.rand(4, 1, 3, 3)
+    complete = bernoulli_observed(x, torch.Generator().manual_seed(0))
+    assert torch.equal(complete, torch.bernoulli(x, generator=torch.Generator().manual_seed(0)))
+    x[0, 0, 1, 1] = torch.nan
+    draws = bernoulli_observed(x)
+    assert torch.isnan(draws[0, 0, 1, 1]) and int(torch.isnan(draws).sum()) == 1
+
+
+def test_values_out_of_range_are_reported_beside_missing_ones():
+    from pyrovae.data.pixels import check_finite_unit_interval
+
+    x = torch.rand(3, 4)
+    x[0, 0], x[1, 1] = torch.nan, 2.0
+    with pytest.raises(DataError, match=r"1 values outside \[0, 1\] \(min 0.*, max 2,"):
+        check_finite_unit_interval(x, "the data", missing=True)
