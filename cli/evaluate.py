@@ -42,9 +42,10 @@ _progress_option = click.option(
     "-k",
     "k",
     type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Importance samples per image for log p(x) (5000 for figures to publish).",
+    default=None,
+    help="Importance samples per image for log p(x) (5000 for figures to publish) "
+    "[default: 500, fewer (at least 10, with a warning) for a model whose density is "
+    "costly, such as a VampPrior with a flow guide, so that it finishes in about a minute].",
 )
 @click.option(
     "-n",
@@ -86,7 +87,7 @@ def evaluate_command(
     run_dir: str | None,
     split: str,
     metrics: str,
-    k: int,
+    k: int | None,
     n: int,
     json_path: str | None,
     gaps: int,

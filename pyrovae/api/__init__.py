@@ -36,7 +36,6 @@ from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.reports.diagnose import DiagnosisResult, diagnose
 from pyrovae.reports.evaluate import (
-    DEFAULT_K,
     DEFAULT_METRICS,
     DEFAULT_N,
     EvaluationResult,
@@ -479,7 +478,7 @@ def evaluate_run(
     run_dir: str | Path | None = None,
     *,
     split: str = "test",
-    k: int = DEFAULT_K,
+    k: int | None = None,
     n: int | None = DEFAULT_N,
     metrics: str | Sequence[str] = DEFAULT_METRICS,
     gaps: int = 0,
@@ -499,6 +498,7 @@ def evaluate_run(
     Writes the result as JSON to ``json_path`` when given. ``seed`` seeds the
     draws without changing the caller's RNG state. ``data`` and ``test_data``:
     as :meth:`Run.data` (required for a run trained on data passed from Python).
+    ``k``: draws per image (default :func:`pyrovae.reports.evaluate.default_k`).
     ``metrics``: what to compute (:data:`pyrovae.reports.evaluate.METRICS`, a
     list or ``"logpx,elbo"``). ``memory_budget``: bytes (or ``"256M"``) the
     importance-sampling draws of one batch may take; default a share of the

@@ -142,6 +142,57 @@ class _TensorBytes(TorchFunctionMode):
         return out
 
 
+class MatmulFlops(TorchFunctionMode):
+    """Counts the floating-point operations of the matrix products run inside it.
+
+    A light stand-in for torch's FlopCounterMode, whose first use imports the
+    compiler stack (seconds): networks are linear layers and matrix products.
+    """
+
+    _PRODUCTS = frozenset(
+        {
+            torch.matmul,
+            torch.mm,
+            torch.bmm,
+            torch.addmm,
+            torch.Tensor.matmul,
+            torch.Tensor.__matmul__,
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0.0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        if func is torch.nn.functional.linear:
+            x, weight = args[0], args[1]
+            self.flops += 2.0 * (x.numel() // max(x.shape[-1], 1)) * weight.numel()
+        elif func in self._PRODUCTS and isinstance(out, torch.Tensor):
+            inner = args[-1].shape[-2] if args[-1].dim() > 1 else args[-1].shape[-1]
+            self.flops += 2.0 * out.numel() * inner
+        return out
+
+
+@torch.no_grad()
+def draw_flops(vae: VAE) -> float:
+    """Floating-point operations (matrix products) of one draw of z for one image in
+    :func:`importance_batch`: the decoder, the prior's density and the guide's (a
+    VampPrior with a flow guide inverts the flow once per pseudo-input), measured as
+    :func:`bytes_per_sample` is."""
+    device = module_device(vae)
+    x = torch.zeros((2, *vae.data_shape), device=device)
+    with eval_mode(vae):
+        r = vae.qz(x)
+        counts = []
+        for n in (2, 4):
+            with MatmulFlops() as counter:
+                _chunk_terms(vae, x, r, n)
+            counts.append(counter.flops)
+    return max(0.0, (counts[1] - counts[0]) / (2 * x.shape[0]))
+
+
 @torch.no_grad()
 def bytes_per_sample(vae: VAE, proposal: Distribution | None = None) -> float:
     """Bytes one draw of z for one image costs in :func:`importance_batch`: its code,

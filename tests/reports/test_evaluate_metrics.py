@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
+from pyrovae.inference.importance import draw_flops
 from pyrovae.reports import evaluate as evaluate_module
-from pyrovae.reports.evaluate import METRIC_STEPS, METRICS, evaluate
+from pyrovae.reports.evaluate import (
+    DEFAULT_K,
+    METRIC_STEPS,
+    METRICS,
+    MIN_AUTO_K,
+    default_k,
+    evaluate,
+)
 
 
 def _images(n: int = 12) -> torch.Tensor:
@@ -64,3 +72,18 @@ def test_a_memory_budget_sets_the_chunks_and_not_the_figures(make_vae):
     assert figures[0] == figures[1] == figures[2]
     with pytest.raises(ConfigError, match="--memory-budget"):
         evaluate(vae, _images(), k=4, memory_budget="a lot")
+
+
+def test_default_k_is_sized_to_the_cost_of_a_draw(make_vae, monkeypatch):
+    vae = make_vae()
+    flops = draw_flops(vae)
+    assert flops > 0
+    assert default_k(vae, 12) == DEFAULT_K  # a small MLP: far inside the budget
+    assert default_k(vae, 12, budget=12 * 37 * flops) == 37
+    assert default_k(vae, 12, budget=1.0) == MIN_AUTO_K
+    # A costlier density (a VampPrior with a flow guide) costs more per draw.
+    assert draw_flops(make_vae(guide="iaf", prior="vamp")) > 10 * flops
+    monkeypatch.setattr(evaluate_module, "EVALUATION_FLOPS", 12 * 20 * flops)
+    result = evaluate(vae, _images(), metrics="logpx")
+    assert result.k == 20 and "K = 20 draws per image" in " ".join(result.warnings)
+    assert evaluate(vae, _images(), k=30, metrics="logpx").k == 30
