@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import pyro
@@ -121,7 +121,13 @@ def default_memory_budget(device: torch.device) -> int:
     return max(MIN_MEMORY_BUDGET, min(CPU_BUDGET_CAP, int(BUDGET_SHARE * free)))
 
 
-class _TensorBytes(TorchFunctionMode):
+class _Counter(TorchFunctionMode):
+    """A torch function mode that adds something up in ``count``."""
+
+    count: float
+
+
+class _TensorBytes(_Counter):
     """Adds up the bytes of the new tensors the torch calls run inside it return.
 
     Views and expansions of an input (which allocate nothing) are left out; the
@@ -130,7 +136,7 @@ class _TensorBytes(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.bytes = 0
+        self.count = 0.0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
@@ -138,11 +144,11 @@ class _TensorBytes(TorchFunctionMode):
             inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
             storage = out.untyped_storage()
             if storage.data_ptr() not in inputs:
-                self.bytes += storage.nbytes()
+                self.count += storage.nbytes()
         return out
 
 
-class MatmulFlops(TorchFunctionMode):
+class MatmulFlops(_Counter):
     """Counts the floating-point operations of the matrix products run inside it.
 
     A light stand-in for torch's FlopCounterMode, whose first use imports the
@@ -162,54 +168,48 @@ class MatmulFlops(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.flops = 0.0
+        self.count = 0.0  # floating-point operations
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
         if func is torch.nn.functional.linear:
             x, weight = args[0], args[1]
-            self.flops += 2.0 * (x.numel() // max(x.shape[-1], 1)) * weight.numel()
+            self.count += 2.0 * (x.numel() // max(x.shape[-1], 1)) * weight.numel()
         elif func in self._PRODUCTS and isinstance(out, torch.Tensor):
             inner = args[-1].shape[-2] if args[-1].dim() > 1 else args[-1].shape[-1]
-            self.flops += 2.0 * out.numel() * inner
+            self.count += 2.0 * out.numel() * inner
         return out
 
 
 @torch.no_grad()
-def draw_flops(vae: VAE) -> float:
-    """Floating-point operations (matrix products) of one draw of z for one image in
-    :func:`importance_batch`: the decoder, the prior's density and the guide's (a
-    VampPrior with a flow guide inverts the flow once per pseudo-input), measured as
-    :func:`bytes_per_sample` is."""
-    device = module_device(vae)
-    x = torch.zeros((2, *vae.data_shape), device=device)
-    with eval_mode(vae):
-        r = vae.qz(x)
-        counts = []
-        for n in (2, 4):
-            with MatmulFlops() as counter:
-                _chunk_terms(vae, x, r, n)
-            counts.append(counter.flops)
-    return max(0.0, (counts[1] - counts[0]) / (2 * x.shape[0]))
-
-
-@torch.no_grad()
-def bytes_per_sample(vae: VAE, proposal: Distribution | None = None) -> float:
-    """Bytes one draw of z for one image costs in :func:`importance_batch`: its code,
-    the decoder's activations (the network widths), the likelihood's terms per pixel
-    and the guide's flow, if any; measured by running two chunk sizes on two blank
-    images and taking the difference, so that the per-image encoder is left out.
-    """
+def _per_draw(vae: VAE, measure: Callable[[], _Counter], proposal: Distribution | None) -> float:
+    """What ``measure``'s counter adds up over one draw of z for one image in
+    :func:`importance_batch`: two chunk sizes on two blank images, and their
+    difference, so that the per-image encoder is left out."""
     device = module_device(vae)
     x = torch.zeros((2, *vae.data_shape), device=device)
     with eval_mode(vae):
         r = vae.qz(x) if proposal is None else proposal
         counts = []
         for n in (2, 4):
-            with _TensorBytes() as counter:
+            with measure() as counter:
                 _chunk_terms(vae, x, r, n)
-            counts.append(counter.bytes)
-    return max(1.0, (counts[1] - counts[0]) / (2 * x.shape[0]))
+            counts.append(counter.count)
+    return (counts[1] - counts[0]) / (2 * x.shape[0])
+
+
+def draw_flops(vae: VAE) -> float:
+    """Floating-point operations (matrix products) of one draw of z for one image: the
+    decoder, the prior's density and the guide's (a VampPrior with a flow guide
+    inverts the flow once per pseudo-input)."""
+    return max(0.0, _per_draw(vae, MatmulFlops, None))
+
+
+def bytes_per_sample(vae: VAE, proposal: Distribution | None = None) -> float:
+    """Bytes one draw of z for one image costs: its code, the decoder's activations
+    (the network widths), the likelihood's terms per pixel and a flow guide's
+    layers, as the tensors made (:class:`_TensorBytes`)."""
+    return max(1.0, _per_draw(vae, _TensorBytes, proposal))
 
 
 def auto_chunk_size(vae: VAE, batch_size: int, memory_budget: int | None = None) -> int:

@@ -81,7 +81,7 @@ def surgery_pair_flops(vae: VAE, images: torch.Tensor) -> float:
     z = qz.sample()  # (m, L)
     with MatmulFlops() as counter:
         _pair_log_q(qz, z)  # the encoder's cost is per image, not per pair: not counted
-    return counter.flops / (m * m)
+    return counter.count / (m * m)
 
 
 def surgery_size(
