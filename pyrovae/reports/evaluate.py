@@ -245,10 +245,12 @@ def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
     names = [name.strip() for name in names if name.strip()]
     unknown = [name for name in names if name not in METRICS]
     if unknown or not names:
-        raise ConfigError(
-            f"--metrics takes a comma-separated list of {', '.join(METRICS)}; "
-            f"got {','.join(names) or 'nothing'}"
+        got = (
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not one"
+            if unknown
+            else "got nothing"
         )
+        raise ConfigError(f"--metrics takes a comma-separated list of {', '.join(METRICS)}; {got}")
     return [name for name in METRICS if name in names]
 
 
