@@ -318,12 +318,17 @@ def importance_batch(
     lse = torch.full(shape, -math.inf, dtype=torch.float64, device=x.device)
     lse2 = lse.clone()
     moments = {name: _ChunkMoments(shape, x.device) for name in ("log_w", "recon", "kl")}
-    for start in range(0, k, chunk_size):
-        # The first chunk checks the arguments and values of every distribution (when
-        # validation is on); the others, of the same shapes and images, skip the checks,
-        # which pass over every pixel of the chunk.
-        with pyro.validation_enabled(start == 0 and is_validation_enabled()):
-            recon, kl, log_w = _chunk_terms(vae, x, r, min(chunk_size, k - start))
+    # The first chunk, of one draw, checks the arguments and values of every
+    # distribution (when validation is on); the others, of the same images, skip the
+    # checks, which pass over every pixel of a chunk (a whole first chunk checked, 41
+    # draws of 100 Fashion-MNIST images out of 500, cost 4% of the time).
+    validate = is_validation_enabled()
+    start = 0
+    while start < k:
+        n = min(1 if start == 0 and validate else chunk_size, k - start)
+        with pyro.validation_enabled(start == 0 and validate):
+            recon, kl, log_w = _chunk_terms(vae, x, r, n)
+        start += n
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, dim=0))
         for name, values in (("log_w", log_w), ("recon", recon), ("kl", kl)):
