@@ -1,37 +1,40 @@
-"""Cost of ``pyrovae evaluate``: importance-sampled log p(x) with K samples per image.
+"""Cost of importance-sampled log p(x): pyrovae against a plain PyTorch loop, memory in K.
 
-For each K (default 500 and 5000) a fresh child process loads the run,
-takes the first ``--n`` Fashion-MNIST test images (binarized as the run
-prepares them) and times :func:`pyrovae.reports.evaluate.evaluate` on them: the
-IS log p(x) with K samples, the ELBO terms, active units and ELBO surgery
-(no gaps). Reported per K:
+Three measurements on one trained run (without ``--run`` a small model, MLP
+784-400-50, Bernoulli, is trained on Fashion-MNIST first, for ``--epochs``):
 
-- seconds, and data points x samples per second (n K / seconds);
-- the time it would take on all 10,000 test images at that K, extrapolated
-  linearly from that rate when ``--n`` is smaller (the cost is linear in the
-  number of images: they are processed in independent batches);
-- peak memory while evaluating: on CUDA ``torch.cuda.max_memory_allocated``,
-  on CPU the peak RSS of the child (Linux ``VmHWM``, reset through
-  ``/proc/self/clear_refs`` after loading the data, so the resident data set
-  counts but loading does not) and the part above the RSS before the call.
+1. Side by side (default): on the first ``--n`` test images, with K =
+   ``--k``, pyrovae's estimator (:func:`pyrovae.inference.importance.importance_all`,
+   chunks sized by its memory budget, accumulating log p(x), the ELBO, its two
+   terms and every Monte Carlo variance) and :func:`plain_log_px`, an
+   importance-sampling loop written the way one writes it by hand in PyTorch
+   (same encoder and decoder modules, same images x samples per step, only
+   log p(x)). ``--reps`` repetitions, alternating which goes first; the
+   median time of each, their spread (min-max) and the ratio of the medians
+   (plain / pyrovae: above 1 means pyrovae is faster), also from process CPU
+   time (less disturbed by other work on a shared machine).
+2. ``--memory``: for each K (default 100, 1000, 5000) a fresh child process
+   runs pyrovae's estimator on ``--n`` images and reports its peak RSS above
+   the RSS before the call (Linux ``VmHWM``, reset through
+   ``/proc/self/clear_refs``); it must not grow with K.
+3. ``--full``: K = ``--k`` over all 10,000 test images, a line every 500
+   images (``--step``) with the wall and CPU time so far, so that a run stopped early still
+   gives a measured rate for a measured fraction (CPU time: the rate on a
+   machine shared with other work).
 
-Peak memory must not grow with K: samples are drawn in chunks whose size
-depends on the batch, never on K.
+Run from the repository root, one thread (``--threads``, default 1)::
 
-Without ``--run`` a small model (MLP 400 hidden units, 16 latent units,
-Bernoulli) is trained on Fashion-MNIST first, for ``--epochs`` epochs.
-
-Run from the repository root::
-
-    python benchmarks/evaluate.py                       # train, then n=1000, K=500 and 5000
-    python benchmarks/evaluate.py --run runs/X --n 10000 --json out.json   # the full test set
+    python benchmarks/evaluate.py --run runs/fm --n 500 --k 1000 --reps 5
+    python benchmarks/evaluate.py --run runs/fm --memory --n 100 --k 100 1000 5000
+    nice -n 10 python benchmarks/evaluate.py --run runs/fm --full --k 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,8 +43,86 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 FULL_TEST_SET = 10_000
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def plain_log_px(
+    vae: Any, images: torch.Tensor, k: int, batch_size: int, chunk: int
+) -> torch.Tensor:
+    """log p(x) per image by importance sampling, written plainly: a Gaussian q(z|x),
+    N(0, I) prior and Bernoulli decoder, the K log-weights kept and reduced at the end."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size]
+        x = x.float() / 255 if x.dtype == torch.uint8 else x  # (batch, 1, 28, 28), binary
+        qz = vae.qz(x)
+        loc, scale = qz.mean, qz.stddev  # (batch, L)
+        log_w = []
+        for s in range(0, k, chunk):
+            eps = torch.randn(min(chunk, k - s), *loc.shape)  # (chunk, batch, L)
+            z = loc + scale * eps
+            logits = vae.decoder(z)  # (chunk, batch, 1, 28, 28)
+            log_px_z = (
+                -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+                .flatten(2)
+                .sum(-1)
+            )
+            log_pz = -0.5 * (z**2).sum(-1)
+            log_qz = -0.5 * (eps**2).sum(-1) - scale.log().sum(-1)
+            log_w.append(log_px_z + log_pz - log_qz)  # the 2 pi terms cancel
+        out.append(torch.logsumexp(torch.cat(log_w), 0) - math.log(k))
+    return torch.cat(out)
+
+
+def side_by_side(run_dir: str, n: int, k: int, reps: int, batch_size: int) -> dict[str, Any]:
+    """Alternated repetitions of pyrovae's estimator and :func:`plain_log_px`."""
+    from pyrovae.api import load_run
+    from pyrovae.inference.importance import auto_chunk_size, importance_all
+
+    run = load_run(run_dir, device="cpu")
+    images = run.data().test[:n]
+    vae = run.vae.eval()
+    chunk = min(k, auto_chunk_size(vae, batch_size))
+    runners = {
+        "pyrovae": lambda: importance_all(vae, images, k, None, batch_size, False).log_px,
+        "plain": lambda: plain_log_px(vae, images, k, batch_size, chunk),
+    }
+    torch.manual_seed(0)  # warm-up: first-call allocations
+    importance_all(vae, images[:4], 8, None, 4, False)
+    plain_log_px(vae, images[:4], 8, 4, 8)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
+    values: dict[str, float] = {}
+    for rep in range(reps):
+        order = list(runners) if rep % 2 == 0 else list(reversed(runners))
+        for name in order:
+            torch.manual_seed(rep)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            log_px = runners[name]()
+            times[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - cpu_started)
+            values[name] = float(log_px.mean())
+    med = {name: statistics.median(t) for name, t in times.items()}
+    med_cpu = {name: statistics.median(t) for name, t in cpu.items()}
+    pairs = [p / q for p, q in zip(times["plain"], times["pyrovae"], strict=True)]
+    return {
+        "n": images.shape[0],
+        "k": k,
+        "batch_size": batch_size,
+        "chunk": chunk,
+        "reps": reps,
+        "seconds": times,
+        "median_seconds": med,
+        "cpu_seconds": cpu,
+        "speed_ratio": med["plain"] / med["pyrovae"],
+        "cpu_speed_ratio": med_cpu["plain"] / med_cpu["pyrovae"],
+        "pair_ratios": pairs,
+        "log_px": values,
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -51,115 +132,133 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def worker(run_dir: str, n: int, k: int, device: str) -> dict[str, Any]:
-    """Runs in a child process: one evaluation, its time and peak memory."""
+def memory_worker(run_dir: str, n: int, k: int) -> dict[str, Any]:
+    """In a child process: pyrovae's estimator once, its time and peak RSS above before."""
     from pyrovae.api import load_run
-    from pyrovae.reports.evaluate import evaluate
+    from pyrovae.inference.importance import importance_all
 
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device="cpu")
     images = run.data().test[:n]
-    evaluate(run.vae, images[:4], k=8)  # warm-up: first-call allocations and lazy imports
-    dev = run.device
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    importance_all(run.vae, images[:4], 8, None, 4, False)  # warm-up
     rss_before = _status_kib("VmRSS")
-    reset = _reset_peak_rss()
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := RSS now
     torch.manual_seed(0)
     started = time.perf_counter()
-    result = evaluate(run.vae, images, k=k)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    estimate = importance_all(run.vae, images, k, None, 100, False)
     seconds = time.perf_counter() - started
-    row: dict[str, Any] = {
+    return {
         "k": k,
         "n": images.shape[0],
         "seconds": seconds,
-        "points_x_samples_per_s": images.shape[0] * k / seconds,
-        "log_px": result.log_px,
-        "log_px_stderr": result.log_px_stderr,
-        "elbo": result.elbo,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
+        "peak_above_before_mib": (_status_kib("VmHWM") - rss_before) / 1024,
+        "rss_before_mib": rss_before / 1024,
+        "log_px": float(estimate.log_px.mean()),
     }
-    if dev.type == "cuda":
-        row["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        row["peak_above_before_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
-    else:
-        peak = _status_kib("VmHWM")
-        row["peak_rss_mib"] = peak / 1024 if reset else None
-        row["rss_before_mib"] = rss_before / 1024
-        row["peak_above_before_mib"] = (peak - rss_before) / 1024 if reset else None
-    return row
 
 
-def train_small(out: Path, epochs: int, device: str) -> Path:
+def full_test_set(run_dir: str, k: int, step: int = 500) -> None:
+    """K draws per image over the whole test set, a JSON line every ``step`` images."""
+    from pyrovae.api import load_run
+    from pyrovae.inference.importance import ImportanceEstimate, auto_chunk_size, importance_all
+    from pyrovae.inference.stats import mc_standard_error, standard_error
+
+    run = load_run(run_dir, device="cpu")
+    images = run.data().test
+    torch.manual_seed(0)
+    print(json.dumps({"chunk": auto_chunk_size(run.vae, 100)}), flush=True)
+    started, cpu_started, parts = time.perf_counter(), time.process_time(), []
+    for start in range(0, images.shape[0], step):
+        parts.append(importance_all(run.vae, images[start : start + step], k, None, 100, False))
+        done = ImportanceEstimate.cat(parts)
+        row = {
+            "images": done.log_px.shape[0],
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
+            "log_px": float(done.log_px.mean()),
+            "stderr": standard_error(done.log_px),
+            "mc_stderr": mc_standard_error(done.log_px_var),
+        }
+        print(json.dumps(row), flush=True)
+
+
+def train_small(out: Path, epochs: int) -> Path:
     from pyrovae.api import train
     from pyrovae.config import DataConfig, RunConfig, TrainConfig
     from pyrovae.model.spec import model_config
 
     config = RunConfig(
         data=DataConfig(dataset="fashion-mnist"),
-        model=model_config(hidden=(400,), latent_dim=16),
-        train=TrainConfig(epochs=epochs, batch_size=128, device=device),
+        model=model_config(hidden=(400,), latent_dim=50),
+        train=TrainConfig(epochs=epochs, batch_size=256, device="cpu"),
     )
-    started = time.perf_counter()
     train(config, out, progress=False)
-    print(f"trained {out} in {time.perf_counter() - started:.0f} s")
     return out
+
+
+def _print_side_by_side(row: dict[str, Any]) -> None:
+    print(
+        f"n={row['n']} K={row['k']} batch {row['batch_size']} x chunk {row['chunk']}, "
+        f"{row['reps']} alternated repetitions, {torch.get_num_threads()} thread(s)"
+    )
+    for name in ("pyrovae", "plain"):
+        t = row["seconds"][name]
+        print(
+            f"  {name:<8} median {row['median_seconds'][name]:7.2f} s "
+            f"(min {min(t):.2f}, max {max(t):.2f})  log p(x) {row['log_px'][name]:.2f}"
+        )
+    pairs = row["pair_ratios"]
+    print(
+        f"  plain / pyrovae time: {row['speed_ratio']:.2f}x (medians); "
+        f"per repetition {min(pairs):.2f}-{max(pairs):.2f}; "
+        f"from CPU time {row['cpu_speed_ratio']:.2f}x"
+    )
+
+
+def _memory_rows(run_dir: str, n: int, ks: list[int], threads: int) -> list[dict[str, Any]]:
+    rows = []
+    for k in ks:
+        command = [sys.executable, __file__, "--worker", "--run", run_dir, "--n", str(n)]
+        command += ["--k", str(k), "--threads", str(threads)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        print(
+            f"K={k:>5}  n={row['n']}  {row['seconds']:7.1f} s  peak RSS "
+            f"+{row['peak_above_before_mib']:.0f} MiB over {row['rss_before_mib']:.0f} MiB before"
+            f"  log p(x) {row['log_px']:.2f}"
+        )
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="A trained run; default: train one.")
-    parser.add_argument("--n", type=int, default=1000, help="Test images evaluated.")
-    parser.add_argument("--k", type=int, nargs="+", default=[500, 5000])
+    parser.add_argument("--n", type=int, default=500, help="Test images evaluated.")
+    parser.add_argument("--k", type=int, nargs="+", default=None)
+    parser.add_argument("--reps", type=int, default=5, help="Alternated repetitions.")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--memory", action="store_true", help="Peak RSS for each K.")
+    parser.add_argument("--full", action="store_true", help="All 10,000 test images.")
+    parser.add_argument("--step", type=int, default=500, help="--full: images per line.")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=3, help="Epochs of the model trained.")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None, help="Write the results here.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     if args.worker:
-        print(json.dumps(worker(args.run, args.n, args.k[0], args.device)))
+        print(json.dumps(memory_worker(args.run, args.n, args.k[0])))
         return
-
-    run_dir = Path(args.run) if args.run else None
-    if run_dir is None:
-        run_dir = train_small(Path(tempfile.mkdtemp()) / "fashion-bench", args.epochs, args.device)
-    rows = []
-    for k in args.k:
-        command = [sys.executable, __file__, "--worker", "--run", str(run_dir)]
-        command += ["--n", str(args.n), "--k", str(k), "--device", args.device]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        row = json.loads(output.strip().splitlines()[-1])
-        row["extrapolated_seconds_10000"] = FULL_TEST_SET * k / row["points_x_samples_per_s"]
-        rows.append(row)
-        peak = row.get("peak_rss_mib", row.get("peak_mib"))
-        print(
-            f"K={k:>5}  n={row['n']:>5}  {row['seconds']:8.1f} s  "
-            f"{row['points_x_samples_per_s']:>10.0f} points x samples/s  "
-            f"10,000 images: {row['extrapolated_seconds_10000']:8.0f} s"
-            f"{' (extrapolated)' if row['n'] < FULL_TEST_SET else ''}  "
-            f"peak {peak:.0f} MiB (+{row['peak_above_before_mib']:.0f} MiB over before)  "
-            f"log p(x) {row['log_px']:.2f} ± {row['log_px_stderr']:.2f}"
-        )
-    summary = {
-        "run": str(run_dir),
-        "machine": platform.platform(),
-        "processor": platform.processor(),
-        "torch": torch.__version__,
-        "rows": rows,
-    }
+    run_dir = args.run or str(train_small(Path(tempfile.mkdtemp()) / "fm", args.epochs))
+    if args.full:
+        full_test_set(run_dir, (args.k or [5000])[0], args.step)
+        return
+    if args.memory:
+        summary: Any = _memory_rows(run_dir, args.n, args.k or [100, 1000, 5000], args.threads)
+    else:
+        summary = side_by_side(run_dir, args.n, (args.k or [1000])[0], args.reps, args.batch_size)
+        _print_side_by_side(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -42,9 +42,10 @@ _progress_option = click.option(
     "-k",
     "k",
     type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Importance samples per image for log p(x) (5000 for figures to publish).",
+    default=None,
+    help="Importance samples per image for log p(x) (5000 for figures to publish) "
+    "[default: 500, fewer (at least 10, with a warning) for a model whose density is "
+    "costly, such as a VampPrior with a flow guide, so that it finishes in about a minute].",
 )
 @click.option(
     "-n",
@@ -68,6 +69,15 @@ _progress_option = click.option(
     help="Inference gaps on the first N images (adds gaps to --metrics; with gaps in "
     "--metrics and no --gaps: 8 images).",
 )
+@click.option(
+    "--memory-budget",
+    default="auto",
+    show_default=True,
+    help="Memory the importance-sampling draws of one batch of images may take, e.g. "
+    "64M or 2G; auto: a quarter of the device's free memory, at most 64 MiB on the CPU "
+    "(chunks that stay near the processor's cache run fastest). The draws come in "
+    "chunks of that size, so memory does not grow with -k.",
+)
 @_progress_option
 @seed_option
 @device_option
@@ -77,10 +87,11 @@ def evaluate_command(
     run_dir: str | None,
     split: str,
     metrics: str,
-    k: int,
+    k: int | None,
     n: int,
     json_path: str | None,
     gaps: int,
+    memory_budget: str,
     progress: bool,
     seed: int | None,
     device: str,
@@ -107,6 +118,7 @@ def evaluate_command(
         device=device,
         seed=0 if seed is None else seed,
         json_path=json_path,
+        memory_budget=memory_budget,
         progress=progress,
     )
     click.echo(result.format_table())

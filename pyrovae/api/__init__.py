@@ -41,11 +41,11 @@ from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.reports.diagnose import DiagnosisResult, diagnose
 from pyrovae.reports.evaluate import (
-    DEFAULT_K,
     DEFAULT_METRICS,
     DEFAULT_N,
     EvaluationResult,
     evaluate,
+    parse_memory_budget,
     parse_metrics,
 )
 from pyrovae.reports.figures import save_run_figures
@@ -483,7 +483,7 @@ def evaluate_run(
     run_dir: str | Path | None = None,
     *,
     split: str = "test",
-    k: int = DEFAULT_K,
+    k: int | None = None,
     n: int | None = DEFAULT_N,
     metrics: str | Sequence[str] = DEFAULT_METRICS,
     gaps: int = 0,
@@ -493,6 +493,7 @@ def evaluate_run(
     progress: bool = False,
     data: DataSource | None = None,
     test_data: DataSource | None = None,
+    memory_budget: int | str | None = None,
 ) -> EvaluationResult:
     """Evaluate the first ``n`` images of a trained run's ``split`` (all: ``None``)
     with :func:`pyrovae.reports.evaluate.evaluate`.
@@ -502,10 +503,18 @@ def evaluate_run(
     Writes the result as JSON to ``json_path`` when given. ``seed`` seeds the
     draws without changing the caller's RNG state. ``data`` and ``test_data``:
     as :meth:`Run.data` (required for a run trained on data passed from Python).
+    ``k``: draws per image (default :func:`pyrovae.reports.evaluate.default_k`).
+    ``metrics``: what to compute (:data:`pyrovae.reports.evaluate.METRICS`, a
+    list or ``"logpx,elbo"``). ``memory_budget``: bytes (or ``"256M"``) the
+    importance-sampling draws of one batch may take; default a share of the
+    device's free memory, capped on the CPU
+    (:func:`pyrovae.inference.importance.default_memory_budget`).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
-    parse_metrics(metrics)  # bad names fail before the run is loaded
+    # Bad names and sizes fail before the run is loaded.
+    parse_metrics(metrics)
+    budget = parse_memory_budget(memory_budget)
     with isolated_rng(device, seed):
         run = load_run(run_dir, device=device)
         if json_path is not None:
@@ -515,7 +524,14 @@ def evaluate_run(
         if n is not None:
             images = images[:n]
         result = evaluate(
-            run.vae, images, k, split=split, metrics=metrics, gaps=gaps, progress=progress
+            run.vae,
+            images,
+            k,
+            split=split,
+            metrics=metrics,
+            gaps=gaps,
+            memory_budget=budget,
+            progress=progress,
         )
     if json_path is not None:
         text = json.dumps(result.to_dict(), indent=2) + "\n"

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from torch.distributions import Distribution, kl_divergence
-from torch.overrides import TorchFunctionMode
 
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.inference.importance import index_batches
+from pyrovae.inference.importance import MatmulFlops, index_batches
 from pyrovae.inference.stats import mc_standard_error, standard_error
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, module_device, progress_bar
@@ -67,39 +66,6 @@ def _pair_log_q(qz: Distribution, z: torch.Tensor) -> torch.Tensor:
     return qz.log_prob(z[:, None, :].expand(-1, qz.batch_shape[0], -1))
 
 
-class _MatmulFlops(TorchFunctionMode):
-    """Counts the floating-point operations of the matrix products run inside it.
-
-    A light stand-in for torch's FlopCounterMode, whose first use imports the
-    compiler stack (seconds): networks are linear layers and matrix products.
-    """
-
-    _PRODUCTS = frozenset(
-        {
-            torch.matmul,
-            torch.mm,
-            torch.bmm,
-            torch.addmm,
-            torch.Tensor.matmul,
-            torch.Tensor.__matmul__,
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0.0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        if func is torch.nn.functional.linear:
-            x, weight = args[0], args[1]
-            self.flops += 2.0 * (x.numel() // max(x.shape[-1], 1)) * weight.numel()
-        elif func in self._PRODUCTS and isinstance(out, torch.Tensor):
-            inner = args[-1].shape[-2] if args[-1].dim() > 1 else args[-1].shape[-1]
-            self.flops += 2.0 * out.numel() * inner
-        return out
-
-
 @torch.no_grad()
 def surgery_pair_flops(vae: VAE, images: torch.Tensor) -> float:
     """Floating-point operations of one density log q(z|x_m) at a code z drawn for
@@ -113,9 +79,9 @@ def surgery_pair_flops(vae: VAE, images: torch.Tensor) -> float:
     x = to_unit_float(images[:m].to(module_device(vae)))
     qz = vae.qz(x)
     z = qz.sample()  # (m, L)
-    with _MatmulFlops() as counter:
+    with MatmulFlops() as counter:
         _pair_log_q(qz, z)  # the encoder's cost is per image, not per pair: not counted
-    return counter.flops / (m * m)
+    return counter.count / (m * m)
 
 
 def surgery_size(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,8 +22,10 @@ from pyrovae.inference.gaps import GapsResult, inference_gaps
 from pyrovae.inference.importance import (
     ImportanceEstimate,
     bits_per_dim,
+    draw_flops,
     importance_all,
     index_batches,
+    parse_memory_budget,
 )
 from pyrovae.inference.latent import ACTIVE_UNIT_THRESHOLD, unit_variances
 from pyrovae.inference.objectives import average_elbo_terms
@@ -31,6 +33,19 @@ from pyrovae.inference.stats import mc_standard_error, standard_error
 from pyrovae.inference.surgery import SURGERY_FLOPS, SurgeryResult, elbo_surgery
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, module_device
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_METRICS",
+    "DEFAULT_N",
+    "METRICS",
+    "METRIC_STEPS",
+    "EvaluationResult",
+    "default_k",
+    "evaluate",
+    "parse_memory_budget",
+    "parse_metrics",
+]
 
 #: What :func:`evaluate` can compute, by ``--metrics`` name.
 METRICS: tuple[str, ...] = ("logpx", "elbo", "active", "surgery", "gaps")
@@ -44,6 +59,16 @@ PRIOR_METRICS: tuple[str, ...] = ("logpx", "surgery", "gaps")
 #: Importance samples per image for log p(x) by default: with 1000 images a minute on
 #: two CPU cores for the README's Fashion-MNIST runs (-k 5000 for published figures).
 DEFAULT_K = 500
+
+#: Budget of the default K, in floating-point operations (matrix products) of the
+#: draws of log p(x): a model whose density is costly gets fewer draws per image (at
+#: least :data:`MIN_AUTO_K`), with a warning, so that the default evaluation still
+#: finishes in about a minute. Fashion-MNIST's MLP 784-400-50 costs 0.67 MFLOP a draw
+#: (500 draws of 1000 images: 3.3e11); a VampPrior with an IAF guide on the digits,
+#: which inverts the flow for each of its 50 pseudo-inputs, 184 MFLOP.
+EVALUATION_FLOPS = 1e12
+
+MIN_AUTO_K = 10
 
 #: Images evaluated by default (the first ones of the split): a mean over 1000
 #: images is known to about a tenth of the per-image spread.
@@ -223,17 +248,51 @@ def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
     names = [name.strip() for name in names if name.strip()]
     unknown = [name for name in names if name not in METRICS]
     if unknown or not names:
-        raise ConfigError(
-            f"--metrics takes a comma-separated list of {', '.join(METRICS)}; "
-            f"got {','.join(names) or 'nothing'}"
+        got = (
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not one"
+            if unknown
+            else "got nothing"
         )
+        raise ConfigError(f"--metrics takes a comma-separated list of {', '.join(METRICS)}; {got}")
     return [name for name in METRICS if name in names]
+
+
+@dataclass
+class _Inputs:
+    """What every metric's step reads: the model, the images and the options of
+    :func:`evaluate`; ``draws`` holds the draws of log p(x) for the steps after it."""
+
+    vae: VAE
+    images: torch.Tensor
+    k: int
+    batch_size: int
+    chunk_size: int | None
+    memory_budget: int | None
+    progress: bool
+    gaps: int
+    gap_kind: str
+    gap_steps: int
+    surgery_points: int | None
+    surgery_draws: int | None
+    surgery_budget: float
+    draws: ImportanceEstimate | None = None
+
+
+def default_k(vae: VAE, n: int, budget: float | None = None) -> int:
+    """K for ``n`` images: :data:`DEFAULT_K`, or fewer (at least :data:`MIN_AUTO_K`)
+    when ``n`` K draws would cost more than ``budget`` flops (:func:`draw_flops`;
+    default :data:`EVALUATION_FLOPS`)."""
+    flops = draw_flops(vae)
+    if flops <= 0:
+        return DEFAULT_K
+    budget = EVALUATION_FLOPS if budget is None else budget
+    return int(min(DEFAULT_K, max(MIN_AUTO_K, budget // (n * flops))))
 
 
 def evaluate(
     vae: VAE,
     images: torch.Tensor,
-    k: int = DEFAULT_K,
+    k: int | None = None,
     *,
     split: str = "test",
     metrics: str | Sequence[str] = DEFAULT_METRICS,
@@ -245,6 +304,7 @@ def evaluate(
     surgery_budget: float = SURGERY_FLOPS,
     batch_size: int = 100,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
     """Log-likelihood, ELBO terms, bits/dim, active units, ELBO surgery and gaps.
@@ -256,9 +316,12 @@ def evaluate(
     images
         ``(N, C, H, W)`` in the stored form, binary for a binary likelihood.
     k
-        Importance samples per image for log p(x) (and for the gaps).
+        Importance samples per image for log p(x) (and for the gaps); default
+        :func:`default_k`: :data:`DEFAULT_K`, fewer for a costly density, with a
+        warning.
     metrics
-        What to compute, from :data:`METRICS` (a list or a comma-separated string).
+        What to compute, from :data:`METRICS` (a list or a comma-separated
+        string); each is a step of :data:`METRIC_STEPS`, run in that order.
     gaps
         Images (the first ones) for the inference gaps; > 0 adds ``gaps`` to
         ``metrics``, and ``gaps`` in ``metrics`` with 0 here takes
@@ -268,6 +331,10 @@ def evaluate(
         :func:`inference_gaps`).
     surgery_points, surgery_draws, surgery_budget
         Size of ELBO surgery (see :func:`elbo_surgery`).
+    chunk_size, memory_budget
+        Draws of z per image held at once by importance sampling: ``chunk_size``
+        fixes it; by default as many as ``memory_budget`` bytes hold (``"256M"``,
+        bytes, or ``None``/``"auto"``: :func:`default_memory_budget`).
     progress
         Progress bars on stderr for the steps that take long.
 
@@ -276,6 +343,7 @@ def evaluate(
     EvaluationResult
     """
     chosen = parse_metrics(metrics)
+    budget = parse_memory_budget(memory_budget)
     if gaps < 0:
         raise ConfigError(f"--gaps must be >= 0, got {gaps}")
     if gaps and "gaps" not in chosen:
@@ -284,6 +352,15 @@ def evaluate(
     if images.shape[0] < 2:
         raise ConfigError("evaluation needs at least two images")
     started = time.perf_counter()
+    warnings = []
+    if k is None:
+        k = default_k(vae, images.shape[0])
+        if k < DEFAULT_K:
+            warnings.append(
+                f"K = {k} draws per image, not {DEFAULT_K}: the model's density is costly "
+                f"({draw_flops(vae) / 1e6:.0f} MFLOP a draw), so the default K is sized to "
+                f"{EVALUATION_FLOPS:.0e} flops; pass -k for more"
+            )
     result = EvaluationResult(
         split=split,
         n=images.shape[0],
@@ -291,21 +368,25 @@ def evaluate(
         n_dims=math.prod(vae.data_shape),
         n_latent=vae.n_latent,
         metrics=chosen,
+        warnings=warnings,
     )
-    draws = None
-    if "logpx" in chosen:
-        draws = _add_log_px(result, vae, images, k, batch_size, chunk_size, progress)
-    if "elbo" in chosen:
-        _add_elbo(result, vae, images, draws, batch_size, progress)
-    if "active" in chosen:
-        _add_active_units(result, vae, images, batch_size, progress)
-    if "surgery" in chosen:
-        _add_surgery(
-            result, vae, images, draws, surgery_points, surgery_draws, surgery_budget, progress
-        )
-    if "gaps" in chosen:
-        points = gaps or DEFAULT_GAP_POINTS
-        _add_gaps(result, vae, images[:points], k, gap_kind, gap_steps, chunk_size, progress)
+    inputs = _Inputs(
+        vae=vae,
+        images=images,
+        k=k,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        memory_budget=budget,
+        progress=progress,
+        gaps=gaps,
+        gap_kind=gap_kind,
+        gap_steps=gap_steps,
+        surgery_points=surgery_points,
+        surgery_draws=surgery_draws,
+        surgery_budget=surgery_budget,
+    )
+    for name in chosen:
+        METRIC_STEPS[name](result, inputs)
     if module_device(vae).type == "cuda":
         torch.cuda.synchronize()
     result.seconds = time.perf_counter() - started
@@ -330,16 +411,19 @@ def _without_prior(vae: VAE, chosen: list[str]) -> list[str]:
     return chosen
 
 
-def _add_log_px(
-    result: EvaluationResult,
-    vae: VAE,
-    images: torch.Tensor,
-    k: int,
-    batch_size: int,
-    chunk_size: int | None,
-    progress: bool,
-) -> ImportanceEstimate:
-    estimate = importance_all(vae, images, k, chunk_size, batch_size, progress)
+def _add_log_px(result: EvaluationResult, inputs: _Inputs) -> None:
+    """IS log p(x), the ELBO of the same draws and bits/dim; keeps the draws for later steps."""
+    vae, images, k = inputs.vae, inputs.images, inputs.k
+    estimate = importance_all(
+        vae,
+        images,
+        k,
+        inputs.chunk_size,
+        inputs.batch_size,
+        inputs.progress,
+        memory_budget=inputs.memory_budget,
+    )
+    inputs.draws = estimate
     result.log_px = float(estimate.log_px.mean())
     result.log_px_stderr = standard_error(estimate.log_px)
     result.log_px_mc_stderr = mc_standard_error(estimate.log_px_var)
@@ -347,25 +431,23 @@ def _add_log_px(
     result.elbo_k_stderr = standard_error(estimate.elbo)
     result.elbo_k_mc_stderr = mc_standard_error(estimate.elbo_var)
     bits = bits_per_dim(
-        vae, images, estimate, k, batch_size=batch_size, chunk_size=chunk_size, progress=progress
+        vae,
+        images,
+        estimate,
+        k,
+        batch_size=inputs.batch_size,
+        chunk_size=inputs.chunk_size,
+        memory_budget=inputs.memory_budget,
+        progress=inputs.progress,
     )
     result.bits_per_dim, result.bits_per_dim_note = bits.value, bits.note
     result.bits_per_dim_stderr, result.bits_per_dim_mc_stderr = bits.stderr, bits.mc_stderr
-    return estimate
 
 
-def _add_surgery(
-    result: EvaluationResult,
-    vae: VAE,
-    images: torch.Tensor,
-    draws: ImportanceEstimate | None,
-    points: int | None,
-    surgery_draws: int | None,
-    budget: float,
-    progress: bool,
-) -> None:
+def _add_surgery(result: EvaluationResult, inputs: _Inputs) -> None:
     """ELBO surgery, the KL from the draws of log p(x) when there are some; skipped
     with a warning for a guide that cannot score codes it did not draw."""
+    vae, draws = inputs.vae, inputs.draws
     if not getattr(vae.guide_net, "scores_any_z", True):
         result.warnings.append(
             f"ELBO surgery skipped: the {vae.config.guide} guide has no density at codes it "
@@ -374,28 +456,25 @@ def _add_surgery(
         return
     result.surgery = elbo_surgery(
         vae,
-        images,
-        points=points,
-        draws=surgery_draws,
-        budget=budget,
+        inputs.images,
+        points=inputs.surgery_points,
+        draws=inputs.surgery_draws,
+        budget=inputs.surgery_budget,
         kl_draws=None if draws is None else (draws.kl, draws.kl_var),
-        progress=progress,
+        progress=inputs.progress,
     )
 
 
-def _add_gaps(
-    result: EvaluationResult,
-    vae: VAE,
-    images: torch.Tensor,
-    k: int,
-    kind: str,
-    steps: int,
-    chunk_size: int | None,
-    progress: bool,
-) -> None:
-    """The inference gaps of ``images``, with a warning when q* did not converge."""
+def _add_gaps(result: EvaluationResult, inputs: _Inputs) -> None:
+    """The inference gaps of the first images, with a warning when q* did not converge."""
     result.gaps = inference_gaps(
-        vae, images, k, kind=kind, max_steps=steps, chunk_size=chunk_size, progress=progress
+        inputs.vae,
+        inputs.images[: inputs.gaps or DEFAULT_GAP_POINTS],
+        inputs.k,
+        kind=inputs.gap_kind,
+        max_steps=inputs.gap_steps,
+        chunk_size=inputs.chunk_size,
+        progress=inputs.progress,
     )
     if not result.gaps.converged:
         result.warnings.append(
@@ -404,16 +483,10 @@ def _add_gaps(
         )
 
 
-def _add_elbo(
-    result: EvaluationResult,
-    vae: VAE,
-    images: torch.Tensor,
-    draws: ImportanceEstimate | None,
-    batch_size: int,
-    progress: bool,
-) -> None:
+def _add_elbo(result: EvaluationResult, inputs: _Inputs) -> None:
     """ELBO, reconstruction and KL: from the K draws of log p(x) when there are some
     (the KL in closed form where torch has it), else averaged over fresh draws."""
+    vae, images, draws, progress = inputs.vae, inputs.images, inputs.draws, inputs.progress
     if draws is None:
         with eval_mode(vae):
             terms = average_elbo_terms(
@@ -423,7 +496,7 @@ def _add_elbo(
         elbo_var, result.elbo_draws = terms.elbo_var, terms.draws
     else:
         recon, recon_var, result.elbo_draws = draws.recon, draws.recon_var, result.k
-        analytic = _analytic_kl(vae, images, batch_size)
+        analytic = _analytic_kl(vae, images, inputs.batch_size)
         if analytic is None:
             kl, kl_var, elbo_var = draws.kl, draws.kl_var, draws.elbo_var
         else:
@@ -453,10 +526,10 @@ def _analytic_kl(vae: VAE, images: torch.Tensor, batch_size: int) -> torch.Tenso
     return torch.cat(parts)
 
 
-def _add_active_units(
-    result: EvaluationResult, vae: VAE, images: torch.Tensor, batch_size: int, progress: bool
-) -> None:
-    variances = unit_variances(vae, images, batch_size, progress)
+def _add_active_units(result: EvaluationResult, inputs: _Inputs) -> None:
+    """Cov_x(E_q[z_u|x]) per latent unit, and a warning when most units are inactive."""
+    vae = inputs.vae
+    variances = unit_variances(vae, inputs.images, inputs.batch_size, inputs.progress)
     n_active = int((variances > ACTIVE_UNIT_THRESHOLD).sum())
     result.active_units, result.unit_variances = n_active, variances.tolist()
     if n_active * 2 < vae.n_latent:
@@ -464,3 +537,15 @@ def _add_active_units(
             f"only {n_active} of {vae.n_latent} latent units are active: most of the latent "
             "space is unused (posterior collapse); try KL warm-up (--kl-warmup) or fewer units"
         )
+
+
+#: The step of each metric: it writes its figures into the result and may leave
+#: something in the inputs for the steps after it (``logpx``: its draws). A new metric
+#: is one entry here and one name in :data:`METRICS`.
+METRIC_STEPS: dict[str, Callable[[EvaluationResult, _Inputs], None]] = {
+    "logpx": _add_log_px,
+    "elbo": _add_elbo,
+    "active": _add_active_units,
+    "surgery": _add_surgery,
+    "gaps": _add_gaps,
+}

@@ -457,9 +457,16 @@ def test_evaluate_cli_metrics_and_progress(trained_run):
     assert "surgery" not in result.output
     result = CliRunner().invoke(main, [*args, "--metrics", "elbo,bogus"])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
-    assert "--metrics" in result.output
+    assert "--metrics" in result.output and "logpx, elbo, active, surgery, gaps" in result.output
+    result = CliRunner().invoke(main, [*args, "--metrics", "logpx", "--memory-budget", "2M"])
+    assert result.exit_code == 0, result.output
+    assert "log p(x) (IS, K=4)" in result.output and "active units" not in result.output
+    result = CliRunner().invoke(main, [*args, "--memory-budget", "12 bananas"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--memory-budget" in result.output
     result = CliRunner().invoke(main, ["evaluate", "--help"])
     assert "--no-progress" in result.output and "--metrics" in result.output
+    assert "--memory-budget" in result.output
     assert "dequantized" in result.output
 
 
