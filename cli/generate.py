@@ -7,6 +7,7 @@ and "wrote" is printed only once every file is written.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -15,10 +16,24 @@ from pyrovae.cli._common import (
     device_option,
     image_path,
     progress_option,
+    quiet,
     run_option,
     seed_option,
     threads_option,
     user_errors,
+    verbosity_options,
+)
+
+_log = logging.getLogger("pyrovae")
+
+#: ``--checkpoint``: which of a run's checkpoints to use.
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="best: the epoch with the best validation ELBO (runs trained with --val-fraction; "
+    "the last checkpoint otherwise); last: the last checkpoint. The output says which.",
 )
 
 #: The most images one ``pyrovae sample`` draws (the array of 100000 MNIST
@@ -68,6 +83,8 @@ _mode_option = click.option(
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@verbosity_options
 @user_errors
 def sample_command(
     n: int,
@@ -79,8 +96,10 @@ def sample_command(
     mode: str,
     device: str,
     progress: bool,
+    checkpoint: str,
 ) -> None:
-    """Draw z ~ p(z), decode, and write an image grid."""
+    """Draw z ~ p(z), decode, and write an image grid (from the run's best checkpoint
+    by default: see --checkpoint)."""
     import numpy as np
 
     from pyrovae.api import check_temperature, load_run, sample
@@ -92,7 +111,7 @@ def sample_command(
     if out is not None:
         image_path(out)
     array_target = None if save_array is None else check_output_file(save_array)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = out or str(Path(run.run_dir) / "samples.png")
     if array_target is not None and image_path(out).resolve() == array_target.resolve():
         raise ConfigError("--save-array names the image grid's file; give another path")
@@ -103,7 +122,7 @@ def sample_command(
         temperature=temperature,
         mean=mode == "mean",
         seed=seed,
-        progress=progress,
+        progress=progress and not quiet(),
     )
     save_grid(images[:shown], out)
     if save_array:
@@ -111,9 +130,9 @@ def sample_command(
         # Through a handle, np.save writes exactly the path given (no ".npy" added).
         atomic_write(save_array, lambda handle: np.save(handle, array, allow_pickle=False))
     # Printed only now that every file is written.
-    click.echo(_grid_line(n, shown, out, kept_all=save_array is not None))
+    _log.info(_grid_line(n, shown, out, kept_all=save_array is not None))
     if save_array:
-        click.echo(f"wrote array {tuple(images.shape)} to {save_array}")
+        _log.info(f"wrote array {tuple(images.shape)} to {save_array}")
 
 
 def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
@@ -149,6 +168,8 @@ def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@verbosity_options
 @user_errors
 def reconstruct_command(
     n: int,
@@ -159,20 +180,23 @@ def reconstruct_command(
     mode: str,
     device: str,
     progress: bool,
+    checkpoint: str,
 ) -> None:
-    """Show images beside their reconstructions through z ~ q(z|x)."""
+    """Show images beside their reconstructions through z ~ q(z|x) (from the run's best
+    checkpoint by default: see --checkpoint)."""
     from pyrovae.api import load_run, reconstruct
     from pyrovae.reports.figures import MAX_GRID_TILES, save_reconstructions
 
     if out is not None:
         image_path(out)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = out or str(Path(run.run_dir) / "reconstructions.png")
     image_path(out)
     most = MAX_GRID_TILES // 2  # each image takes two tiles
     originals, reconstructions = reconstruct(
-        run, min(n, most), split=split, mean=mode == "mean", seed=seed, progress=progress
-    )
+        run, min(n, most), split=split, mean=mode == "mean", seed=seed,
+        progress=progress and not quiet(),
+    )  # fmt: skip
     save_reconstructions(originals, reconstructions, out)
     shown = originals.shape[0]
     note = ""
@@ -183,4 +207,4 @@ def reconstruct_command(
             else f"a grid shows at most {most}"
         )
         note = f" ({n} asked; {reason})"
-    click.echo(f"wrote {shown} {split} images and their reconstructions to {out}{note}")
+    _log.info(f"wrote {shown} {split} images and their reconstructions to {out}{note}")

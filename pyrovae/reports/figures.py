@@ -127,7 +127,14 @@ def save_loss_curve(history: list[dict[str, Any]], path: str | Path) -> Path:
     fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.plot(epochs, [row["train_elbo"] for row in history], marker=".", label="train")
-    ax.plot(epochs, [row["test_elbo"] for row in history], marker=".", label="test")
+    # Epochs between evaluations (--eval-every) have no test figures.
+    tested = [row for row in history if "test_elbo" in row]
+    ax.plot([r["epoch"] for r in tested], [r["test_elbo"] for r in tested], marker=".",
+            label="test")  # fmt: skip
+    validated = [row for row in history if "val_elbo" in row]
+    if validated:
+        ax.plot([r["epoch"] for r in validated], [r["val_elbo"] for r in validated],
+                marker=".", label="validation")  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO per data point (nats)")
     ax.legend()

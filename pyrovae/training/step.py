@@ -96,6 +96,9 @@ class TrainStep:
     gradient_hook
         Called on the parameters after ``backward`` and before the update;
         data-parallel training all-reduces the gradients there.
+    clip_grad_norm
+        Scale the gradients down to this global 2-norm when it is larger
+        (after the all-reduce, so every process clips alike); 0: never.
 
     Attributes
     ----------
@@ -118,8 +121,10 @@ class TrainStep:
         *,
         fast: bool = True,
         gradient_hook: GradientHook | None = None,
+        clip_grad_norm: float = 0.0,
     ) -> None:
         self.vae = vae
+        self.clip_grad_norm = clip_grad_norm
         self.objective = objective
         self.optimizer = optimizer
         self.gradient_hook = gradient_hook
@@ -155,6 +160,9 @@ class TrainStep:
                 p.grad = torch.zeros_like(p)
         if self.gradient_hook is not None:
             self.gradient_hook(self._parameters)
+        if self.clip_grad_norm > 0:
+            # No host synchronization: torch scales by min(1, max_norm / norm) on the device.
+            torch.nn.utils.clip_grad_norm_(self._parameters, self.clip_grad_norm)
         self.optimizer.step()
         return loss.detach()
 
