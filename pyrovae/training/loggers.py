@@ -74,7 +74,7 @@ def open_logger(name: str, run_dir: Path, *, epochs_done: int, step: int) -> Run
 def scalars(row: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a metrics row, by name."""
     return {
-        key: float(value)
+        key: value
         for key, value in row.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
         and math.isfinite(value)
@@ -87,9 +87,9 @@ class CSVLogger:
     def __init__(self, folder: Path, *, epochs_done: int) -> None:
         self.folder = folder
         self.steps = [row for row in _read_csv(folder / "steps.csv")
-                      if int(row["epoch"]) <= epochs_done]  # fmt: skip
+                      if float(row["epoch"]) <= epochs_done]  # fmt: skip
         self.rows = [row for row in _read_csv(folder / "epochs.csv")
-                     if int(row["epoch"]) <= epochs_done]  # fmt: skip
+                     if float(row["epoch"]) <= epochs_done]  # fmt: skip
 
     def step(self, step: int, epoch: int, loss: float) -> None:
         self.steps.append({"step": step, "epoch": epoch, "loss": loss})

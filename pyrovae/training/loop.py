@@ -447,6 +447,8 @@ class Training:
         rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
         row = context.broadcast(row)
         rows = [*history, row]
+        if self.logger is not None:
+            self.logger.epoch((epoch + 1) * self.steps_per_epoch, row)
         if "test_elbo" in row:
             self.save(epoch, rows, rng_states)
         self.log_row(row)
@@ -466,13 +468,7 @@ class Training:
         return "time" if elapsed + self.clock.per_epoch() > budget else None
 
     def out_of_patience(self, history: list[dict[str, Any]]) -> bool:
-        """Whether ``patience`` evaluations have passed without a better validation ELBO."""
-        patience = self.config.train.patience
-        if not patience or "val_elbo" not in history[-1]:
-            return False
-        values = [row["val_elbo"] for row in history if "val_elbo" in row]
-        best = max(range(len(values)), key=values.__getitem__)
-        return len(values) - 1 - best >= patience
+        return out_of_patience(history, self.config.train.patience)
 
     def evaluate(self) -> dict[str, Any]:
         """The test (and validation) figures of the model now, on ``eval_size`` points."""
@@ -572,7 +568,7 @@ class Training:
         with saying_what_is_kept(self.run_dir, epoch + 1):
             write_metrics(self.run_dir, history)
             if self.logger is not None:
-                self.log_images(epoch, history[-1])
+                self.log_images(epoch)
                 self.logger.flush()
         seconds = time.perf_counter() - started
         _debug(f"checkpoint and metrics of epoch {epoch + 1}: {seconds:.2f} s")
@@ -585,14 +581,13 @@ class Training:
         if self.logger is not None:
             self.logger.close()
 
-    def log_images(self, epoch: int, row: dict[str, Any]) -> None:
+    def log_images(self, epoch: int) -> None:
         """Grids of samples and of test images over their reconstructions, to the logger;
         drawn from a side stream, so that logging does not change the run."""
         from torchvision.utils import make_grid
 
         assert self.logger is not None
         step = (epoch + 1) * self.steps_per_epoch
-        self.logger.epoch(step, row)
         if not is_image_shape(self.data.data_shape):
             return
         with forked_rng(self.vae_device), eval_mode(self.vae), torch.no_grad():
@@ -621,6 +616,16 @@ class Training:
             f"epoch {row['epoch']}: lr {row['lr']:.3g}, {row['seconds']:.2f} s in training "
             f"steps, {row['overhead_seconds']:.2f} s besides"
         )
+
+
+def out_of_patience(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether ``patience`` evaluations have passed without a better validation ELBO
+    (0: never)."""
+    if not patience or "val_elbo" not in history[-1]:
+        return False
+    values = [row["val_elbo"] for row in history if "val_elbo" in row]
+    best = max(range(len(values)), key=values.__getitem__)
+    return len(values) - 1 - best >= patience
 
 
 def best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
