@@ -419,7 +419,10 @@ def _without_devices(argv: list[str]) -> list[str]:
 def _read_config_file(ctx: click.Context, value: str | None) -> None:
     """``--config FILE``: its keys become the defaults of the options of those names
     (dashes or underscores), so that the command line overrides them."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - the same parser, before it joined the standard library
+        import tomli as tomllib
 
     from pyrovae.cli.options import component_options
 
