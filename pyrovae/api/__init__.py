@@ -340,7 +340,8 @@ def load_run(
     ``checkpoint="best"`` (default) takes the epoch with the best validation
     ELBO of a run trained with a validation split (``--val-fraction``), and the
     last checkpoint of a run without one; ``"last"`` the last checkpoint. Which
-    one was taken is logged (logger ``pyrovae``, INFO) and kept in
+    one was taken is logged (logger ``pyrovae``: INFO where the run has a best
+    checkpoint, DEBUG otherwise) and kept in
     :attr:`Run.checkpoint` and :attr:`Run.epoch`.
     """
     if checkpoint not in CHECKPOINT_CHOICES:
@@ -372,7 +373,9 @@ def load_run(
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
     epoch = int(state.get("epoch", 0))
-    _logger.info(_loaded_line(run_dir, chosen, checkpoint, epoch, history))
+    # Said where there is a choice (a run with a validation split); a detail otherwise.
+    level = logging.INFO if best.is_file() else logging.DEBUG
+    _logger.log(level, _loaded_line(run_dir, chosen, checkpoint, epoch, history))
     return Run(run_dir=run_dir, config=config, vae=vae, history=history, checkpoint=chosen,
                epoch=epoch)  # fmt: skip
 
