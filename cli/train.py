@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -456,4 +457,6 @@ def _as_text(value: Any) -> Any:
     """A component option from a config file, as the command line would give it."""
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
+    if isinstance(value, dict):  # a module network's {"class": ..., "kwargs": ...}
+        return json.dumps(value)
     return value if isinstance(value, str) else str(value)

@@ -377,7 +377,7 @@ def _with_test_fraction(data: Any) -> Any:
 
 
 def toml_value(value: Any) -> str:
-    """``value`` (text, a number, a flag, or a list of them) as a TOML value."""
+    """``value`` (text, a number, a flag, or a list or table of them) as a TOML value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -387,4 +387,9 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # e.g. the import path and arguments of a module network
+        items = [
+            f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{" + ", ".join(items) + "}"
     raise ConfigError(f"cannot write {value!r} to a TOML config")

@@ -44,6 +44,11 @@ def test_the_toml_config_reads_back_as_the_same_options(tmp_path):
     expected = config.to_options()
     assert read == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()}
     assert read["flows"] == 2 and read["hidden"] == [32, 16] and read["latent_dim"] == 16
+    spec = {"class": "my.module:Net", "kwargs": {"width": 12, "odd key": "x", "gone": None}}
+    config = RunConfig(model=model_config(network="module", encoder=spec, decoder=spec))
+    config.save_toml(tmp_path / "module.toml")
+    read = tomllib.loads((tmp_path / "module.toml").read_text())
+    assert read["encoder"] == {"class": "my.module:Net", "kwargs": {"width": 12, "odd key": "x"}}
 
 
 def test_a_config_from_before_the_validation_split_keeps_its_test_share():
