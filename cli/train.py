@@ -287,7 +287,9 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     """Train a VAE with Pyro SVI and write a run directory.
 
     The options after --prior are those of the installed components (plugins
-    included): each goes to the chosen components that declare it.
+    included): each goes to the chosen components that declare it. Any option
+    can come from a TOML file (--config); each run writes its own as
+    RUN/config.toml.
     """
     from pyrovae.api import train
     from pyrovae.model.build import check_model_config
