@@ -188,7 +188,7 @@ def test_evaluations_at_intervals_the_best_checkpoint_and_the_csv_log(tmp_path):
 def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     from pyrovae.training.run import resume
 
-    config = _tiny(tmp_path, "a", epochs=3, logger="csv")
+    config = _tiny(tmp_path, "a", epochs=2, logger="csv")
     whole = _train(config, tmp_path / "whole")
     stopped = _train(dataclasses.replace(config, train=dataclasses.replace(
         config.train, max_time=1e-3)), tmp_path / "stopped")  # fmt: skip
@@ -196,12 +196,12 @@ def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     assert "test_elbo" in stopped.history[-1]
     assert not stopped.timing["train"] > stopped.timing["wall"]
     resumed = resume(tmp_path / "stopped", max_time=0, progress=False, log=lambda line: None)
-    assert len(resumed.history) == 3
+    assert len(resumed.history) == 2
     for a, b in zip(whole.vae.state_dict().values(), resumed.vae.state_dict().values(),
                     strict=True):  # fmt: skip
         assert torch.equal(a, b)
     steps = (tmp_path / "stopped" / "logs" / "steps.csv").read_text().splitlines()
-    assert [line.split(",")[1] for line in steps[1:]] == ["1", "2", "3"]
+    assert [line.split(",")[1] for line in steps[1:]] == ["1", "2"]
 
 
 def test_a_run_stopped_by_its_patience_is_not_trained_further(tmp_path, monkeypatch):
