@@ -1,9 +1,10 @@
-"""Pieces shared by the commands: lazy registry choices and error handling."""
+"""Pieces shared by the commands: lazy registry choices, error handling, logging."""
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,3 +132,73 @@ threads_option = click.option(
     help="CPU threads for torch's operators [default: torch's choice, one per physical core; "
     "1 per process under torchrun]. On a busy machine fewer threads can be much faster.",
 )
+
+
+#: The logger every message of pyrovae goes through (``pyrovae.training.loop`` and the
+#: rest are its children).
+LOGGER_NAME = "pyrovae"
+
+
+class _EchoHandler(logging.Handler):
+    """Log records as lines through ``click.echo``: progress on stdout, warnings and
+    errors on stderr (resolved at each record, so click's test runner sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+        except Exception:  # logging's own convention: report, never raise
+            self.handleError(record)
+            return
+        warning = record.levelno >= logging.WARNING
+        click.echo(f"{record.levelname.lower()}: {message}" if warning else message, err=warning)
+
+
+def setup_logging(level: int) -> logging.Logger:
+    """Send the ``pyrovae`` logger's records of ``level`` and above to the terminal."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_EchoHandler())
+    logger.setLevel(level)
+    return logger
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[f"pyrovae.{param.name}"] = value
+    quiet, verbose = ctx.meta.get("pyrovae.quiet"), ctx.meta.get("pyrovae.verbose")
+    if quiet and verbose:
+        raise click.UsageError("give --quiet or --verbose, not both")
+    setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    return value
+
+
+def verbosity_options(command: F) -> F:
+    """``--quiet`` / ``--verbose``: how much a command says, through Python's ``logging``.
+
+    Messages go to the ``pyrovae`` logger (:data:`LOGGER_NAME`): progress at
+    INFO (shown by default), details at DEBUG (``--verbose``); ``--quiet``
+    shows only warnings and errors (and turns progress bars off where the
+    command asks :func:`quiet`). Applied while parsing, so a command only
+    adds the decorator.
+    """
+    for name, help_text in (
+        ("verbose", "Also show details (timings, per-step losses): logging level DEBUG."),
+        ("quiet", "Show only warnings and errors (and no progress bars)."),
+    ):
+        command = click.option(
+            f"--{name}",
+            f"-{name[0]}",
+            name,
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_verbosity,
+            help=help_text,
+        )(command)
+    return command
+
+
+def quiet() -> bool:
+    """Whether ``--quiet`` silenced the ``pyrovae`` logger's progress messages."""
+    return not logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from pyrovae.cli._common import user_errors
+from pyrovae.cli._common import user_errors, verbosity_options
 
 
 @click.command("components")
 @click.option("--markdown", is_flag=True, help="Print Markdown (docs/components.md is this).")
 @click.option("--builtin", is_flag=True, help="Only pyrovae's own components, leaving plugins out.")
+@verbosity_options
 @user_errors
 def components_command(markdown: bool, builtin: bool) -> None:
     """List the installed networks, likelihoods, guides and priors (plugins included).

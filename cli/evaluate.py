@@ -11,6 +11,7 @@ from pyrovae.cli._common import (
     seed_option,
     threads_option,
     user_errors,
+    verbosity_options,
 )
 
 _split_option = click.option(
@@ -82,6 +83,7 @@ _progress_option = click.option(
 @seed_option
 @device_option
 @threads_option
+@verbosity_options
 @user_errors
 def evaluate_command(
     run_dir: str | None,
@@ -187,6 +189,7 @@ def evaluate_command(
 @seed_option
 @device_option
 @threads_option
+@verbosity_options
 @user_errors
 def diagnose_command(
     run_dir: str | None,

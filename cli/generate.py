@@ -7,6 +7,7 @@ and "wrote" is printed only once every file is written.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,24 @@ from pyrovae.cli._common import (
     device_option,
     image_path,
     progress_option,
+    quiet,
     run_option,
     seed_option,
     threads_option,
     user_errors,
+    verbosity_options,
+)
+
+_log = logging.getLogger("pyrovae")
+
+#: ``--checkpoint``: which of a run's checkpoints to use.
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="best: the epoch with the best validation ELBO (runs trained with --val-fraction; "
+    "the last checkpoint otherwise); last: the last checkpoint. The output says which.",
 )
 
 #: The most images one ``pyrovae sample`` draws (the array of 100000 MNIST
@@ -69,6 +84,8 @@ _mode_option = click.option(
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@verbosity_options
 @user_errors
 def sample_command(
     n: int,
@@ -80,8 +97,10 @@ def sample_command(
     mode: str,
     device: str,
     progress: bool,
+    checkpoint: str,
 ) -> None:
-    """Draw z ~ p(z), decode, and write an image grid."""
+    """Draw z ~ p(z), decode, and write an image grid (from the run's best checkpoint
+    by default: see --checkpoint)."""
     import numpy as np
 
     from pyrovae.api import check_temperature, load_run, sample
@@ -93,7 +112,7 @@ def sample_command(
     if out is not None:
         image_path(out)
     array_target = None if save_array is None else check_output_file(save_array)
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = out or str(Path(run.run_dir) / "samples.png")
     if array_target is not None and image_path(out).resolve() == array_target.resolve():
         raise ConfigError("--save-array names the image grid's file; give another path")
@@ -104,7 +123,7 @@ def sample_command(
         temperature=temperature,
         mean=mode == "mean",
         seed=seed,
-        progress=progress,
+        progress=progress and not quiet(),
     )
     save_grid(images[:shown], out)
     if save_array:
@@ -112,9 +131,9 @@ def sample_command(
         # Through a handle, np.save writes exactly the path given (no ".npy" added).
         atomic_write(save_array, lambda handle: np.save(handle, array, allow_pickle=False))
     # Printed only now that every file is written.
-    click.echo(_grid_line(n, shown, out, kept_all=save_array is not None))
+    _log.info(_grid_line(n, shown, out, kept_all=save_array is not None))
     if save_array:
-        click.echo(f"wrote array {tuple(images.shape)} to {save_array}")
+        _log.info(f"wrote array {tuple(images.shape)} to {save_array}")
 
 
 def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
@@ -157,6 +176,8 @@ def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@verbosity_options
 @user_errors
 def reconstruct_command(
     n: int,
@@ -168,9 +189,11 @@ def reconstruct_command(
     mode: str,
     device: str,
     progress: bool,
+    checkpoint: str,
 ) -> None:
-    """Show images beside their reconstructions through z ~ q(z|x) (with --corrupt:
-    clean, corrupted and reconstructed rows)."""
+    """Show images beside their reconstructions through z ~ q(z|x) (from the run's best
+    checkpoint by default: see --checkpoint; with --corrupt: clean, corrupted and
+    reconstructed rows)."""
     from pyrovae.api import load_run, reconstruct
     from pyrovae.model.corruption import parse_corruption
     from pyrovae.reports.figures import MAX_GRID_TILES, save_reconstructions
@@ -178,7 +201,7 @@ def reconstruct_command(
     if out is not None:
         image_path(out)
     parse_corruption(corrupt)  # a bad spec is one line before the run is loaded
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint)
     out = out or str(Path(run.run_dir) / "reconstructions.png")
     image_path(out)
     if corrupt:
@@ -186,8 +209,9 @@ def reconstruct_command(
         return
     most = MAX_GRID_TILES // 2  # each image takes two tiles
     originals, reconstructions = reconstruct(
-        run, min(n, most), split=split, mean=mode == "mean", seed=seed, progress=progress
-    )
+        run, min(n, most), split=split, mean=mode == "mean", seed=seed,
+        progress=progress and not quiet(),
+    )  # fmt: skip
     save_reconstructions(originals, reconstructions, out)
     shown = originals.shape[0]
     note = ""
@@ -198,7 +222,7 @@ def reconstruct_command(
             else f"a grid shows at most {most}"
         )
         note = f" ({n} asked; {reason})"
-    click.echo(f"wrote {shown} {split} images and their reconstructions to {out}{note}")
+    _log.info(f"wrote {shown} {split} images and their reconstructions to {out}{note}")
 
 
 def _reconstruct_corrupted(
@@ -215,7 +239,7 @@ def _reconstruct_corrupted(
     save_labelled_rows(result.rows, out)
     shown = result.clean.shape[0]
     note = f" ({n} asked; {'the split holds' if shown < min(n, most) else 'at most'} {shown})"
-    click.echo(
+    _log.info(
         f"wrote {shown} {split} images, corrupted ({result.spec}) and reconstructed, to {out}"
         + (note if shown < n else "")
     )

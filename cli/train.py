@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -11,12 +14,14 @@ from typing import Any
 
 import click
 
-from pyrovae.cli._common import threads_option, user_errors
+from pyrovae.cli._common import quiet, threads_option, user_errors, verbosity_options
 from pyrovae.cli.options import ComponentCommand, component_values, kind_option
 from pyrovae.config import (
     BINARIZE,
     DEVICES,
     ELBOS,
+    LOGGERS,
+    LR_SCHEDULES,
     MODEL_KINDS,
     OBJECTIVES,
     STREAMS,
@@ -26,8 +31,39 @@ from pyrovae.config import (
     TrainConfig,
 )
 
+_log = logging.getLogger("pyrovae")
+
+#: TrainConfig fields set by the options of the same names (the conveniences block).
+CONVENIENCES = (
+    "logger", "patience", "lr_schedule", "clip_grad_norm", "max_time", "eval_every", "eval_size",
+)  # fmt: skip
+#: Train options that a config file cannot set.
+NOT_IN_CONFIG_FILE = {"config", "resume", "help", "verbose", "quiet"}
+
+
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: ``90``, ``90s``, ``10m``, ``1.5h``."""
+
+    name = "DURATION"
+    UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            scale = self.UNITS.get(text[-1:], None) if text else None
+            try:
+                seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+            except ValueError:
+                self.fail(f"expected seconds or a duration like 90, 10m, 1.5h; got {value!r}")
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"expected a duration of 0 or more, got {value!r}")
+        return seconds
+
+
 #: Options that may be given with --resume; the rest come from the run's config.json.
-RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
+RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "max_time"}
 
 
 @click.command("train", cls=ComponentCommand)
@@ -55,8 +91,16 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     type=float,
     default=DataConfig.val_fraction,
     show_default=True,
+    help="Share of the training points held out for validation (with --seed), for any data "
+    "set: it picks the best checkpoint and drives --patience. 0: no validation split.",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=DataConfig.test_fraction,
+    show_default=True,
     help="Share of a .npy/.npz file or image folder held out for test (with --seed), "
-    "where it brings no test split of its own.",
+    "where it brings no test split of its own (before 0.2 this was --val-fraction).",
 )
 @click.option(
     "--stream",
@@ -211,19 +255,86 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     help="Train data-parallel in this many processes on this machine (one per GPU, or gloo "
     "on CPU) through torchrun; for several machines run torchrun yourself.",
 )
+# Training conveniences: config file, loggers, validation and stopping, overhead.
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: _read_config_file(ctx, value),
+    help="A TOML file of train options, keyed by their names (latent_dim = 4, flows = 2); "
+    "options on the command line override it. Every run writes its own as RUN/config.toml.",
+)
+@click.option(
+    "--logger",
+    type=click.Choice(LOGGERS),
+    default=TrainConfig.logger,
+    show_default=True,
+    help="Also log losses, per-epoch figures, beta, the learning rate and image grids: csv "
+    "(RUN/logs) or tensorboard (RUN/tensorboard; pip install 'pyrovae[tensorboard]').",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=TrainConfig.patience,
+    show_default=True,
+    help="Stop when the validation ELBO has not improved in this many evaluations "
+    "(needs --val-fraction); 0: never.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=TrainConfig.lr_schedule,
+    show_default=True,
+    help="cosine: anneal --lr to 0 over the epochs; plateau: halve it after 2 evaluations "
+    "without a better validation (or training) ELBO.",
+)
+@click.option(
+    "--clip-grad-norm",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.clip_grad_norm,
+    show_default=True,
+    help="Clip the gradients' global 2-norm to this; 0: no clipping.",
+)
+@click.option(
+    "--max-time",
+    type=Duration(),
+    default=TrainConfig.max_time,
+    show_default=True,
+    help="Wall-clock budget: seconds, or 10m, 1.5h. Stops, checkpointed, before an epoch "
+    "that would overrun it (--resume continues); 0: none.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.eval_every,
+    show_default=True,
+    help="Epochs between evaluations (test and validation ELBO) and checkpoints; the last "
+    "epoch is always evaluated.",
+)
+@click.option(
+    "--eval-size",
+    type=click.IntRange(min=0),
+    default=TrainConfig.eval_size,
+    show_default=True,
+    help="Score the first N test (and validation) points at each evaluation; 0: all.",
+)
+@verbosity_options
 @click.pass_context
 @user_errors
 def train_command(ctx: click.Context, **options: Any) -> None:
     """Train a VAE with Pyro SVI and write a run directory.
 
     The options after --prior are those of the installed components (plugins
-    included): each goes to the chosen components that declare it.
+    included): each goes to the chosen components that declare it. Any option
+    can come from a TOML file (--config); each run writes its own as
+    RUN/config.toml.
     """
     from pyrovae.api import train
     from pyrovae.model.build import check_model_config
 
     component_given = component_values(options)
-    progress = options.pop("progress")
+    progress = options.pop("progress") and not quiet()
     devices = options.pop("devices")
     # Launch only once the options are known to be good: a bad one is then one
     # message, not one per process.
@@ -237,7 +348,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         check_model_config(config.validate().model)
         _launch(ctx, devices)
     with _interruptible():
-        train(config, options["out"], progress=progress)
+        train(config, options["out"], progress=progress, log=_log.info)
 
 
 def _resume(
@@ -262,9 +373,11 @@ def _resume(
     if extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
         raise click.UsageError(
-            "with --resume only --epochs, --device, --lr, --threads and --devices may be "
-            f"given, not {flags}"
+            "with --resume only --epochs, --device, --lr, --max-time, --threads and --devices "
+            f"may be given, not {flags}"
         )
+    if ctx.meta.get("pyrovae.config_file"):
+        raise click.UsageError("--resume takes its options from the run, not from --config")
     lr = options["lr"] if "lr" in given else None
     if launching:
         config = RunConfig.load(Path(options["resume"]) / "config.json")
@@ -278,7 +391,9 @@ def _resume(
             epochs=options["epochs"],
             device=options["device"],
             lr=lr,
+            max_time=options["max_time"] if "max_time" in given else None,
             progress=progress,
+            log=_log.info,
         )
 
 
@@ -291,6 +406,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
 
     data = DataConfig(**pick("dataset", "data_dir", "binarize", "val_fraction", "stream"))
     data.image_size, data.channels = options["image_size"], options["channels"]
+    data.test_fraction = options["test_fraction"]
     model = model_config(
         **pick("kind", "network", "likelihood", "guide", "prior", "latent_dim"),
         **component_given,
@@ -301,6 +417,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
         device=options["device"] or TrainConfig.device,
     )
+    train = dataclasses.replace(train, **pick(*CONVENIENCES))
     return RunConfig(data=data, model=model, train=train)
 
 
@@ -340,3 +457,48 @@ def _without_devices(argv: list[str]) -> list[str]:
         elif not arg.startswith("--devices="):
             out.append(arg)
     return out
+
+
+def _read_config_file(ctx: click.Context, value: str | None) -> None:
+    """``--config FILE``: its keys become the defaults of the options of those names
+    (dashes or underscores), so that the command line overrides them."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - the same parser, before it joined the standard library
+        import tomli as tomllib
+
+    from pyrovae.cli.options import component_options
+
+    if value is None:
+        return
+    try:
+        raw = tomllib.loads(Path(value).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise click.BadParameter(f"cannot read {value}: {err}") from None
+    names: dict[str, str] = {}
+    for param in ctx.command.get_params(ctx):
+        if isinstance(param, click.Option) and param.name not in NOT_IN_CONFIG_FILE:
+            for flag in [param.name or "", *param.opts]:
+                if not flag.startswith("-") or flag.startswith("--"):
+                    names[flag.lstrip("-").replace("-", "_")] = param.name or ""
+    components = {option.name for option in component_options()}
+    defaults: dict[str, Any] = {}
+    for key, given in raw.items():
+        name = names.get(key.replace("-", "_"))
+        if name is None or isinstance(given, dict):
+            raise click.BadParameter(
+                f"{value}: {key!r} is not an option of pyrovae train (keys are option names, "
+                "e.g. latent_dim = 4, at the top level)"
+            )
+        defaults[name] = _as_text(given) if name in components else given
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["pyrovae.config_file"] = value
+
+
+def _as_text(value: Any) -> Any:
+    """A component option from a config file, as the command line would give it."""
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, dict):  # a module network's {"class": ..., "kwargs": ...}
+        return json.dumps(value)
+    return value if isinstance(value, str) else str(value)

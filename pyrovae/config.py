@@ -26,6 +26,8 @@ ElboName = Literal["meanfield", "trace"]
 ObjectiveName = Literal["elbo", "iwae"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 StreamName = Literal["auto", "yes", "no"]
+LoggerName = Literal["none", "csv", "tensorboard"]
+ScheduleName = Literal["constant", "cosine", "plateau"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
 #: The kinds of component a model is made of (see :mod:`pyrovae.components`).
@@ -34,6 +36,10 @@ ELBOS: tuple[str, ...] = ("meanfield", "trace")
 OBJECTIVES: tuple[str, ...] = ("elbo", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 STREAMS: tuple[str, ...] = ("auto", "yes", "no")
+#: ``--logger``: where training figures go besides metrics.jsonl.
+LOGGERS: tuple[str, ...] = ("none", "csv", "tensorboard")
+#: ``--lr-schedule``: the learning rate over the epochs.
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
 #: What is trained (``--model``): a VAE, or a deterministic autoencoder (``ae``,
 #: :mod:`pyrovae.model.autoencoder`); kinds that need their own model/guide pair
 #: (a conditional or a semi-supervised VAE) add their name here.
@@ -79,8 +85,14 @@ class DataConfig:
         (``dynamic``), once at load time (``static``), or not at all (``none``;
         the data must then already be binary).
     val_fraction
+        Share of the training points held out as a validation split (with the
+        run's seed), for every data set: scored at each evaluation, it picks
+        the best checkpoint and drives ``patience``. 0 (default): none.
+    test_fraction
         Share of a file's (or of Python data's) points held out for test, with
         the run's seed, where the data bring no test split of their own.
+        (Configs written before the validation split existed called this
+        ``val_fraction``; :meth:`RunConfig.from_dict` reads them so.)
     stream
         Read the training points of a ``.npy`` file or an image folder from
         disk a batch at a time (``yes``), whole into memory (``no``), or
@@ -102,20 +114,22 @@ class DataConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     binarize: Binarize = "dynamic"
-    val_fraction: float = 0.1
+    val_fraction: float = 0.0
     stream: StreamName = "auto"
     image_size: int | None = None
     channels: int | None = None
     memory: dict[str, Any] | None = None
+    test_fraction: float = 0.1
 
     def validate(self) -> None:
         _choice(self.binarize, BINARIZE, "--binarize")
         _choice(self.stream, STREAMS, "--stream")
-        fraction = self.val_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-            raise ConfigError(f"--val-fraction must be a number, got {fraction!r}")
-        if not 0.0 <= fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
+        for option, fraction in (("--val-fraction", self.val_fraction),
+                                 ("--test-fraction", self.test_fraction)):  # fmt: skip
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+                raise ConfigError(f"{option} must be a number, got {fraction!r}")
+            if not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"{option} must be in [0, 1), got {fraction}")
         if self.image_size is not None:
             _positive(self.image_size, "--image-size", integer=True, most=MAX_IMAGE_SIZE)
         if self.channels is not None and self.channels not in CHANNELS:
@@ -196,6 +210,18 @@ class TrainConfig:
     hidden activations to the loss (:mod:`pyrovae.model.sparsity`), reported
     apart from the ELBO. Both are checked by
     :func:`pyrovae.training.step.check_regularizers`.
+
+    Conveniences: ``logger`` also writes the figures as CSV files or
+    TensorBoard events; ``patience`` stops when the validation ELBO has not
+    improved for that many evaluations (0: never); ``lr_schedule`` is
+    ``constant``, ``cosine`` (annealed to 0 over ``epochs``) or ``plateau``
+    (halved after 2 evaluations without a better validation, or else
+    training, ELBO); ``clip_grad_norm`` clips the gradients' global norm (0:
+    no clipping); ``max_time`` stops cleanly, with a resumable checkpoint,
+    once the next epoch would overrun that many seconds (0: no limit);
+    ``eval_every`` epochs pass between evaluations and checkpoints (the last
+    epoch is always evaluated); ``eval_size`` test (and validation) points
+    are scored at each (0: all).
     """
 
     objective: ObjectiveName = "elbo"
@@ -212,8 +238,16 @@ class TrainConfig:
     corrupt: str | None = None
     sparsity: float | None = None
     sparsity_weight: float = 1.0
+    logger: LoggerName = "none"
+    patience: int = 0
+    lr_schedule: ScheduleName = "constant"
+    clip_grad_norm: float = 0.0
+    max_time: float = 0.0
+    eval_every: int = 1
+    eval_size: int = 0
 
     def validate(self) -> None:
+        self._validate_conveniences()
         _choice(self.objective, OBJECTIVES, "--objective")
         _choice(self.elbo, ELBOS, "--elbo")
         _choice(self.device, DEVICES, "--device")
@@ -233,6 +267,23 @@ class TrainConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be from 0 to {MAX_SEED}, got {self.seed}")
 
+    def _validate_conveniences(self) -> None:
+        _choice(self.logger, LOGGERS, "--logger")
+        _choice(self.lr_schedule, LR_SCHEDULES, "--lr-schedule")
+        _positive(self.eval_every, "--eval-every", integer=True)
+        for option, count in (("--patience", self.patience), ("--eval-size", self.eval_size)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError(f"{option} must be a whole number, 0 or more, got {count!r}")
+        for option, value in (("--clip-grad-norm", self.clip_grad_norm),
+                              ("--max-time", self.max_time)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{option} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{option} must be 0 (off) or positive, got {value!r}")
+
+
+#: The run's options as TOML, beside ``config.json``: ``pyrovae train --config`` reads it.
+TOML_CONFIG_NAME = "config.toml"
 
 #: The layout of ``config.json``; 2 since components declare their own options.
 CONFIG_VERSION = 2
@@ -251,7 +302,7 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
-        return self
+        return self.check_validation()
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
@@ -273,6 +324,7 @@ class RunConfig:
                 f"this one reads {CONFIG_VERSION}, where components carry their own options): "
                 "train the run again"
             )
+        raw["data"] = _with_test_fraction(raw.get("data", {}))
         parts: dict[str, Any] = {}
         for part in dataclasses.fields(cls):
             sub_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[part.name]
@@ -288,6 +340,40 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         return cls(**parts)
+
+    def check_validation(self) -> RunConfig:
+        """Options that need a validation split refuse a run without one; return self."""
+        if self.train.patience and not self.data.val_fraction:
+            raise ConfigError(
+                "--patience stops on the validation ELBO: give --val-fraction F "
+                "(e.g. 0.1) too, or leave out --patience"
+            )
+        return self
+
+    def to_options(self) -> dict[str, Any]:
+        """The config as one flat namespace of ``pyrovae train`` options, the way
+        ``--config FILE.toml`` takes them (component options included; what is
+        read off the data or recorded about it left out)."""
+        flat: dict[str, Any] = {}
+        for part in (self.data, self.model, self.train):
+            for f in dataclasses.fields(part):
+                if f.name not in _NOT_OPTIONS:
+                    flat[f.name] = getattr(part, f.name)
+        for kind in COMPONENT_KINDS:
+            for name, value in self.model.options.get(kind, {}).items():
+                flat.setdefault(name, value)
+        return {name: value for name, value in flat.items() if value is not None}
+
+    def save_toml(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_options` as TOML, atomically: ``pyrovae train --config`` reads it."""
+        from pyrovae.files import atomic_write_text
+
+        lines = [
+            "# pyrovae train options of this run: `pyrovae train --config THIS_FILE` trains it",
+            "# again (options given on the command line override these).",
+        ]
+        lines += [f"{name} = {toml_value(value)}" for name, value in self.to_options().items()]
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON, atomically (a crash leaves the old file or the new one)."""
@@ -314,3 +400,34 @@ class RunConfig:
             return cls.from_dict(raw)
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"{path} is not a valid pyrovae config: {err}") from None
+
+
+#: Config fields that are no ``pyrovae train`` option: read off the data, or records.
+_NOT_OPTIONS = frozenset({"memory", "data_shape", "options", "providers"})
+
+
+def _with_test_fraction(data: Any) -> Any:
+    """A ``data`` section written before the validation split: its ``val_fraction``
+    was the test hold-out, which is ``test_fraction`` now (and no validation split)."""
+    if not isinstance(data, dict) or "test_fraction" in data or "val_fraction" not in data:
+        return data
+    return {**data, "test_fraction": data["val_fraction"], "val_fraction": 0.0}
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (text, a number, a flag, or a list or table of them) as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # inf and nan are spelled the same in TOML
+    if isinstance(value, str):
+        # JSON's escapes (\\, \", \n, \uXXXX) are TOML's basic-string escapes.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # e.g. the import path and arguments of a module network
+        items = [
+            f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{" + ", ".join(items) + "}"
+    raise ConfigError(f"cannot write {value!r} to a TOML config")

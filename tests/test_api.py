@@ -298,8 +298,8 @@ def test_vectors_with_a_gaussian_likelihood_and_a_test_split(tmp_path):
 
 def test_val_fraction_holds_out_that_share_with_the_seed(tmp_path):
     x = torch.rand(40, 4)
-    result = train(data=x, val_fraction=0.25, seed=3, out=tmp_path / "f", **_tiny())
-    assert result.config.data.memory["n_test"] == 10 and result.config.data.val_fraction == 0.25
+    result = train(data=x, test_fraction=0.25, seed=3, out=tmp_path / "f", **_tiny())
+    assert result.config.data.memory["n_test"] == 10 and result.config.data.test_fraction == 0.25
 
 
 @pytest.mark.parametrize(
@@ -316,7 +316,7 @@ def test_val_fraction_holds_out_that_share_with_the_seed(tmp_path):
         ({"data": torch.rand(10, 3), "test_data": torch.rand(4, 2)}, DataError, "shape"),
         ({"data": torch.rand(10, 3), "dataset": "digits"}, ConfigError, "not both"),
         ({"test_data": torch.rand(4, 2)}, ConfigError, "needs data="),
-        ({"data": torch.rand(10, 3), "val_fraction": 1.5}, ConfigError, "val-fraction"),
+        ({"data": torch.rand(10, 3), "test_fraction": 1.5}, ConfigError, "test-fraction"),
     ],
 )
 def test_bad_python_data_fails_in_one_line_before_a_run_folder(tmp_path, options, error, message):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ from pyrovae.reports.evaluate import (
 from pyrovae.reports.figures import save_run_figures
 from pyrovae.runtime import forked_rng, isolated_rng, resolve_device, threads
 from pyrovae.training import run as training_run
-from pyrovae.training.checkpoint import load_checkpoint
+from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
 from pyrovae.training.loop import Finish, Logger, TrainResult
 
 DEFAULT_RUNS_ROOT = Path("runs")
@@ -61,6 +62,8 @@ DEFAULT_RUNS_ROOT = Path("runs")
 #: upper end codes lie so far outside what the decoder was trained on that its
 #: outputs overflow.
 TEMPERATURE_RANGE = (1e-6, 100.0)
+
+_logger = logging.getLogger("pyrovae")
 
 #: Images decoded at once by :func:`sample` and :func:`reconstruct`, so that
 #: memory stays bounded for any ``n``.
@@ -146,7 +149,7 @@ def train(
         ``test_data=``) to be given the data again.
     test_data
         Held-out data, of any kind ``data`` takes, with points of the same
-        shape. Without it the option ``val_fraction`` (default 0.1, as for
+        shape. Without it the option ``test_fraction`` (default 0.1, as for
         files) of ``data`` is held out, chosen with the run's ``seed``.
     encoder, decoder
         Your own networks (``network="module"``), given together:
@@ -195,7 +198,7 @@ def _source(config: RunConfig, data: DataSource, test_data: DataSource | None) -
     """Data passed from Python, split as the run's config says (checked before any folder)."""
     config.validate()
     return from_python(
-        data, test_data, val_fraction=config.data.val_fraction, seed=config.train.seed
+        data, test_data, val_fraction=config.data.test_fraction, seed=config.train.seed
     )
 
 
@@ -232,6 +235,7 @@ def resume(
     epochs: int | None = None,
     device: str | None = None,
     lr: float | None = None,
+    max_time: float | None = None,
     progress: bool = True,
     log: Logger = print,
     data: DataSource | None = None,
@@ -259,6 +263,7 @@ def resume(
             epochs=epochs,
             device=device,
             lr=lr,
+            max_time=max_time,
             progress=progress,
             log=log,
             finish=_figures(log),
@@ -281,6 +286,9 @@ class Run:
     config: RunConfig
     vae: VAE
     history: list[dict[str, Any]]
+    #: Which checkpoint the VAE was loaded from: ``"best"`` or ``"last"``, and its epoch.
+    checkpoint: str = "last"
+    epoch: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -329,13 +337,27 @@ def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
     return checkpoints[-1].parent
 
 
-def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
-    """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`) from its checkpoint."""
+def load_run(
+    run_dir: str | Path | None = None, device: str = "auto", checkpoint: str = "best"
+) -> Run:
+    """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`) from a checkpoint.
+
+    ``checkpoint="best"`` (default) takes the epoch with the best validation
+    ELBO of a run trained with a validation split (``--val-fraction``), and the
+    last checkpoint of a run without one; ``"last"`` the last checkpoint. Which
+    one was taken is logged (logger ``pyrovae``: INFO where the run has a best
+    checkpoint, DEBUG otherwise) and kept in
+    :attr:`Run.checkpoint` and :attr:`Run.epoch`.
+    """
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"--checkpoint must be best or last, got {checkpoint!r}")
     run_dir = Path(run_dir) if run_dir is not None else latest_run()
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
     config = RunConfig.load(run_dir / CONFIG_NAME)
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    best = run_dir / BEST_CHECKPOINT_NAME
+    chosen = "best" if checkpoint == "best" and best.is_file() else "last"
+    state = load_checkpoint(best if chosen == "best" else run_dir / CHECKPOINT_NAME)
     try:
         with forked_rng("cpu"):  # the initial weights, overwritten below, draw from torch's RNG
             vae = make_model(config.validate().model)
@@ -355,7 +377,31 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
         )
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
-    return Run(run_dir=run_dir, config=config, vae=vae, history=history)
+    epoch = int(state.get("epoch", 0))
+    # Said where there is a choice (a run with a validation split); a detail otherwise.
+    level = logging.INFO if best.is_file() else logging.DEBUG
+    _logger.log(level, _loaded_line(run_dir, chosen, checkpoint, epoch, history))
+    return Run(run_dir=run_dir, config=config, vae=vae, history=history, checkpoint=chosen,
+               epoch=epoch)  # fmt: skip
+
+
+#: What ``load_run(checkpoint=...)`` and ``--checkpoint`` take.
+CHECKPOINT_CHOICES = ("best", "last")
+
+
+def _loaded_line(
+    run_dir: Path, chosen: str, asked: str, epoch: int, history: list[dict[str, Any]]
+) -> str:
+    """The log line saying which checkpoint of ``run_dir`` was loaded."""
+    if chosen == "best":
+        val = history[-1].get("val_elbo") if history else None
+        figure = "" if val is None else f", validation ELBO {val:.3f}"
+        return (
+            f"using the best checkpoint of {run_dir} (epoch {epoch}{figure}; "
+            "--checkpoint last for the last)"
+        )
+    why = " (no validation split, so no best one)" if asked == "best" else ""
+    return f"using the last checkpoint of {run_dir} (epoch {epoch}){why}"
 
 
 def sample(

@@ -50,7 +50,7 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
         config.data.dataset,
         config.data.data_dir,
         seed=config.train.seed,
-        test_fraction=config.data.val_fraction,
+        test_fraction=config.data.test_fraction,
         stream=config.data.stream,
         image_size=config.data.image_size,
         channels=config.data.channels,

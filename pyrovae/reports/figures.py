@@ -249,7 +249,22 @@ def save_loss_curve(
     with styled_figure(figsize=(6, 4)) as fig:
         ax = fig.subplots()
         ax.plot(epochs, [row["train_elbo"] for row in history], marker="o", label=train_label)
-        ax.plot(epochs, [row["test_elbo"] for row in history], marker="o", label="test: ELBO")
+        # Epochs between evaluations (--eval-every) have no test figures.
+        tested = [row for row in history if "test_elbo" in row]
+        ax.plot(
+            [r["epoch"] for r in tested],
+            [r["test_elbo"] for r in tested],
+            marker="o",
+            label="test: ELBO",
+        )
+        validated = [row for row in history if "val_elbo" in row]
+        if validated:
+            ax.plot(
+                [r["epoch"] for r in validated],
+                [r["val_elbo"] for r in validated],
+                marker="o",
+                label="validation: ELBO",
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("nats per data point (higher is better)")

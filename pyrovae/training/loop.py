@@ -2,8 +2,12 @@
 
 Each step differentiates a Pyro ELBO estimator (``TraceMeanField_ELBO`` by
 default) of the model and guide on one minibatch and takes an Adam step
-(:mod:`pyrovae.training.step`); after each epoch the test ELBO is estimated,
-divergence is checked, and the checkpoint and metrics are written atomically.
+(:mod:`pyrovae.training.step`); after each epoch divergence is checked, and
+every ``eval_every`` epochs (and at the last) the test and validation ELBOs are
+estimated, the checkpoint (and, on a better validation ELBO, the best
+checkpoint) and metrics are written atomically. Where the wall time went
+(training steps against the rest) is recorded in each metrics row and logged
+at the end, so that the overhead of evaluation and checkpoints is seen.
 Launched by ``torchrun`` it trains data-parallel
 (:mod:`pyrovae.training.distributed`), with rank 0 writing the run folder.
 """
@@ -11,6 +15,7 @@ Launched by ``torchrun`` it trains data-parallel
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +26,12 @@ from typing import Any, cast
 
 import torch
 
-from pyrovae.config import RunConfig, TrainConfig
-from pyrovae.data.dataset import ArrayData
+from pyrovae.config import TOML_CONFIG_NAME, RunConfig, TrainConfig
+from pyrovae.data.dataset import ArrayData, is_image_shape
 from pyrovae.data.missing import data_has_missing
+from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import check_support, prepare_data, prepare_source
+from pyrovae.data.validation import hold_out_validation
 from pyrovae.errors import (
     CheckpointError,
     DataError,
@@ -41,11 +48,20 @@ from pyrovae.model.build import build_vae
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import describe_threads, eval_mode, module_device, resolve_device
+from pyrovae.runtime import (
+    describe_threads,
+    eval_mode,
+    forked_rng,
+    module_device,
+    resolve_device,
+)
 from pyrovae.training import distributed, divergence
-from pyrovae.training.checkpoint import save_checkpoint
-from pyrovae.training.schedules import kl_weight
+from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
+from pyrovae.training.loggers import RunLogger, open_logger
+from pyrovae.training.schedules import kl_weight, learning_rate
 from pyrovae.training.step import TrainStep, check_regularizers, make_optimizer, train_epoch
+
+_debug = logging.getLogger(__name__).debug
 
 Logger = Callable[[str], None]
 #: What runs once the epochs are done, on rank 0, while the run folder is still
@@ -62,6 +78,9 @@ class TrainResult:
     config: RunConfig
     vae: VAE
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds of this call's wall time: ``train`` (training steps), ``other``
+    #: (evaluation, checkpoints, logging), ``setup`` (data load, model build), ``wall``.
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -121,11 +140,15 @@ def fit(
     without it the config's data set is loaded. ``modules`` are a caller's own
     networks. See :func:`pyrovae.training.run.train` for the rest.
     """
+    started = time.perf_counter()
     context = context or distributed.Context()
     if not context.is_main:
         log, progress = silent, False
     device = context.device(resolve_device(config.train.device))
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
+    binary = component_class(config.model, "likelihood").binary
+    held = hold_out_validation(data, config.data.val_fraction, config.train.seed, binary=binary)
+    data = held.data
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
@@ -133,6 +156,7 @@ def fit(
         check_in_support(vae, data, config)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
+    training.validation = held.validation
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -145,17 +169,54 @@ def fit(
     context.barrier()
     if context.is_main:
         write_start(config, run_dir, history if checkpoint is not None else None, start_epoch)
+        training.open_logger(start_epoch)
     training.say_where()
-    for epoch in range(start_epoch, config.train.epochs):
-        history.append(training.epoch(epoch, history))
+    training.clock = Clock(started)
+    try:
+        training.run_epochs(start_epoch, history)
+    finally:
+        training.close_logger()
+    timing = training.clock.summary()
     vae.eval()
     if context.is_main and finish is not None:
-        with saying_what_is_kept(run_dir, config.train.epochs, figures=True):
+        with saying_what_is_kept(run_dir, history[-1]["epoch"] if history else 0, figures=True):
             figures = finish(vae, data.test, history, run_dir)
         if figures:
             log("wrote " + ", ".join(str(path) for path in figures))
     context.barrier()
-    return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history)
+    return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history, timing=timing)
+
+
+@dataclass
+class Clock:
+    """Where this call's wall time goes: training steps, and everything else."""
+
+    started: float
+    loop_started: float = field(default_factory=time.perf_counter)
+    mark: float = field(default_factory=time.perf_counter)  # when the last row was made
+    train: float = 0.0
+    epochs: int = 0
+
+    def summary(self) -> dict[str, float]:
+        now = time.perf_counter()
+        wall, setup = now - self.started, self.loop_started - self.started
+        return {"train": self.train, "other": wall - setup - self.train, "setup": setup,
+                "wall": wall}  # fmt: skip
+
+    def per_epoch(self) -> float:
+        """Mean wall time of this call's epochs so far (training and the rest)."""
+        return (time.perf_counter() - self.loop_started) / max(1, self.epochs)
+
+
+def describe_timing(timing: dict[str, float]) -> str:
+    """The end-of-training line on where the time went."""
+    loop = timing["train"] + timing["other"]
+    share = 100 * timing["train"] / loop if loop > 0 else 100.0
+    return (
+        f"time: {timing['train']:.1f} s in training steps, {share:.1f}% of the "
+        f"{loop:.1f} s of the epochs; {timing['other']:.1f} s in evaluation, checkpoints "
+        f"and logging; {timing['setup']:.1f} s loading data and building the model"
+    )
 
 
 def load_data(
@@ -214,6 +275,7 @@ def write_start(
     """The run's config, and on a resumed run its metrics cut back to the checkpoint."""
     with saying_what_is_kept(run_dir, epochs_done):
         config.save(run_dir / CONFIG_NAME)
+        config.save_toml(run_dir / TOML_CONFIG_NAME)
         if history is not None:
             write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
 
@@ -238,7 +300,7 @@ def check_same_sizes(config: RunConfig, data: ArrayData, *, resumed: bool) -> No
         raise DataError(
             f"the run was trained on {recorded['n_train']} + {recorded['n_test']} points "
             f"(train + test) but got {now['n_train']} + {now['n_test']}: pass the same "
-            "data= (and test_data= or val_fraction=) as when it was trained"
+            "data= (and test_data= or test_fraction=) as when it was trained"
         )
 
 
@@ -260,6 +322,10 @@ class Training:
     progress: bool
     #: The last epoch's mean sparsity KL per data point (with ``--sparsity``).
     sparsity_kl: float | None = None
+    #: The validation points (``--val-fraction``), in memory; ``None``: no validation split.
+    validation: torch.Tensor | None = None
+    logger: RunLogger | None = None
+    clock: Clock = field(default_factory=lambda: Clock(time.perf_counter()))
 
     @classmethod
     def start(
@@ -295,6 +361,7 @@ class Training:
             gradient_hook=gradient_hook,
             corruption=corruption,
             sparsity=sparsity,
+            clip_grad_norm=config.train.clip_grad_norm,
         )
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
@@ -307,9 +374,10 @@ class Training:
         """The run's log lines on where it trains and how it reads its data."""
         device, data = self.vae_device, self.data
         self.log(f"run directory: {self.run_dir} (device {device}, {describe_threads()})")
+        held = "" if self.validation is None else f", {self.validation.shape[0]} validation"
         self.log(
-            f"data: {data.name}, {data.train.shape[0]} training and {data.test.shape[0]} test "
-            f"points of shape {data.data_shape}, {data.reading}"
+            f"data: {data.name}, {data.train.shape[0]} training{held} and {data.test.shape[0]} "
+            f"test points of shape {data.data_shape}, {data.reading}"
         )
         if self.context.enabled:
             self.log(
@@ -325,17 +393,50 @@ class Training:
         """The KL weight at step ``i`` of epoch ``epoch`` (0-based)."""
         return kl_weight(self.config, epoch * self.steps_per_epoch + i, self.steps_per_epoch)
 
+    def run_epochs(self, start_epoch: int, history: list[dict[str, Any]]) -> None:
+        """Train from epoch ``start_epoch`` (0-based) on, appending rows to ``history``,
+        until the last epoch, the time budget or the patience ends it."""
+        if history and history[-1].get("stopped") == "patience":
+            return  # stopped early: a resumed run draws its figures and ends
+        for epoch in range(start_epoch, self.config.train.epochs):
+            row = self.epoch(epoch, history)
+            history.append(row)
+            stopped = row.get("stopped")
+            if stopped == "time":
+                self.log(
+                    f"stopped after epoch {row['epoch']}: the next would overrun --max-time "
+                    f"{self.config.train.max_time:g} s; the checkpoint is kept: continue with "
+                    f"`pyrovae train --resume {self.run_dir}`"
+                )
+            elif stopped == "patience":
+                best = best_row(history)
+                self.log(
+                    f"stopped early after epoch {row['epoch']}: no better validation ELBO in "
+                    f"{self.config.train.patience} evaluations; the best was "
+                    f"{best['val_elbo']:.3f} after epoch {best['epoch']}"
+                )
+            if stopped:
+                break
+        if history and self.context.is_main:
+            self.log(describe_timing(self.clock.summary()))
+
     def epoch(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """Train epoch ``epoch`` (0-based), check it, evaluate, checkpoint; its metrics row."""
+        """Train epoch ``epoch`` (0-based) and check it; evaluate and checkpoint when due;
+        its metrics row."""
+        lr = learning_rate(self.config.train, epoch, history)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         started = time.perf_counter()
         train_loss = self.train_loss(epoch)
         if self.vae_device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
+        self.clock.train += seconds
+        self.clock.epochs += 1
         if divergence.diverged(train_loss, self.loss_limit):
             raise TrainingError(
                 f"{divergence.describe(train_loss, self.loss_limit, epoch + 1)}; "
-                f"{kept_message(self.run_dir, epoch)}"
+                f"{kept_message(self.run_dir, last_checkpointed(history))}"
                 f"; lower the learning rate, e.g. `pyrovae train --resume {self.run_dir} "
                 f"--lr {min(self.config.train.lr / 10, TrainConfig.lr):.3g}`"
             )
@@ -343,13 +444,60 @@ class Training:
         if not context.is_main:
             context.all_gather(rng_state(self.data_generator, self.vae_device))
             return cast(dict[str, Any], context.broadcast(None))  # rank 0's row
-        test = evaluate_elbo(self.vae, self.data.test)
+        row = self.metrics_row(epoch, train_loss, seconds, lr)
+        stop = self.time_is_up(epoch)
+        if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
+            row.update(self.evaluate())
+            if self.out_of_patience([*history, row]):
+                stop = "patience"
+        if stop:
+            row["stopped"] = stop
+        now = time.perf_counter()
+        row["overhead_seconds"] = now - self.clock.mark - seconds
+        self.clock.mark = now
         # After the evaluation, which draws z too: the state the next epoch starts from.
         rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
-        row = context.broadcast(self.metrics_row(epoch, train_loss, test, seconds))
-        self.save(epoch, [*history, row], rng_states)
+        row = context.broadcast(row)
+        rows = [*history, row]
+        if self.logger is not None:
+            self.logger.epoch((epoch + 1) * self.steps_per_epoch, row)
+        if "test_elbo" in row:
+            self.save(epoch, rows, rng_states)
         self.log_row(row)
         return row
+
+    @property
+    def epochs(self) -> int:
+        return self.config.train.epochs
+
+    def time_is_up(self, epoch: int) -> str | None:
+        """``"time"`` when another epoch would overrun ``--max-time`` (counted from the
+        start of this call), else ``None``."""
+        budget = self.config.train.max_time
+        if not budget or epoch + 1 >= self.epochs:
+            return None
+        elapsed = time.perf_counter() - self.clock.started
+        return "time" if elapsed + self.clock.per_epoch() > budget else None
+
+    def out_of_patience(self, history: list[dict[str, Any]]) -> bool:
+        return out_of_patience(history, self.config.train.patience)
+
+    def evaluate(self) -> dict[str, Any]:
+        """The test (and validation) figures of the model now, on ``eval_size`` points."""
+        size = self.config.train.eval_size or None
+        test = evaluate_elbo(self.vae, self.data.test[:size])
+        figures = {
+            "test_elbo": test["elbo"],
+            "test_recon": test["recon"],
+            "test_kl": test["kl"],
+            "test_elbo_mc_stderr": test["elbo_mc_stderr"],
+            "test_elbo_draws": test["draws"],
+            "test_points": int(self.data.test[:size].shape[0]),
+        }
+        if self.validation is not None:
+            val = evaluate_elbo(self.vae, self.validation[:size])
+            figures |= {"val_elbo": val["elbo"], "val_elbo_mc_stderr": val["elbo_mc_stderr"]}
+        return figures
 
     def train_loss(self, epoch: int) -> float:
         """One pass over the training set; the mean loss per data point over all processes."""
@@ -368,10 +516,18 @@ class Training:
             unit="batch",
         )
 
+        logger, debugging = self.logger, logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
+
         def show_loss(i: int, total: torch.Tensor) -> None:
+            if bar.disable and logger is None and not debugging:
+                return  # reading the loss is a host synchronization
+            seen = min(n_train, (i + 1) * batch_size) / world_size
+            loss = total.item() / seen
             if not bar.disable:
-                seen = min(n_train, (i + 1) * batch_size) / world_size
-                bar.set_postfix(loss=f"{total.item() / seen:.2f}")
+                bar.set_postfix(loss=f"{loss:.2f}")
+            if logger is not None:
+                logger.step(epoch * self.steps_per_epoch + i + 1, epoch + 1, loss)
+            _debug(f"epoch {epoch + 1} step {i + 1}: loss {loss:.3f}")
 
         total = train_epoch(
             self.step,
@@ -388,10 +544,13 @@ class Training:
         sparsity = self.step.take_sparsity()
         if sparsity is not None:
             self.sparsity_kl = self.context.sum(sparsity).item() / n_train
-        return self.context.sum(total).item() / n_train
+        loss = self.context.sum(total).item() / n_train
+        if self.logger is not None:  # the epoch's last step, however short the epoch
+            self.logger.step((epoch + 1) * self.steps_per_epoch, epoch + 1, loss)
+        return loss
 
     def metrics_row(
-        self, epoch: int, train_loss: float, test: dict[str, float], seconds: float
+        self, epoch: int, train_loss: float, seconds: float, lr: float
     ) -> dict[str, Any]:
         # The sparsity penalty is not part of the ELBO: it gets its own column.
         extra = {} if self.sparsity_kl is None else {"train_sparsity_kl": self.sparsity_kl}
@@ -400,17 +559,15 @@ class Training:
             "train_elbo": -train_loss,
             **extra,
             "beta": self.beta(epoch, self.steps_per_epoch - 1),  # the weight it ended at
-            "test_elbo": test["elbo"],
-            "test_recon": test["recon"],
-            "test_kl": test["kl"],
-            "test_elbo_mc_stderr": test["elbo_mc_stderr"],
-            "test_elbo_draws": test["draws"],
+            "lr": lr,
             "images_per_s": self.data.train.shape[0] / seconds,
             "seconds": seconds,
         }
 
     def save(self, epoch: int, history: list[dict[str, Any]], rng_states: list[Any]) -> None:
-        """The checkpoint and the metrics after epoch ``epoch`` (0-based), atomically."""
+        """The checkpoint (the best one too, on a better validation ELBO), the metrics and
+        the logger's files after epoch ``epoch`` (0-based), atomically."""
+        started = time.perf_counter()
         state = {
             "epoch": epoch + 1,
             "model": self.vae.state_dict(),
@@ -420,22 +577,87 @@ class Training:
         }
         if self.context.enabled:
             state["rng_ranks"] = rng_states
-        with saying_what_is_kept(self.run_dir, epoch):
+        done = last_checkpointed(history[:-1])
+        with saying_what_is_kept(self.run_dir, done):
+            if "val_elbo" in history[-1] and best_row(history) is history[-1]:
+                best = {"epoch": epoch + 1, "model": state["model"], "history": history}
+                save_checkpoint(self.run_dir / BEST_CHECKPOINT_NAME, best)
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
         with saying_what_is_kept(self.run_dir, epoch + 1):
             write_metrics(self.run_dir, history)
+            if self.logger is not None:
+                self.log_images(epoch)
+                self.logger.flush()
+        seconds = time.perf_counter() - started
+        _debug(f"checkpoint and metrics of epoch {epoch + 1}: {seconds:.2f} s")
+
+    def open_logger(self, epochs_done: int) -> None:
+        self.logger = open_logger(self.config.train.logger, self.run_dir, epochs_done=epochs_done,
+                                  step=epochs_done * self.steps_per_epoch)  # fmt: skip
+
+    def close_logger(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+    def log_images(self, epoch: int) -> None:
+        """Grids of samples and of test images over their reconstructions, to the logger;
+        drawn from a side stream, so that logging does not change the run."""
+        from torchvision.utils import make_grid
+
+        assert self.logger is not None
+        step = (epoch + 1) * self.steps_per_epoch
+        if not is_image_shape(self.data.data_shape):
+            return
+        with forked_rng(self.vae_device), eval_mode(self.vae), torch.no_grad():
+            samples = self.vae.sample(64).clamp(0, 1)
+            x = to_unit_float(self.data.test[:8])
+            recon = self.vae.reconstruct(x).clamp(0, 1)
+        self.logger.images(step, epoch + 1, "samples", make_grid(samples.cpu(), nrow=8))
+        pairs = make_grid(torch.cat([x, recon]).cpu(), nrow=8)
+        self.logger.images(step, epoch + 1, "reconstructions", pairs)
 
     def log_row(self, row: dict[str, Any]) -> None:
         beta_note = "" if row["beta"] == 1.0 else f" (beta {row['beta']:.3g})"
-        sparsity = row.get("train_sparsity_kl")
-        sparsity_note = "" if sparsity is None else f"  sparsity KL {sparsity:.3f}"
-        self.log(
+        line = (
             f"epoch {row['epoch']:>3}/{self.config.train.epochs}  "
             f"train ELBO {row['train_elbo']:9.3f}{beta_note}"
-            f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
-            f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
-            f"{sparsity_note}  {row['images_per_s']:8.0f} img/s"
         )
+        if "val_elbo" in row:
+            line += f"  val ELBO {row['val_elbo']:9.3f} ± {row['val_elbo_mc_stderr']:.3f}"
+        if "test_elbo" in row:
+            line += (
+                f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
+                f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
+            )
+        sparsity = row.get("train_sparsity_kl")
+        if sparsity is not None:
+            line += f"  sparsity KL {sparsity:.3f}"
+        self.log(line + f"  {row['images_per_s']:8.0f} img/s")
+        _debug(
+            f"epoch {row['epoch']}: lr {row['lr']:.3g}, {row['seconds']:.2f} s in training "
+            f"steps, {row['overhead_seconds']:.2f} s besides"
+        )
+
+
+def out_of_patience(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether ``patience`` evaluations have passed without a better validation ELBO
+    (0: never)."""
+    if not patience or "val_elbo" not in history[-1]:
+        return False
+    values = [row["val_elbo"] for row in history if "val_elbo" in row]
+    best = max(range(len(values)), key=values.__getitem__)
+    return len(values) - 1 - best >= patience
+
+
+def best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The (first) row with the highest validation ELBO."""
+    validated = [row for row in history if "val_elbo" in row]
+    return max(validated, key=lambda row: row["val_elbo"])
+
+
+def last_checkpointed(history: list[dict[str, Any]]) -> int:
+    """The epoch of the last checkpoint before ``history`` goes on: the last evaluated row."""
+    return next((row["epoch"] for row in reversed(history) if "test_elbo" in row), 0)
 
 
 def restore(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
@@ -26,6 +27,7 @@ from pyrovae.model.networks.base import Networks
 from pyrovae.runtime import resolve_device
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
+from pyrovae.training.loggers import check_available
 from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 from pyrovae.training.step import check_regularizers
 
@@ -83,6 +85,7 @@ def train(
     """
     check_model_config(config.validate().model)
     check_regularizers(config.train)
+    check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
         # Rank 0 creates and locks the folder before the data load, so that a bad
         # --out or a second writer is one line at once; every process learns its name.
@@ -174,6 +177,7 @@ def resume(
     epochs: int | None = None,
     device: str | None = None,
     lr: float | None = None,
+    max_time: float | None = None,
     progress: bool = True,
     log: Logger = print,
     finish: Finish | None = None,
@@ -184,7 +188,10 @@ def resume(
 
     ``epochs`` raises the total number of epochs (the run's own by default);
     ``device`` moves it to another device; ``lr`` changes Adam's step size
-    from here on (e.g. after the loss diverged; config.json records it). On
+    from here on (e.g. after the loss diverged; config.json records it);
+    ``max_time`` is this call's time budget in seconds (the run's
+    ``max_time`` by default; 0: none). A run stopped early by its patience
+    is not trained further (its missing figures are drawn). On
     CPU a resumed run ends with the same parameters as one that was never
     stopped. A run whose epochs are all done but whose figures are missing
     (stopped while drawing them) gets its figures drawn. ``source`` is the
@@ -197,7 +204,9 @@ def resume(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
-    config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+    changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time}
+    config = _resumed_config(run_dir, **changes)
+    check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
         claimed: list[rundir.Claim] = []
         removed = context.on_main(lambda: _claim_existing(run_dir, claimed))
@@ -205,20 +214,26 @@ def resume(
             if removed:
                 log(f"removed temporary files left by an interrupted write: {', '.join(removed)}")
             # Read again under the lock: another process may have written it meanwhile.
-            config = _resumed_config(run_dir, epochs=epochs, device=device, lr=lr)
+            config = _resumed_config(run_dir, **changes)
             # A run stopped before its first epoch ended has its config but no
             # checkpoint: it starts over from that config.
             has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
             checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
             done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
-            if done >= config.train.epochs:
+            early = checkpoint is not None and _stopped_early(checkpoint)
+            if done >= config.train.epochs or early:
                 missing = [name for name in run_figures(config) if not (run_dir / name).exists()]
-                if checkpoint is None or not missing or done > config.train.epochs:
+                if early and not missing:
+                    raise ConfigError(
+                        f"{run_dir} stopped early after epoch {done}: its validation ELBO had "
+                        f"not improved in {config.train.patience} evaluations (--patience)"
+                    )
+                if checkpoint is None or not missing or (done > config.train.epochs and not early):
                     raise ConfigError(
                         f"{run_dir} has trained {done} epochs already; "
                         f"pass --epochs N with N > {done} to train further"
                     )
-                log(f"{run_dir} has trained all {done} epochs; drawing its missing figures")
+                log(f"{run_dir} has trained its {done} epochs; drawing its missing figures")
             return fit(
                 config,
                 run_dir,
@@ -238,10 +253,22 @@ def run_figures(config: RunConfig) -> tuple[str, ...]:
     return tuple(name for name in RUN_FIGURES if name == "loss_curve.png")
 
 
+def _stopped_early(checkpoint: dict[str, Any]) -> bool:
+    history = checkpoint.get("history") or [{}]
+    return bool(history[-1].get("stopped") == "patience")
+
+
 def _resumed_config(
-    run_dir: Path, *, epochs: int | None, device: str | None, lr: float | None
+    run_dir: Path,
+    *,
+    epochs: int | None,
+    device: str | None,
+    lr: float | None,
+    max_time: float | None,
 ) -> RunConfig:
     config = RunConfig.load(run_dir / CONFIG_NAME)
+    if max_time is not None:
+        config.train.max_time = max_time
     if epochs is not None:
         config.train.epochs = epochs
     if device is not None:

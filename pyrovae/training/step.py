@@ -127,6 +127,9 @@ class TrainStep:
     sparsity
         A penalty on the encoder's features, added to the loss that is
         differentiated and summed apart.
+    clip_grad_norm
+        Scale the gradients down to this global 2-norm when it is larger
+        (after the all-reduce, so every process clips alike); 0: never.
 
     Attributes
     ----------
@@ -151,8 +154,10 @@ class TrainStep:
         gradient_hook: GradientHook | None = None,
         corruption: Corruption | None = None,
         sparsity: SparsityPenalty | None = None,
+        clip_grad_norm: float = 0.0,
     ) -> None:
         self.vae = vae
+        self.clip_grad_norm = clip_grad_norm
         self.objective = objective
         self.optimizer = optimizer
         self.gradient_hook = gradient_hook
@@ -208,6 +213,9 @@ class TrainStep:
                 p.grad = torch.zeros_like(p)
         if self.gradient_hook is not None:
             self.gradient_hook(self._parameters)
+        if self.clip_grad_norm > 0:
+            # No host synchronization: torch scales by min(1, max_norm / norm) on the device.
+            torch.nn.utils.clip_grad_norm_(self._parameters, self.clip_grad_norm)
         self.optimizer.step()
         return loss.detach()
 

@@ -69,7 +69,7 @@ def test_a_streamed_image_folder_keeps_its_classes(tmp_path):
 def test_a_streamed_folder_of_mixed_sizes_is_one_line(tmp_path):
     for i, size in enumerate([(4, 4), (4, 4), (5, 4)]):
         Image.fromarray(np.zeros(size, dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    config = RunConfig(data=DataConfig(dataset=str(tmp_path), stream="yes", val_fraction=0.0))
+    config = RunConfig(data=DataConfig(dataset=str(tmp_path), stream="yes", test_fraction=0.0))
     with pytest.raises(DataError, match="differ in size"):
         prepare_data(config, torch.device("cpu"), binary=True)
 

@@ -50,7 +50,7 @@ def test_the_command_line_streams_with_its_own_test_share(npy, tmp_path):
 
     from pyrovae.cli import main
 
-    args = ["train", "--dataset", str(npy), "--stream", "yes", "--val-fraction", "0.2",
+    args = ["train", "--dataset", str(npy), "--stream", "yes", "--test-fraction", "0.2",
             "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--device", "cpu",
             "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
     result = CliRunner().invoke(main, args)

@@ -1,0 +1,143 @@
+"""``pyrovae train`` conveniences from the command line: --config files (and the run's own
+config.toml reproducing it), --quiet/--verbose on every command, the best checkpoint
+that sample and reconstruct use by default, --max-time durations, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+
+TINY = ["--latent-dim", "2", "--batch-size", "256", "--no-progress", "--device", "cpu",
+        "--eval-size", "60"]  # fmt: skip
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("Error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_config_file_its_overrides_and_the_runs_own_toml_reproducing_it(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "c.toml").write_text(
+        "latent-dim = 2\nhidden = [16]\nbatch_size = 256\nepochs = 5\nval_fraction = 0.2\n"
+        'device = "cpu"\neval_size = 60\nlr-schedule = "cosine"\n'
+    )
+    first = tmp_path / "first"
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "c.toml"), "--epochs", "2",
+                                  "--no-progress", "--out", str(first), "--verbose"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "checkpoint and metrics of epoch 1" in result.output  # a DEBUG line
+    config = json.loads((first / "config.json").read_text())
+    assert config["train"]["epochs"] == 2  # the command line overrides the file
+    assert config["model"]["latent_dim"] == 2 and config["data"]["val_fraction"] == 0.2
+    assert config["model"]["options"]["network"]["hidden"] == [16]
+    assert config["train"]["lr_schedule"] == "cosine"
+    again = tmp_path / "again"
+    result = runner.invoke(main, ["train", "--config", str(first / "config.toml"), "--quiet",
+                                  "--out", str(again)])  # fmt: skip
+    assert result.exit_code == 0 and result.output == "", result.output
+    assert json.loads((again / "config.json").read_text()) == config
+    assert [r["test_elbo"] for r in _rows(again)] == [r["test_elbo"] for r in _rows(first)]
+
+    # The best checkpoint by default, and said so; --checkpoint last; -q says nothing.
+    result = runner.invoke(main, ["sample", "--run", str(first), "-n", "4"])
+    assert result.exit_code == 0 and "using the best checkpoint" in result.output
+    result = runner.invoke(main, ["reconstruct", "--run", str(first), "-n", "2",
+                                  "--checkpoint", "last"])  # fmt: skip
+    assert result.exit_code == 0 and "using the last checkpoint" in result.output
+    assert "epoch 2" in result.output
+    result = runner.invoke(main, ["sample", "--run", str(first), "-n", "4", "-q"])
+    assert result.exit_code == 0 and result.output == ""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("latent_dim = 2\nno_such_option = 3\n", "'no_such_option' is not an option"),
+        ("[train]\nepochs = 1\n", "'train' is not an option"),
+        ("latent_dim = \n", "cannot read"),
+        ('likelihood = "nope"\n', "nope"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(tmp_path, text, message):
+    (tmp_path / "c.toml").write_text(text)
+    result = CliRunner().invoke(
+        main, ["train", *TINY, "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")]
+    )
+    assert message in _one_line_error(result)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--patience", "2"], "give --val-fraction F"),
+        (["--quiet", "--verbose"], "--quiet or --verbose, not both"),
+        (["--max-time", "ten"], "duration like 90, 10m, 1.5h"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+    ],
+)
+def test_bad_convenience_options_are_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["train", *TINY, *args, "--out", str(tmp_path / "r")])
+    assert message in _one_line_error(result)
+
+
+def test_durations_take_units():
+    from pyrovae.cli.train import Duration
+
+    parse = Duration()
+    assert [parse.convert(v, None, None) for v in ("90", "90s", "10m", "1.5h", 7)] == [
+        90.0, 90.0, 600.0, 5400.0, 7.0,
+    ]  # fmt: skip
+    with pytest.raises(click.BadParameter):
+        parse.convert("-1m", None, None)
+
+
+def test_resume_takes_no_config_file(tmp_path):
+    (tmp_path / "c.toml").write_text("epochs = 2\n")
+    result = CliRunner().invoke(
+        main, ["train", "--resume", str(tmp_path), "--config", str(tmp_path / "c.toml")]
+    )
+    assert "not from --config" in _one_line_error(result)
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "evaluate", "diagnose",
+                                     "components"])  # fmt: skip
+def test_every_command_takes_quiet_and_verbose(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert "--quiet" in result.output and "--verbose" in result.output
+    if command != "components":
+        assert "--no-progress" in result.output
+
+
+def test_train_help_lists_the_conveniences():
+    text = CliRunner().invoke(main, ["train", "--help"]).output
+    for flag in ("--config", "--logger", "--val-fraction", "--test-fraction", "--patience",
+                 "--lr-schedule", "--clip-grad-norm", "--max-time", "--eval-every",
+                 "--eval-size"):  # fmt: skip
+        assert flag in text
+
+
+def test_every_config_field_is_a_train_option():
+    """So that RUN/config.toml always reads back with --config."""
+    from pyrovae.cli.train import NOT_IN_CONFIG_FILE, train_command
+    from pyrovae.config import RunConfig
+    from pyrovae.model.spec import model_config
+
+    ctx = click.Context(train_command)
+    names = {p.name for p in train_command.get_params(ctx)} - NOT_IN_CONFIG_FILE
+    names |= {"kind"}
+    config = RunConfig(model=model_config(guide="iaf", prior="flow"))
+    assert set(config.to_options()) <= names
