@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from pyrovae import __version__
+from pyrovae.cli.classify import classify_command
 from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
 from pyrovae.cli.generate import reconstruct_command, sample_command
@@ -28,6 +29,7 @@ def main() -> None:
     pyrovae evaluate -k 5000                  log p(x), ELBO, active units, gaps
     pyrovae diagnose -n 100                   PSIS, NUTS, PPC report (ArviZ)
     pyrovae components                        what --network/--likelihood/--guide/--prior take
+    pyrovae classify --input x.npy --out y.npy  classes under an m2 (semi-supervised) run
     """
 
 
@@ -37,3 +39,4 @@ main.add_command(reconstruct_command)
 main.add_command(evaluate_command)
 main.add_command(diagnose_command)
 main.add_command(components_command)
+main.add_command(classify_command)

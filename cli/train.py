@@ -129,6 +129,21 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices"}
     help="Epochs over which beta rises linearly from 0.",
 )
 @click.option(
+    "--labeled",
+    type=int,
+    default=None,
+    help="--model m2: keep N class-balanced training labels of the data set (seeded), "
+    "the rest unlabelled. Default: the data's own labels (-1 marks an unlabelled point).",
+)
+@click.option(
+    "--aux-weight",
+    type=float,
+    default=None,
+    help="--model m2: weight alpha of the classification loss -log q(y|x) per labelled "
+    "point. Default: Pyro's ss_vae_M2 example's 46, scaled by the number of training "
+    "points over its 50,000.",
+)
+@click.option(
     "--lr",
     type=float,
     default=TrainConfig.lr,
@@ -261,6 +276,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
         device=options["device"] or TrainConfig.device,
     )
+    data.labeled, train.aux_weight = options["labeled"], options["aux_weight"]  # m2
     return RunConfig(data=data, model=model, train=train)
 
 

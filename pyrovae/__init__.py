@@ -39,6 +39,7 @@ _EXPORTS = {
     "configure": "pyrovae.api",
     "evaluate_run": "pyrovae.api",
     "diagnose_run": "pyrovae.api",
+    "classify": "pyrovae.api",
     "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
@@ -52,6 +53,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VAE",
+    "classify",
     "configure",
     "diagnose_run",
     "evaluate_run",
@@ -67,6 +69,7 @@ __all__ = [
 if TYPE_CHECKING:
     from pyrovae.api import (
         Run,
+        classify,
         configure,
         diagnose_run,
         evaluate_run,

@@ -23,6 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyrovae.api.classify import (
+    check_diagnosable,
+    evaluated_metrics,
+    report_accuracy,
+    sample_images,
+)
+from pyrovae.api.classify import (
+    classify as classify,
+)
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.memory import DataSource, from_python
@@ -30,6 +39,7 @@ from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
 from pyrovae.errors import CheckpointError, ConfigError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
+from pyrovae.model.build import model_class
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.networks.module import module_spec
 from pyrovae.model.spec import model_config
@@ -333,7 +343,7 @@ def load_run(run_dir: str | Path | None = None, device: str = "auto") -> Run:
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     try:
         with forked_rng("cpu"):  # the initial weights, overwritten below, draw from torch's RNG
-            vae = VAE(config.validate().model)
+            vae = model_class(config.model)(config.validate().model)
     except ConfigError as err:  # a component that is missing, or cannot be rebuilt
         raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
     try:
@@ -361,6 +371,7 @@ def sample(
     mean: bool = True,
     seed: int | None = None,
     progress: bool = False,
+    label: int | None = None,
 ) -> torch.Tensor:
     """``n`` generated data points ``(n, *data_shape)`` on the CPU: for a binary or
     continuous-Bernoulli likelihood images in [0, 1], for a Gaussian (or another
@@ -370,7 +381,8 @@ def sample(
     prior that cannot be tempered (:attr:`pyrovae.model.priors.base.Prior.temperable`)
     is refused any temperature but 1. ``mean`` returns E[x|z] rather than a
     draw from p(x|z). Images are decoded :data:`BATCH_SIZE` at a time, with a
-    progress bar if ``progress``.
+    progress bar if ``progress``. ``label`` draws that class from a ``cvae`` or
+    ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
@@ -385,7 +397,7 @@ def sample(
     with isolated_rng(run.device, seed):
         images = torch.cat(
             [
-                run.vae.sample(size, temperature=temperature, mean=mean).cpu()
+                sample_images(run.vae, size, temperature=temperature, mean=mean, label=label).cpu()
                 for size in _progress(_batch_sizes(n), progress, "sampling")
             ]
         )
@@ -506,12 +518,15 @@ def evaluate_run(
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)
-        images, _ = run.split(split, data, test_data)
+        images, labels = run.split(split, data, test_data)
         if n is not None:
             images = images[:n]
+        chosen, gaps, note = evaluated_metrics(run.config, parse_metrics(metrics), gaps)
         result = evaluate(
-            run.vae, images, k, split=split, metrics=metrics, gaps=gaps, progress=progress
+            run.vae, images, k, split=split, metrics=chosen, gaps=gaps, progress=progress
         )
+        result.warnings += [note] if note else []
+        report_accuracy(result, run.vae, images, labels)
     if json_path is not None:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         atomic_write_text(json_path, text)
@@ -545,6 +560,7 @@ def diagnose_run(
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with isolated_rng(device, seed):
         run = load_run(run_dir, device=device)
+        check_diagnosable(run.config)
         images, labels = run.split(split, data, test_data)
         return diagnose(
             run.vae,

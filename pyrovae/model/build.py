@@ -19,7 +19,9 @@ import torch
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, first_line
+from pyrovae.model.conditional import ConditionalVAE
 from pyrovae.model.networks.base import Networks
+from pyrovae.model.semi_supervised import SemiSupervisedVAE
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
 
@@ -33,6 +35,12 @@ def check_model_config(config: ModelConfig) -> None:
     resolve(config)
 
 
+def model_class(config: ModelConfig) -> type[VAE]:
+    """The class that builds a model of ``config.kind`` (the one dispatch on the kind)."""
+    kinds: dict[str, type[VAE]] = {"cvae": ConditionalVAE, "m2": SemiSupervisedVAE}
+    return kinds.get(config.kind, VAE)
+
+
 def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | None = None) -> VAE:
     """The VAE of ``config`` on ``device``; one too large for the device's memory is a
     :class:`ConfigError`, found before allocating where the size can be counted.
@@ -40,7 +48,7 @@ def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | 
     if modules is None:
         check_fits_in_memory(config, device)
     try:
-        return VAE(config, modules=modules).to(device)
+        return model_class(config)(config, modules=modules).to(device)
     except (RuntimeError, MemoryError) as err:
         if not _out_of_memory(err):
             raise

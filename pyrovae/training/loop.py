@@ -37,11 +37,12 @@ from pyrovae.inference.objectives import (
     make_objective,
 )
 from pyrovae.model.build import build_vae
+from pyrovae.model.conditional import LabelledVAE
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import describe_threads, eval_mode, module_device, resolve_device
-from pyrovae.training import distributed, divergence
+from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.checkpoint import save_checkpoint
 from pyrovae.training.schedules import kl_weight
 from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
@@ -125,6 +126,7 @@ def fit(
         log, progress = silent, False
     device = context.device(resolve_device(config.train.device))
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
+    data = labelled.prepare_labels(config, data)  # cvae, m2: the labels and their classes
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
@@ -274,16 +276,29 @@ class Training:
         binarize = (
             component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
         )
-        # Of the model as built: the same on a fresh and a resumed run, and on every process.
-        untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+        gradient_hook = context.all_reduce_gradients if context.enabled else None
+        if labelled.uses_labels(config):  # cvae, m2: a step that reads each batch's labels
+            labelled_step = labelled.make_step(
+                config, vae, data, objective, binarize=binarize, gradient_hook=gradient_hook
+            )
+            untrained = labelled.untrained_loss(labelled_step, data, binarize=binarize)
+        else:
+            # Of the model as built: the same on a fresh and a resumed run, and on every process.
+            untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
         loss_limit = context.broadcast(divergence.loss_limit(untrained, data.data_shape))
         if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
             torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
-        optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
-        gradient_hook = context.all_reduce_gradients if context.enabled else None
-        step = TrainStep(
-            vae, objective, optimizer, fast=not config.train.pyro_step, gradient_hook=gradient_hook
-        )
+        if labelled.uses_labels(config):
+            step: TrainStep = labelled_step
+        else:
+            step = TrainStep(
+                vae,
+                objective,
+                make_optimizer(vae.parameters(), lr=config.train.lr),
+                fast=not config.train.pyro_step,
+                gradient_hook=gradient_hook,
+            )
+        optimizer = step.optimizer
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
 
@@ -331,7 +346,10 @@ class Training:
         if not context.is_main:
             context.all_gather(rng_state(self.data_generator, self.vae_device))
             return cast(dict[str, Any], context.broadcast(None))  # rank 0's row
-        test = evaluate_elbo(self.vae, self.data.test)
+        if labelled.uses_labels(self.config):
+            test = labelled.evaluate_test(cast(LabelledVAE, self.vae), self.data)
+        else:
+            test = evaluate_elbo(self.vae, self.data.test)
         # After the evaluation, which draws z too: the state the next epoch starts from.
         rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
         row = context.broadcast(self.metrics_row(epoch, train_loss, test, seconds))
@@ -376,7 +394,7 @@ class Training:
         return self.context.sum(total).item() / n_train
 
     def metrics_row(
-        self, epoch: int, train_loss: float, test: dict[str, float], seconds: float
+        self, epoch: int, train_loss: float, test: dict[str, Any], seconds: float
     ) -> dict[str, Any]:
         return {
             "epoch": epoch + 1,
@@ -387,6 +405,7 @@ class Training:
             "test_kl": test["kl"],
             "test_elbo_mc_stderr": test["elbo_mc_stderr"],
             "test_elbo_draws": test["draws"],
+            **labelled.extra_metrics(test),
             "images_per_s": self.data.train.shape[0] / seconds,
             "seconds": seconds,
         }
