@@ -40,7 +40,7 @@ from pyrovae.training.step import GradientHook, TrainStep, make_optimizer
 #: the default alpha per labelled point is that, scaled to the run's number of points.
 PYRO_AUX_WEIGHT, PYRO_TRAIN_SIZE = 46.0, 50_000
 #: Draws of z per test point for the per-epoch test ELBO (its Monte Carlo error is reported).
-TEST_DRAWS = 4
+TEST_DRAWS = 2
 
 
 def uses_labels(config: RunConfig) -> bool:
