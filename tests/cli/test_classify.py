@@ -57,6 +57,13 @@ def test_m2_records_its_classes_and_test_accuracy(runs):
     assert 0 <= row["test_accuracy"] <= 1 and row["test_accuracy_stderr"] >= 0
 
 
+def test_evaluate_reports_the_accuracy_of_an_m2_run(runs):
+    result = pyrovae.evaluate_run(runs / "m2", k=4, n=12, device="cpu")
+    assert result.log_px is not None and result.elbo is None
+    assert result.accuracy is not None and result.accuracy_n is not None
+    assert any("not computed" in text for text in result.warnings)
+
+
 def test_classify_round_trip(runs, data, tmp_path):
     runner = CliRunner()
     classes, probs = tmp_path / "y.npy", tmp_path / "p.npy"
