@@ -277,3 +277,10 @@ def extra_metrics(test: dict[str, Any]) -> dict[str, Any]:
     if "accuracy" not in test:
         return {}
     return {"test_accuracy": test["accuracy"], "test_accuracy_stderr": test["accuracy_stderr"]}
+
+
+def accuracy_note(row: dict[str, Any]) -> str:
+    """The epoch's log line's end for M2: the test accuracy with its standard error."""
+    if "test_accuracy" not in row:
+        return ""
+    return f"  accuracy {row['test_accuracy']:.3f} ± {row['test_accuracy_stderr']:.3f}"

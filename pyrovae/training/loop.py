@@ -433,7 +433,7 @@ class Training:
             f"train ELBO {row['train_elbo']:9.3f}{beta_note}"
             f"  test ELBO {row['test_elbo']:9.3f} ± {row['test_elbo_mc_stderr']:.3f}"
             f"  recon {row['test_recon']:9.3f}  KL {row['test_kl']:7.3f}"
-            f"  {row['images_per_s']:8.0f} img/s"
+            f"  {row['images_per_s']:8.0f} img/s" + labelled.accuracy_note(row)
         )
 
 

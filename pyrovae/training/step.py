@@ -291,7 +291,11 @@ def train_epoch(
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
                 x = torch.bernoulli(x)
-            total += step(x, n_total, beta=1.0 if beta is None else beta(i), y=y)
+            weight = 1.0 if beta is None else beta(i)
+            # Only a step with labels takes them (a step of a plain VAE has no ``y``).
+            total += (
+                step(x, n_total, beta=weight) if y is None else step(x, n_total, beta=weight, y=y)
+            )
             if on_log is not None and i % LOG_EVERY == LOG_EVERY - 1:
                 on_log(i, total)
     return total
