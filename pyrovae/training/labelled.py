@@ -29,12 +29,14 @@ from pyrovae.data.labels import UNLABELLED, keep_balanced
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import CheckpointError, DataError
 from pyrovae.inference.classification import classifier_accuracy
+from pyrovae.inference.objectives import evaluate_elbo
 from pyrovae.model.conditional import ConditionalVAE, LabelledVAE
 from pyrovae.model.semi_supervised import SemiSupervisedVAE
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, forked_rng, module_device
+from pyrovae.training import divergence
 from pyrovae.training.divergence import REFERENCE_IMAGES
-from pyrovae.training.step import GradientHook, TrainStep, make_optimizer
+from pyrovae.training.step import GradientHook, TrainStep
 
 #: Pyro's ss_vae_M2.py weights its classification loss by 46 on 50,000 training images;
 #: the default alpha per labelled point is that, scaled to the run's number of points.
@@ -183,19 +185,21 @@ class SemiSupervisedStep(LabelledStep):
 def make_step(
     config: RunConfig,
     vae: VAE,
-    data: ArrayData,
     objective: ELBO,
+    optimizer: torch.optim.Optimizer,
+    data: ArrayData,
     *,
     binarize: bool,
     gradient_hook: GradientHook | None = None,
-) -> LabelledStep:
-    """The step of ``config``'s labelled model kind, with its Adam optimizer."""
-    if not isinstance(vae, LabelledVAE):
-        raise TypeError(f"--model {config.model.kind} builds a labelled model, got {type(vae)}")
+) -> TrainStep:
+    """The training step of ``config``'s model kind: a VAE's plain
+    :class:`~pyrovae.training.step.TrainStep`, or one that reads each batch's labels."""
+    if not uses_labels(config):
+        fast = not config.train.pyro_step
+        return TrainStep(vae, objective, optimizer, fast=fast, gradient_hook=gradient_hook)
     assert data.train_labels is not None  # prepare_labels has run
     device = module_device(vae)
     labels = data.train_labels.to(device)
-    optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
     if isinstance(vae, SemiSupervisedVAE):
         known = torch.nonzero(labels >= 0).flatten()
         pool_x = data.train[known.cpu() if data.streamed else known].to(device)
@@ -203,36 +207,58 @@ def make_step(
         weight = aux_weight(config, labels.shape[0])
         return SemiSupervisedStep(vae, objective, optimizer, labels, pool, aux_weight=weight,
                                   binarize=binarize, gradient_hook=gradient_hook)  # fmt: skip
+    if not isinstance(vae, LabelledVAE):
+        raise TypeError(f"--model {config.model.kind} builds a labelled model, got {type(vae)}")
     return LabelledStep(vae, objective, optimizer, labels, gradient_hook=gradient_hook)
 
 
-def untrained_loss(step: LabelledStep, data: ArrayData, *, binarize: bool) -> float:
-    """The loss per data point of the model as built on the first training points
-    (the divergence reference, :mod:`pyrovae.training.divergence`), from a forked
-    random stream; M2's without the classification term. (With gradients: Pyro's
-    TraceEnum_ELBO refuses a loss that cannot be differentiated.)"""
-    assert step.labels is not None
-    device = module_device(step.vae)
+def untrained_loss(
+    config: RunConfig, vae: VAE, objective: ELBO, data: ArrayData, *, binarize: bool
+) -> float:
+    """The loss per data point of the model as built on the first training points, the
+    divergence reference (:func:`pyrovae.training.divergence.untrained_loss`), from a
+    forked random stream; with the labels for a labelled kind (M2's without the
+    classification term; with gradients: Pyro's TraceEnum_ELBO refuses a loss that
+    cannot be differentiated)."""
+    if not uses_labels(config):
+        return divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+    assert data.train_labels is not None and isinstance(vae, LabelledVAE)
+    device = module_device(vae)
     x = to_unit_float(data.train[:REFERENCE_IMAGES]).to(device)
-    y = step.labels[: x.shape[0]]
+    y = data.train_labels[: x.shape[0]].to(device)
     with forked_rng(device):
         if binarize:
             x = torch.bernoulli(x)
-        if isinstance(step, SemiSupervisedStep):
-            known = y >= 0
-            loss = step.unlabelled_loss(x[~known])
-            if known.any():
-                loss = loss + step.plain_loss(x[known], y[known])
-        else:
-            loss = step.plain_loss(x, y)
+        loss = _labelled_loss(vae, objective, x, y)
     return float(loss.detach()) / x.shape[0]
 
 
+def _labelled_loss(
+    vae: LabelledVAE, objective: ELBO, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Minus the ELBO of a batch: of (x, y) where y is known, with y summed out where not."""
+    elbo: Any = objective
+    known = y >= 0
+    loss = torch.zeros((), device=x.device)
+    if bool(known.any()):
+        loss = loss + elbo.differentiable_loss(vae.model, vae.guide, x[known], y[known])
+    if not bool(known.all()):
+        enumerated = TraceEnum_ELBO(max_plate_nesting=1)
+        loss = loss + enumerated.differentiable_loss(vae.model, vae.guide, x[~known])
+    return loss
+
+
 @torch.no_grad()
-def evaluate_test(vae: LabelledVAE, data: ArrayData, batch_size: int = 1000) -> dict[str, Any]:
-    """The test ELBO (of x given y for a CVAE, with y summed out for M2) with its terms and
-    Monte Carlo standard error, as :func:`pyrovae.inference.objectives.evaluate_elbo`
-    returns them; M2 adds the test accuracy of q(y|x) and its binomial standard error."""
+def evaluate_test(
+    config: RunConfig, vae: VAE, data: ArrayData, batch_size: int = 1000
+) -> dict[str, Any]:
+    """The test ELBO with its terms and Monte Carlo standard error, as
+    :func:`pyrovae.inference.objectives.evaluate_elbo` returns them: a VAE's from
+    there, a CVAE's of x given its label, M2's with y summed out, to which M2
+    adds the test accuracy of q(y|x) and its binomial standard error."""
+    if not uses_labels(config):
+        return evaluate_elbo(vae, data.test)
+    assert isinstance(vae, LabelledVAE)
     images, labels = data.test, data.test_labels
     if isinstance(vae, ConditionalVAE):
         assert labels is not None  # prepare_labels checked it

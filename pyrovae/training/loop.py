@@ -33,11 +33,9 @@ from pyrovae.errors import (
 )
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, atomic_write_text
 from pyrovae.inference.objectives import (
-    evaluate_elbo,
     make_objective,
 )
 from pyrovae.model.build import build_vae
-from pyrovae.model.conditional import LabelledVAE
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
@@ -276,29 +274,16 @@ class Training:
         binarize = (
             component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
         )
-        gradient_hook = context.all_reduce_gradients if context.enabled else None
-        if labelled.uses_labels(config):  # cvae, m2: a step that reads each batch's labels
-            labelled_step = labelled.make_step(
-                config, vae, data, objective, binarize=binarize, gradient_hook=gradient_hook
-            )
-            untrained = labelled.untrained_loss(labelled_step, data, binarize=binarize)
-        else:
-            # Of the model as built: the same on a fresh and a resumed run, and on every process.
-            untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+        # Of the model as built: the same on a fresh and a resumed run, and on every process.
+        untrained = labelled.untrained_loss(config, vae, objective, data, binarize=binarize)
         loss_limit = context.broadcast(divergence.loss_limit(untrained, data.data_shape))
         if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
             torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
-        if labelled.uses_labels(config):
-            step: TrainStep = labelled_step
-        else:
-            step = TrainStep(
-                vae,
-                objective,
-                make_optimizer(vae.parameters(), lr=config.train.lr),
-                fast=not config.train.pyro_step,
-                gradient_hook=gradient_hook,
-            )
-        optimizer = step.optimizer
+        optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
+        gradient_hook = context.all_reduce_gradients if context.enabled else None
+        step = labelled.make_step(
+            config, vae, objective, optimizer, data, binarize=binarize, gradient_hook=gradient_hook
+        )
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
 
@@ -346,10 +331,7 @@ class Training:
         if not context.is_main:
             context.all_gather(rng_state(self.data_generator, self.vae_device))
             return cast(dict[str, Any], context.broadcast(None))  # rank 0's row
-        if labelled.uses_labels(self.config):
-            test = labelled.evaluate_test(cast(LabelledVAE, self.vae), self.data)
-        else:
-            test = evaluate_elbo(self.vae, self.data.test)
+        test = labelled.evaluate_test(self.config, self.vae, self.data)
         # After the evaluation, which draws z too: the state the next epoch starts from.
         rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
         row = context.broadcast(self.metrics_row(epoch, train_loss, test, seconds))
