@@ -106,7 +106,7 @@ def main() -> None:
                  x_test=data.test.numpy(), y_test=test_y)  # fmt: skip
         result = pyrovae.train(dataset=str(path), out=work / f"m2-{n_labels}", kind="m2",
                                aux_weight=args.aux_weight, **common)  # fmt: skip
-        predicted = pyrovae.classify(result.run_dir, test_x).numpy()
+        predicted = pyrovae.classify(pyrovae.load_run(result.run_dir), test_x).numpy()
         row["m2"] = binomial(predicted == test_y)
         row["m2_seconds"] = time.perf_counter() - started
         row["m2_final"] = result.final

@@ -36,8 +36,13 @@ def classify_command(
     run_dir: str | None, input_path: str, out: str, probabilities: bool, device: str
 ) -> None:
     """Classify points with an m2 run's q(y|x) and write the classes as .npy."""
-    from pyrovae.api.classify import classify_file
+    from pyrovae.api import load_run
+    from pyrovae.api.classify import classify, read_points, write_classes
+    from pyrovae.files import check_output_file
 
-    result = classify_file(run_dir, input_path, out, probabilities=probabilities, device=device)
+    check_output_file(out)  # before the run is loaded
+    run = load_run(run_dir, device=device)
+    result = classify(run, read_points(input_path), probabilities=probabilities)
+    write_classes(out, result)
     what = "class probabilities" if probabilities else "classes"
     click.echo(f"wrote {what} {tuple(result.shape)} of {result.shape[0]} points to {out}")

@@ -4,15 +4,16 @@ conditional (CVAE) or M2 run, and what ``evaluate`` computes for them.
 Example
 -------
 >>> import pyrovae
->>> labels = pyrovae.classify("runs/m2", x)                        # (N,) int64
->>> probs = pyrovae.classify("runs/m2", x, probabilities=True)     # (N, n_classes)
+>>> run = pyrovae.load_run("runs/m2")
+>>> labels = pyrovae.classify(run, x)                        # (N,) int64
+>>> probs = pyrovae.classify(run, x, probabilities=True)     # (N, n_classes)
 >>> threes = pyrovae.sample(pyrovae.load_run("runs/cvae"), 64, label=3)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,22 +21,28 @@ import torch
 from pyrovae.config import RunConfig
 from pyrovae.data.pixels import check_finite_unit_interval
 from pyrovae.errors import ConfigError, DataError, describe_exception
-from pyrovae.files import atomic_write, check_output_file
+from pyrovae.files import atomic_write
 from pyrovae.inference.classification import accuracy, class_probabilities
 from pyrovae.model.conditional import LabelledVAE
 from pyrovae.model.semi_supervised import SemiSupervisedVAE
 from pyrovae.model.vae import VAE
 from pyrovae.reports.evaluate import EvaluationResult, add_accuracy
 
-if TYPE_CHECKING:
-    from pyrovae.api import Run
+
+class LoadedRun(Protocol):
+    """What :func:`classify` reads of a :class:`pyrovae.api.Run` (from ``load_run``)."""
+
+    run_dir: Path
+    config: RunConfig
+    vae: VAE
+
 
 #: What ``evaluate`` computes for an M2 run besides the test accuracy: the metrics
 #: that read the model only through log p(x, z) (y summed out) and q(z|x).
 M2_METRICS = ("logpx",)
 
 
-def classifier_of(run: Run) -> SemiSupervisedVAE:
+def classifier_of(run: LoadedRun) -> SemiSupervisedVAE:
     """The run's M2 model, or a one-line error for a run of another kind."""
     if not isinstance(run.vae, SemiSupervisedVAE):
         raise ConfigError(
@@ -45,51 +52,35 @@ def classifier_of(run: Run) -> SemiSupervisedVAE:
     return run.vae
 
 
-def classify(
-    run: Run | str | Path | None,
-    x: Any,
-    *,
-    probabilities: bool = False,
-    device: str = "auto",
-) -> torch.Tensor:
+def classify(run: LoadedRun, x: Any, *, probabilities: bool = False) -> torch.Tensor:
     """The classes (``(N,)`` int64) or class probabilities q(y|x) (``(N, n_classes)``)
-    of the points ``x`` under an M2 run, on the CPU.
+    of the points ``x`` under an M2 run (from :func:`pyrovae.load_run`), on the CPU.
 
     ``x`` is an array or tensor of points of the run's shape ``(N, *data_shape)``
     (images of one channel may leave it out: ``(N, H, W)``), uint8 pixels 0..255
-    or floats (in [0, 1] for a binary likelihood). ``run`` is a :class:`Run` or
-    its folder (default: the latest run).
+    or floats (in [0, 1] for a binary likelihood).
     """
-    from pyrovae.api import Run, load_run
-
-    run = run if isinstance(run, Run) else load_run(run, device=device)
     vae = classifier_of(run)
     points = as_points(x, vae.data_shape, binary=vae.likelihood.binary)
     probs = class_probabilities(vae, points)
     return probs if probabilities else probs.argmax(-1)
 
 
-def classify_file(
-    run_dir: str | Path | None,
-    input_path: str | Path,
-    out: str | Path,
-    *,
-    probabilities: bool = False,
-    device: str = "auto",
-) -> torch.Tensor:
-    """:func:`classify` the ``.npy`` array at ``input_path`` and write the result to
-    ``out`` (exactly that path, atomically); returns what was written."""
-    check_output_file(out)  # before the run is loaded
+def read_points(input_path: str | Path) -> np.ndarray:
+    """The array of a ``.npy`` file, or a one-line :class:`DataError`."""
     try:
         array = np.load(input_path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"could not read {input_path}: {describe_exception(err)}") from None
     if not isinstance(array, np.ndarray):
         raise DataError(f"{input_path} is not a .npy array (an .npz holds several)")
-    result = classify(run_dir, array, probabilities=probabilities, device=device)
+    return array
+
+
+def write_classes(out: str | Path, result: torch.Tensor) -> None:
+    """Write ``result`` as ``.npy`` at exactly ``out``, atomically."""
     values = result.numpy()
     atomic_write(out, lambda handle: np.save(handle, values, allow_pickle=False))
-    return result
 
 
 def as_points(x: Any, data_shape: tuple[int, ...], *, binary: bool) -> torch.Tensor:

@@ -76,7 +76,7 @@ def test_classify_round_trip(runs, data, tmp_path):
     assert y.shape == (10,) and y.dtype == np.int64 and p.shape == (10, 10)
     np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
     assert np.array_equal(p.argmax(1), y)
-    api = pyrovae.classify(runs / "m2", np.load(data / "x.npy"))
+    api = pyrovae.classify(pyrovae.load_run(runs / "m2"), np.load(data / "x.npy"))
     assert torch.equal(api, torch.from_numpy(y))
 
 

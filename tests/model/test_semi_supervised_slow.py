@@ -33,7 +33,8 @@ def test_m2_beats_logistic_regression_on_its_labelled_subset(tmp_path):
     baseline = LogisticRegression(max_iter=5000).fit(features, kept[known].numpy())
     test_x, test_y = to_unit_float(data.test), data.test_labels.numpy()
     lr = float((baseline.predict(test_x.flatten(1).numpy()) == test_y).mean())
-    m2 = float((pyrovae.classify(result.run_dir, test_x).numpy() == test_y).mean())
+    run = pyrovae.load_run(result.run_dir, device="cpu")
+    m2 = float((pyrovae.classify(run, test_x).numpy() == test_y).mean())
     n = test_y.size
     stderr = math.sqrt(m2 * (1 - m2) / n + lr * (1 - lr) / n)
     # A paired difference would be tighter; the unpaired standard error is the conservative one.
