@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from pyrovae import __version__
+from pyrovae.cli.classify import classify_command
 from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
 from pyrovae.cli.generate import reconstruct_command, sample_command
@@ -33,6 +34,7 @@ def main() -> None:
     pyrovae components                        what --network/--likelihood/--guide/--prior take
     pyrovae encode --out z.npz                posterior means and sds (features)
     pyrovae probe / explore                   linear probe; latent-space figures
+    pyrovae classify --input x.npy --out y.npy  classes under an m2 (semi-supervised) run
     """
 
 
@@ -46,3 +48,4 @@ main.add_command(encode_command)
 main.add_command(probe_command)
 main.add_command(explore_command)
 main.add_command(impute_command)
+main.add_command(classify_command)

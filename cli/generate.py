@@ -81,6 +81,13 @@ _mode_option = click.option(
     help="Also save the images as an (n, C, H, W) float32 .npy array, at exactly this path.",
 )
 @_mode_option
+@click.option(
+    "--label",
+    type=int,
+    default=None,
+    help="Draw this class (runs of --model cvae or m2) [default: cvae the classes in turn, "
+    "m2 y ~ p(y)].",
+)
 @device_option
 @threads_option
 @progress_option
@@ -95,6 +102,7 @@ def sample_command(
     seed: int | None,
     save_array: str | None,
     mode: str,
+    label: int | None,
     device: str,
     progress: bool,
     checkpoint: str,
@@ -104,6 +112,7 @@ def sample_command(
     import numpy as np
 
     from pyrovae.api import check_temperature, load_run, sample
+    from pyrovae.api.classify import check_label
     from pyrovae.errors import ConfigError
     from pyrovae.files import atomic_write, check_output_file
     from pyrovae.reports.figures import MAX_GRID_TILES, save_grid
@@ -113,6 +122,7 @@ def sample_command(
         image_path(out)
     array_target = None if save_array is None else check_output_file(save_array)
     run = load_run(run_dir, device=device, checkpoint=checkpoint)
+    check_label(run.config, label)
     out = out or str(Path(run.run_dir) / "samples.png")
     if array_target is not None and image_path(out).resolve() == array_target.resolve():
         raise ConfigError("--save-array names the image grid's file; give another path")
@@ -124,6 +134,7 @@ def sample_command(
         mean=mode == "mean",
         seed=seed,
         progress=progress and not quiet(),
+        label=label,
     )
     save_grid(images[:shown], out)
     if save_array:

@@ -131,8 +131,9 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     type=click.Choice(MODEL_KINDS),
     default=ModelConfig.kind,
     show_default=True,
-    help="What is trained from the components below: a VAE, or ae, a deterministic "
-    "autoencoder (z = the guide's mean, trained on -log p(x|z); no prior, no sampling).",
+    help="What is trained from the components below: a VAE; ae, a deterministic "
+    "autoencoder (z = the guide's mean, trained on -log p(x|z); no prior, no sampling); "
+    "cvae, a VAE conditioned on the class label; m2, Kingma et al.'s semi-supervised VAE.",
 )
 @kind_option("network", ModelConfig.network, "Encoder and decoder networks.")
 @kind_option("likelihood", ModelConfig.likelihood, "p(x|z).")
@@ -210,6 +211,21 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     default=TrainConfig.sparsity_weight,
     show_default=True,
     help="Weight of the --sparsity penalty per data point.",
+)
+@click.option(
+    "--labeled",
+    type=int,
+    default=None,
+    help="--model m2: keep N class-balanced training labels of the data set (seeded), "
+    "the rest unlabelled. Default: the data's own labels (-1 marks an unlabelled point).",
+)
+@click.option(
+    "--aux-weight",
+    type=float,
+    default=None,
+    help="--model m2: weight alpha of the classification loss -log q(y|x) per labelled "
+    "point. Default: Pyro's ss_vae_M2 example's 46, scaled by the number of training "
+    "points over its 50,000.",
 )
 @click.option(
     "--lr",
@@ -418,6 +434,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         device=options["device"] or TrainConfig.device,
     )
     train = dataclasses.replace(train, **pick(*CONVENIENCES))
+    data.labeled, train.aux_weight = options["labeled"], options["aux_weight"]  # m2
     return RunConfig(data=data, model=model, train=train)
 
 

@@ -44,6 +44,7 @@ _EXPORTS = {
     "probe": "pyrovae.api",
     "explore": "pyrovae.api",
     "impute": "pyrovae.api.impute",
+    "classify": "pyrovae.api",
     "load_dataset": "pyrovae.data.load",
     "PyrovaeError": "pyrovae.errors",
 }
@@ -57,6 +58,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VAE",
+    "classify",
     "configure",
     "diagnose_run",
     "encode",
@@ -77,6 +79,7 @@ __all__ = [
 if TYPE_CHECKING:
     from pyrovae.api import (
         Run,
+        classify,
         configure,
         diagnose_run,
         encode,

@@ -41,9 +41,11 @@ LOGGERS: tuple[str, ...] = ("none", "csv", "tensorboard")
 #: ``--lr-schedule``: the learning rate over the epochs.
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
 #: What is trained (``--model``): a VAE, or a deterministic autoencoder (``ae``,
-#: :mod:`pyrovae.model.autoencoder`); kinds that need their own model/guide pair
-#: (a conditional or a semi-supervised VAE) add their name here.
-MODEL_KINDS: tuple[str, ...] = ("vae", "ae")
+#: :mod:`pyrovae.model.autoencoder`), a conditional VAE (``cvae``) or Kingma et al.'s
+#: semi-supervised M2 (``m2``); see :data:`pyrovae.model.build.MODEL_CLASSES`.
+MODEL_KINDS: tuple[str, ...] = ("vae", "ae", "cvae", "m2")
+#: Kinds that model a class label y and train on the data's labels.
+LABELLED_KINDS: tuple[str, ...] = ("cvae", "m2")
 
 
 def _choice(value: str, choices: tuple[str, ...], option: str) -> None:
@@ -120,9 +122,14 @@ class DataConfig:
     channels: int | None = None
     memory: dict[str, Any] | None = None
     test_fraction: float = 0.1
+    #: For ``--model m2``: keep this many class-balanced training labels (seeded), the
+    #: rest unlabelled; ``None`` keeps the data's own (``-1`` marks an unlabelled point).
+    labeled: int | None = None
 
     def validate(self) -> None:
         _choice(self.binarize, BINARIZE, "--binarize")
+        if self.labeled is not None:
+            _positive(self.labeled, "--labeled", integer=True)
         _choice(self.stream, STREAMS, "--stream")
         for option, fraction in (("--val-fraction", self.val_fraction),
                                  ("--test-fraction", self.test_fraction)):  # fmt: skip
@@ -165,6 +172,8 @@ class ModelConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     providers: dict[str, str] = field(default_factory=dict)
     missing: bool = False
+    #: The number of classes of a ``cvae`` or ``m2`` model, read from the data's labels.
+    n_classes: int | None = None
 
     def validate(self) -> None:
         """Check the fields this schema itself defines."""
@@ -176,6 +185,8 @@ class ModelConfig:
                 raise ConfigError(f"--{kind} must name a {kind}, got {name!r}")
         _choice(self.kind, MODEL_KINDS, "--model")
         _positive(self.latent_dim, "--latent-dim", integer=True)
+        if self.n_classes is not None:
+            _positive(self.n_classes, "the number of classes", integer=True)
         if self.data_shape is not None:
             for size in self.data_shape:
                 _positive(size, "the data shape", integer=True)
@@ -245,6 +256,9 @@ class TrainConfig:
     max_time: float = 0.0
     eval_every: int = 1
     eval_size: int = 0
+    #: ``--model m2``: weight of the classification loss -log q(y|x) per labelled point
+    #: (Kingma et al. 2014's alpha); ``None``: Pyro's example's 46 scaled to the data size.
+    aux_weight: float | None = None
 
     def validate(self) -> None:
         self._validate_conveniences()
@@ -257,6 +271,8 @@ class TrainConfig:
         _positive(self.lr, "--lr")
         # Pyro's poutine.scale needs a positive weight; beta = 0 is not a VAE anyway.
         _positive(self.beta, "--beta")
+        if self.aux_weight is not None:
+            _positive(self.aux_weight, "--aux-weight")
         if not isinstance(self.kl_warmup, int) or not 0 <= self.kl_warmup <= MAX_COUNT:
             raise ConfigError(
                 f"--kl-warmup must be a whole number from 0 to {MAX_COUNT}, got {self.kl_warmup!r}"
@@ -302,7 +318,22 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        self._check_labelled()
         return self.check_validation()
+
+    def _check_labelled(self) -> None:
+        """Options of labelled model kinds, given to the kind that takes them."""
+        kind = self.model.kind
+        for option, value in (
+            ("--labeled", self.data.labeled),
+            ("--aux-weight", self.train.aux_weight),
+        ):
+            if value is not None and kind != "m2":
+                raise ConfigError(f"{option} is for --model m2 (semi-supervised), not {kind}")
+        if kind in LABELLED_KINDS and (self.train.corrupt or self.train.sparsity is not None):
+            raise ConfigError(f"--corrupt and --sparsity train a vae or an ae, not --model {kind}")
+        if kind in LABELLED_KINDS and self.train.objective != "elbo":
+            raise ConfigError(f"--model {kind} trains on the ELBO: leave out --objective")
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}

@@ -14,3 +14,5 @@ OBS = "x"
 DATA_PLATE = "data"
 #: Name under which the VAE's networks are registered with ``pyro.module``.
 MODULE = "vae"
+#: The class label y of a conditional or semi-supervised VAE (observed, or enumerated).
+LABEL = "y"

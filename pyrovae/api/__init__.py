@@ -24,6 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyrovae.api.classify import (
+    check_diagnosable,
+    evaluated_metrics,
+    report_accuracy,
+    sample_images,
+)
+from pyrovae.api.classify import (
+    classify as classify,
+)
 from pyrovae.api.denoise import CorruptedReconstructions as CorruptedReconstructions
 from pyrovae.api.denoise import reconstruct_corrupted as reconstruct_corrupted
 from pyrovae.api.latent import encode, explore, probe  # noqa: F401 (re-exported)
@@ -412,6 +421,7 @@ def sample(
     mean: bool = True,
     seed: int | None = None,
     progress: bool = False,
+    label: int | None = None,
 ) -> torch.Tensor:
     """``n`` generated data points ``(n, *data_shape)`` on the CPU: for a binary or
     continuous-Bernoulli likelihood images in [0, 1], for a Gaussian (or another
@@ -421,7 +431,8 @@ def sample(
     prior that cannot be tempered (:attr:`pyrovae.model.priors.base.Prior.temperable`)
     is refused any temperature but 1. ``mean`` returns E[x|z] rather than a
     draw from p(x|z). Images are decoded :data:`BATCH_SIZE` at a time, with a
-    progress bar if ``progress``.
+    progress bar if ``progress``. ``label`` draws that class from a ``cvae`` or
+    ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
@@ -436,7 +447,7 @@ def sample(
     with isolated_rng(run.device, seed):
         images = torch.cat(
             [
-                run.vae.sample(size, temperature=temperature, mean=mean).cpu()
+                sample_images(run.vae, size, temperature=temperature, mean=mean, label=label).cpu()
                 for size in _progress(_batch_sizes(n), progress, "sampling")
             ]
         )
@@ -566,19 +577,22 @@ def evaluate_run(
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)
-        images, _ = run.split(split, data, test_data)
+        images, labels = run.split(split, data, test_data)
         if n is not None:
             images = images[:n]
+        chosen, gaps, note = evaluated_metrics(run.config, parse_metrics(metrics), gaps)
         result = evaluate(
             run.vae,
             images,
             k,
             split=split,
-            metrics=metrics,
+            metrics=chosen,
             gaps=gaps,
             memory_budget=budget,
             progress=progress,
         )
+        result.warnings += [note] if note else []
+        report_accuracy(result, run.vae, images, labels)
     if json_path is not None:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
         atomic_write_text(json_path, text)
@@ -616,6 +630,7 @@ def diagnose_run(
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with isolated_rng(device, seed):
         run = load_run(run_dir, device=device)
+        check_diagnosable(run.config)
         images, labels = run.split(split, data, test_data)
         return diagnose(
             run.vae,

@@ -43,10 +43,12 @@ class RowSubset:
 
 @dataclasses.dataclass(eq=False)
 class Held:
-    """The training data less the validation points, and those points (in memory)."""
+    """The training data less the validation points, and those points (in memory)
+    with their labels where the data have labels."""
 
     data: ArrayData
     validation: torch.Tensor | None
+    validation_labels: torch.Tensor | None = None
 
 
 def hold_out_validation(data: ArrayData, fraction: float, seed: int, *, binary: bool) -> Held:
@@ -84,4 +86,5 @@ def hold_out_validation(data: ArrayData, fraction: float, seed: int, *, binary: 
         train=train,
         train_labels=None if labels is None else labels[train_idx.to(labels.device)],
     )
-    return Held(kept, validation.to(data.test.device))
+    val_labels = None if labels is None else labels[val_idx.to(labels.device)]
+    return Held(kept, validation.to(data.test.device), val_labels)

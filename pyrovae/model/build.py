@@ -20,12 +20,20 @@ import torch
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError, first_line
 from pyrovae.model.autoencoder import Autoencoder
+from pyrovae.model.conditional import ConditionalVAE
 from pyrovae.model.networks.base import Networks
+from pyrovae.model.semi_supervised import SemiSupervisedVAE
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
 
 #: The class that builds each model kind (``ModelConfig.kind``, ``--model``).
-MODEL_CLASSES: dict[str, type[VAE]] = {"vae": VAE, "ae": Autoencoder}
+#: The class of each model kind (``--model``; see :data:`pyrovae.config.MODEL_KINDS`).
+MODEL_CLASSES: dict[str, type[VAE]] = {
+    "vae": VAE,
+    "ae": Autoencoder,
+    "cvae": ConditionalVAE,
+    "m2": SemiSupervisedVAE,
+}
 
 #: Bytes per parameter in training: the value, its gradient and Adam's two moments (float32).
 TRAIN_BYTES_PER_PARAMETER = 16
@@ -39,7 +47,7 @@ def check_model_config(config: ModelConfig) -> None:
 
 
 def make_model(config: ModelConfig, *, modules: Networks | None = None) -> VAE:
-    """The model of ``config.kind``: a :class:`VAE` or an :class:`Autoencoder`."""
+    """The model of ``config.kind`` (:data:`MODEL_CLASSES`)."""
     return MODEL_CLASSES[config.kind](config, modules=modules)
 
 

@@ -18,6 +18,7 @@ from torch.distributions import kl_divergence
 
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
+from pyrovae.inference.classification import Accuracy
 from pyrovae.inference.gaps import GapsResult, inference_gaps
 from pyrovae.inference.importance import (
     ImportanceEstimate,
@@ -139,6 +140,9 @@ class EvaluationResult:
     gaps: GapsResult | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    accuracy: float | None = None  # M2 runs: q(y|x)'s, on the labelled points
+    accuracy_stderr: float | None = None
+    accuracy_n: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain JSON values (an undefined standard error is ``None``)."""
@@ -164,6 +168,7 @@ class EvaluationResult:
             rows += _surgery_rows(self.surgery)
         if self.gaps is not None:
             rows += _gap_rows(self.gaps)
+        rows += _accuracy_rows(self)
         return rows
 
     def _triple(self, name: str) -> tuple[float | None, float | None, float | None]:
@@ -229,6 +234,19 @@ def _gap_rows(g: GapsResult) -> list[_Row]:
         ("  approximation gap", g.approximation_gap, None, g.approximation_gap_mc_stderr),
         ("  amortization gap", g.amortization_gap, None, g.amortization_gap_mc_stderr),
     ]
+
+
+def add_accuracy(result: EvaluationResult, scored: Accuracy) -> None:
+    """Put a classifier's accuracy (an M2 run's q(y|x)) into ``result``."""
+    result.accuracy, result.accuracy_stderr = scored.accuracy, scored.stderr
+    result.accuracy_n = scored.n
+
+
+def _accuracy_rows(result: EvaluationResult) -> list[_Row]:
+    if result.accuracy is None:
+        return []
+    name = f"accuracy of q(y|x) ({result.accuracy_n} labelled)"
+    return [(name, result.accuracy, result.accuracy_stderr, None)]
 
 
 def json_safe(value: Any) -> Any:

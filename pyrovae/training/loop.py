@@ -41,7 +41,6 @@ from pyrovae.errors import (
 )
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, atomic_write_text
 from pyrovae.inference.objectives import (
-    evaluate_elbo,
     make_objective,
 )
 from pyrovae.model.build import build_vae
@@ -55,11 +54,11 @@ from pyrovae.runtime import (
     module_device,
     resolve_device,
 )
-from pyrovae.training import distributed, divergence
+from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
 from pyrovae.training.loggers import RunLogger, open_logger
 from pyrovae.training.schedules import kl_weight, learning_rate
-from pyrovae.training.step import TrainStep, check_regularizers, make_optimizer, train_epoch
+from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
 
 _debug = logging.getLogger(__name__).debug
 
@@ -146,6 +145,7 @@ def fit(
         log, progress = silent, False
     device = context.device(resolve_device(config.train.device))
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
+    data = labelled.prepare_labels(config, data)  # cvae, m2: the labels and their classes
     binary = component_class(config.model, "likelihood").binary
     held = hold_out_validation(data, config.data.val_fraction, config.train.seed, binary=binary)
     data = held.data
@@ -156,7 +156,7 @@ def fit(
         check_in_support(vae, data, config)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
-    training.validation = held.validation
+    training.validation, training.validation_labels = held.validation, held.validation_labels
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -324,6 +324,7 @@ class Training:
     sparsity_kl: float | None = None
     #: The validation points (``--val-fraction``), in memory; ``None``: no validation split.
     validation: torch.Tensor | None = None
+    validation_labels: torch.Tensor | None = None
     logger: RunLogger | None = None
     clock: Clock = field(default_factory=lambda: Clock(time.perf_counter()))
 
@@ -346,22 +347,14 @@ class Training:
             component_class(config.model, "likelihood").binary and config.data.binarize == "dynamic"
         )
         # Of the model as built: the same on a fresh and a resumed run, and on every process.
-        untrained = divergence.untrained_loss(vae, objective, data.train, binarize=binarize)
+        untrained = labelled.untrained_loss(config, vae, objective, data, binarize=binarize)
         loss_limit = context.broadcast(divergence.loss_limit(untrained, data.data_shape))
         if context.rank > 0:  # distinct draws per process; rank 0 keeps the single-process stream
             torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
         optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
         gradient_hook = context.all_reduce_gradients if context.enabled else None
-        corruption, sparsity = check_regularizers(config.train)
-        step = TrainStep(
-            vae,
-            objective,
-            optimizer,
-            fast=not config.train.pyro_step,
-            gradient_hook=gradient_hook,
-            corruption=corruption,
-            sparsity=sparsity,
-            clip_grad_norm=config.train.clip_grad_norm,
+        step = labelled.make_step(
+            config, vae, objective, optimizer, data, binarize=binarize, gradient_hook=gradient_hook
         )
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
@@ -485,7 +478,8 @@ class Training:
     def evaluate(self) -> dict[str, Any]:
         """The test (and validation) figures of the model now, on ``eval_size`` points."""
         size = self.config.train.eval_size or None
-        test = evaluate_elbo(self.vae, self.data.test[:size])
+        test_labels = None if self.data.test_labels is None else self.data.test_labels[:size]
+        test = labelled.evaluate_test(self.config, self.vae, self.data.test[:size], test_labels)
         figures = {
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
@@ -493,9 +487,11 @@ class Training:
             "test_elbo_mc_stderr": test["elbo_mc_stderr"],
             "test_elbo_draws": test["draws"],
             "test_points": int(self.data.test[:size].shape[0]),
+            **labelled.extra_metrics(test),
         }
         if self.validation is not None:
-            val = evaluate_elbo(self.vae, self.validation[:size])
+            labels = None if self.validation_labels is None else self.validation_labels[:size]
+            val = labelled.evaluate_test(self.config, self.vae, self.validation[:size], labels)
             figures |= {"val_elbo": val["elbo"], "val_elbo_mc_stderr": val["elbo_mc_stderr"]}
         return figures
 
@@ -632,7 +628,7 @@ class Training:
         sparsity = row.get("train_sparsity_kl")
         if sparsity is not None:
             line += f"  sparsity KL {sparsity:.3f}"
-        self.log(line + f"  {row['images_per_s']:8.0f} img/s")
+        self.log(line + f"  {row['images_per_s']:8.0f} img/s" + labelled.accuracy_note(row))
         _debug(
             f"epoch {row['epoch']}: lr {row['lr']:.3g}, {row['seconds']:.2f} s in training "
             f"steps, {row['overhead_seconds']:.2f} s besides"

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -66,7 +66,7 @@ from pyrovae.model.corruption import Corruption, parse_corruption
 from pyrovae.model.sparsity import SparsityPenalty, recorded_outputs
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import forked_rng, module_device
-from pyrovae.training.batches import memory_batches, streamed_batches
+from pyrovae.training.batches import batch_indices, memory_batches, streamed_batches
 
 #: Objectives whose estimator the direct evaluation reproduces (exact types:
 #: a subclass may change the estimator, so it takes Pyro's path).
@@ -167,11 +167,24 @@ class TrainStep:
         self.direct: bool | None = None if fast and direct_applies(objective) else False
         self._parameters = [p for p in vae.parameters() if p.requires_grad]
 
+    #: The training points' labels ``(N,)``, for a step that trains on them
+    #: (:mod:`pyrovae.training.labelled`); :func:`train_epoch` then passes each
+    #: batch's labels as ``y``.
+    labels: torch.Tensor | None = None
+
     def loss(
-        self, x: torch.Tensor, *, beta: float = 1.0, x_in: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        beta: float = 1.0,
+        x_in: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The objective's loss on ``x`` with the KL term weighted by ``beta``, summed
-        over the batch (differentiable); the encoder reads ``x_in`` (default ``x``)."""
+        over the batch (differentiable); the encoder reads ``x_in`` (default ``x``).
+        A VAE takes no labels ``y``."""
+        if y is not None:
+            raise ValueError("a VAE's step takes no labels")
         return self._loss_and_features(x, x if x_in is None else x_in, beta)[0]
 
     def _loss_and_features(
@@ -193,20 +206,30 @@ class TrainStep:
         return total
 
     def __call__(
-        self, x: torch.Tensor, n_total: int | None = None, *, beta: float = 1.0
+        self,
+        x: torch.Tensor,
+        n_total: int | None = None,
+        *,
+        beta: float = 1.0,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One update on the mean loss; returns the summed loss, detached, on the device.
 
         ``n_total`` is the number of data points the mean is over; it exceeds
         ``x.shape[0]`` when ``x`` is this process's shard of a global batch.
-        ``beta`` weights the KL term (the latent site; KL warm-up, β-VAE).
+        ``beta`` weights the KL term (the latent site; KL warm-up, β-VAE);
+        ``y`` are the batch's labels, for a step that has :attr:`labels`.
         """
         n_total = x.shape[0] if n_total is None else n_total
         self.optimizer.zero_grad(set_to_none=True)
         if x.shape[0] > 0:
-            x_in = x if self.corruption is None else self.corruption(x)
-            loss, features = self._loss_and_features(x, x_in, beta)
-            (self._with_sparsity(loss, features, x.shape[0]) / n_total).backward()
+            if y is None:
+                x_in = x if self.corruption is None else self.corruption(x)
+                loss, features = self._loss_and_features(x, x_in, beta)
+                (self._with_sparsity(loss, features, x.shape[0]) / n_total).backward()
+            else:  # a labelled model's step (its own loss; no corruption or sparsity)
+                loss = self.loss(x, beta=beta, y=y)
+                (loss / n_total).backward()
         else:  # an empty shard of a short last batch still joins the all-reduce
             loss = torch.zeros((), device=x.device)
             for p in self._parameters:
@@ -368,13 +391,32 @@ def train_epoch(
     else:
         batches = streamed_batches(images, order, batch_size, shard, device, workers)
     total = torch.zeros((), device=device)
+    labels = label_batches(step.labels, order, batch_size, shard)
     # The data were validated before training; per-step support checks only cost time.
     with pyro.validation_enabled(False):
-        for i, (batch, n_total) in zip(steps or itertools.count(), batches, strict=False):
+        for i, (batch, n_total), y in zip(
+            steps or itertools.count(), batches, labels, strict=False
+        ):
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
                 x = bernoulli_observed(x) if step.vae.missing else torch.bernoulli(x)
-            total += step(x, n_total, beta=1.0 if beta is None else beta(i))
+            weight = 1.0 if beta is None else beta(i)
+            # Only a step with labels takes them (a step of a plain VAE has no ``y``).
+            total += (
+                step(x, n_total, beta=weight) if y is None else step(x, n_total, beta=weight, y=y)
+            )
             if on_log is not None and i % LOG_EVERY == LOG_EVERY - 1:
                 on_log(i, total)
     return total
+
+
+def label_batches(
+    labels: torch.Tensor | None, order: torch.Tensor, batch_size: int, shard: tuple[int, int]
+) -> Iterator[torch.Tensor | None]:
+    """The labels of each of this process's batches (those of :func:`memory_batches`
+    and :func:`streamed_batches`, in the same order); ``None`` for ever without labels."""
+    if labels is None:
+        yield from itertools.repeat(None)
+        return
+    for index, _ in batch_indices(order, batch_size, shard):
+        yield labels[index.to(labels.device)]

@@ -1,0 +1,48 @@
+"""``pyrovae classify``: the classes of points under a semi-supervised (``--model m2``) run."""
+
+from __future__ import annotations
+
+import click
+
+from pyrovae.cli._common import device_option, run_option, threads_option, user_errors
+
+
+@click.command("classify")
+@run_option
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="A .npy array of points of the run's shape, (N, C, H, W) or (N, H, W) for one "
+    "channel: uint8 pixels 0..255 or floats.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help=".npy file for the (N,) int64 classes, at exactly this path.",
+)
+@click.option(
+    "--probabilities",
+    is_flag=True,
+    default=False,
+    help="Write the class probabilities q(y|x), (N, n_classes) float32, instead.",
+)
+@device_option
+@threads_option
+@user_errors
+def classify_command(
+    run_dir: str | None, input_path: str, out: str, probabilities: bool, device: str
+) -> None:
+    """Classify points with an m2 run's q(y|x) and write the classes as .npy."""
+    from pyrovae.api import load_run
+    from pyrovae.api.classify import classify, read_points, write_classes
+    from pyrovae.files import check_output_file
+
+    check_output_file(out)  # before the run is loaded
+    run = load_run(run_dir, device=device)
+    result = classify(run, read_points(input_path), probabilities=probabilities)
+    write_classes(out, result)
+    what = "class probabilities" if probabilities else "classes"
+    click.echo(f"wrote {what} {tuple(result.shape)} of {result.shape[0]} points to {out}")

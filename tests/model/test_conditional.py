@@ -1,0 +1,57 @@
+"""The conditional VAE: conditional sampling, and a likelihood that depends on y."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from pyrovae.errors import ConfigError
+from pyrovae.model.conditional import ConditionalVAE
+from pyrovae.model.spec import model_config
+
+
+def make_cvae(**options) -> ConditionalVAE:
+    config = model_config(kind="cvae", data_shape=(1, 4, 4), hidden=(16,), latent_dim=2, **options)
+    config.n_classes = 3
+    return ConditionalVAE(config)
+
+
+def test_sample_draws_the_requested_class_through_the_decoder():
+    cvae = make_cvae()
+    torch.manual_seed(1)
+    images = cvae.sample(5, label=2)
+    assert images.shape == (5, 1, 4, 4)
+    torch.manual_seed(1)
+    z = cvae.prior.sample(5)
+    expected = cvae.px(z, torch.full((5,), 2)).mean
+    torch.testing.assert_close(images, expected)
+    torch.manual_seed(1)
+    assert not torch.allclose(cvae.sample(5, label=0), images)
+
+
+def test_log_likelihood_depends_on_y():
+    cvae = make_cvae()
+    x = torch.rand(6, 1, 4, 4).round()
+    z = torch.randn(6, 2)
+    by_class = torch.stack([cvae.px(z, torch.full((6,), c)).log_prob(x) for c in range(3)])
+    assert by_class.shape == (3, 6)
+    assert (by_class[0] - by_class[1]).abs().min() > 0
+    qz0, qz1 = cvae.qz(x, torch.zeros(6)), cvae.qz(x, torch.ones(6))
+    assert not torch.allclose(qz0.mean, qz1.mean)  # q(z|x,y) reads y too
+
+
+def test_elbo_through_pyro_with_labels():
+    cvae = make_cvae()
+    x, y = torch.rand(4, 1, 4, 4).round(), torch.tensor([0, 1, 2, 0])
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(cvae.model, cvae.guide, x, y)
+    assert torch.isfinite(loss)
+    with pytest.raises(ConfigError, match="needs the labels"):
+        pyro.infer.Trace_ELBO().differentiable_loss(cvae.model, cvae.guide, x)
+
+
+def test_refuses_a_guide_it_cannot_condition_and_a_label_out_of_range():
+    with pytest.raises(ConfigError, match="takes the guide normal"):
+        make_cvae(guide="iaf")
+    with pytest.raises(ConfigError, match="--label must be from 0 to 2"):
+        make_cvae().sample(2, label=3)
