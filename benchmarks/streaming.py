@@ -66,7 +66,7 @@ def train_one_epoch(path: Path, run_dir: Path, device: str) -> tuple[float, floa
     command = [
         sys.executable, "-m", "pyrovae", "train", "--dataset", str(path), "--stream", "yes",
         "--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--batch-size", "1024",
-        "--val-fraction", "0.01", "--device", device, "--no-progress", "--out", str(run_dir),
+        "--test-fraction", "0.01", "--device", device, "--no-progress", "--out", str(run_dir),
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()

@@ -211,9 +211,9 @@ def diagnose_command(
     this run?); diagnostics.nc is an ArviZ InferenceData that az.loo, az.waic,
     az.compare, az.summary, az.plot_trace and az.plot_ppc take as it is.
     """
-    from pyrovae.api import diagnose_run
+    from pyrovae.api import diagnose_report
 
-    result = diagnose_run(
+    result = diagnose_report(
         run_dir,
         out=out,
         split=split,

@@ -434,7 +434,7 @@ class RunConfig:
 
 
 #: Config fields that are no ``pyrovae train`` option: read off the data, or records.
-_NOT_OPTIONS = frozenset({"memory", "data_shape", "options", "providers"})
+_NOT_OPTIONS = frozenset({"memory", "data_shape", "options", "providers", "missing", "n_classes"})
 
 
 def _with_test_fraction(data: Any) -> Any:

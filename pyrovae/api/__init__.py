@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -63,6 +63,9 @@ from pyrovae.runtime import forked_rng, isolated_rng, resolve_device, threads
 from pyrovae.training import run as training_run
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
 from pyrovae.training.loop import Finish, Logger, TrainResult
+
+if TYPE_CHECKING:
+    import arviz as az
 
 DEFAULT_RUNS_ROOT = Path("runs")
 
@@ -599,7 +602,21 @@ def evaluate_run(
     return result
 
 
-def diagnose_run(
+def diagnose_run(run_dir: str | Path | None = None, **options: Any) -> az.InferenceData:
+    """Diagnose a trained run and return the ArviZ ``InferenceData`` it wrote to
+    ``diagnostics.nc``: ``az.loo``, ``az.waic``, ``az.compare``, ``az.summary`` and
+    ``az.plot_ppc`` take it as it is.
+
+    ``options`` are those of :func:`diagnose_report`, which returns everything
+    measured (the verdict, k̂, the NUTS comparison, the files written) with this
+    ``InferenceData`` as its ``inference_data``.
+    """
+    result = diagnose_report(run_dir, **options)
+    assert result.inference_data is not None  # diagnose always builds it
+    return result.inference_data
+
+
+def diagnose_report(
     run_dir: str | Path | None = None,
     *,
     out: str | Path | None = None,
@@ -616,8 +633,8 @@ def diagnose_run(
     data: DataSource | None = None,
     test_data: DataSource | None = None,
 ) -> DiagnosisResult:
-    """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`;
-    ``out`` defaults to ``RUN/diagnostics``.
+    """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`
+    and return what it measured; ``out`` defaults to ``RUN/diagnostics``.
 
     The images are those :meth:`Run.split` gives (``data`` and ``test_data``
     as :meth:`Run.data`), with the class names of the named data sets. ``seed``

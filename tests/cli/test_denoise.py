@@ -49,7 +49,7 @@ def denoising_ae(tmp_path_factory):
     np.save(data, (load_digits().images[:80, None] / 16).astype(np.float32))
     out = folder / "run"
     command = ["train", "--model", "ae", "--corrupt", "mask:0.3", "--sparsity", "0.05"]
-    command += ["--dataset", str(data), "--val-fraction", "0.25", "--no-progress"]
+    command += ["--dataset", str(data), "--test-fraction", "0.25", "--no-progress"]
     result = CliRunner().invoke(main, [*command, "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     return out

@@ -299,10 +299,14 @@ def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
     tiny_config.train.epochs = 1
     train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     state = torch.get_rng_state()
-    result = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
+    idata = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
-    assert result.inference_data is not None  # the InferenceData it wrote, returned
-    assert result.inference_data.sample_stats["pareto_k"].shape == (2,)
+    assert isinstance(idata, az.InferenceData)  # the InferenceData it wrote, returned
+    assert idata.sample_stats["pareto_k"].shape == (2,)
+    written = az.from_netcdf(tmp_path / "d" / "diagnostics.nc")
+    assert np.allclose(
+        written.sample_stats["pareto_k"].values, idata.sample_stats["pareto_k"].values
+    )
 
 
 def test_summary_warns_when_nuts_chains_disagree():
