@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
-from pyrovae.cli._common import device_option, run_option, threads_option, user_errors
+from pyrovae.cli._common import (
+    device_option,
+    run_option,
+    threads_option,
+    user_errors,
+    verbosity_options,
+)
+
+_log = logging.getLogger("pyrovae")
 
 
 @click.command("classify")
@@ -31,6 +41,7 @@ from pyrovae.cli._common import device_option, run_option, threads_option, user_
 )
 @device_option
 @threads_option
+@verbosity_options
 @user_errors
 def classify_command(
     run_dir: str | None, input_path: str, out: str, probabilities: bool, device: str
@@ -45,4 +56,4 @@ def classify_command(
     result = classify(run, read_points(input_path), probabilities=probabilities)
     write_classes(out, result)
     what = "class probabilities" if probabilities else "classes"
-    click.echo(f"wrote {what} {tuple(result.shape)} of {result.shape[0]} points to {out}")
+    _log.info(f"wrote {what} {tuple(result.shape)} of {result.shape[0]} points to {out}")

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
-from pyrovae.cli._common import device_option, run_option, seed_option, threads_option, user_errors
+from pyrovae.cli._common import (
+    device_option,
+    run_option,
+    seed_option,
+    threads_option,
+    user_errors,
+    verbosity_options,
+)
+
+_log = logging.getLogger("pyrovae")
 
 
 @click.command("impute")
@@ -63,6 +74,7 @@ from pyrovae.cli._common import device_option, run_option, seed_option, threads_
 @seed_option
 @device_option
 @threads_option
+@verbosity_options
 @user_errors
 def impute_command(
     run_dir: str | None,
@@ -96,5 +108,5 @@ def impute_command(
         seed=0 if seed is None else seed,
         device=device,
     )
-    click.echo(result.format_summary())
-    click.echo("wrote " + ", ".join(str(path) for path in written))
+    _log.info(result.format_summary())
+    _log.info("wrote " + ", ".join(str(path) for path in written))

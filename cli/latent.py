@@ -3,6 +3,7 @@ trained run as features, as a linear probe, and as figures."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -10,11 +11,15 @@ import click
 from pyrovae.cli._common import (
     device_option,
     progress_option,
+    quiet,
     run_option,
     seed_option,
     threads_option,
     user_errors,
+    verbosity_options,
 )
+
+_log = logging.getLogger("pyrovae")
 
 _draws_option = click.option(
     "--draws",
@@ -62,6 +67,7 @@ def _parse_counts(ctx: click.Context, param: click.Parameter, value: str) -> lis
 @device_option
 @threads_option
 @progress_option
+@verbosity_options
 @user_errors
 def encode_command(
     run_dir: str | None,
@@ -95,11 +101,11 @@ def encode_command(
         split=split,
         draws=draws,
         seed=0 if seed is None else seed,
-        progress=progress,
+        progress=progress and not quiet(),
         out=out,
     )
     keys = ", ".join(result.arrays())
-    click.echo(f"wrote {out} ({keys}): {result.describe()}")
+    _log.info(f"wrote {out} ({keys}): {result.describe()}")
 
 
 @click.command("probe")
@@ -126,6 +132,7 @@ def encode_command(
 @device_option
 @threads_option
 @progress_option
+@verbosity_options
 @user_errors
 def probe_command(
     run_dir: str | None,
@@ -152,12 +159,12 @@ def probe_command(
         counts=counts,
         seed=0 if seed is None else seed,
         draws=draws,
-        progress=progress,
+        progress=progress and not quiet(),
         out=folder,
         json_path=json_path,
     )
     click.echo(result.format_table())
-    click.echo(f"wrote {folder / 'probe.png'}" + (f" and {json_path}" if json_path else ""))
+    _log.info(f"wrote {folder / 'probe.png'}" + (f" and {json_path}" if json_path else ""))
 
 
 @click.command("explore")
@@ -180,6 +187,7 @@ def probe_command(
 @device_option
 @threads_option
 @progress_option
+@verbosity_options
 @user_errors
 def explore_command(
     run_dir: str | None,
@@ -207,11 +215,11 @@ def explore_command(
         tsne_points=tsne_points,
         draws=draws,
         seed=0 if seed is None else seed,
-        progress=progress,
-        log=lambda line: click.echo(line, err=True) if progress else None,
+        progress=progress and not quiet(),
+        log=lambda line: _log.info(line) if progress else None,
     )
     for note in result.notes:
-        click.echo(note)
+        _log.info(note)
     ranked = ", ".join(f"z{d + 1} {result.activity[d]:.3g}" for d in result.order[:8])
-    click.echo(f"most active dimensions ({result.activity_measure}): {ranked}")
-    click.echo("wrote " + ", ".join(str(path) for path in result.paths))
+    _log.info(f"most active dimensions ({result.activity_measure}): {ranked}")
+    _log.info("wrote " + ", ".join(str(path) for path in result.paths))
