@@ -8,6 +8,8 @@ import click
 
 from pyrovae.cli._common import (
     device_option,
+    progress_option,
+    quiet,
     run_option,
     seed_option,
     threads_option,
@@ -74,6 +76,7 @@ _log = logging.getLogger("pyrovae")
 @seed_option
 @device_option
 @threads_option
+@progress_option
 @verbosity_options
 @user_errors
 def impute_command(
@@ -87,6 +90,7 @@ def impute_command(
     json_path: str | None,
     seed: int | None,
     device: str,
+    progress: bool,
 ) -> None:
     """Replace each NaN of --input by its posterior-predictive mean under the run's VAE.
 
@@ -107,6 +111,7 @@ def impute_command(
         particles=particles,
         seed=0 if seed is None else seed,
         device=device,
+        progress=progress and not quiet(),
     )
     _log.info(result.format_summary())
     _log.info("wrote " + ", ".join(str(path) for path in written))

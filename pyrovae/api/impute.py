@@ -114,6 +114,7 @@ def impute(
     seed: int | None = 0,
     device: str = "auto",
     batch_size: int = 256,
+    progress: bool = False,
 ) -> ImputeResult:
     """Replace the NaN of ``x`` by the posterior-predictive mean of ``run``'s model.
 
@@ -137,6 +138,8 @@ def impute(
         the 90% intervals, each with its standard error.
     seed
         Seeds the draws, leaving the caller's random streams alone.
+    progress
+        A progress bar of the points imputed, on stderr.
     """
     if draws < 0 or particles < 2:
         raise ConfigError(f"--draws must be >= 0 and --particles >= 2, got {draws}, {particles}")
@@ -157,7 +160,7 @@ def impute(
     with isolated_rng(loaded.device, seed):
         imputation = impute_values(
             loaded.vae, points.to(loaded.device), particles=particles, draws=draws,
-            refine=refine, batch_size=batch_size,
+            refine=refine, batch_size=batch_size, progress=progress,
         )  # fmt: skip
     score = None if target is None else score_imputation(_to_cpu(imputation), target)
     return _result(imputation, values.shape, n_missing, score, notes)

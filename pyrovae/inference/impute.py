@@ -203,12 +203,21 @@ def impute(
     draws: int = 0,
     refine: Refine = "none",
     batch_size: int = 256,
+    progress: bool = False,
 ) -> Imputation:
-    """:func:`impute_batch` over ``x`` ``(N, *data_shape)``, ``batch_size`` points at a time."""
-    parts = [
-        impute_batch(vae, x[i : i + batch_size], particles=particles, draws=draws, refine=refine)
-        for i in range(0, x.shape[0], batch_size)
-    ]
+    """:func:`impute_batch` over ``x`` ``(N, *data_shape)``, ``batch_size`` points at a
+    time; ``progress`` shows a bar of points on stderr."""
+    from tqdm.auto import tqdm
+
+    starts = range(0, x.shape[0], batch_size)
+    bar = tqdm(total=x.shape[0], desc="imputing", unit="point", leave=False,
+               disable=None if progress else True)  # fmt: skip
+    parts = []
+    for i in starts:
+        batch = x[i : i + batch_size]
+        parts.append(impute_batch(vae, batch, particles=particles, draws=draws, refine=refine))
+        bar.update(batch.shape[0])
+    bar.close()
 
     def cat(name: str, dim: int = 0) -> torch.Tensor:
         return torch.cat([getattr(part, name) for part in parts], dim=dim)
