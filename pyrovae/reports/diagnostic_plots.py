@@ -8,11 +8,13 @@ import numpy as np
 
 from pyrovae.inference.psis import KHAT_BAD, KHAT_GOOD
 from pyrovae.reports.html import figure_png, new_figure
+from pyrovae.reports.style import in_style
 
 if TYPE_CHECKING:
     import arviz as az
 
 
+@in_style
 def plot_khat(khat: np.ndarray) -> str:
     """k̂ per point with the thresholds of the text (0.5 and 0.7) drawn and labelled;
     exact points (NaN) at 0 as open circles."""
@@ -42,6 +44,7 @@ def plot_khat(khat: np.ndarray) -> str:
     return figure_png(fig)
 
 
+@in_style
 def plot_overlay(q_draws: np.ndarray, nuts: np.ndarray, max_latent: int = 4) -> str:
     """Marginals of q(z|x) and NUTS: one row per data point, one column per latent."""
     import arviz as az
@@ -68,6 +71,7 @@ def plot_overlay(q_draws: np.ndarray, nuts: np.ndarray, max_latent: int = 4) -> 
     return figure_png(fig)
 
 
+@in_style
 def plot_ppc(idata: az.InferenceData) -> str:
     import arviz as az
 
@@ -87,6 +91,7 @@ def plot_ppc(idata: az.InferenceData) -> str:
     return figure_png(fig)
 
 
+@in_style
 def plot_latent(
     means: np.ndarray,
     labels: np.ndarray | None,

@@ -39,6 +39,7 @@ from pyrovae.files import atomic_write, check_output_folder
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
 from pyrovae.reports.encode import Encoding, encode_points
+from pyrovae.reports.style import in_style
 from pyrovae.runtime import eval_mode, module_device
 
 #: Test points needed at least: two to interpolate, four for a t-SNE map.
@@ -335,6 +336,7 @@ def _colours(n: int) -> Any:
     return colormaps["tab10" if n <= 10 else "tab20"]
 
 
+@in_style
 def write_latent_figures(
     vae: VAE,
     x: torch.Tensor,

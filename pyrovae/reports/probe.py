@@ -29,6 +29,7 @@ from pyrovae.files import atomic_write
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
 from pyrovae.reports.encode import encode_points
+from pyrovae.reports.style import in_style
 
 #: Numbers of labels the probe is fitted with by default; ``None`` is all of them.
 LABEL_COUNTS: tuple[int | None, ...] = (100, 1000, None)
@@ -207,6 +208,7 @@ def linear_probe(
     )
 
 
+@in_style
 def save_probe_plot(result: ProbeResult, path: str | Path) -> Path:
     """Test accuracy against the number of labels (log scale), one line per kind of
     features, with ±1 standard error bars."""

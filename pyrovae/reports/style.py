@@ -11,10 +11,11 @@ run's plots and grids read alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pyrovae.files import atomic_write
 
@@ -58,6 +59,23 @@ STYLE: dict[str, Any] = {
     "savefig.dpi": DPI,
     "savefig.bbox": "tight",
 }
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def in_style(function: F) -> F:
+    """Run ``function``, which makes and saves its own figures, with :data:`STYLE`
+    applied (for code that draws several figures, or returns them as PNG data)."""
+
+    @functools.wraps(function)
+    def styled(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(cast(Any, STYLE)):
+            return function(*args, **kwargs)
+
+    return cast(F, styled)
 
 
 @contextmanager
