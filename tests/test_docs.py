@@ -23,9 +23,10 @@ PAGES = sorted((ROOT / "docs").glob("*.md"))
 DOCUMENTS = [README, *PAGES]
 
 #: The README is a guide (what pyrovae is, two commands, a tour, links); the
-#: reference lives in docs/. Well above its size when this test was written
-#: (about 6,000 characters), well below the 34,000 of the reference it replaced.
-README_LIMIT = 8000
+#: reference lives in docs/. Raised from 8,000 when the guide grew to the uses of
+#: a VAE (missing data, denoising, features, semi-supervised), each with one
+#: measured figure; still well below the 34,000 of the reference it replaced.
+README_LIMIT = 9000
 
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 #: Fenced blocks that hold command lines (Python, TOML and JSON blocks do not).
