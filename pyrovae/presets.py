@@ -1,0 +1,58 @@
+"""Named training configurations: ``pyrovae train --preset NAME``.
+
+A preset sets the defaults of some train options; options given on the
+command line, and keys of a ``--config`` file, override them. The preset's
+name is recorded in the run's config (``train.preset``) beside the resolved
+options, so ``pyrovae train --config RUN/config.toml`` trains the same run.
+
+======  ============================================================  =========================
+name    what it sets                                                   for
+======  ============================================================  =========================
+fast    nothing: today's defaults (Gaussian prior, ELBO, 30 epochs)    a first look, tests
+best    ``--prior flow --objective iwae --particles 5 --ema 0.999``    quality at a fixed budget
+paper   best's model, ``--epochs 1000 --lr-schedule cosine``          the longest budget
+======  ============================================================  =========================
+
+``best`` follows what the literature and our measurements (docs/benchmarks.md)
+favour: a learned flow prior (Papamakarios et al. 2017), the importance-weighted
+bound of Burda et al. (2016) with 5 samples, and an exponential moving average
+of the weights for evaluation. Free bits (``--free-bits``) needs a per-dimension
+analytic KL, which a flow prior has not, so no preset sets it.
+
+This module imports nothing heavy: ``pyrovae train --help`` lists the presets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_BEST: dict[str, Any] = {"prior": "flow", "objective": "iwae", "particles": 5, "ema": 0.999}
+
+#: Each preset's train options, keyed by option name (as in a ``--config`` file).
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "best": dict(_BEST),
+    "paper": {**_BEST, "epochs": 1000, "lr_schedule": "cosine"},
+}
+
+#: One line per preset, for ``--help``.
+DESCRIPTIONS: dict[str, str] = {
+    "fast": "today's defaults",
+    "best": "flow prior, IWAE with 5 particles, EMA of the weights (0.999)",
+    "paper": "best's model for 1000 epochs with a cosine learning rate",
+}
+
+
+def preset_options(name: str) -> dict[str, Any]:
+    """The train options preset ``name`` sets (a copy); an unknown name is a
+    :class:`~pyrovae.errors.ConfigError` listing the known ones."""
+    from pyrovae.errors import ConfigError
+
+    if name not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return dict(PRESETS[name])
+
+
+def describe_presets() -> str:
+    """``fast: ...; best: ...; paper: ...``, for the option's help."""
+    return "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in PRESETS)
