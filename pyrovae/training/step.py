@@ -300,15 +300,13 @@ class TrainStep:
 
     def _with_free_bits(self, loss: torch.Tensor, beta: float) -> torch.Tensor:
         """``loss`` with the KL replaced by the free-bits KL (β-weighted, as the KL is)."""
-        if not self.free_bits or not self._latents:
+        latents, self._latents = self._latents, []  # not kept beyond this step
+        if not self.free_bits or not latents:
             return loss
         pz = self.vae.prior()
-        excess = torch.stack(
-            [
-                free_bits_excess(qz, pz.expand(qz.batch_shape), self.free_bits)
-                for qz in self._latents
-            ]  # fmt: skip
-        ).mean()
+        excesses = [free_bits_excess(qz, pz.expand(qz.batch_shape), self.free_bits)
+                    for qz in latents]  # fmt: skip
+        excess = torch.stack(excesses).mean()  # over guide calls (one, but for non-vectorized)
         return loss + beta * excess
 
     def _with_sparsity(
@@ -366,7 +364,8 @@ class TrainStep:
         particles = objective.num_particles
         with self._recording() as features:
             qz = vae.qz(x_in)  # batch (batch,), event (n_latent,)
-        self._latents.append(qz)
+        if self.free_bits:
+            self._latents.append(qz)
         # The draws Pyro's guide site makes: rsample() or, under the vectorized
         # particle plate, rsample of the (particles, batch) expansion.
         z = qz.rsample() if particles == 1 else qz.rsample((particles,))
