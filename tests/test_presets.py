@@ -14,7 +14,7 @@ def test_fast_is_todays_defaults_and_paper_is_best_for_longer():
     assert preset_options("fast") == {}
     best, paper = preset_options("best"), preset_options("paper")
     assert (best["prior"], best["objective"], best["particles"]) == ("flow", "iwae", 5)
-    assert paper == {**best, "epochs": 1000, "lr_schedule": "cosine"}
+    assert paper == {**best, "epochs": 1000, "lr_schedule": "cosine", "ema": 0.99}
     assert paper["epochs"] > TrainConfig.epochs
 
 
