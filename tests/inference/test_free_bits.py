@@ -88,3 +88,29 @@ def test_free_bits_is_refused_without_a_per_dimension_analytic_kl(make_vae):
         train = TrainConfig(**{"free_bits": 0.5, **change})
         with pytest.raises(ConfigError, match="--free-bits"):
             RunConfig(train=train).validate()
+
+
+@pytest.mark.parametrize("particles", [1, 3])
+def test_the_direct_and_pyros_paths_give_the_same_free_bits_gradients(make_vae, particles):
+    x = torch.rand(8, 1, 4, 4).bernoulli()
+    vae = make_vae()
+    with torch.no_grad():  # a λ between the dimensions' KLs: some floored, some not
+        kl = per_dimension_kl(vae.qz(x), vae.prior().expand((8,))).mean(0)
+    free_bits = kl.median().item()
+    assert (kl < free_bits).any() and (kl > free_bits).any()
+    grads = {}
+    for fast in (True, False):
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep(parameters, kept=kept):
+            kept.update({str(i): p.grad.clone() for i, p in enumerate(parameters)})
+
+        train = TrainConfig(particles=particles)
+        step = TrainStep(vae, make_objective(train), make_optimizer(vae.parameters(), 0.0),
+                         fast=fast, gradient_hook=keep, free_bits=free_bits)  # fmt: skip
+        torch.manual_seed(5)
+        step(x, beta=0.5)
+        assert step.direct == fast
+        grads[fast] = kept
+    for name in grads[True]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-4, atol=1e-6)
