@@ -30,6 +30,7 @@ from pyrovae.config import (
     RunConfig,
     TrainConfig,
 )
+from pyrovae.presets import PRESETS, describe_presets, preset_options
 
 _log = logging.getLogger("pyrovae")
 
@@ -37,6 +38,8 @@ _log = logging.getLogger("pyrovae")
 CONVENIENCES = (
     "logger", "patience", "lr_schedule", "clip_grad_norm", "max_time", "eval_every", "eval_size",
 )  # fmt: skip
+#: TrainConfig fields set by the options of the same names (the quality block).
+QUALITY = ("free_bits", "ema", "preset")
 #: Train options that a config file cannot set.
 NOT_IN_CONFIG_FILE = {"config", "resume", "help", "verbose", "quiet"}
 
@@ -335,6 +338,37 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     show_default=True,
     help="Score the first N test (and validation) points at each evaluation; 0: all.",
 )
+# Quality: free bits, a moving average of the weights, named configurations.
+@click.option(
+    "--free-bits",
+    metavar="LAMBDA",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.free_bits,
+    show_default=True,
+    help="Free bits (Kingma et al. 2016): train on sum_j max(LAMBDA, KL_j), the KL of each "
+    "latent dimension averaged over the batch, in nats; the reported ELBO stays the true "
+    "one. Needs a per-dimension analytic KL (--guide normal --prior normal, --elbo "
+    "meanfield). 0: off.",
+)
+@click.option(
+    "--ema",
+    metavar="DECAY",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=TrainConfig.ema,
+    show_default=True,
+    help="Keep an exponential moving average of the weights with this decay (e.g. 0.999), "
+    "used for the test and validation ELBO and saved as the checkpoint's model (sample, "
+    "evaluate, diagnose use it). 0: off.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(tuple(PRESETS)),
+    default=TrainConfig.preset,
+    show_default=True,
+    is_eager=True,
+    callback=lambda ctx, param, value: _apply_preset(ctx, value),
+    help=f"Named defaults; options given here or in --config override them. {describe_presets()}.",
+)
 @verbosity_options
 @click.pass_context
 @user_errors
@@ -433,7 +467,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
         device=options["device"] or TrainConfig.device,
     )
-    train = dataclasses.replace(train, **pick(*CONVENIENCES))
+    train = dataclasses.replace(train, **pick(*CONVENIENCES), **pick(*QUALITY))
     data.labeled, train.aux_weight = options["labeled"], options["aux_weight"]  # m2
     return RunConfig(data=data, model=model, train=train)
 
@@ -474,6 +508,13 @@ def _without_devices(argv: list[str]) -> list[str]:
         elif not arg.startswith("--devices="):
             out.append(arg)
     return out
+
+
+def _apply_preset(ctx: click.Context, value: str) -> str:
+    """``--preset NAME``: its options become defaults under those of a ``--config`` file
+    (read before or after it), so that the file and the command line override them."""
+    ctx.default_map = {**preset_options(value), **(ctx.default_map or {})}
+    return value
 
 
 def _read_config_file(ctx: click.Context, value: str | None) -> None:

@@ -237,6 +237,7 @@ def make_step(
             corruption=corruption,
             sparsity=sparsity,
             clip_grad_norm=clip,
+            free_bits=config.train.free_bits,
         )
     assert data.train_labels is not None  # prepare_labels has run
     device = module_device(vae)

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -56,9 +56,10 @@ from pyrovae.runtime import (
 )
 from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
+from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
 from pyrovae.training.schedules import kl_weight, learning_rate
-from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
+from pyrovae.training.step import TrainStep, check_free_bits, make_optimizer, train_epoch
 
 _debug = logging.getLogger(__name__).debug
 
@@ -162,7 +163,7 @@ def fit(
     if checkpoint is not None:
         history, start_epoch = restore(
             checkpoint, vae, training.optimizer, data_generator, device, context, config, run_dir,
-            log,
+            log, ema=training.step.ema,
         )  # fmt: skip
     # Everything that can fail on bad input has run (on every process): only now
     # write into the run directory (claimed by rank 0 before the data load).
@@ -177,6 +178,8 @@ def fit(
     finally:
         training.close_logger()
     timing = training.clock.summary()
+    if training.step.ema is not None:  # what the checkpoint holds, and the figures show
+        training.step.ema.copy_to(vae)
     vae.eval()
     if context.is_main and finish is not None:
         with saying_what_is_kept(run_dir, history[-1]["epoch"] if history else 0, figures=True):
@@ -353,9 +356,12 @@ class Training:
             torch.manual_seed(distributed.rank_seed(config.train.seed, context.rank))
         optimizer = make_optimizer(vae.parameters(), lr=config.train.lr)
         gradient_hook = context.all_reduce_gradients if context.enabled else None
+        check_free_bits(vae, config.train.free_bits)
         step = labelled.make_step(
             config, vae, objective, optimizer, data, binarize=binarize, gradient_hook=gradient_hook
         )
+        if config.train.ema:
+            step.ema = WeightAverage(vae, config.train.ema)
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
 
@@ -440,7 +446,8 @@ class Training:
         row = self.metrics_row(epoch, train_loss, seconds, lr)
         stop = self.time_is_up(epoch)
         if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
-            row.update(self.evaluate())
+            with self.averaged():
+                row.update(self.evaluate())
             if self.out_of_patience([*history, row]):
                 stop = "patience"
         if stop:
@@ -471,6 +478,11 @@ class Training:
             return None
         elapsed = time.perf_counter() - self.clock.started
         return "time" if elapsed + self.clock.per_epoch() > budget else None
+
+    def averaged(self) -> AbstractContextManager[None]:
+        """The model holds the moving average of its weights inside (with ``--ema``)."""
+        ema = self.step.ema
+        return nullcontext() if ema is None else ema.swapped(self.vae)
 
     def out_of_patience(self, history: list[dict[str, Any]]) -> bool:
         return out_of_patience(history, self.config.train.patience)
@@ -571,6 +583,12 @@ class Training:
             "rng": rng_states[0],
             "history": history,
         }
+        ema = self.step.ema
+        if ema is not None:
+            # "model" is what sample, evaluate and diagnose load: the averaged weights;
+            # the weights being trained go on from "train_model" on --resume.
+            state |= {"model": ema.state_dict(self.vae), "train_model": state["model"],
+                      "ema_updates": ema.updates}  # fmt: skip
         if self.context.enabled:
             state["rng_ranks"] = rng_states
         done = last_checkpointed(history[:-1])
@@ -582,7 +600,8 @@ class Training:
         with saying_what_is_kept(self.run_dir, epoch + 1):
             write_metrics(self.run_dir, history)
             if self.logger is not None:
-                self.log_images(epoch)
+                with self.averaged():
+                    self.log_images(epoch)
                 self.logger.flush()
         seconds = time.perf_counter() - started
         _debug(f"checkpoint and metrics of epoch {epoch + 1}: {seconds:.2f} s")
@@ -666,14 +685,19 @@ def restore(
     config: RunConfig,
     run_dir: Path,
     log: Logger,
+    *,
+    ema: WeightAverage | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Load the checkpoint's model, optimizer and RNG states; its history and epoch.
+    """Load the checkpoint's model, optimizer and RNG states (and the weight average);
+    its history and epoch.
 
     The learning rate is the config's (``resume --lr`` or an edited config.json),
     not the one saved with the optimizer's state.
     """
     try:
-        vae.load_state_dict(checkpoint["model"])
+        vae.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
+        if ema is not None:
+            ema.load(checkpoint["model"], int(checkpoint.get("ema_updates", 0)))
         optimizer.load_state_dict(checkpoint["optimizer"])
         set_rng_state(checkpoint["rng"], data_generator, device)
         if context.rank > 0:

@@ -38,6 +38,14 @@ penalty its weighted KL on the encoder's features h(x̃) is added to the loss
 that is differentiated, but not to the returned ELBO loss: it is summed
 apart (:meth:`TrainStep.take_sparsity`), so the reported ELBO stays an ELBO.
 
+Free bits and the weight average (both paths): with ``free_bits`` λ > 0 the
+loss that is differentiated takes Σ_j max(λ, KL_j) in place of the analytic
+KL (:mod:`pyrovae.inference.free_bits`), computed from the q(z|x) the loss
+itself used (in Pyro's path, the distribution at the guide's latent site), so
+that it costs no second pass of the encoder; the returned loss is the true
+negative ELBO. With an :attr:`TrainStep.ema`, the moving average of the
+weights is updated after every optimizer step (:mod:`pyrovae.training.ema`).
+
 Tests (``tests/test_step.py``) check that the fast step gives the loss and
 gradients of :class:`pyro.infer.SVI` with :class:`pyro.optim.Adam` for every
 registered guide and prior.
@@ -54,6 +62,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -62,11 +71,14 @@ from pyrovae.data.dataset import Rows
 from pyrovae.data.missing import bernoulli_observed
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
+from pyrovae.inference.free_bits import free_bits_excess, per_dimension_kl
 from pyrovae.model.corruption import Corruption, parse_corruption
 from pyrovae.model.sparsity import SparsityPenalty, recorded_outputs
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import forked_rng, module_device
+from pyrovae.runtime import eval_mode, forked_rng, module_device
+from pyrovae.sites import LATENT
 from pyrovae.training.batches import batch_indices, memory_batches, streamed_batches
+from pyrovae.training.ema import WeightAverage
 
 #: Objectives whose estimator the direct evaluation reproduces (exact types:
 #: a subclass may change the estimator, so it takes Pyro's path).
@@ -96,6 +108,37 @@ def check_regularizers(config: TrainConfig) -> tuple[Corruption | None, Sparsity
     if config.sparsity is not None:
         sparsity = SparsityPenalty(config.sparsity, config.sparsity_weight)
     return corruption, sparsity
+
+
+def check_free_bits(vae: VAE, free_bits: float) -> None:
+    """Refuse ``--free-bits`` for a guide and prior without a per-dimension analytic KL
+    (asked of the distributions they make, not of their names)."""
+    if not free_bits:
+        return
+    x = torch.zeros(2, *vae.config.data_shape or (), device=module_device(vae))
+    with torch.no_grad(), eval_mode(vae), forked_rng(x.device):
+        qz, pz = vae.qz(x), vae.prior()
+        try:
+            per_dimension_kl(qz, pz.expand(qz.batch_shape))
+        except (NotImplementedError, ValueError, RuntimeError):
+            raise ConfigError(
+                f"--free-bits needs a per-dimension analytic KL, which guide "
+                f"{vae.config.guide!r} with prior {vae.config.prior!r} has not: use e.g. "
+                "--guide normal --prior normal, or leave out --free-bits"
+            ) from None
+
+
+class _LatentRecorder(Messenger):
+    """Keeps the distribution at the latent site of what runs inside it (as broadcast
+    by the plates around it): the q(z|x) of Pyro's estimator, for free bits."""
+
+    def __init__(self, seen: list[torch.distributions.Distribution]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def _postprocess_message(self, msg: Any) -> None:
+        if msg["type"] == "sample" and msg["name"] == LATENT:
+            self.seen.append(msg["fn"])
 
 
 def direct_applies(objective: ELBO) -> bool:
@@ -130,6 +173,9 @@ class TrainStep:
     clip_grad_norm
         Scale the gradients down to this global 2-norm when it is larger
         (after the all-reduce, so every process clips alike); 0: never.
+    free_bits
+        λ of free bits (nats per latent dimension; 0: off): the differentiated
+        loss takes Σ_j max(λ, KL_j) in place of the KL.
 
     Attributes
     ----------
@@ -155,9 +201,13 @@ class TrainStep:
         corruption: Corruption | None = None,
         sparsity: SparsityPenalty | None = None,
         clip_grad_norm: float = 0.0,
+        free_bits: float = 0.0,
     ) -> None:
         self.vae = vae
         self.clip_grad_norm = clip_grad_norm
+        self.free_bits = free_bits
+        # The q(z|x) of the last loss, for free bits (a list: one per guide call).
+        self._latents: list[torch.distributions.Distribution] = []
         self.objective = objective
         self.optimizer = optimizer
         self.gradient_hook = gradient_hook
@@ -171,6 +221,8 @@ class TrainStep:
     #: (:mod:`pyrovae.training.labelled`); :func:`train_epoch` then passes each
     #: batch's labels as ``y``.
     labels: torch.Tensor | None = None
+    #: The moving average of the weights, updated after every optimizer step (``--ema``).
+    ema: WeightAverage | None = None
 
     def loss(
         self,
@@ -193,6 +245,7 @@ class TrainStep:
         """The loss, and the encoder's outputs on ``x_in`` made for it (one per guide call)."""
         if self.direct is None:
             self.direct = self._direct_matches_pyro(x, beta, x_in)
+        self._latents = []
         if self.direct:
             return self._direct_loss(x, beta, x_in)
         return self._pyro_loss(x, beta, x_in)
@@ -226,7 +279,8 @@ class TrainStep:
             if y is None:
                 x_in = x if self.corruption is None else self.corruption(x)
                 loss, features = self._loss_and_features(x, x_in, beta)
-                (self._with_sparsity(loss, features, x.shape[0]) / n_total).backward()
+                trained = self._with_sparsity(loss, features, x.shape[0])
+                (self._with_free_bits(trained, beta) / n_total).backward()
             else:  # a labelled model's step (its own loss; no corruption or sparsity)
                 loss = self.loss(x, beta=beta, y=y)
                 (loss / n_total).backward()
@@ -240,7 +294,20 @@ class TrainStep:
             # No host synchronization: torch scales by min(1, max_norm / norm) on the device.
             torch.nn.utils.clip_grad_norm_(self._parameters, self.clip_grad_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.vae)
         return loss.detach()
+
+    def _with_free_bits(self, loss: torch.Tensor, beta: float) -> torch.Tensor:
+        """``loss`` with the KL replaced by the free-bits KL (β-weighted, as the KL is)."""
+        latents, self._latents = self._latents, []  # not kept beyond this step
+        if not self.free_bits or not latents:
+            return loss
+        pz = self.vae.prior()
+        excesses = [free_bits_excess(qz, pz.expand(qz.batch_shape), self.free_bits)
+                    for qz in latents]  # fmt: skip
+        excess = torch.stack(excesses).mean()  # over guide calls (one, but for non-vectorized)
+        return loss + beta * excess
 
     def _with_sparsity(
         self, loss: torch.Tensor, features: list[torch.Tensor], n: int
@@ -272,7 +339,14 @@ class TrainStep:
             features.extend(outputs)
             return z
 
-        plain = x_in is x and self.sparsity is None
+        if self.free_bits:
+            recorded = guide
+
+            def guide(_x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                with _LatentRecorder(self._latents):
+                    return recorded(_x, **kwargs)
+
+        plain = x_in is x and self.sparsity is None and not self.free_bits
         chosen = self.vae.guide if plain else guide
         loss = objective.differentiable_loss(self.vae.model, chosen, x, **options)
         return loss, features
@@ -290,6 +364,8 @@ class TrainStep:
         particles = objective.num_particles
         with self._recording() as features:
             qz = vae.qz(x_in)  # batch (batch,), event (n_latent,)
+        if self.free_bits:
+            self._latents.append(qz)
         # The draws Pyro's guide site makes: rsample() or, under the vectorized
         # particle plate, rsample of the (particles, batch) expansion.
         z = qz.rsample() if particles == 1 else qz.rsample((particles,))

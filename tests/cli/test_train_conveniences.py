@@ -141,3 +141,34 @@ def test_every_config_field_is_a_train_option():
     names |= {"kind"}
     config = RunConfig(model=model_config(guide="iaf", prior="flow"))
     assert set(config.to_options()) <= names
+
+
+def test_a_preset_sets_defaults_that_options_and_config_files_override(tmp_path):
+    from pyrovae.presets import PRESETS
+
+    runner = CliRunner()
+    small = "hidden = [16]\nflows = 1\nflow_hidden = [8]\n"  # a small flow prior: quick
+    (tmp_path / "c.toml").write_text("particles = 2\n" + small)
+    first = tmp_path / "paper"
+    args = ["--preset", "paper", "--epochs", "1", "--config", str(tmp_path / "c.toml")]
+    result = runner.invoke(main, ["train", *TINY, *args, "--out", str(first)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((first / "config.json").read_text())
+    train = config["train"]
+    assert train["preset"] == "paper" and config["model"]["prior"] == PRESETS["paper"]["prior"]
+    assert (train["objective"], train["lr_schedule"], train["ema"]) == ("iwae", "cosine", 0.99)
+    assert train["epochs"] == 1 and train["particles"] == 2  # the command line, the file
+    # The run's own config.toml (preset and resolved options) trains the same run again.
+    again = tmp_path / "again"
+    result = runner.invoke(main, ["train", "--config", str(first / "config.toml"), "--quiet",
+                                  "--out", str(again)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((again / "config.json").read_text()) == config
+    assert [r["test_elbo"] for r in _rows(again)] == [r["test_elbo"] for r in _rows(first)]
+
+
+def test_an_unknown_preset_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["train", *TINY, "--preset", "nope"])
+    assert "'nope' is not one of 'fast', 'best', 'paper'" in _one_line_error(result)
+    help_text = CliRunner().invoke(main, ["train", "--help"]).output
+    assert all(name in help_text for name in ("fast:", "best:", "paper:", "--free-bits", "--ema"))

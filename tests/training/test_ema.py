@@ -1,0 +1,95 @@
+"""The moving average of the weights (:mod:`pyrovae.training.ema`): the closed-form
+average after a few steps, evaluation and checkpoints on the averaged weights, and a
+resumed run that continues exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from pyrovae.config import DataConfig, RunConfig, TrainConfig
+from pyrovae.training.ema import WeightAverage
+
+
+def test_the_average_is_the_closed_form_one_and_swaps_in_and_out():
+    layer = nn.Linear(2, 1)
+    decay = 0.9
+    ema = WeightAverage(layer, decay)
+    thetas = [torch.full((1, 2), float(t)) for t in (1, 4, -2, 3)]
+    for theta in thetas:
+        layer.weight.data.copy_(theta)
+        ema.update(layer)
+    # θ̄_n = d^(n-1) θ_1 + (1 - d) Σ_{t=2..n} d^(n-t) θ_t
+    n = len(thetas)
+    expected = decay ** (n - 1) * thetas[0] + sum(
+        (1 - decay) * decay ** (n - t) * thetas[t - 1] for t in range(2, n + 1)
+    )
+    torch.testing.assert_close(ema.average["weight"], expected)
+    assert ema.updates == 4
+    own = layer.weight.detach().clone()
+    with ema.swapped(layer):
+        torch.testing.assert_close(layer.weight.detach(), expected)
+    assert torch.equal(layer.weight.detach(), own)
+    assert torch.equal(ema.state_dict(layer)["weight"], ema.average["weight"])
+
+
+def test_the_step_averages_after_every_update(make_vae):
+    from pyrovae.inference.objectives import make_objective
+    from pyrovae.training.step import TrainStep, make_optimizer
+
+    vae = make_vae()
+    step = TrainStep(vae, make_objective(TrainConfig()), make_optimizer(vae.parameters(), 1e-2))
+    step.ema = WeightAverage(vae, 0.5)
+    x = torch.rand(8, 1, 4, 4).bernoulli()
+    seen = []
+    for _ in range(3):
+        step(x)
+        seen.append({k: v.clone() for k, v in vae.state_dict().items()})
+    name = next(k for k, v in seen[0].items() if v.is_floating_point())
+    expected = 0.25 * seen[0][name] + 0.25 * seen[1][name] + 0.5 * seen[2][name]
+    torch.testing.assert_close(step.ema.average[name], expected)
+
+
+def _config(**train):
+    from pyrovae.model.spec import model_config
+
+    return RunConfig(
+        data=DataConfig(dataset="digits"),
+        model=model_config(hidden=(16,), latent_dim=2),
+        train=TrainConfig(batch_size=256, device="cpu", eval_size=60, ema=0.9, **train),
+    )
+
+
+def _train(config, out):
+    from pyrovae.training.run import train
+
+    return train(config, out, progress=False, log=lambda line: None)
+
+
+def test_evaluation_and_checkpoint_use_the_average_and_a_resume_continues_exactly(tmp_path):
+    from pyrovae.api import load_run
+    from pyrovae.training.checkpoint import load_checkpoint
+    from pyrovae.training.run import resume
+
+    config = _config(epochs=2)
+    whole = _train(config, tmp_path / "whole")
+    state = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    assert state["ema_updates"] == 2 * 6  # an update per step: 6 batches of 256 an epoch
+    trained, averaged = state["train_model"], state["model"]
+    assert any(not torch.equal(trained[k], averaged[k]) for k in trained)
+    loaded = load_run(tmp_path / "whole", device="cpu").vae.state_dict()
+    assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
+    assert all(torch.equal(whole.vae.state_dict()[k], averaged[k]) for k in averaged)
+
+    stopped = _train(dataclasses.replace(config, train=dataclasses.replace(
+        config.train, max_time=1e-3)), tmp_path / "stopped")  # fmt: skip
+    assert len(stopped.history) == 1
+    resumed = resume(tmp_path / "stopped", max_time=0, progress=False, log=lambda line: None)
+    assert [r["test_elbo"] for r in resumed.history] == [r["test_elbo"] for r in whole.history]
+    again = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")
+    assert again["ema_updates"] == state["ema_updates"]
+    for key in ("model", "train_model"):
+        for name, value in state[key].items():
+            assert torch.equal(again[key][name], value), (key, name)
