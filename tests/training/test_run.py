@@ -148,7 +148,7 @@ def test_every_registered_network_trains_resumes_and_samples(tiny_config, tmp_pa
         pytest.skip(f"needs more than its options: {err}")
     from pyrovae.training import run  # without the figures of pyrovae.train: faster
 
-    tiny_config.train.epochs = 1
+    tiny_config.train.epochs, tiny_config.train.eval_size = 1, 100  # a score, not a figure
     first = run.train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
     resumed = run.resume(tmp_path / "run", epochs=2, progress=False, log=_quiet)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
