@@ -27,6 +27,11 @@ def _build(name: str, data_shape: tuple[int, ...], hidden=(16,), n_latent: int =
         ("conv", (1, 30, 29)),  # sizes not divisible by 4 are cropped back
         ("conv", (3, 64, 64)),  # three stages
         ("conv", (3, 65, 40)),  # stages follow the shorter side (three), odd sizes cropped
+        ("resnet", (1, 8, 8)),  # the smallest: two stages down to 2x2
+        ("resnet", (1, 28, 28)),
+        ("resnet", (3, 32, 32)),
+        ("resnet", (3, 20, 20)),
+        ("resnet", (1, 30, 29)),  # upsampled to 32x32, cropped back
     ],
 )
 def test_shapes_with_extra_leading_dims(name, data_shape):
@@ -73,13 +78,84 @@ def test_conv_keeps_the_two_stage_layout_of_earlier_runs():
     assert "conv.4.weight" not in shapes and "deconv.4.weight" not in shapes
 
 
+@pytest.mark.parametrize("name", ["conv", "resnet"])
 @pytest.mark.parametrize("data_shape", [(1, 4, 4), (64,)])
-def test_conv_rejects_data_it_cannot_read(data_shape):
-    with pytest.raises(ConfigError, match="--network mlp"):
-        _build("conv", data_shape)
+def test_image_networks_reject_data_they_cannot_read(name, data_shape):
+    with pytest.raises(ConfigError, match=f"network '{name}' needs images.*--network mlp"):
+        _build(name, data_shape)
 
 
 def test_unknown_network_is_one_line():
     with pytest.raises(ComponentMissingError, match="unknown network 'transformer'") as info:
         NETWORKS.get("transformer")
     assert "\n" not in str(info.value)
+
+
+# --- resnet ------------------------------------------------------------------------------
+
+
+def _n_params(*modules) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def _block_params(n_in: int, n_out: int, skip: bool) -> int:
+    """A pre-activation block counted by hand: two GroupNorms (scale and shift), two 3x3
+    convolutions with biases, and a 1x1 convolution on the skip path when it needs one."""
+    norms = 2 * n_in + 2 * n_out
+    convs = (n_in * n_out * 9 + n_out) + (n_out * n_out * 9 + n_out)
+    return norms + convs + (n_in * n_out + n_out if skip else 0)
+
+
+def test_resnet_parameter_count_is_the_hand_count():
+    """28x28 with the defaults (base 16, one block per stage): two stages of 16 and 32
+    channels down to 7x7, then the dense layer; the decoder mirrors it."""
+    encoder, decoder = _build("resnet", (1, 28, 28), hidden=(400,), n_latent=16)
+    stem = 1 * 16 * 9 + 16
+    stages = _block_params(16, 16, skip=True) + _block_params(16, 32, skip=True) + 2 * 32
+    assert _n_params(encoder.stem, encoder.stages) == stem + stages
+    assert encoder.dense[0].in_features == 32 * 7 * 7
+    assert _n_params(encoder) == stem + stages + (32 * 7 * 7 * 400 + 400)
+    up = _block_params(32, 16, skip=True) + _block_params(16, 16, skip=False)
+    head = 2 * 16 + (16 * 1 * 9 + 1)
+    dense = (16 * 400 + 400) + (400 * 32 * 7 * 7 + 32 * 7 * 7)
+    assert _n_params(decoder) == dense + up + head
+    # The dense layers dominate both networks at 28x28, and the conv network's last stage
+    # has 64 channels to this one's 32: about half its parameters.
+    conv_encoder, conv_decoder = _build("conv", (1, 28, 28), hidden=(400,), n_latent=16)
+    assert 0.4 < _n_params(encoder, decoder) / _n_params(conv_encoder, conv_decoder) < 0.6
+
+
+@pytest.mark.parametrize("side, stages", [(8, 2), (28, 2), (64, 3), (128, 4)])
+def test_resnet_is_one_stage_deeper_per_halving_and_takes_its_options(side, stages):
+    from pyrovae.model.networks.resnet import ResidualBlock, UpBlock
+
+    cls = NETWORKS.get("resnet")
+    options = cls.resolve_options({"hidden": "16", "channels_base": "8", "blocks": "2"})
+    encoder, decoder = cls(**options).build(ModelContext(data_shape=(3, side, side), n_latent=3))
+    blocks = [m for m in encoder.stages if isinstance(m, ResidualBlock)]
+    strided = [b for b in blocks if b.branch[2].stride == (2, 2)]
+    assert len(strided) == stages and len(blocks) == 2 * stages
+    assert [b.branch[2].out_channels for b in strided] == [8 * 2**i for i in range(stages)]
+    ups = [m for m in decoder.stages if isinstance(m, UpBlock)]
+    assert len(ups) == stages and decoder.stages[-1].out_channels == 3
+
+
+def test_resnet_gradient_reaches_the_first_layers():
+    encoder, decoder = _build("resnet", (1, 28, 28), n_latent=3)
+    x = torch.rand(4, 1, 28, 28)
+    h = encoder(x)
+    (h.square().sum() + decoder(h[:, :3]).square().sum()).backward()
+    assert encoder.stem.weight.grad is not None and encoder.stem.weight.grad.abs().sum() > 0
+    first_linear = decoder.dense[0][0]
+    assert first_linear.weight.grad is not None and first_linear.weight.grad.abs().sum() > 0
+
+
+def test_resnet_treats_each_example_on_its_own():
+    """GroupNorm, not BatchNorm: an image's features and decoded parameters do not depend
+    on the rest of the batch (in training mode too), as the ELBO's plate and importance
+    sampling over many draws assume."""
+    encoder, decoder = _build("resnet", (3, 8, 8))
+    encoder.train(), decoder.train()
+    x, z = torch.rand(6, 3, 8, 8), torch.randn(6, 3)
+    torch.testing.assert_close(encoder(x)[:1], encoder(x[:1]))
+    torch.testing.assert_close(decoder(z)[:1], decoder(z[:1]))

@@ -56,6 +56,19 @@ def _grid(height: int, width: int) -> tuple[int, int]:
     return height, width
 
 
+def check_image(title: str, context: ModelContext) -> None:
+    """Refuse data that are not images (C, H, W) of at least :data:`MIN_SIDE` a side,
+    in one line naming the network ``title``."""
+    shape = context.data_shape
+    if shape is None:
+        return  # checked again once the data are read
+    if len(shape) != 3 or min(shape[1:]) < MIN_SIDE:
+        raise ConfigError(
+            f"{title} needs images (C, H, W) of at least {MIN_SIDE}x{MIN_SIDE}, "
+            f"got data of shape {tuple(shape)}; use --network mlp"
+        )
+
+
 class ConvEncoder(nn.Module):
     """Stride-2 Conv(4x4) + ReLU stages (:func:`stage_widths`), then dense layers ``hidden``."""
 
@@ -117,14 +130,7 @@ class ConvNetwork(Network):
 
     @classmethod
     def check(cls, options: Mapping[str, Any], context: ModelContext) -> None:
-        shape = context.data_shape
-        if shape is None:
-            return  # checked again once the data are read
-        if len(shape) != 3 or min(shape[1:]) < MIN_SIDE:
-            raise ConfigError(
-                f"{cls.title()} needs images (C, H, W) of at least {MIN_SIDE}x{MIN_SIDE}, "
-                f"got data of shape {tuple(shape)}; use --network mlp"
-            )
+        check_image(cls.title(), context)
 
     def build(self, context: ModelContext) -> Networks:
         hidden = self.values["hidden"]
