@@ -28,13 +28,14 @@ from pyrovae.model.networks.mlp import mlp_layers
 LADDER_HIDDEN = Option(
     "ladder_hidden",
     (128,),
-    "Hidden sizes of the ladder guide's network (h, z2) -> q(z1|x, z2), e.g. 128 or 64,64.",
+    "Hidden sizes of the ladder guide's network from (h(x), z2) to z1's mean and scale, "
+    "e.g. 128 or 64,64.",
     sizes,
 )
 
 
 class LadderGuide(Guide):
-    """Two levels, top-down: q(z2|x) = N(mu2(h), sigma2(h)), q(z1|x, z2) = N(mu1, sigma1)(h, z2).
+    """Two levels, top-down: z2 ~ N(mu2(h), sigma2(h)), then z1 ~ N(mu1(h, z2), sigma1(h, z2)).
 
     z2 is the last ``top_dim`` coordinates of z; the decoder reads all of z.
     """

@@ -26,7 +26,8 @@ from pyrovae.model.priors.base import Prior
 PRIOR_HIDDEN = Option(
     "prior_hidden",
     (128,),
-    "Hidden sizes of the hierarchical prior's network z2 -> p(z1|z2), e.g. 128 or 64,64.",
+    "Hidden sizes of the hierarchical prior's network from z2 to z1's mean and scale, "
+    "e.g. 128 or 64,64.",
     sizes,
 )
 
