@@ -231,9 +231,9 @@ def test_two_level_vae_through_the_command_line(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_two_level_vae_resumes_and_takes_every_default_evaluation(tmp_path) -> None:
-    """Resume from the command line, then evaluate's default metrics (ELBO surgery
-    scores every code against every image)."""
+def test_two_level_vae_resumes_evaluates_and_diagnoses(tmp_path) -> None:
+    """Resume from the command line, evaluate's default metrics (ELBO surgery scores
+    every code against every image), and diagnose (PSIS and NUTS on z's density)."""
     from click.testing import CliRunner
 
     from pyrovae.cli import main
@@ -248,3 +248,9 @@ def test_two_level_vae_resumes_and_takes_every_default_evaluation(tmp_path) -> N
     result = runner.invoke(main, evaluate)
     assert result.exit_code == 0, result.output
     assert "I(x; z)" in result.output
+    diagnose = ["diagnose", "--run", str(out), "-n", "5", "--draws", "50", "--nuts", "1"]
+    result = runner.invoke(
+        main, [*diagnose, "--nuts-draws", "10", "--chains", "2", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "diagnostics" / "diagnostics.json").exists()
