@@ -51,7 +51,7 @@ def grid(half_width: float = 20.0, n: int = 801) -> tuple[torch.Tensor, float]:
 
 
 def test_registry_lists_every_prior() -> None:
-    assert {"normal", "mog", "flow", "vamp"} <= set(PRIORS.names())  # pyrovae's own
+    assert {"normal", "mog", "flow", "vamp", "hierarchical"} <= set(PRIORS.names())  # pyrovae's own
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,9 @@ def test_registry_lists_every_prior() -> None:
         ("flow", "normal"),
         ("vamp", "normal"),
         ("vamp", "iaf"),
+        ("vamp", "ladder"),
+        ("hierarchical", "normal"),
+        ("hierarchical", "ladder"),
     ],
 )
 def test_prior_density_integrates_to_one(prior: str, guide: str) -> None:
