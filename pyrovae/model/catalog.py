@@ -72,9 +72,13 @@ def catalog_markdown(only: str | None = None) -> str:
                 f"`{o.flag}` {o.shown_as}, default `{_default(o.default)}`: {o.help}"
                 for o in cls.options
             )
-            parts.append(
-                f"| `{cls.name}` | {cls.summary()} | {options or 'none'} | "
-                f"{_capabilities(cls)} | {registry.provider(cls.name)} |"
-            )
+            cells = [f"`{cls.name}`", cls.summary(), options or "none", _capabilities(cls)]
+            cells.append(registry.provider(cls.name))
+            parts.append("| " + " | ".join(_table_cell(c) for c in cells) + " |")
         parts.append("")
     return "\n".join(parts)
+
+
+def _table_cell(text: str) -> str:
+    """``text`` as a Markdown table cell: a ``|`` in it (``q(z|u_k)``) would end the cell."""
+    return text.replace("|", "\\|")

@@ -216,11 +216,11 @@ class ConditionalVAE(LabelledVAE):
         )
 
     def elbo_terms(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One-draw E_q[log p(x|y,z)] and the analytic KL(q(z|x,y) || p(z)), each ``(batch,)``."""
+        """One-draw E_q[log p(x|y,z)] and KL(q(z|x,y) || p(z)), each ``(batch,)``: the KL in
+        closed form where it has one, else from the same draw (:func:`kl_or_draw`)."""
         qz = self.qz(x, y)
-        recon = self.px(qz.sample(), y).log_prob(x)
-        kl = torch.distributions.kl_divergence(qz, self.prior().expand(qz.batch_shape))
-        return recon, kl
+        z = qz.sample()
+        return self.px(z, y).log_prob(x), kl_or_draw(qz, self.prior(), z)
 
     @torch.no_grad()
     def reconstruct(
@@ -239,3 +239,15 @@ class ConditionalVAE(LabelledVAE):
         classes = torch.arange(self.n_classes, device=x.device).unsqueeze(-1)  # (K, 1)
         recon, kl = self.elbo_terms(x, classes)  # (K, batch)
         return (recon - kl).argmax(0)
+
+
+def kl_or_draw(
+    qz: dist.TorchDistribution, prior: dist.TorchDistribution, z: torch.Tensor
+) -> torch.Tensor:
+    """KL(q || p) in closed form where torch has it (a Normal guide and prior), else the
+    one-draw estimate log q(z) - log p(z) at ``z`` ~ q (a flow, learned or hierarchical
+    prior), batch-shaped like ``qz``."""
+    try:
+        return torch.distributions.kl_divergence(qz, prior.expand(qz.batch_shape))
+    except NotImplementedError:
+        return qz.log_prob(z) - prior.log_prob(z)

@@ -28,11 +28,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions import kl_divergence
 
 from pyrovae.config import ModelConfig
 from pyrovae.errors import ConfigError
-from pyrovae.model.conditional import LabelledVAE, cat_broadcast
+from pyrovae.model.conditional import LabelledVAE, cat_broadcast, kl_or_draw
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import _batch_size, _latent_scale
@@ -127,14 +126,14 @@ class SemiSupervisedVAE(LabelledVAE):
         The sum over classes is exact; z is drawn once per class (a
         ``(n_classes, batch, n_latent)`` draw, as Pyro's parallel enumeration
         draws it). ``analytic_kl`` takes KL(q(z|x,y) || p(z)) in closed form
-        rather than from that draw.
+        rather than from that draw, where it has one (:func:`kl_or_draw`).
         """
         classes = torch.arange(self.n_classes, device=x.device).unsqueeze(-1)  # (K, 1)
         qz = self.qz(x, classes)  # batch (K, batch)
         z = qz.rsample()  # (K, batch, n_latent)
         recon_y = self.px(z, classes).log_prob(x)  # (K, batch)
         if analytic_kl:
-            kl_z = kl_divergence(qz, self.prior().expand(qz.batch_shape))
+            kl_z = kl_or_draw(qz, self.prior(), z)
         else:
             kl_z = qz.log_prob(z) - self.prior().log_prob(z)
         qy = self.qy(x)

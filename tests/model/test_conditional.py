@@ -55,3 +55,22 @@ def test_refuses_a_guide_it_cannot_condition_and_a_label_out_of_range():
         make_cvae(guide="iaf")
     with pytest.raises(ConfigError, match="--label must be from 0 to 2"):
         make_cvae().sample(2, label=3)
+
+
+def test_elbo_terms_take_the_kl_in_closed_form_or_from_the_draw():
+    from pyrovae.model.conditional import kl_or_draw
+
+    x, y = torch.rand(4, 1, 4, 4).round(), torch.tensor([0, 1, 2, 0])
+    plain = make_cvae()
+    qz = plain.qz(x, y)
+    exact = torch.distributions.kl_divergence(qz, plain.prior().expand(qz.batch_shape))
+    torch.testing.assert_close(kl_or_draw(qz, plain.prior(), qz.sample()), exact)
+    # A flow prior has no closed-form KL: the one-draw estimate log q(z) - log p(z).
+    flow = make_cvae(prior="flow")
+    recon, kl = flow.elbo_terms(x, y)
+    assert recon.shape == kl.shape == (4,) and torch.isfinite(kl).all()
+    qz = flow.qz(x, y)
+    z = qz.sample()
+    torch.testing.assert_close(
+        kl_or_draw(qz, flow.prior(), z), qz.log_prob(z) - flow.prior().log_prob(z)
+    )
