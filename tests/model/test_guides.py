@@ -8,6 +8,7 @@ posterior for the ELBO gap (:mod:`pyrovae.model.ppca`).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -367,6 +368,27 @@ def test_iaf_with_other_contexts_trains_resumes_and_samples(tiny_config, tmp_pat
         assert torch.equal(run.vae.state_dict()[name], value), name
     images = sample(run, n=3, temperature=0.7, seed=0)
     assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_runs_saved_before_iaf_context_and_pseudo_inputs_load_unchanged(tiny_config, tmp_path):
+    """A config.json without the options (as written before them) loads with the
+    defaults, and the checkpoint's parameters fit them exactly."""
+    tiny_config.model = model_config(
+        tiny_config.model, guide="iaf", flows=1, flow_hidden=(8,), prior="vamp", prior_components=2
+    )
+    tiny_config.train.epochs = 1
+    trained = train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    path = tmp_path / "run" / "config.json"
+    config = json.loads(path.read_text())
+    assert config["model"]["options"]["guide"].pop("iaf_context") == "features"
+    assert config["model"]["options"]["prior"].pop("pseudo_inputs") == "sigmoid"
+    path.write_text(json.dumps(config))
+    run = load_run(tmp_path / "run", device="cpu")
+    loaded = run.vae.state_dict()
+    assert loaded.keys() == trained.vae.state_dict().keys()
+    for name, value in trained.vae.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    assert sample(run, n=2, seed=0).shape == (2, 1, 8, 8)
 
 
 def test_flow_guide_resume_is_exact(tiny_config, tmp_path):
