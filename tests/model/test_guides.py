@@ -149,7 +149,7 @@ def test_iaf_context_option_parses(given: object, parsed: object) -> None:
     assert GUIDES.get("iaf").resolve_options({"iaf_context": given})["iaf_context"] == parsed
 
 
-@pytest.mark.parametrize("given", ["0", -1, "wide", 1.5])
+@pytest.mark.parametrize("given", ["0", -1, "wide", 1.5, 65537, "2000000000"])
 def test_iaf_context_option_refuses_other_values(given: object) -> None:
     with pytest.raises(ConfigError, match="--iaf-context of guide 'iaf'"):
         GUIDES.get("iaf").resolve_options({"iaf_context": given})

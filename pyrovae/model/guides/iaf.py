@@ -30,6 +30,9 @@ from pyrovae.model.guides.flow import FlowGuide
 
 #: ``iaf_context`` values that are not a width.
 FEATURES, NO_CONTEXT = "features", "none"
+#: A context vector wider than this is a typo, not a model (and would fill
+#: memory before failing).
+MAX_CONTEXT = 65536
 
 
 def context_size(value: Any) -> str | int:
@@ -37,11 +40,15 @@ def context_size(value: Any) -> str | int:
     if value in (FEATURES, NO_CONTEXT):
         return str(value)
     try:
-        return positive_int(value)
+        width = positive_int(value)
     except ValueError:
+        width = 0
+    if not 1 <= width <= MAX_CONTEXT:
         raise ValueError(
-            f"must be {FEATURES}, {NO_CONTEXT} or a whole number >= 1, got {value!r}"
-        ) from None
+            f"must be {FEATURES}, {NO_CONTEXT} or a whole number from 1 to {MAX_CONTEXT}, "
+            f"got {value!r}"
+        )
+    return width
 
 
 IAF_CONTEXT = Option(
