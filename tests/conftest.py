@@ -65,6 +65,7 @@ def make_vae():
         latent_dim: int = 3,
         hidden: int = 16,
         flows: int = 1,
+        **options: object,
     ) -> VAE:
         takes_flows = any(
             REGISTRIES[kind].get(name).option("flows") is not None
@@ -78,6 +79,7 @@ def make_vae():
             guide=guide,
             prior=prior,
             **flow_options,
+            **options,
         )
         return VAE(config)
 

@@ -448,6 +448,7 @@ HOSTILE_TRAIN = [
     ("--hidden", "2000000000"),
     ("--hidden", "8,2000000000"),
     ("--prior-components", "1000000000000"),
+    ("--iaf-context", "2000000000"),
     ("--out", "/proc/x"),
     ("--out", "{file}/x"),
     ("--out", "/sys/pyrovae-not-writable"),
@@ -470,6 +471,8 @@ def test_train_known_hostile_values(scratch: Scratch, flag: str, value: str) -> 
         argv += ["--dataset", *dataset]
     if flag == "--prior-components":
         argv += ["--prior", "mog"]
+    if flag == "--iaf-context":
+        argv += ["--guide", "iaf"]
     invoke(argv)
 
 

@@ -8,6 +8,7 @@ posterior for the ELBO gap (:mod:`pyrovae.model.ppca`).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from pyrovae.api import load_run, reconstruct, resume, sample, train
+from pyrovae.errors import ConfigError
 from pyrovae.inference.objectives import make_elbo
 from pyrovae.model.guides.amortized import AmortizedGuide, latent_event_shape
 from pyrovae.model.guides.base import GUIDES
@@ -29,6 +31,12 @@ from pyrovae.sites import DATA_PLATE, LATENT, OBS
 
 #: Every registered guide that is a flow on a Gaussian base (plugins' included).
 FLOW_GUIDES = [name for name in GUIDES.names() if issubclass(GUIDES.get(name), FlowGuide)]
+#: Each flow guide with its default options, and the IAF's other contexts: none
+#: (one flow for every x) and a 2-wide context vector emitted beside mu, sigma.
+FLOW_VARIANTS = [pytest.param(name, {}, id=name) for name in FLOW_GUIDES] + [
+    pytest.param("iaf", {"iaf_context": "none"}, id="iaf-context-none"),
+    pytest.param("iaf", {"iaf_context": 2}, id="iaf-context-2"),
+]
 
 
 def test_registry_lists_every_guide() -> None:
@@ -36,9 +44,9 @@ def test_registry_lists_every_guide() -> None:
     assert own <= set(GUIDES.names())
 
 
-@pytest.mark.parametrize("guide", FLOW_GUIDES)
-def test_flow_log_q_matches_change_of_variables(make_vae, guide: str) -> None:
-    vae = make_vae(guide, hidden=8, flows=3)
+@pytest.mark.parametrize(("guide", "options"), FLOW_VARIANTS)
+def test_flow_log_q_matches_change_of_variables(make_vae, guide: str, options: dict) -> None:
+    vae = make_vae(guide, hidden=8, flows=3, **options)
     with torch.no_grad():  # move the flows away from their near-identity start
         for p in vae.guide_net.layers.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -64,15 +72,88 @@ def test_flow_log_q_matches_change_of_variables(make_vae, guide: str) -> None:
     assert torch.allclose(log_q, expected, atol=1e-4), (log_q, expected)
 
 
-@pytest.mark.parametrize("guide", FLOW_GUIDES)
-def test_flow_guide_draws_vectorized_particles(make_vae, guide: str) -> None:
-    vae = make_vae(guide, hidden=8, flows=3)
+@pytest.mark.parametrize(("guide", "options"), FLOW_VARIANTS)
+def test_flow_guide_draws_vectorized_particles(make_vae, guide: str, options: dict) -> None:
+    vae = make_vae(guide, hidden=8, flows=3, **options)
     x = torch.bernoulli(torch.rand(5, 1, 4, 4))
     for name in ("meanfield", "trace"):
         loss = make_elbo(name, particles=4).differentiable_loss(vae.model, vae.guide, x)
         assert loss.isfinite()
         loss.backward()
     assert all(p.grad is not None for p in vae.guide_net.layers.parameters())
+
+
+@pytest.mark.parametrize(
+    ("iaf_context", "conditioned"), [("features", True), (2, True), ("none", False)]
+)
+def test_iaf_context_changes_the_flow(make_vae, iaf_context: object, conditioned: bool) -> None:
+    """The same base draw u through the layers built for two inputs: two codes z
+    exactly when the layers read a context (the Gaussian base is held fixed)."""
+    vae = make_vae("iaf", hidden=8, flows=2, iaf_context=iaf_context)
+    with torch.no_grad():
+        for p in vae.guide_net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        h = vae.encoder(torch.rand(2, 1, 4, 4))  # (2, n_features): two contexts
+        u = torch.randn(1, 3)  # one base draw, for both
+        zs = []
+        for i in range(2):
+            z = u
+            for transform in vae.guide_net(h[i : i + 1]).transforms:
+                z = transform(z)
+            zs.append(z)
+    assert not torch.equal(h[0], h[1])
+    assert torch.allclose(zs[0], zs[1]) is not conditioned, zs
+
+
+def test_iaf_context_vector_is_emitted_beside_mu_and_sigma(make_vae) -> None:
+    vae = make_vae("iaf", hidden=8, flows=2, iaf_context=5)
+    head = vae.guide_net
+    assert head.context_head.in_features == 8 and head.context_head.out_features == 5
+    # Each layer's MADE reads the context vector (5) and z (3).
+    assert all(layer.nn.layers[0].in_features == 5 + 3 for layer in head.layers)
+    h = torch.randn(4, 8)
+    assert head.flow_context(h).shape == (4, 5)
+
+
+def test_iaf_default_keeps_the_parameters_of_runs_saved_before_the_context_option(
+    make_vae,
+) -> None:
+    """A run saved before ``iaf_context`` has no such option in its config and
+    exactly these parameters: the default must rebuild them, name for name."""
+    assert GUIDES.get("iaf").resolve_options({"flows": 2})["iaf_context"] == "features"
+    vae = make_vae("iaf", hidden=8, flows=2)
+    shapes = {k: tuple(v.shape) for k, v in vae.guide_net.state_dict().items()}
+    made = {  # one MADE per layer, conditioned on h(x) (8 wide), z of 3
+        "nn.layers.0.weight": (8, 8 + 3),
+        "nn.layers.0.bias": (8,),
+        "nn.layers.0.mask": (8, 8 + 3),
+        "nn.layers.1.weight": (6, 8),
+        "nn.layers.1.bias": (6,),
+        "nn.layers.1.mask": (6, 8),
+        "nn.permutation": (3,),
+    }
+    expected = {
+        "loc.weight": (3, 8),
+        "loc.bias": (3,),
+        "raw_scale.weight": (3, 8),
+        "raw_scale.bias": (3,),
+        "reverse": (3,),
+        **{f"layers.{i}.{name}": shape for i in range(2) for name, shape in made.items()},
+    }
+    assert shapes == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"), [("features", "features"), ("none", "none"), ("8", 8), (8, 8)]
+)
+def test_iaf_context_option_parses(given: object, parsed: object) -> None:
+    assert GUIDES.get("iaf").resolve_options({"iaf_context": given})["iaf_context"] == parsed
+
+
+@pytest.mark.parametrize("given", ["0", -1, "wide", 1.5, 65537, "2000000000"])
+def test_iaf_context_option_refuses_other_values(given: object) -> None:
+    with pytest.raises(ConfigError, match="--iaf-context of guide 'iaf'"):
+        GUIDES.get("iaf").resolve_options({"iaf_context": given})
 
 
 def test_flow_guide_with_one_latent_dimension(make_vae) -> None:
@@ -270,6 +351,45 @@ def test_every_guide_trains_resumes_samples_and_reconstructs(tiny_config, tmp_pa
     originals, recon = reconstruct(run, n=2, seed=0)
     assert images.shape == (3, 1, 8, 8) and recon.shape == originals.shape
     assert torch.isfinite(images).all() and ((recon >= 0) & (recon <= 1)).all()
+
+
+@pytest.mark.parametrize("iaf_context", ["none", 3])
+def test_iaf_with_other_contexts_trains_resumes_and_samples(tiny_config, tmp_path, iaf_context):
+    tiny_config.model = model_config(
+        tiny_config.model, guide="iaf", flows=2, flow_hidden=(8,), iaf_context=iaf_context
+    )
+    tiny_config.train.epochs = 1
+    quiet = {"progress": False, "log": lambda _: None}
+    first = train(tiny_config, tmp_path / "run", **quiet)
+    assert math.isfinite(first.final["test_elbo"])
+    resumed = resume(tmp_path / "run", epochs=2, **quiet)
+    run = load_run(tmp_path / "run", device="cpu")
+    assert run.vae.guide_net.iaf_context == iaf_context
+    for name, value in resumed.vae.state_dict().items():
+        assert torch.equal(run.vae.state_dict()[name], value), name
+    images = sample(run, n=3, temperature=0.7, seed=0)
+    assert images.shape == (3, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_runs_saved_before_iaf_context_and_pseudo_inputs_load_unchanged(tiny_config, tmp_path):
+    """A config.json without the options (as written before them) loads with the
+    defaults, and the checkpoint's parameters fit them exactly."""
+    tiny_config.model = model_config(
+        tiny_config.model, guide="iaf", flows=1, flow_hidden=(8,), prior="vamp", prior_components=2
+    )
+    tiny_config.train.epochs = 1
+    trained = train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
+    path = tmp_path / "run" / "config.json"
+    config = json.loads(path.read_text())
+    assert config["model"]["options"]["guide"].pop("iaf_context") == "features"
+    assert config["model"]["options"]["prior"].pop("pseudo_inputs") == "sigmoid"
+    path.write_text(json.dumps(config))
+    run = load_run(tmp_path / "run", device="cpu")
+    loaded = run.vae.state_dict()
+    assert loaded.keys() == trained.vae.state_dict().keys()
+    for name, value in trained.vae.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+    assert sample(run, n=2, seed=0).shape == (2, 1, 8, 8)
 
 
 def test_flow_guide_resume_is_exact(tiny_config, tmp_path):

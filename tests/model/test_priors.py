@@ -26,15 +26,20 @@ from pyrovae.model.vae import VAE
 LEARNED = [name for name in PRIORS.names() if PRIORS.get(name) is not StandardNormalPrior]
 
 
-def vae_2d(prior: str, guide: str = "normal") -> VAE:
+def vae_2d(prior: str, guide: str = "normal", **given: object) -> VAE:
     """A VAE with a 2-D latent and its prior moved away from its initialization."""
-    options = (
+    options: dict[str, object] = (
         {"flows": 2, "flow_hidden": (8,)} if "flow" in (prior, guide) or guide == "iaf" else {}
     )
     if prior in ("mog", "vamp"):
         options["prior_components"] = 3
     config = model_config(
-        data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, prior=prior, guide=guide, **options
+        data_shape=(1, 4, 4),
+        hidden=(8,),
+        latent_dim=2,
+        prior=prior,
+        guide=guide,
+        **{**options, **given},
     )
     vae = VAE(config)
     with torch.no_grad():
@@ -54,21 +59,26 @@ def test_registry_lists_every_prior() -> None:
     assert {"normal", "mog", "flow", "vamp", "hierarchical"} <= set(PRIORS.names())  # pyrovae's own
 
 
+HARDTANH = {"pseudo_inputs": "hardtanh"}
+
+
 @pytest.mark.parametrize(
-    ("prior", "guide"),
+    ("prior", "guide", "options"),
     [
-        ("normal", "normal"),
-        ("mog", "normal"),
-        ("flow", "normal"),
-        ("vamp", "normal"),
-        ("vamp", "iaf"),
-        ("vamp", "ladder"),
-        ("hierarchical", "normal"),
-        ("hierarchical", "ladder"),
+        ("normal", "normal", {}),
+        ("mog", "normal", {}),
+        ("flow", "normal", {}),
+        ("vamp", "normal", {}),
+        ("vamp", "iaf", {}),
+        ("vamp", "normal", HARDTANH),
+        ("vamp", "iaf", {**HARDTANH, "iaf_context": 3}),
+        ("vamp", "ladder", {}),
+        ("hierarchical", "normal", {}),
+        ("hierarchical", "ladder", {}),
     ],
 )
-def test_prior_density_integrates_to_one(prior: str, guide: str) -> None:
-    vae = vae_2d(prior, guide)
+def test_prior_density_integrates_to_one(prior: str, guide: str, options: dict) -> None:
+    vae = vae_2d(prior, guide, **options)
     zz, cell = grid()
     with torch.no_grad():
         pz = vae.prior()
@@ -77,9 +87,13 @@ def test_prior_density_integrates_to_one(prior: str, guide: str) -> None:
     assert mass == pytest.approx(1.0, abs=5e-3)
 
 
-@pytest.mark.parametrize("prior", PRIORS.names())
-def test_samples_follow_the_density(prior: str) -> None:
-    vae = vae_2d(prior)
+@pytest.mark.parametrize(
+    ("prior", "options"),
+    [pytest.param(name, {}, id=name) for name in PRIORS.names()]
+    + [pytest.param("vamp", HARDTANH, id="vamp-hardtanh")],
+)
+def test_samples_follow_the_density(prior: str, options: dict) -> None:
+    vae = vae_2d(prior, **options)
     zz, cell = grid()
     with torch.no_grad():
         density = vae.prior().log_prob(zz).exp() * cell  # (n*n,)
@@ -113,6 +127,33 @@ def test_vamp_prior_mixes_the_guide_over_pseudo_inputs() -> None:
         assert torch.allclose(prior().log_prob(z), expected, atol=1e-5)
 
 
+def test_vamp_hardtanh_pseudo_inputs_are_a_clipped_linear_layer_of_one_hot_inputs() -> None:
+    vae = vae_2d("vamp", **HARDTANH)
+    prior = vae.prior
+    assert isinstance(prior, VampPrior)
+    # Its own parameters only, and no sigmoid ones: runs saved before the
+    # option (sigmoid, raw_inputs) keep theirs.
+    assert set(prior.state_dict()) == {"input_layer.weight", "input_layer.bias"}
+    layer = prior.input_layer
+    with torch.no_grad():
+        layer.weight.mul_(20.0)  # push some values past 0 and 1
+        expected = (layer.weight.T + layer.bias).clamp(0.0, 1.0).reshape(3, 1, 4, 4)
+        u = prior.pseudo_inputs()
+    assert torch.equal(u, expected)
+    assert (u == 0).any() and (u == 1).any()
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        components = vae.qz(u)
+        expected_log_p = components.log_prob(z.unsqueeze(1)).logsumexp(-1) - math.log(3)
+        assert torch.allclose(prior().log_prob(z), expected_log_p, atol=1e-5)
+
+
+def test_vamp_default_keeps_the_sigmoid_pseudo_inputs_of_older_runs() -> None:
+    assert PRIORS.get("vamp").resolve_options({})["pseudo_inputs"] == "sigmoid"
+    with pytest.raises(ConfigError, match="--pseudo-inputs of prior 'vamp'"):
+        PRIORS.get("vamp").resolve_options({"pseudo_inputs": "tanh"})
+
+
 def test_vamp_prior_refuses_guides_without_an_inverse() -> None:
     for guide in ("planar", "radial"):
         with pytest.raises(ConfigError, match="closed-form inverse"):
@@ -124,12 +165,16 @@ def test_flow_prior_needs_wide_enough_made_layers() -> None:
         resolve(model_config(prior="flow", latent_dim=16, flow_hidden=(8,)))
 
 
-@pytest.mark.parametrize("prior", LEARNED)
-def test_every_prior_trains_resumes_samples_and_reconstructs(tiny_config, tmp_path, prior):
+@pytest.mark.parametrize(
+    ("prior", "given"),
+    [pytest.param(name, {}, id=name) for name in LEARNED]
+    + [pytest.param("vamp", HARDTANH, id="vamp-hardtanh")],
+)
+def test_every_prior_trains_resumes_samples_and_reconstructs(tiny_config, tmp_path, prior, given):
     small = {"flows": 2, "flow_hidden": (8,), "prior_components": 5}
     cls = PRIORS.get(prior)
     options = {name: value for name, value in small.items() if cls.option(name) is not None}
-    tiny_config.model = model_config(tiny_config.model, prior=prior, **options)
+    tiny_config.model = model_config(tiny_config.model, prior=prior, **options, **given)
     tiny_config.train.epochs = 1
     quiet = {"progress": False, "log": lambda _: None}
     first = train(tiny_config, tmp_path / "run", **quiet)

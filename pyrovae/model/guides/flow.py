@@ -12,7 +12,7 @@ includes every layer's log-determinant.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -20,6 +20,7 @@ import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
+from pyrovae.components import Option
 from pyrovae.model.context import ModelContext
 from pyrovae.model.flows import FLOW_HIDDEN, FLOWS
 from pyrovae.model.guides.normal import DiagonalNormalGuide
@@ -34,7 +35,7 @@ class FlowGuide(DiagonalNormalGuide):
     adds the log-determinants of every layer.
     """
 
-    options = (FLOWS, FLOW_HIDDEN)
+    options: ClassVar[tuple[Option, ...]] = (FLOWS, FLOW_HIDDEN)
     has_closed_form_mean = False
     #: Reverse the coordinates between layers (autoregressive and coupling layers).
     permute_between_layers: ClassVar[bool] = False
@@ -47,23 +48,36 @@ class FlowGuide(DiagonalNormalGuide):
         *,
         flows: int = 4,
         flow_hidden: tuple[int, ...] = (128,),
+        n_context: int | None = None,
     ) -> None:
         super().__init__(context, n_features)
+        #: The width of what conditions the layers: h(x) itself unless a subclass
+        #: says otherwise (0: unconditioned layers, the same flow for every x).
+        self.n_context = n_features if n_context is None else n_context
         self.layers = nn.ModuleList(
-            self.layer(self.n_latent, n_features, flow_hidden) for _ in range(flows)
+            self.layer(self.n_latent, self.n_context, flow_hidden) for _ in range(flows)
         )
         self.register_buffer("reverse", torch.arange(self.n_latent - 1, -1, -1))
 
     @classmethod
     def layer(cls, n_latent: int, n_context: int, hidden: tuple[int, ...]) -> nn.Module:
-        """One conditional transform of ``n_latent`` coordinates given a context vector."""
+        """One conditional transform of ``n_latent`` coordinates given a context vector
+        (with ``n_context`` 0, a subclass that allows it returns a plain transform)."""
         raise NotImplementedError
+
+    def flow_context(self, h: torch.Tensor) -> torch.Tensor:
+        """What conditions every layer: the encoder's features h(x) themselves."""
+        return h
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         base = self.gaussian(h)  # batch (batch,), event (n_latent,)
+        context = self.flow_context(h)  # (batch, n_context)
         transforms: list[Any] = []
         for i, layer in enumerate(self.layers):
             if self.permute_between_layers and i > 0:
                 transforms.append(T.Permute(self.reverse))
-            transforms.append(cast(ConditionalTransformModule, layer).condition(h))
+            if isinstance(layer, ConditionalTransformModule):
+                transforms.append(layer.condition(context))
+            else:  # an unconditioned layer: the same transform for every x
+                transforms.append(layer)
         return dist.TransformedDistribution(base, transforms)

@@ -1,28 +1,46 @@
 """The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior"): the mixture
 (1/K) sum_k q(z | u_k) over learned pseudo-inputs u_k, evaluated with the
 VAE's own encoder and guide.
+
+Two parameterizations of the pseudo-inputs (the option ``pseudo_inputs``):
+``sigmoid`` (the default, and every run before the option) keeps one free
+tensor per pseudo-input and squashes it, u_k = sigmoid(r_k); ``hardtanh`` is
+Tomczak & Welling's own and pythae's: a linear layer applied to the one-hot
+vector e_k and clipped to [0, 1], u_k = hardtanh(W e_k + b).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pyrovae.components import Option, choice
 from pyrovae.errors import ConfigError
 from pyrovae.model.context import ModelContext
 from pyrovae.model.priors.base import Posterior, Prior
 from pyrovae.model.priors.mixture import COMPONENTS
 
+PSEUDO_INPUTS = Option(
+    "pseudo_inputs",
+    "sigmoid",
+    "VampPrior pseudo-inputs: sigmoid (of free parameters) or hardtanh "
+    "(of a linear layer applied to one-hot inputs, as pythae).",
+    choice("sigmoid", "hardtanh"),
+)
+
 
 class VampPrior(Prior):
     """The VampPrior: a mixture of q(z|u_k) over learned pseudo-inputs u_k.
 
-    The pseudo-inputs are data points in (0, 1) (a sigmoid of free
-    parameters). q is the VAE's own encoder and guide, handed over with
+    The pseudo-inputs are data points in [0, 1]: a sigmoid of free parameters,
+    or a hardtanh of a linear layer on one-hot inputs (``pseudo_inputs``). q
+    is the VAE's own encoder and guide, handed over with
     :meth:`attach_posterior` after the VAE is built: the prior keeps a plain
     reference to it rather than the VAE as a submodule, which would make the
     module tree circular. Its components are q(z|u_k), so it can be tempered
@@ -31,7 +49,7 @@ class VampPrior(Prior):
     """
 
     name = "vamp"
-    options = (COMPONENTS,)
+    options = (COMPONENTS, PSEUDO_INPUTS)
     needs_posterior = True
 
     @classmethod
@@ -44,10 +62,24 @@ class VampPrior(Prior):
                 f"which {guide.title()} does not declare (scores_any_z)"
             )
 
-    def __init__(self, context: ModelContext, *, prior_components: int = 50) -> None:
+    def __init__(
+        self,
+        context: ModelContext,
+        *,
+        prior_components: int = 50,
+        pseudo_inputs: str = "sigmoid",
+    ) -> None:
         super().__init__(context)
-        shape = (prior_components, *context.shape)
-        self.raw_inputs = nn.Parameter(torch.randn(shape))  # (K, *data_shape)
+        k = prior_components
+        self.data_shape = tuple(context.shape)
+        self.parameterization = pseudo_inputs
+        # Each parameterization owns only its own parameters, so runs saved
+        # before the option (sigmoid, ``raw_inputs``) load unchanged.
+        if pseudo_inputs == "sigmoid":
+            self.raw_inputs = nn.Parameter(torch.randn(k, *self.data_shape))  # (K, *data_shape)
+        else:
+            self.input_layer = nn.Linear(k, math.prod(self.data_shape))
+            self.register_buffer("one_hot", torch.eye(k), persistent=False)  # (K, K)
         self._qz: Posterior | None = None
         self._guide = context.classes["guide"]
         self.temperable = bool(getattr(self._guide, "temperable", False))  # type: ignore[misc]
@@ -56,17 +88,21 @@ class VampPrior(Prior):
         self._qz = qz
 
     def pseudo_inputs(self) -> torch.Tensor:
-        """u_k, ``(K, *data_shape)`` in (0, 1)."""
-        return torch.sigmoid(self.raw_inputs)
+        """u_k, ``(K, *data_shape)`` in [0, 1]."""
+        if self.parameterization == "sigmoid":
+            return torch.sigmoid(self.raw_inputs)
+        u = F.hardtanh(self.input_layer(self.one_hot), 0.0, 1.0)  # (K, prod(data_shape))
+        return u.reshape(-1, *self.data_shape)
 
     def _mixture(self, temperature: float = 1.0) -> dist.TorchDistribution:
         if self._qz is None:
             raise RuntimeError("VampPrior used before attach_posterior(qz)")
-        components = self._qz(self.pseudo_inputs())  # batch (K,), event (n_latent,)
+        u = self.pseudo_inputs()  # (K, *data_shape)
+        components = self._qz(u)  # batch (K,), event (n_latent,)
         if temperature != 1.0:
             components = self._guide.temper(components, temperature)
         k = components.batch_shape[0]
-        weights = dist.Categorical(logits=torch.zeros(k, device=self.raw_inputs.device))
+        weights = dist.Categorical(logits=torch.zeros(k, device=u.device))
         return _BroadcastMixture(weights, components)
 
     def forward(self) -> dist.TorchDistribution:
