@@ -23,6 +23,13 @@ the peak RSS of a child process while it runs only that loop, after loading
 the data (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; the
 resident data set counts), or ``torch.cuda.max_memory_allocated`` (CUDA).
 
+``--precision bf16`` and ``--compile`` speed up both sides alike, each as its
+author would: pyrovae's step with ``pyrovae train --precision bf16`` /
+``--compile`` (:mod:`pyrovae.training.acceleration`: the encoder and decoder
+under bf16 autocast, their ``forward`` compiled), the plain loop with its
+forward under ``torch.autocast(dtype=torch.bfloat16)`` and the whole model
+compiled with ``torch.compile``. They are for GPUs (``benchmarks/gpu.sh``).
+
 Run from the repository root::
 
     python benchmarks/train_throughput.py                  # all cases, CPU (+ CUDA if present)
@@ -54,11 +61,14 @@ from pyrovae.model.context import ModelContext
 from pyrovae.model.networks import NETWORKS
 from pyrovae.model.spec import component_class, model_config
 from pyrovae.model.vae import VAE
+from pyrovae.training.acceleration import MixedPrecision, compile_networks
 from pyrovae.training.schedules import kl_weight
 from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
 
 LATENT_DIM = 50
 HIDDEN = (400,)
+#: ``--precision`` and ``--compile``, for both sides.
+SPEED: dict[str, Any] = {"precision": "fp32", "compile": False}
 
 
 class PlainVAE(nn.Module):
@@ -99,6 +109,10 @@ class PyrovaeSide:
         self.vae = VAE(config.model).to(images.device)
         optimizer = make_optimizer(self.vae.parameters(), lr=config.train.lr)
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer)
+        if SPEED["precision"] != "fp32":
+            self.step.precision = MixedPrecision(self.vae, SPEED["precision"])
+        if SPEED["compile"]:
+            compile_networks(self.vae)
         self.epoch_steps = -(-images.shape[0] // config.train.batch_size)
 
     def run(self, steps: int) -> torch.Tensor:
@@ -121,6 +135,10 @@ class PlainSide:
         self.images, self.batch_size = images, config.train.batch_size
         self.model = PlainVAE(config.model.network, tuple(images.shape[1:])).to(images.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
+        self.forward = torch.compile(self.model) if SPEED["compile"] else self.model
+        self.autocast = torch.autocast(
+            images.device.type, dtype=torch.bfloat16, enabled=SPEED["precision"] == "bf16"
+        )
 
     def run(self, steps: int) -> torch.Tensor:
         order = torch.randperm(self.images.shape[0], device=self.images.device)
@@ -128,7 +146,8 @@ class PlainSide:
         for i in range(steps):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = torch.bernoulli(self.images[index].float() / 255)
-            loss = self.model(x)
+            with self.autocast:
+                loss = self.forward(x)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -246,6 +265,7 @@ def _peak_memory_mb(
 ) -> tuple[float, float]:
     """Peak memory of ``side``'s loop: a child process's peak RSS on CPU, max allocated on CUDA."""
     command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
+               "--precision", SPEED["precision"], *(["--compile"] if SPEED["compile"] else []),
                "--_memory-child", side, arch, str(batch_size), device, str(steps)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     peak, baseline = map(float, done.stdout.strip().splitlines()[-1].split())
@@ -362,10 +382,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="MLP, batch 256, 3 repetitions")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="both sides' networks"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile on both sides")
+    parser.add_argument(
         "--ablation", action="store_true", help="measure each of the step's measures instead"
     )
     parser.add_argument("--_memory-child", nargs=5, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    SPEED.update(precision=args.precision, compile=args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_child:
@@ -380,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"precision {args.precision}{', compiled' if args.compile else ''}"
         + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
     )
     if args.ablation:

@@ -24,6 +24,7 @@ from pyrovae.config import (
     LR_SCHEDULES,
     MODEL_KINDS,
     OBJECTIVES,
+    PRECISIONS,
     STREAMS,
     DataConfig,
     ModelConfig,
@@ -40,6 +41,8 @@ CONVENIENCES = (
 )  # fmt: skip
 #: TrainConfig fields set by the options of the same names (the quality block).
 QUALITY = ("free_bits", "ema", "preset")
+#: TrainConfig fields set by the options of the same names (the speed block).
+SPEED = ("precision", "compile")
 #: Train options that a config file cannot set.
 NOT_IN_CONFIG_FILE = {"config", "resume", "help", "verbose", "quiet"}
 
@@ -369,6 +372,24 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     callback=lambda ctx, param, value: _apply_preset(ctx, value),
     help=f"Named defaults; options given here or in --config override them. {describe_presets()}.",
 )
+# Speed on a GPU: mixed precision and compiled networks.
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=TrainConfig.precision,
+    show_default=True,
+    help="bf16: run the encoder and decoder under bf16 autocast in the training steps (the "
+    "ELBO, weights and optimizer stay float32; evaluation is float32). For GPUs, and "
+    "CPUs with bf16 instructions (AVX512-BF16, AMX).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile",
+    default=TrainConfig.compile,
+    show_default=True,
+    help="Compile the encoder's and decoder's forward with torch.compile (checkpoints are "
+    "unchanged). The first steps pay the compilation; pays on a GPU, not on a CPU.",
+)
 @verbosity_options
 @click.pass_context
 @user_errors
@@ -467,7 +488,7 @@ def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> Run
         epochs=TrainConfig.epochs if options["epochs"] is None else options["epochs"],
         device=options["device"] or TrainConfig.device,
     )
-    train = dataclasses.replace(train, **pick(*CONVENIENCES), **pick(*QUALITY))
+    train = dataclasses.replace(train, **pick(*CONVENIENCES), **pick(*QUALITY), **pick(*SPEED))
     data.labeled, train.aux_weight = options["labeled"], options["aux_weight"]  # m2
     return RunConfig(data=data, model=model, train=train)
 

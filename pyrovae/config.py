@@ -28,6 +28,7 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 StreamName = Literal["auto", "yes", "no"]
 LoggerName = Literal["none", "csv", "tensorboard"]
 ScheduleName = Literal["constant", "cosine", "plateau"]
+PrecisionName = Literal["fp32", "bf16"]
 
 BINARIZE: tuple[str, ...] = ("dynamic", "static", "none")
 #: The kinds of component a model is made of (see :mod:`pyrovae.components`).
@@ -40,6 +41,9 @@ STREAMS: tuple[str, ...] = ("auto", "yes", "no")
 LOGGERS: tuple[str, ...] = ("none", "csv", "tensorboard")
 #: ``--lr-schedule``: the learning rate over the epochs.
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
+#: ``--precision``: what the networks compute in during training steps
+#: (:mod:`pyrovae.training.acceleration`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: What is trained (``--model``): a VAE, or a deterministic autoencoder (``ae``,
 #: :mod:`pyrovae.model.autoencoder`), a conditional VAE (``cvae``) or Kingma et al.'s
 #: semi-supervised M2 (``m2``); see :data:`pyrovae.model.build.MODEL_CLASSES`.
@@ -243,6 +247,11 @@ class TrainConfig:
     and saved as the checkpoint's model (:mod:`pyrovae.training.ema`).
     ``preset`` names the configuration the defaults came from
     (:mod:`pyrovae.presets`), for the record.
+
+    Speed: ``precision`` ``bf16`` runs the encoder and decoder under bf16
+    autocast in the training steps (the ELBO, weights and optimizer stay
+    float32); ``compile`` compiles their ``forward`` with ``torch.compile``
+    (:mod:`pyrovae.training.acceleration`). Both are for GPUs.
     """
 
     objective: ObjectiveName = "elbo"
@@ -272,6 +281,8 @@ class TrainConfig:
     free_bits: float = 0.0
     ema: float = 0.0
     preset: str = "fast"
+    precision: PrecisionName = "fp32"
+    compile: bool = False
 
     def validate(self) -> None:
         self._validate_conveniences()
@@ -315,6 +326,9 @@ class TrainConfig:
         from pyrovae.presets import PRESETS
 
         _choice(self.preset, tuple(PRESETS), "--preset")
+        _choice(self.precision, PRECISIONS, "--precision")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"--compile must be true or false, got {self.compile!r}")
         if isinstance(self.free_bits, bool) or not isinstance(self.free_bits, (int, float)):
             raise ConfigError(f"--free-bits must be a number, got {self.free_bits!r}")
         if not math.isfinite(self.free_bits) or self.free_bits < 0:

@@ -55,6 +55,7 @@ from pyrovae.runtime import (
     resolve_device,
 )
 from pyrovae.training import distributed, divergence, labelled
+from pyrovae.training.acceleration import MixedPrecision, compile_networks
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
 from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
@@ -362,6 +363,10 @@ class Training:
         )
         if config.train.ema:
             step.ema = WeightAverage(vae, config.train.ema)
+        if config.train.precision != "fp32":
+            step.precision = MixedPrecision(vae, config.train.precision)
+        if config.train.compile:
+            compile_networks(vae)
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
 

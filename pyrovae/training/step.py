@@ -77,6 +77,7 @@ from pyrovae.model.sparsity import SparsityPenalty, recorded_outputs
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, forked_rng, module_device
 from pyrovae.sites import LATENT
+from pyrovae.training.acceleration import MixedPrecision
 from pyrovae.training.batches import batch_indices, memory_batches, streamed_batches
 from pyrovae.training.ema import WeightAverage
 
@@ -176,6 +177,9 @@ class TrainStep:
     free_bits
         λ of free bits (nats per latent dimension; 0: off): the differentiated
         loss takes Σ_j max(λ, KL_j) in place of the KL.
+    precision
+        Runs the networks of the forward pass in low precision
+        (:class:`~pyrovae.training.acceleration.MixedPrecision`); ``None``: float32.
 
     Attributes
     ----------
@@ -202,8 +206,10 @@ class TrainStep:
         sparsity: SparsityPenalty | None = None,
         clip_grad_norm: float = 0.0,
         free_bits: float = 0.0,
+        precision: MixedPrecision | None = None,
     ) -> None:
         self.vae = vae
+        self.precision = precision
         self.clip_grad_norm = clip_grad_norm
         self.free_bits = free_bits
         # The q(z|x) of the last loss, for free bits (a list: one per guide call).
@@ -223,6 +229,8 @@ class TrainStep:
     labels: torch.Tensor | None = None
     #: The moving average of the weights, updated after every optimizer step (``--ema``).
     ema: WeightAverage | None = None
+    #: Low precision for the networks of the forward pass (``--precision``); ``None``: float32.
+    precision: MixedPrecision | None = None
 
     def loss(
         self,
@@ -276,14 +284,15 @@ class TrainStep:
         n_total = x.shape[0] if n_total is None else n_total
         self.optimizer.zero_grad(set_to_none=True)
         if x.shape[0] > 0:
-            if y is None:
-                x_in = x if self.corruption is None else self.corruption(x)
-                loss, features = self._loss_and_features(x, x_in, beta)
-                trained = self._with_sparsity(loss, features, x.shape[0])
-                (self._with_free_bits(trained, beta) / n_total).backward()
-            else:  # a labelled model's step (its own loss; no corruption or sparsity)
-                loss = self.loss(x, beta=beta, y=y)
-                (loss / n_total).backward()
+            with self._low_precision():
+                if y is None:
+                    x_in = x if self.corruption is None else self.corruption(x)
+                    loss, features = self._loss_and_features(x, x_in, beta)
+                    trained = self._with_sparsity(loss, features, x.shape[0])
+                    trained = self._with_free_bits(trained, beta)
+                else:  # a labelled model's step (its own loss; no corruption or sparsity)
+                    loss = trained = self.loss(x, beta=beta, y=y)
+            (trained / n_total).backward()
         else:  # an empty shard of a short last batch still joins the all-reduce
             loss = torch.zeros((), device=x.device)
             for p in self._parameters:
@@ -297,6 +306,10 @@ class TrainStep:
         if self.ema is not None:
             self.ema.update(self.vae)
         return loss.detach()
+
+    def _low_precision(self) -> AbstractContextManager[None]:
+        """The networks in low precision within (``--precision``), or nothing."""
+        return nullcontext() if self.precision is None else self.precision.active()
 
     def _with_free_bits(self, loss: torch.Tensor, beta: float) -> torch.Tensor:
         """``loss`` with the KL replaced by the free-bits KL (β-weighted, as the KL is)."""

@@ -1,0 +1,126 @@
+"""Faster networks for training on a GPU: bf16 autocast and ``torch.compile``.
+
+``pyrovae train --precision bf16`` runs the encoder and the decoder (the
+networks, where nearly all of a step's arithmetic is) under
+``torch.autocast(dtype=torch.bfloat16)`` during the training steps, and hands
+their outputs on as float32: the densities, the KL, the flows and the ELBO
+stay in float32, as do the weights, the gradients and the optimizer state
+(mixed precision; bf16 has float32's exponent range, so no loss scaling is
+needed). Evaluation (test and validation ELBO, ``evaluate``, ``diagnose``)
+runs in float32 whatever the run trained with.
+
+``pyrovae train --compile`` compiles the encoder's and the decoder's
+``forward`` with ``torch.compile`` (inductor by default), in place: the
+module tree, the parameter names and so the checkpoints are those of an
+uncompiled run, and a compiled run resumes, samples and evaluates without
+it. The first steps pay the compilation (tens of seconds on a CPU).
+
+Both are meant for GPUs (``benchmarks/gpu.sh`` measures them there). On one
+CPU thread, MLP 784-400-50 at batch 256: ``torch.compile`` ran at about 0.85x
+the eager step (benchmarks/README.md, "Rejected after measuring"), and bf16
+at 1.14x float32 on a Xeon with AVX512-BF16 (docs/training.md); CPUs
+without bf16 instructions, and small networks, run bf16 slower.
+
+Example
+-------
+>>> precision = MixedPrecision(vae, "bf16")  # hooks on vae.encoder and vae.decoder
+>>> with precision.active():
+...     loss = step.loss(x)  # the networks in bf16, the ELBO in float32
+>>> compile_networks(vae)  # torch.compile of both forwards, in place
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+#: ``--precision``: the dtype the networks compute in during training steps.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def networks(vae: nn.Module) -> list[nn.Module]:
+    """The encoder and the decoder of ``vae`` (those it has)."""
+    found = [getattr(vae, name, None) for name in ("encoder", "decoder")]
+    return [module for module in found if isinstance(module, nn.Module)]
+
+
+def _to_float(value: Any) -> Any:
+    """``value`` with every low-precision floating tensor in it (tuples, lists, dicts
+    included) cast to float32."""
+    if isinstance(value, torch.Tensor):
+        low = value.is_floating_point() and value.dtype in (torch.bfloat16, torch.float16)
+        return value.float() if low else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_float(v) for v in value)
+    if isinstance(value, dict):
+        return {key: _to_float(v) for key, v in value.items()}
+    return value
+
+
+class MixedPrecision:
+    """Autocast of the networks of ``vae`` to ``precision`` while :meth:`active`.
+
+    Forward hooks on :func:`networks` enter ``torch.autocast`` before each call
+    and leave it after (on an exception too), casting the outputs back to
+    float32; outside :meth:`active` the hooks do nothing. ``"fp32"`` registers
+    no hooks.
+    """
+
+    def __init__(self, vae: nn.Module, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.dtype = PRECISIONS[precision]
+        self.precision = precision
+        self._on = False
+        self._entered: list[torch.autocast] = []
+        self._handles: list[RemovableHandle] = []
+        if self.dtype is None:
+            return
+        for module in networks(vae):
+            self._handles.append(module.register_forward_pre_hook(self._enter))
+            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Within: the networks compute in the low precision (nested calls are fine)."""
+        was, self._on = self._on, True
+        try:
+            yield
+        finally:
+            self._on = was
+
+    def _enter(self, module: nn.Module, args: Any) -> None:
+        if not self._on:
+            return
+        device = next(module.parameters(), torch.empty(0)).device.type
+        autocast = torch.autocast(device_type=device, dtype=self.dtype)
+        autocast.__enter__()
+        self._entered.append(autocast)
+
+    def _leave(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if not self._on or not self._entered:
+            return None
+        self._entered.pop().__exit__(None, None, None)
+        return _to_float(output)
+
+    def remove(self) -> None:
+        """Take the hooks off the networks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def compile_networks(vae: nn.Module, backend: str = "inductor") -> list[nn.Module]:
+    """Compile the ``forward`` of each of :func:`networks` with ``torch.compile``, in
+    place (names and checkpoints unchanged); returns the modules compiled."""
+    compiled = networks(vae)
+    for module in compiled:
+        # An instance attribute: nn.Module.__call__ runs it, hooks included, and
+        # state_dict() keeps the module's own parameter names.
+        module.forward = torch.compile(module.forward, backend=backend)  # type: ignore[method-assign]
+    return compiled

@@ -1,0 +1,154 @@
+"""bf16 autocast and ``torch.compile`` of the networks (:mod:`pyrovae.training.acceleration`):
+the networks compute in bf16 only inside a training step, the ELBO stays float32 and
+close to the float32 one, compiled networks give the same steps and the same
+checkpoint names, and both options reach a run from the command line and a config
+file. On a CPU (CI has no GPU); ``benchmarks/gpu.sh`` measures their speed on a GPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrovae.config import TrainConfig
+from pyrovae.training.acceleration import MixedPrecision, compile_networks, networks
+
+
+def _step(vae, **options):
+    from pyrovae.inference.objectives import make_objective
+    from pyrovae.training.step import TrainStep, make_optimizer
+
+    optimizer = make_optimizer(vae.parameters(), 1e-2)
+    return TrainStep(vae, make_objective(TrainConfig()), optimizer, **options)
+
+
+def test_the_networks_compute_in_bf16_only_while_active(make_vae):
+    vae = make_vae(hidden=32)
+    x = torch.rand(16, 1, 4, 4)
+    full = vae.encoder(x)
+    precision = MixedPrecision(vae, "bf16")
+    assert torch.equal(vae.encoder(x), full)  # hooks idle outside a step
+    with precision.active():
+        low = vae.encoder(x)
+        qz = vae.qz(x)
+        z = qz.rsample()
+        logits = vae.decoder(z)
+    assert low.dtype == logits.dtype == torch.float32  # handed on as float32
+    assert not torch.equal(low, full)  # but computed in bf16: 8 bits of mantissa
+    torch.testing.assert_close(low, full, rtol=0.05, atol=0.05)
+    assert not torch.is_autocast_enabled("cpu")  # left on the way out
+    precision.remove()
+    with precision.active():
+        assert torch.equal(vae.encoder(x), full)
+
+
+def test_autocast_is_left_when_a_network_raises(make_vae):
+    vae = make_vae()
+    precision = MixedPrecision(vae, "bf16")
+    with precision.active(), pytest.raises((RuntimeError, IndexError)):
+        vae.encoder(torch.rand(4, 7))  # the wrong shape
+    assert not torch.is_autocast_enabled("cpu")
+    assert precision._entered == []
+
+
+def test_fp32_registers_nothing_and_an_unknown_precision_is_refused(make_vae):
+    vae = make_vae()
+    assert MixedPrecision(vae, "fp32")._handles == []
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        MixedPrecision(vae, "fp16")
+    assert [type(m).__name__ for m in networks(vae)] and len(networks(vae)) == 2
+
+
+def test_a_bf16_step_trains_close_to_the_float32_one(make_vae):
+    torch.manual_seed(0)
+    base = make_vae(hidden=32)
+    twin = copy.deepcopy(base)
+    full, low = _step(base), _step(twin)
+    low.precision = MixedPrecision(twin, "bf16")
+    x = torch.rand(64, 1, 4, 4).bernoulli()
+    losses = []
+    for step in (full, low):
+        torch.manual_seed(1)
+        losses.append([step(x).item() for _ in range(20)])
+    # The ELBO itself is float32 in both; bf16 networks move it by well under 1%.
+    for a, b in zip(*losses, strict=True):
+        assert abs(a - b) <= 0.01 * abs(a)
+    assert losses[1][-1] < losses[1][0]  # and it trains
+    assert low.direct and full.direct  # the direct ELBO still matched Pyro's on the first batch
+    for name, value in twin.state_dict().items():
+        assert value.dtype == base.state_dict()[name].dtype  # weights stay float32
+
+
+def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
+    torch.manual_seed(0)
+    base = make_vae(hidden=32)
+    twin = copy.deepcopy(base)
+    names = list(twin.state_dict())
+    # The eager backend runs TorchDynamo's capture without a C++ compiler (fast, exact).
+    assert compile_networks(twin, backend="eager") == networks(twin)
+    assert list(twin.state_dict()) == names
+    x = torch.rand(32, 1, 4, 4).bernoulli()
+    results = []
+    for vae in (base, twin):
+        step = _step(vae)
+        torch.manual_seed(1)
+        results.append([step(x).item() for _ in range(3)])
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    for name, value in base.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[name], value)
+
+
+def test_train_takes_precision_and_compile_from_the_command_line_and_a_config_file(tmp_path):
+    from pyrovae.cli import main
+
+    config_file = tmp_path / "speed.toml"
+    config_file.write_text('precision = "bf16"\nepochs = 1\n')
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--config", str(config_file), "--hidden", "16", "--latent-dim", "2",
+         "--eval-size", "50", "--no-progress", "--device", "cpu", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["precision"] == "bf16" and saved["compile"] is False
+    assert 'precision = "bf16"' in (out / "config.toml").read_text()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["test_elbo"] < 0
+
+    bad = CliRunner().invoke(main, ["train", "--precision", "fp16", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "fp16" in bad.output and "Traceback" not in bad.output
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text('precision = "fp8"\n')
+    refused = CliRunner().invoke(
+        main, ["train", "--config", str(bad_file), "--out", str(tmp_path / "y")]
+    )
+    assert refused.exit_code != 0 and "fp8" in refused.output
+    assert "Traceback" not in refused.output and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_bf16_run_trains_evaluates_and_resumes(tmp_path):
+    """With inductor, the real backend (it needs a C++ compiler; tens of seconds)."""
+    from pyrovae.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--compile", "--precision", "bf16", "--hidden", "32", "--latent-dim", "2",
+            "--epochs", "2", "--eval-size", "100", "--no-progress", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    figures = tmp_path / "figures.json"
+    evaluated = CliRunner().invoke(main, ["evaluate", "--run", str(out), "--json", str(figures),
+                                          "-k", "10", "--metrics", "logpx,elbo",
+                                          "--no-progress"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(figures.read_text())
+    resumed = CliRunner().invoke(main, ["train", "--resume", str(out), "--epochs", "3",
+                                        "--no-progress"])  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
