@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures in one go (about 5 minutes on a recent NVIDIA GPU):
+# GPU figures in one go (meant to take under 5 minutes; not yet timed on a GPU):
 #   1. training images/s of pyrovae's step against the plain PyTorch loop, MLP 784-400-50 and
 #      the conv network at batch 256, in float32, under bf16 autocast (--precision bf16) and
 #      compiled (--compile), each pair side by side in one process

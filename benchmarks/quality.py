@@ -301,6 +301,9 @@ def main() -> None:
     scorers: dict[str, Scorer] = {}
     budgets: dict[str, dict[str, Any]] = {}
     if args.score:
+        names = [run.name for run in args.score]
+        if len(set(names)) < len(names):
+            raise SystemExit(f"--score: run folders need distinct names, got {names}")
         for run in args.score:
             rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             budgets[run.name] = {"train_seconds": sum(r["seconds"] for r in rows),

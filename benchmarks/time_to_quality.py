@@ -9,10 +9,11 @@ training device. It stops at the first chunk whose log p(x) reaches
 ``--target`` (default -235 nats), or when ``--budget`` seconds of training are
 spent, and prints one line per chunk and a JSON summary.
 
-"Seconds of training" are the run's own epoch seconds (``metrics.jsonl``:
-training steps, its test ELBO on ``--eval-size`` images, checkpoints), not
-the scoring or the start of each chunk's process; a chunk boundary makes the
-figure an upper bound by up to a chunk's time.
+"Seconds of training" are the run's training-step seconds (``seconds`` in
+``metrics.jsonl``); its test ELBO, checkpoints, the scoring and the start of
+each chunk's process come on top, and with ``--train-option=--compile`` each
+chunk compiles again inside its first steps. A chunk boundary makes the figure
+an upper bound by up to a chunk's time.
 
 Usage, from the repository root::
 

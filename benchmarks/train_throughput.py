@@ -171,6 +171,8 @@ class AblationSide(PyrovaeSide):
             else torch.optim.Adam(self.vae.parameters(), lr=config.train.lr)
         )
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer, fast=direct)
+        if SPEED["precision"] != "fp32":  # as the plain side, which runs under autocast
+            self.step.precision = MixedPrecision(self.vae, SPEED["precision"])
         self.validate = validate
 
     def run(self, steps: int) -> torch.Tensor:

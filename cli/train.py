@@ -69,7 +69,8 @@ class Duration(click.ParamType):
 
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
-RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "max_time"}
+RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "max_time",
+                  "precision", "compile"}  # fmt: skip
 
 
 @click.command("train", cls=ComponentCommand)
@@ -388,7 +389,7 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     default=TrainConfig.compile,
     show_default=True,
     help="Compile the encoder's and decoder's forward with torch.compile (checkpoints are "
-    "unchanged). The first steps pay the compilation; pays on a GPU, not on a CPU.",
+    "unchanged). The first steps pay the compilation. Meant for GPUs; slower on a CPU.",
 )
 @verbosity_options
 @click.pass_context
@@ -444,8 +445,8 @@ def _resume(
     if extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
         raise click.UsageError(
-            "with --resume only --epochs, --device, --lr, --max-time, --threads and --devices "
-            f"may be given, not {flags}"
+            "with --resume only --epochs, --device, --lr, --max-time, --precision, --compile, "
+            f"--threads and --devices may be given, not {flags}"
         )
     if ctx.meta.get("pyrovae.config_file"):
         raise click.UsageError("--resume takes its options from the run, not from --config")
@@ -465,6 +466,8 @@ def _resume(
             max_time=options["max_time"] if "max_time" in given else None,
             progress=progress,
             log=_log.info,
+            precision=options["precision"] if "precision" in given else None,
+            compile=options["compile"] if "compile" in given else None,
         )
 
 

@@ -18,7 +18,7 @@ paper   ``--prior flow --objective iwae --particles 5 --epochs 1000``  the longe
 al. 2017) with the plain ELBO. At an equal 10-minute budget on one CPU thread
 (Fashion-MNIST, latent 50, log p(x) by importance sampling with K = 1000 on
 2000 test images; docs/benchmarks.md, "Choosing best"), it beat the flow prior
-with IWAE-5 (the earlier ``best``) by 0.72 ± 0.06 nats: IWAE-5 costs about 2.7
+with IWAE-5 (the earlier ``best``) by 0.72 ± 0.06 nats: IWAE-5 costs about 2.6
 times the time per epoch (26 epochs against 69), which the tighter bound did
 not repay. It also beat a VampPrior with pythae's hardtanh pseudo-inputs (-0.55
 ± 0.06) and itself at twice the step size (-0.63 ± 0.07). It sets no EMA of

@@ -252,13 +252,17 @@ def resume(
     log: Logger = print,
     data: DataSource | None = None,
     test_data: DataSource | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` (see :func:`pyrovae.training.run.resume`) and
     draw its figures; a finished run whose figures are missing gets them drawn.
 
     A run trained on data passed from Python (``pyrovae.train(data=X)``) is
     given them again as ``data=`` (and ``test_data=``), split as when it was
-    trained; a run of a file or named set takes no ``data=``.
+    trained; a run of a file or named set takes no ``data=``. ``precision``
+    (``"fp32"``, ``"bf16"``) and ``compile`` change how its steps run from
+    here on (:mod:`pyrovae.training.acceleration`).
     """
     source = None
     if data is not None:
@@ -280,6 +284,8 @@ def resume(
             log=log,
             finish=_figures(log),
             source=source,
+            precision=precision,
+            compile=compile,
         )
 
 

@@ -12,14 +12,16 @@ runs in float32 whatever the run trained with.
 ``pyrovae train --compile`` compiles the encoder's and the decoder's
 ``forward`` with ``torch.compile`` (inductor by default), in place: the
 module tree, the parameter names and so the checkpoints are those of an
-uncompiled run, and a compiled run resumes, samples and evaluates without
-it. The first steps pay the compilation (tens of seconds on a CPU).
+uncompiled run; ``sample``, ``evaluate`` and ``diagnose`` load it uncompiled,
+and ``--resume`` compiles again unless given ``--no-compile``. The first
+steps pay the compilation (tens of seconds on a CPU). Training undoes both
+when it ends (:func:`release`), so the model it returns is a plain one.
 
-Both are meant for GPUs (``benchmarks/gpu.sh`` measures them there). On one
-CPU thread, MLP 784-400-50 at batch 256: ``torch.compile`` ran at about 0.85x
-the eager step (benchmarks/README.md, "Rejected after measuring"), and bf16
-at 1.14x float32 on a Xeon with AVX512-BF16 (docs/training.md); CPUs
-without bf16 instructions, and small networks, run bf16 slower.
+Both are meant for GPUs (``benchmarks/gpu.sh`` is to measure them there; no
+GPU has run it yet). On one CPU thread, MLP 784-400-50 at batch 256:
+``torch.compile`` ran at about 0.85x the eager step (benchmarks/README.md,
+"Rejected after measuring"), and bf16 at 1.07-1.14x float32 on a Xeon with
+AVX512-BF16 (docs/training.md); on the digits' small network bf16 was slower.
 
 Example
 -------
@@ -97,7 +99,8 @@ class MixedPrecision:
     def _enter(self, module: nn.Module, args: Any) -> None:
         if not self._on:
             return
-        device = next(module.parameters(), torch.empty(0)).device.type
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        device = (tensors[0] if tensors else next(module.parameters())).device.type
         autocast = torch.autocast(device_type=device, dtype=self.dtype)
         autocast.__enter__()
         self._entered.append(autocast)
@@ -113,6 +116,25 @@ class MixedPrecision:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def is_compile_error(error: BaseException) -> bool:
+    """Whether ``error`` came from ``torch.compile``'s capture or its backend (no C++
+    compiler, an unsupported operator), rather than from the model itself."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(error, TorchDynamoException) or type(error).__module__.startswith(
+        ("torch._inductor", "torch._dynamo")
+    )
+
+
+def release(vae: nn.Module, precision: MixedPrecision | None) -> None:
+    """Undo :class:`MixedPrecision` and :func:`compile_networks` on ``vae``: its networks
+    run their own ``forward`` in float32 again (a copy or pickle of it then works)."""
+    if precision is not None:
+        precision.remove()
+    for module in networks(vae):
+        module.__dict__.pop("forward", None)
 
 
 def compile_networks(vae: nn.Module, backend: str = "inductor") -> list[nn.Module]:

@@ -55,7 +55,12 @@ from pyrovae.runtime import (
     resolve_device,
 )
 from pyrovae.training import distributed, divergence, labelled
-from pyrovae.training.acceleration import MixedPrecision, compile_networks
+from pyrovae.training.acceleration import (
+    MixedPrecision,
+    compile_networks,
+    is_compile_error,
+    release,
+)
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
 from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
@@ -176,8 +181,16 @@ def fit(
     training.clock = Clock(started)
     try:
         training.run_epochs(start_epoch, history)
+    except Exception as error:
+        if config.train.compile and is_compile_error(error):
+            raise TrainingError(
+                f"--compile failed: {first_line(error)}; train without --compile (a run "
+                "folder goes on with `pyrovae train --resume DIR --no-compile`)"
+            ) from error
+        raise
     finally:
         training.close_logger()
+        release(vae, training.step.precision)
     timing = training.clock.summary()
     if training.step.ema is not None:  # what the checkpoint holds, and the figures show
         training.step.ema.copy_to(vae)

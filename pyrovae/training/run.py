@@ -182,6 +182,8 @@ def resume(
     log: Logger = print,
     finish: Finish | None = None,
     source: ArrayData | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its last checkpoint (from the start
     when it was stopped before its first checkpoint).
@@ -190,7 +192,9 @@ def resume(
     ``device`` moves it to another device; ``lr`` changes Adam's step size
     from here on (e.g. after the loss diverged; config.json records it);
     ``max_time`` is this call's time budget in seconds (the run's
-    ``max_time`` by default; 0: none). A run stopped early by its patience
+    ``max_time`` by default; 0: none). ``precision`` and ``compile`` change
+    how the steps run from here on (``--precision``, ``--compile``; the
+    checkpoint is the same either way). A run stopped early by its patience
     is not trained further (its missing figures are drawn). On
     CPU a resumed run ends with the same parameters as one that was never
     stopped. A run whose epochs are all done but whose figures are missing
@@ -204,7 +208,8 @@ def resume(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
-    changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time}
+    changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time,
+                               "precision": precision, "compile": compile}  # fmt: skip
     config = _resumed_config(run_dir, **changes)
     check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
@@ -265,8 +270,14 @@ def _resumed_config(
     device: str | None,
     lr: float | None,
     max_time: float | None,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> RunConfig:
     config = RunConfig.load(run_dir / CONFIG_NAME)
+    if precision is not None:
+        config.train.precision = precision  # type: ignore[assignment]
+    if compile is not None:
+        config.train.compile = compile
     if max_time is not None:
         config.train.max_time = max_time
     if epochs is not None:

@@ -101,6 +101,83 @@ def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
         torch.testing.assert_close(twin.state_dict()[name], value)
 
 
+def test_the_precision_names_are_the_configs():
+    from pyrovae.config import PRECISIONS as NAMES
+    from pyrovae.training.acceleration import PRECISIONS
+
+    assert tuple(PRECISIONS) == NAMES
+
+
+def _spy(monkeypatch):
+    """Count the steps run under bf16, and compile with the eager backend (no C++
+    compiler needed); returns the counts."""
+    from pyrovae.training import acceleration
+
+    seen = {"active": 0, "compiled": 0}
+    active, original = acceleration.MixedPrecision.active, torch.compile
+
+    def counted(self):
+        seen["active"] += 1
+        return active(self)
+
+    def eager(function, backend="inductor"):
+        seen["compiled"] += 1
+        return original(function, backend="eager")
+
+    monkeypatch.setattr(acceleration.MixedPrecision, "active", counted)
+    monkeypatch.setattr(acceleration.torch, "compile", eager)
+    return seen
+
+
+def test_training_runs_its_steps_in_bf16_compiled_and_returns_a_plain_model(tmp_path, monkeypatch):
+    import pyrovae
+
+    seen = _spy(monkeypatch)
+    result = pyrovae.train(epochs=1, hidden=(16,), latent_dim=2, batch_size=256, eval_size=50,
+                           precision="bf16", compile=True, device="cpu", progress=False,
+                           log=lambda line: None, out=tmp_path / "run")  # fmt: skip
+    assert seen["active"] == 6  # one per step: 6 batches of 256 digits
+    assert seen["compiled"] == 2  # the encoder's and the decoder's forward
+    vae = result.vae
+    for module in networks(vae):
+        assert "forward" not in module.__dict__  # the compiled forward is gone
+        assert not module._forward_pre_hooks and not module._forward_hooks
+    twin = copy.deepcopy(vae).double()  # what diagnose does; failed while compiled
+    assert twin.encoder(torch.rand(3, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+    resumed = pyrovae.resume(tmp_path / "run", epochs=2, compile=False, precision="fp32",
+                             progress=False, log=lambda line: None)  # fmt: skip
+    assert seen["active"] == 6 and seen["compiled"] == 2  # neither ran again
+    assert resumed.config.train.precision == "fp32" and resumed.config.train.compile is False
+    assert len(resumed.history) == 2
+
+
+def test_a_compiler_that_fails_is_one_line_that_says_to_train_without_compile(
+    tmp_path, monkeypatch
+):
+    from torch._dynamo.exc import TorchDynamoException
+
+    from pyrovae.cli import main
+    from pyrovae.training import acceleration
+
+    def broken(function, backend="inductor"):
+        def call(*args, **kwargs):
+            raise TorchDynamoException("no working C++ compiler found")
+
+        return call
+
+    monkeypatch.setattr(acceleration.torch, "compile", broken)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--compile", "--epochs", "1", "--no-progress",
+                                       "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--compile failed" in result.output and "--no-compile" in result.output
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(main, ["train", "--resume", str(out), "--no-compile",
+                                        "--epochs", "1", "--no-progress"])  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+
+
 def test_train_takes_precision_and_compile_from_the_command_line_and_a_config_file(tmp_path):
     from pyrovae.cli import main
 
