@@ -202,17 +202,24 @@ def train_pyrovae(preset: str, out: Path, args: argparse.Namespace) -> dict[str,
         started = time.perf_counter()
         subprocess.run(command, check=True)
         (out / "wall.json").write_text(json.dumps({"wall": time.perf_counter() - started}))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     wall = json.loads((out / "wall.json").read_text())["wall"]
-    return {"train_seconds": sum(r["seconds"] for r in rows), "wall": wall, "epochs": len(rows)}
+    return {**run_budget(out), "wall": wall}
 
 
-def pyrovae_scorer(run_dir: Path) -> Scorer:
+def run_budget(run_dir: Path) -> dict[str, Any]:
+    """Seconds in training steps and epochs of a pyrovae run, from its ``metrics.jsonl``."""
+    from pyrovae.api import read_metrics
+
+    rows = read_metrics(run_dir)
+    return {"train_seconds": sum(r["seconds"] for r in rows), "epochs": len(rows)}
+
+
+def pyrovae_scorer(run_dir: Path, device: str = "cpu") -> Scorer:
     """Log-weights of a pyrovae run (its checkpoint's model: the EMA weights where it has
-    them), from the distributions its model and guide use."""
+    them), from the distributions its model and guide use, on ``device``."""
     from pyrovae.api import load_run
 
-    vae = load_run(run_dir, device="cpu", checkpoint="last").vae
+    vae = load_run(run_dir, device=device, checkpoint="last").vae
 
     @torch.no_grad()
     def log_weights(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -305,9 +312,7 @@ def main() -> None:
         if len(set(names)) < len(names):
             raise SystemExit(f"--score: run folders need distinct names, got {names}")
         for run in args.score:
-            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-            budgets[run.name] = {"train_seconds": sum(r["seconds"] for r in rows),
-                                 "epochs": len(rows)}  # fmt: skip
+            budgets[run.name] = run_budget(run)
             scorers[run.name] = pyrovae_scorer(run)
         report(scorers, budgets, test, args, base=args.score[0].name)
         return

@@ -33,7 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import LATENT, importance_log_px, read_idx  # noqa: E402
+from quality import LATENT, importance_log_px, pyrovae_scorer, read_idx  # noqa: E402
+
+from pyrovae.api import read_metrics  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,17 +77,7 @@ def train_chunk(args: argparse.Namespace, run: Path, epochs: int) -> None:
 
 def score(run: Path, test: torch.Tensor, args: argparse.Namespace) -> tuple[float, float]:
     """Mean log p(x) over the test images and its standard error."""
-    from pyrovae.api import load_run
-
-    vae = load_run(run, device=args.device, checkpoint="last").vae
-
-    @torch.no_grad()
-    def log_weights(x: torch.Tensor, k: int) -> torch.Tensor:
-        qz = vae.qz(x)
-        z = qz.sample((k,))
-        return vae.log_px(x, z) + vae.prior().log_prob(z) - qz.log_prob(z)
-
-    log_px, _ = importance_log_px(log_weights, test, args.k, args.seed)
+    log_px, _ = importance_log_px(pyrovae_scorer(run, args.device), test, args.k, args.seed)
     return log_px.mean().item(), (log_px.std() / log_px.shape[0] ** 0.5).item()
 
 
@@ -107,13 +99,13 @@ def main() -> None:
     while seconds < args.budget:
         epochs += args.chunk
         train_chunk(args, run, epochs)
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        seconds = sum(row["seconds"] for row in rows)
+        rows = read_metrics(run)
+        seconds, last = sum(row["seconds"] for row in rows), rows[-1]
         started = time.perf_counter()
         log_px, se = score(run, test, args)
         line = {"epochs": epochs, "train_seconds": round(seconds, 1), "log_px": round(log_px, 2),
                 "log_px_se": round(se, 2), "score_seconds": round(time.perf_counter() - started, 1),
-                "images_per_s": round(rows[-1]["images_per_s"])}  # fmt: skip
+                "images_per_s": round(last["images_per_s"])}  # fmt: skip
         lines.append(line)
         print(json.dumps(line), flush=True)
         if log_px >= args.target:

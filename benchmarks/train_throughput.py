@@ -170,9 +170,9 @@ class AblationSide(PyrovaeSide):
             if fused
             else torch.optim.Adam(self.vae.parameters(), lr=config.train.lr)
         )
+        precision = self.step.precision  # --precision's hooks, already on the networks
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer, fast=direct)
-        if SPEED["precision"] != "fp32":  # as the plain side, which runs under autocast
-            self.step.precision = MixedPrecision(self.vae, SPEED["precision"])
+        self.step.precision = precision
         self.validate = validate
 
     def run(self, steps: int) -> torch.Tensor:

@@ -99,8 +99,8 @@ class MixedPrecision:
     def _enter(self, module: nn.Module, args: Any) -> None:
         if not self._on:
             return
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        device = (tensors[0] if tensors else next(module.parameters())).device.type
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else next(module.parameters())
+        device = first.device.type
         autocast = torch.autocast(device_type=device, dtype=self.dtype)
         autocast.__enter__()
         self._entered.append(autocast)
