@@ -26,7 +26,7 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from pyrovae.config import LABELLED_KINDS, RunConfig
 from pyrovae.data.dataset import ArrayData
 from pyrovae.data.labels import UNLABELLED, keep_balanced
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.pixels import draw_binary, to_unit_float
 from pyrovae.errors import CheckpointError, DataError
 from pyrovae.inference.classification import classifier_accuracy
 from pyrovae.inference.objectives import evaluate_elbo
@@ -209,7 +209,7 @@ class SemiSupervisedStep(LabelledStep):
     def _pool_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_unit_float(self.pool_x[index.to(self.pool_x.device)]).to(index.device)
         if self.binarize:
-            x = torch.bernoulli(x)
+            x = draw_binary(x)
         return x, self.pool_y[index.to(self.pool_y.device)].to(index.device)
 
 
@@ -273,7 +273,7 @@ def untrained_loss(
     y = data.train_labels[: x.shape[0]].to(device)
     with forked_rng(device):
         if binarize:
-            x = torch.bernoulli(x)
+            x = draw_binary(x)
         loss = _labelled_loss(vae, objective, x, y)
     return float(loss.detach()) / x.shape[0]
 
