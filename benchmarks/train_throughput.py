@@ -11,8 +11,12 @@ device) with the same batch size, in one process:
   configured objective -- ``TraceMeanField_ELBO`` -- and its optimizer).
 - **plain**: a VAE loop written the ordinary way: encoder, reparameterized
   sample, Bernoulli log-likelihood with logits, analytic KL,
-  ``torch.optim.Adam`` with its defaults, dynamic binarization, a random
-  permutation per epoch.
+  ``torch.optim.Adam`` with its defaults, dynamic binarization with
+  ``torch.bernoulli``, a random permutation per epoch. With ``--guide iaf`` both sides use pyrovae's
+  default IAF guide (4 affine autoregressive layers, MADEs of 128 hidden
+  units conditioned on h(x), coordinates reversed between layers): pyrovae's
+  as ``pyrovae train --guide iaf`` builds it, the plain loop's written out
+  (:class:`PlainIAFVAE`, the same MADE modules, the one-sample KL).
 
 Each repetition times both sides for the same number of images, alternating
 which goes first; the result is the median over repetitions of the ratio
@@ -35,11 +39,13 @@ Run from the repository root::
     python benchmarks/train_throughput.py                  # all cases, CPU (+ CUDA if present)
     python benchmarks/train_throughput.py --quick          # MLP, batch 256, 3 repetitions
     python benchmarks/train_throughput.py --arch mlp --batch-size 256 --reps 9 --json out.json
+    python benchmarks/train_throughput.py --arch mlp --batch-size 256 --guide iaf --reps 7
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -49,15 +55,17 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.config import DataConfig, RunConfig, TrainConfig
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.pixels import draw_binary, to_unit_float
 from pyrovae.data.prepare import prepare_data
 from pyrovae.inference.objectives import make_objective
 from pyrovae.model.context import ModelContext
+from pyrovae.model.flows import conditional_made
 from pyrovae.model.networks import NETWORKS
 from pyrovae.model.spec import component_class, model_config
 from pyrovae.model.vae import VAE
@@ -67,6 +75,8 @@ from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
 
 LATENT_DIM = 50
 HIDDEN = (400,)
+#: ``--guide iaf``: pyrovae's defaults (4 layers of 128 hidden units, context h(x)).
+IAF_LAYERS, IAF_HIDDEN = 4, (128,)
 #: ``--precision`` and ``--compile``, for both sides.
 SPEED: dict[str, Any] = {"precision": "fp32", "compile": False}
 
@@ -93,10 +103,49 @@ class PlainVAE(nn.Module):
         return (recon + kl).mean()
 
 
-def _config(arch: str, batch_size: int, device: str) -> RunConfig:
+class PlainIAFVAE(PlainVAE):
+    """:class:`PlainVAE` with pyrovae's default IAF guide written out by hand: the
+    Gaussian followed by :data:`IAF_LAYERS` affine autoregressive layers, each a
+    MADE (the same ``pyro.nn.ConditionalAutoRegressiveNN`` module pyrovae builds)
+    reading z and the encoder's features h(x), coordinates reversed between
+    layers; the one-sample ``log q(z_K|x) - log p(z_K)`` in place of the analytic KL."""
+
+    def __init__(self, arch: str, image_shape: tuple[int, int, int]) -> None:
+        super().__init__(arch, image_shape)
+        self.made = nn.ModuleList(
+            conditional_made(LATENT_DIM, self.encoder.out_features, IAF_HIDDEN)
+            for _ in range(IAF_LAYERS)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean negative ELBO of the batch."""
+        h = self.encoder(x)
+        loc = self.loc(h)
+        scale = F.softplus(self.raw_scale(h)) + 1e-4
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        log_q = -0.5 * eps.pow(2).sum(1) - scale.log().sum(1)  # the 2 pi terms cancel
+        for i, made in enumerate(self.made):
+            if i > 0:
+                z = z.flip(-1)
+            shift, log_scale = made(z, context=h)
+            log_scale = log_scale.clamp(-5.0, 3.0)  # Pyro's AffineAutoregressive clip
+            z = shift + log_scale.exp() * z
+            log_q = log_q - log_scale.sum(1)
+        logits = self.decoder(z)
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        return (recon + log_q + 0.5 * z.pow(2).sum(1)).mean()
+
+
+#: The plain model of each ``--guide``.
+PLAIN_MODELS = {"normal": PlainVAE, "iaf": PlainIAFVAE}
+
+
+def _config(arch: str, batch_size: int, device: str, guide: str = "normal") -> RunConfig:
+    flow = {"flows": IAF_LAYERS, "flow_hidden": IAF_HIDDEN} if guide == "iaf" else {}
     return RunConfig(
         data=DataConfig(dataset="fashion-mnist"),
-        model=model_config(network=arch, hidden=HIDDEN, latent_dim=LATENT_DIM),
+        model=model_config(network=arch, hidden=HIDDEN, latent_dim=LATENT_DIM, guide=guide, **flow),
         train=TrainConfig(batch_size=batch_size, device=device),  # type: ignore[arg-type]
     )
 
@@ -133,7 +182,8 @@ class PlainSide:
 
     def __init__(self, config: RunConfig, images: torch.Tensor) -> None:
         self.images, self.batch_size = images, config.train.batch_size
-        self.model = PlainVAE(config.model.network, tuple(images.shape[1:])).to(images.device)
+        plain_model = PLAIN_MODELS[config.model.guide]
+        self.model = plain_model(config.model.network, tuple(images.shape[1:])).to(images.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
         self.forward = torch.compile(self.model) if SPEED["compile"] else self.model
         self.autocast = torch.autocast(
@@ -159,10 +209,17 @@ SIDES = {"pyrovae": PyrovaeSide, "plain": PlainSide}
 
 
 class AblationSide(PyrovaeSide):
-    """The step with some of its three measures turned off, to measure each."""
+    """The step with some of its four measures turned off, to measure each."""
 
     def __init__(
-        self, config: RunConfig, images: torch.Tensor, *, direct: bool, fused: bool, validate: bool
+        self,
+        config: RunConfig,
+        images: torch.Tensor,
+        *,
+        direct: bool,
+        fused: bool,
+        validate: bool,
+        uniform: bool,
     ) -> None:
         super().__init__(config, images)
         optimizer = (
@@ -173,44 +230,50 @@ class AblationSide(PyrovaeSide):
         precision = self.step.precision  # --precision's hooks, already on the networks
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer, fast=direct)
         self.step.precision = precision
-        self.validate = validate
+        self.validate, self.uniform = validate, uniform
 
     def run(self, steps: int) -> torch.Tensor:
-        if not self.validate:
+        if self.uniform and not self.validate:
             return super().run(steps)
-        # train_epoch's loop with Pyro's validation left on.
+        # train_epoch's loop, with Pyro's validation left on or torch.bernoulli's draws.
         order = torch.randperm(self.images.shape[0], device=self.images.device)
         batch_size, total = self.config.train.batch_size, torch.zeros((), device=self.images.device)
-        for i in range(steps):
-            x = torch.bernoulli(
-                to_unit_float(self.images[order[i * batch_size : (i + 1) * batch_size]])
-            )
-            total += self.step(x)
+        with pyro.validation_enabled(self.validate):
+            for i in range(steps):
+                x = to_unit_float(self.images[order[i * batch_size : (i + 1) * batch_size]])
+                total += self.step(draw_binary(x) if self.uniform else torch.bernoulli(x))
         return total
 
 
-#: name -> (direct ELBO, fused Adam, validation on), from Pyro's plain step to pyrovae's.
+#: name -> (direct ELBO, fused Adam, validation on, uniform binarization), from Pyro's
+#: plain step to pyrovae's.
 ABLATIONS = {
-    "Pyro differentiable_loss, validation on, Adam": (False, False, True),
-    "+ validation off in the loop": (False, False, False),
-    "+ fused Adam": (False, True, False),
-    "+ direct ELBO (= pyrovae train)": (True, True, False),
+    "Pyro differentiable_loss, validation on, Adam": (False, False, True, False),
+    "+ validation off in the loop": (False, False, False, False),
+    "+ fused Adam": (False, True, False, False),
+    "+ direct ELBO": (True, True, False, False),
+    "+ binarization by a uniform draw (= pyrovae train)": (True, True, False, True),
 }
 
 
 def run_ablation(
-    arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int
+    arch: str,
+    batch_size: int,
+    device: torch.device,
+    images_per_rep: int,
+    reps: int,
+    guide: str = "normal",
 ) -> dict[str, tuple[float, float, float]]:
     """Median (min, max) images/s ratio to the plain loop of each step variant."""
-    config = _config(arch, batch_size, device.type)
+    config = _config(arch, batch_size, device.type, guide)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
     config.model.data_shape = data.data_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
     torch.manual_seed(0)
     sides: dict[str, Any] = {"plain": PlainSide(config, data.train)}
-    for name, (direct, fused, validate) in ABLATIONS.items():
+    for name, (direct, fused, validate, uniform) in ABLATIONS.items():
         sides[name] = AblationSide(
-            config, data.train, direct=direct, fused=fused, validate=validate
+            config, data.train, direct=direct, fused=fused, validate=validate, uniform=uniform
         )
     for side in sides.values():
         _timed(side, min(steps, 5), device)
@@ -231,6 +294,7 @@ def run_ablation(
 class CaseResult:
     device: str
     arch: str
+    guide: str
     batch_size: int
     steps: int
     reps: int
@@ -263,20 +327,23 @@ def _timed(side: Any, steps: int, device: torch.device) -> tuple[float, float]:
 
 
 def _peak_memory_mb(
-    side: str, arch: str, batch_size: int, device: str, steps: int
+    side: str, arch: str, batch_size: int, device: str, steps: int, guide: str
 ) -> tuple[float, float]:
     """Peak memory of ``side``'s loop: a child process's peak RSS on CPU, max allocated on CUDA."""
     command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
                "--precision", SPEED["precision"], *(["--compile"] if SPEED["compile"] else []),
-               "--_memory-child", side, arch, str(batch_size), device, str(steps)]  # fmt: skip
+               "--_memory-child", side, arch, str(batch_size), device, str(steps),
+               guide]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     peak, baseline = map(float, done.stdout.strip().splitlines()[-1].split())
     return peak, peak - baseline
 
 
-def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, steps: int) -> None:
+def _memory_child(
+    side_name: str, arch: str, batch_size: int, device_name: str, steps: int, guide: str
+) -> None:
     device = torch.device(device_name)
-    config = _config(arch, batch_size, device_name)
+    config = _config(arch, batch_size, device_name, guide)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
     config.model.data_shape = data.data_shape
     side = SIDES[side_name](config, data.train)
@@ -300,9 +367,15 @@ def _memory_child(side_name: str, arch: str, batch_size: int, device_name: str, 
 
 
 def run_case(
-    arch: str, batch_size: int, device: torch.device, images_per_rep: int, reps: int, memory: bool
+    arch: str,
+    batch_size: int,
+    device: torch.device,
+    images_per_rep: int,
+    reps: int,
+    memory: bool,
+    guide: str = "normal",
 ) -> CaseResult:
-    config = _config(arch, batch_size, device.type)
+    config = _config(arch, batch_size, device.type, guide)
     data = prepare_data(config, device, binary=component_class(config.model, "likelihood").binary)
     config.model.data_shape = data.data_shape
     steps = max(1, min(images_per_rep // batch_size, data.train.shape[0] // batch_size))
@@ -326,10 +399,13 @@ def run_case(
     }
     if memory:
         for name in names:
-            peaks[name] = _peak_memory_mb(name, arch, batch_size, device.type, min(steps, 20))
+            peaks[name] = _peak_memory_mb(
+                name, arch, batch_size, device.type, min(steps, 20), guide
+            )
     return CaseResult(
         device=str(device),
         arch=arch,
+        guide=guide,
         batch_size=batch_size,
         steps=steps,
         reps=reps,
@@ -352,7 +428,7 @@ def _row(r: CaseResult) -> str:
         return "-" if value is None else f"{value:.0f}"
 
     return (
-        f"| {r.device} | {r.arch} | {r.batch_size} | {r.pyrovae_images_per_s:,.0f} "
+        f"| {r.device} | {r.arch} | {r.guide} | {r.batch_size} | {r.pyrovae_images_per_s:,.0f} "
         f"| {r.plain_images_per_s:,.0f} | **{r.ratio_median:.2f}** "
         f"({r.ratio_min:.2f}-{r.ratio_max:.2f}) | {r.cpu_time_ratio_median:.2f} "
         f"| {mb(r.pyrovae_peak_mb)} / {mb(r.plain_peak_mb)} "
@@ -361,9 +437,9 @@ def _row(r: CaseResult) -> str:
 
 
 HEADER = (
-    "| device | arch | batch | pyrovae img/s | plain img/s | ratio median (min-max) "
+    "| device | arch | guide | batch | pyrovae img/s | plain img/s | ratio median (min-max) "
     "| CPU-time ratio | peak MB pyrovae / plain | of which the loop |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -371,6 +447,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     parser.add_argument("--batch-size", nargs="+", type=int, default=[128, 256, 1024])
+    parser.add_argument(
+        "--guide",
+        nargs="+",
+        default=["normal"],
+        choices=list(PLAIN_MODELS),
+        help="q(z|x): mean-field, or pyrovae's default IAF against one written by hand",
+    )
     parser.add_argument(
         "--device",
         nargs="+",
@@ -390,20 +473,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ablation", action="store_true", help="measure each of the step's measures instead"
     )
-    parser.add_argument("--_memory-child", nargs=5, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     SPEED.update(precision=args.precision, compile=args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_child:
-        side, arch, batch, device, steps = args._memory_child
-        _memory_child(side, arch, int(batch), device, int(steps))
+        side, arch, batch, device, steps, guide = args._memory_child
+        _memory_child(side, arch, int(batch), device, int(steps), guide)
         return
     if args.quick:
         args.arch, args.batch_size, args.reps = ["mlp"], [256], 3
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-    import pyro
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
@@ -412,33 +493,27 @@ def main(argv: list[str] | None = None) -> None:
         + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
     )
     if args.ablation:
-        for device in devices:
-            for arch in args.arch:
-                for batch_size in args.batch_size:
-                    print(
-                        f"\n{device}, {arch}, batch {batch_size}: images/s ratio to plain PyTorch"
-                    )
-                    result = run_ablation(
-                        arch, batch_size, torch.device(device), args.images, args.reps
-                    )
-                    for name, (median, low, high) in result.items():
-                        print(f"| {name} | **{median:.2f}** ({low:.2f}-{high:.2f}) |", flush=True)
+        for device, arch, guide, batch_size in itertools.product(
+            devices, args.arch, args.guide, args.batch_size
+        ):
+            print(f"\n{device}, {arch}, {guide} guide, batch {batch_size}: "
+                  "images/s ratio to plain PyTorch")  # fmt: skip
+            result = run_ablation(
+                arch, batch_size, torch.device(device), args.images, args.reps, guide
+            )
+            for name, (median, low, high) in result.items():
+                print(f"| {name} | **{median:.2f}** ({low:.2f}-{high:.2f}) |", flush=True)
         return
     print(HEADER, flush=True)
     results = []
-    for device in devices:
-        for arch in args.arch:
-            for batch_size in args.batch_size:
-                result = run_case(
-                    arch,
-                    batch_size,
-                    torch.device(device),
-                    args.images,
-                    args.reps,
-                    not args.no_memory,
-                )
-                results.append(result)
-                print(_row(result), flush=True)
+    cases = itertools.product(devices, args.arch, args.guide, args.batch_size)
+    for device, arch, guide, batch_size in cases:
+        memory = not args.no_memory
+        result = run_case(
+            arch, batch_size, torch.device(device), args.images, args.reps, memory, guide
+        )
+        results.append(result)
+        print(_row(result), flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump([asdict(r) for r in results], handle, indent=2)
