@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -451,12 +452,8 @@ class Training:
         self.clock.train += seconds
         self.clock.epochs += 1
         if divergence.diverged(train_loss, self.loss_limit):
-            raise TrainingError(
-                f"{divergence.describe(train_loss, self.loss_limit, epoch + 1)}; "
-                f"{kept_message(self.run_dir, last_checkpointed(history))}"
-                f"; lower the learning rate, e.g. `pyrovae train --resume {self.run_dir} "
-                f"--lr {min(self.config.train.lr / 10, TrainConfig.lr):.3g}`"
-            )
+            what = divergence.describe(train_loss, self.loss_limit, epoch + 1)
+            raise self.divergence_error(what, history)
         context = self.context
         if not context.is_main:
             context.all_gather(rng_state(self.data_generator, self.vae_device))
@@ -465,7 +462,16 @@ class Training:
         stop = self.time_is_up(epoch)
         if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
             with self.averaged():
-                row.update(self.evaluate())
+                try:
+                    row.update(self.evaluate())
+                except ValueError as error:
+                    # Pyro's validation: a distribution's parameters are inf or nan. The
+                    # epoch's loss was finite, but its last steps sent the outputs there.
+                    what = (
+                        f"the model's outputs became invalid in epoch {epoch + 1} "
+                        f"({invalid_parameter(error)}): training diverged"
+                    )
+                    raise self.divergence_error(what, history) from error
             if self.out_of_patience([*history, row]):
                 stop = "patience"
         if stop:
@@ -483,6 +489,15 @@ class Training:
             self.save(epoch, rows, rng_states)
         self.log_row(row)
         return row
+
+    def divergence_error(self, what: str, history: list[dict[str, Any]]) -> TrainingError:
+        """The one-line error for a run that diverged: ``what`` happened, which checkpoint
+        is kept, and the command that resumes with a lower learning rate."""
+        return TrainingError(
+            f"{what}; {kept_message(self.run_dir, last_checkpointed(history))}"
+            f"; lower the learning rate, e.g. `pyrovae train --resume {self.run_dir} "
+            f"--lr {min(self.config.train.lr / 10, TrainConfig.lr):.3g}`"
+        )
 
     @property
     def epochs(self) -> int:
@@ -738,6 +753,21 @@ def restore(
         lr_note = "" if saved_lr == config.train.lr else f", lr {saved_lr:g} -> {config.train.lr:g}"
         log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{lr_note}")
     return history, epoch
+
+
+def invalid_parameter(error: ValueError) -> str:
+    """Which distribution's parameter torch's argument validation found invalid, in a few
+    words ("Bernoulli's logits fail the constraint Real()", i.e. inf or nan), or the
+    error's first line."""
+    found = re.search(
+        r"Expected parameter (\w+) .* of distribution (\w+).* to satisfy the constraint (.+?), "
+        "but found invalid values",
+        str(error),
+    )
+    if found is None:
+        return first_line(error, 120)
+    parameter, distribution, constraint = found.groups()
+    return f"{distribution}'s {parameter} fail the constraint {constraint}"
 
 
 def kept_message(run_dir: Path, epochs_done: int) -> str:

@@ -460,6 +460,33 @@ def test_a_nan_loss_in_epoch_1_names_no_checkpoint(tiny_config, tmp_path):
     assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
 
 
+def test_outputs_sent_to_inf_by_the_last_step_are_divergence(tiny_config, tmp_path):
+    """One step per epoch: its loss, made before the step, is finite, but the step sends
+    the networks' outputs to inf; the test ELBO's validation finds it. A one-line error,
+    not Pyro's traceback."""
+    tiny_config.train.batch_size = 2048  # the 1,437 training digits in one batch
+    tiny_config.train.lr = 1e20  # weights of 1e20: products of them overflow float32
+    with pytest.raises(TrainingError, match="outputs became invalid in epoch 1") as info:
+        train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    message = str(info.value)
+    assert "fail the constraint Real()" in message  # the guide's loc (the encoder overflows)
+    assert "no checkpoint was written" in message and "--lr 0.001" in message
+    assert "\n" not in message
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_invalid_parameter_names_the_distribution_or_keeps_the_first_line():
+    import pyro.distributions as dist
+
+    from pyrovae.training.loop import invalid_parameter
+
+    with pytest.raises(ValueError) as info:
+        dist.Normal(torch.zeros(3), torch.tensor([1.0, 0.0, -1.0]), validate_args=True)
+    expected = "Normal's scale fail the constraint GreaterThan(lower_bound=0.0)"
+    assert invalid_parameter(info.value) == expected
+    assert invalid_parameter(ValueError("shape mismatch\nmore")) == "shape mismatch"
+
+
 def test_a_loss_that_grows_without_bound_is_divergence(tiny_config, tmp_path):
     """lr = 1 keeps the loss finite but sends it to about 5e4 nats, from about 44."""
     tiny_config.train.epochs = 1
