@@ -309,7 +309,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     type=click.Choice(LR_SCHEDULES),
     default=TrainConfig.lr_schedule,
     show_default=True,
-    help="cosine: anneal --lr to 0 over the epochs; plateau: halve it after 2 evaluations "
+    help="cosine: anneal --lr to 0 over the epochs, or over the --max-time budget if it "
+    "ends first; plateau: halve it after 2 evaluations "
     "without a better validation (or training) ELBO.",
 )
 @click.option(

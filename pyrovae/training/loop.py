@@ -210,8 +210,9 @@ class Clock:
     """Where this call's wall time goes: training steps, and everything else."""
 
     started: float
-    loop_started: float = field(default_factory=time.perf_counter)
-    mark: float = field(default_factory=time.perf_counter)  # when the last row was made
+    # Read when the Clock is made (through the module, so a test can swap the clock).
+    loop_started: float = field(default_factory=lambda: time.perf_counter())
+    mark: float = field(default_factory=lambda: time.perf_counter())  # the last row's time
     train: float = 0.0
     epochs: int = 0
 
@@ -220,6 +221,16 @@ class Clock:
         wall, setup = now - self.started, self.loop_started - self.started
         return {"train": self.train, "other": wall - setup - self.train, "setup": setup,
                 "wall": wall}  # fmt: skip
+
+    def budget_share(self, budget: float) -> float | None:
+        """The share of a time budget of ``budget`` seconds (counted, as ``--max-time``
+        is, from the start of the call) that the epochs have used: the time since the
+        loop started over what setup left of the budget; ``None`` without a budget or
+        with nothing left of it."""
+        left = budget - (self.loop_started - self.started)
+        if budget <= 0 or left <= 0:
+            return None
+        return (time.perf_counter() - self.loop_started) / left
 
     def per_epoch(self) -> float:
         """Mean wall time of this call's epochs so far (training and the rest)."""
@@ -441,7 +452,8 @@ class Training:
     def epoch(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Train epoch ``epoch`` (0-based) and check it; evaluate and checkpoint when due;
         its metrics row."""
-        lr = learning_rate(self.config.train, epoch, history)
+        time_share = self.clock.budget_share(self.config.train.max_time)
+        lr = learning_rate(self.config.train, epoch, history, time_share)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()

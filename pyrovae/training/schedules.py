@@ -7,7 +7,11 @@ Sønderby et al. 2016, "Ladder Variational Autoencoders").
 The learning rate is a function of the epoch and of the metrics so far, so
 that a resumed run gets exactly the rate it would have had: ``cosine``
 anneals it from ``lr`` to 0 over the epochs (Loshchilov & Hutter 2017,
-"SGDR"), ``plateau`` replays torch's
+"SGDR") or, with a time budget (``max_time``), over the epochs or the budget,
+whichever runs out first (a step size decayed to 0 over a fixed budget beats a
+constant one: Li, Yumer & Ramanan 2020, "Budgeted Training"); that one depends
+on the clock, and a resumed run starts its budget, and so the schedule's time
+share, anew. ``plateau`` replays torch's
 :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` over the evaluations so
 far (halved after :data:`PLATEAU_PATIENCE` evaluations without a better
 validation ELBO, or training ELBO where there is no validation split).
@@ -48,13 +52,31 @@ def monitored(row: dict[str, Any]) -> float | None:
     return None
 
 
-def learning_rate(train: TrainConfig, epoch: int, history: list[dict[str, Any]]) -> float:
-    """The learning rate of epoch ``epoch`` (0-based), given the metrics rows before it."""
+def learning_rate(
+    train: TrainConfig,
+    epoch: int,
+    history: list[dict[str, Any]],
+    time_share: float | None = None,
+) -> float:
+    """The learning rate of epoch ``epoch`` (0-based), given the metrics rows before it
+    and, for ``cosine``, the share of the time budget used (``None``: no budget)."""
     if train.lr_schedule == "cosine":
-        return train.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / train.epochs))
+        progress = schedule_progress(train, epoch, time_share)
+        return train.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if train.lr_schedule == "plateau":
         return _plateau(train.lr, [v for v in map(monitored, history) if v is not None])
     return train.lr
+
+
+def schedule_progress(train: TrainConfig, epoch: int, time_share: float | None = None) -> float:
+    """How far ``cosine`` is through its schedule at the start of epoch ``epoch``, from 0
+    to 1: the share of the epochs done or of the time budget used (``time_share``,
+    under ``max_time``), whichever is larger, so that the step size reaches 0 when
+    whichever stops the run comes."""
+    progress = epoch / train.epochs
+    if time_share is not None:
+        progress = max(progress, time_share)
+    return min(1.0, progress)
 
 
 def _plateau(lr: float, values: list[float]) -> float:

@@ -118,6 +118,15 @@ def test_cosine_and_plateau_schedules():
     assert [learning_rate(cosine, e, []) for e in range(4)] == pytest.approx(
         [0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
     )
+    # Under a time budget the schedule follows the epochs or the clock, whichever is ahead.
+    budget = TrainConfig(lr=1.0, epochs=100, lr_schedule="cosine", max_time=600.0)
+    assert learning_rate(budget, 0, [], time_share=0.0) == 1.0
+    assert learning_rate(budget, 1, [], time_share=0.5) == pytest.approx(0.5)
+    assert learning_rate(budget, 75, [], time_share=0.5) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 0.75))
+    )
+    assert learning_rate(budget, 2, [], time_share=1.5) == pytest.approx(0.0)
+    assert learning_rate(budget, 50, []) == pytest.approx(0.5)  # no clock: the epochs
     plateau = TrainConfig(lr=1.0, lr_schedule="plateau")
     rows = [{"epoch": 1, "train_elbo": -10.0, "val_elbo": -5.0}]
     stuck = rows + [{"epoch": e, "train_elbo": -9.0, "val_elbo": -6.0} for e in range(2, 6)]
@@ -183,6 +192,38 @@ def test_evaluations_at_intervals_the_best_checkpoint_and_the_csv_log(tmp_path):
         "reconstructions-epoch0002.png", "reconstructions-epoch0003.png",
         "samples-epoch0002.png", "samples-epoch0003.png",
     ]  # fmt: skip
+
+
+def test_cosine_under_a_time_budget_anneals_over_the_budget(tmp_path, monkeypatch):
+    """With 10,000 epochs that will never run, the epochs' schedule would stay at --lr;
+    the budget's takes the step size down as the clock runs out. The training loop's
+    clock is a counter that advances 0.1 s per reading (about 0.6 s per epoch), so the
+    test does not depend on the machine's speed."""
+    import itertools
+    import types
+
+    from pyrovae.training import loop
+
+    ticks = itertools.count()
+    fake_time = types.SimpleNamespace(perf_counter=lambda: 0.1 * next(ticks))
+    monkeypatch.setattr(loop, "time", fake_time)
+    config = _tiny(tmp_path, "c", epochs=10_000, max_time=5.0, lr_schedule="cosine",
+                   eval_every=10_000)  # fmt: skip
+    rows = _train(config, tmp_path / "c").history
+    assert rows[-1]["stopped"] == "time" and len(rows) > 3
+    assert rows[0]["lr"] == pytest.approx(1e-3, rel=0.01)
+    lrs = [row["lr"] for row in rows]
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 0.5e-3  # past half the budget; by the epochs alone it would be 1e-3
+
+
+def test_the_budget_share_is_of_what_setup_left(monkeypatch):
+    from pyrovae.training import loop
+
+    clock = loop.Clock(started=100.0, loop_started=120.0)
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: 160.0)
+    assert clock.budget_share(100.0) == pytest.approx(0.5)  # 40 s of the 80 s left
+    assert clock.budget_share(0.0) is None and clock.budget_share(20.0) is None
 
 
 def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
