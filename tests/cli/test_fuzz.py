@@ -379,6 +379,14 @@ def spec(good: Any, bad: Any, always: bool = False) -> tuple[Any, Any, bool]:
     return good, bad, always
 
 
+def built_in(kind: str, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """Every registered component of ``kind`` (so that a new one is fuzzed too), but
+    those in ``leave_out``."""
+    from pyrovae.model.spec import REGISTRIES
+
+    return [name for name in REGISTRIES[kind].names() if name not in leave_out]
+
+
 def train_specs(scratch: Scratch) -> Specs:
     huge = [2000000000, 10**10, 10**20]
     bad_resume = [str(scratch.regular_file), "/proc/x", "/nonexistent", str(scratch.folder)]
@@ -396,12 +404,13 @@ def train_specs(scratch: Scratch) -> Specs:
         "--kl-warmup": spec([0, 1, 2], [-1, 10**20]),
         "--particles": spec([1, 2], [0, -1, 10**20]),
         "--seed": spec(text(st.integers(0, 1000)), hostile(hostile_ints)),
-        "--likelihood": spec(["bernoulli", "gaussian", "continuous-bernoulli"], ["poisson"]),
+        "--likelihood": spec(built_in("likelihood"), ["poisson"]),
         "--obs-scale": spec(["pixel", "shared", "0.1"], hostile(hostile_floats)),
         "--binarize": spec(["dynamic", "static"], ["none", "x"]),
-        "--network": spec(["mlp", "linear", "conv"], ["x", "module"]),
-        "--guide": spec(["normal", "iaf", "planar", "spline"], ["x"]),
-        "--prior": spec(["normal", "mog", "flow", "vamp"], ["x"]),
+        # module needs --network-module: bare, it is a hostile value.
+        "--network": spec(built_in("network", leave_out=("module",)), ["x", "module"]),
+        "--guide": spec(built_in("guide"), ["x"]),
+        "--prior": spec(built_in("prior"), ["x"]),
         "--flows": spec([1, 2], [0, -1, 10**20]),
         "--prior-components": spec([2, 5], [0, -1, 10**12]),
         "--objective": spec(["elbo", "iwae"], ["x"]),
