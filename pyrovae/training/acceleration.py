@@ -1,7 +1,7 @@
 """Faster networks for training on a GPU: bf16 autocast and ``torch.compile``.
 
-``pyrovae train --precision bf16`` runs the encoder and the decoder (the
-networks, where nearly all of a step's arithmetic is) under
+``pyrovae train --precision bf16`` runs the encoder and the decoder, and m2's
+classifier (:func:`networks`, where nearly all of a step's arithmetic is) under
 ``torch.autocast(dtype=torch.bfloat16)`` during the training steps, and hands
 their outputs on as float32: the densities, the KL, the flows and the ELBO
 stay in float32, as do the weights, the gradients and the optimizer state
@@ -9,7 +9,7 @@ stay in float32, as do the weights, the gradients and the optimizer state
 needed). Evaluation (test and validation ELBO, ``evaluate``, ``diagnose``)
 runs in float32 whatever the run trained with.
 
-``pyrovae train --compile`` compiles the encoder's and the decoder's
+``pyrovae train --compile`` compiles the encoder's and the decoder's (and m2's classifier's)
 ``forward`` with ``torch.compile`` (inductor by default), in place: the
 module tree, the parameter names and so the checkpoints are those of an
 uncompiled run; ``sample``, ``evaluate`` and ``diagnose`` load it uncompiled,
@@ -45,9 +45,14 @@ from torch.utils.hooks import RemovableHandle
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
+#: The attributes that hold a model's networks: every model's encoder and decoder, and
+#: M2's classifier q(y|x), a second encoder of the same size.
+NETWORK_ATTRIBUTES = ("encoder", "decoder", "classifier")
+
+
 def networks(vae: nn.Module) -> list[nn.Module]:
-    """The encoder and the decoder of ``vae`` (those it has)."""
-    found = [getattr(vae, name, None) for name in ("encoder", "decoder")]
+    """The networks of ``vae`` (those of :data:`NETWORK_ATTRIBUTES` it has)."""
+    found = [getattr(vae, name, None) for name in NETWORK_ATTRIBUTES]
     return [module for module in found if isinstance(module, nn.Module)]
 
 

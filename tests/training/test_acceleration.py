@@ -62,9 +62,11 @@ def test_fp32_registers_nothing_and_an_unknown_precision_is_refused(make_vae):
     assert [type(m).__name__ for m in networks(vae)] and len(networks(vae)) == 2
 
 
-def test_a_bf16_step_trains_close_to_the_float32_one(make_vae):
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+def test_a_bf16_step_trains_close_to_the_float32_one(make_vae, prior):
+    """With the VampPrior the pseudo-inputs pass through the encoder under autocast too."""
     torch.manual_seed(0)
-    base = make_vae(hidden=32)
+    base = make_vae(hidden=32, prior=prior)
     twin = copy.deepcopy(base)
     full, low = _step(base), _step(twin)
     low.precision = MixedPrecision(twin, "bf16")
@@ -80,6 +82,23 @@ def test_a_bf16_step_trains_close_to_the_float32_one(make_vae):
     assert low.direct and full.direct  # the direct ELBO still matched Pyro's on the first batch
     for name, value in twin.state_dict().items():
         assert value.dtype == base.state_dict()[name].dtype  # weights stay float32
+
+
+def test_every_network_of_an_m2_model_computes_in_bf16_the_classifier_too():
+    from pyrovae.model.semi_supervised import SemiSupervisedVAE
+    from pyrovae.model.spec import model_config
+
+    config = model_config(kind="m2", data_shape=(1, 4, 4), hidden=(32,), latent_dim=2)
+    config.n_classes = 3
+    m2 = SemiSupervisedVAE(config)
+    assert networks(m2) == [m2.encoder, m2.decoder, m2.classifier]
+    x = torch.rand(16, 1, 4, 4)
+    full = m2.qy(x).logits
+    precision = MixedPrecision(m2, "bf16")
+    with precision.active():
+        low = m2.qy(x).logits
+    assert low.dtype == torch.float32 and not torch.equal(low, full)
+    torch.testing.assert_close(low, full, rtol=0.05, atol=0.05)
 
 
 def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
