@@ -9,13 +9,16 @@ options, so ``pyrovae train --config RUN/config.toml`` trains the same run.
 name    what it sets                                                   for
 ======  ============================================================  =========================
 fast    nothing: today's defaults (Gaussian prior, ELBO, 30 epochs)    a first look, tests
-best    ``--prior flow``                                               quality at a fixed budget
+best    ``--prior flow --batch-size 256``                              quality at a fixed budget
 paper   ``--prior flow --objective iwae --particles 5 --epochs 1000``  the longest budget
         ``--lr-schedule cosine --ema 0.99``
 ======  ============================================================  =========================
 
 ``best`` (for a budget of minutes) is a learned flow prior (Papamakarios et
-al. 2017) with the plain ELBO. At an equal 10-minute budget on one CPU thread
+al. 2017) with the plain ELBO, at batch size 256: on one CPU thread that runs
+more images a second than 128, and in 10 minutes it beat 128 by 0.30 ± 0.05
+nats and 512 by 0.12 ± 0.05 (docs/benchmarks.md, "Choosing best"). At an
+equal 10-minute budget on one CPU thread
 (Fashion-MNIST, latent 50, log p(x) by importance sampling with K = 1000 on
 2000 test images; docs/benchmarks.md, "Choosing best"), it beat the flow prior
 with IWAE-5 (the earlier ``best``) by 0.72 ± 0.06 nats: IWAE-5 costs about 2.6
@@ -42,7 +45,7 @@ from typing import Any
 #: Each preset's train options, keyed by option name (as in a ``--config`` file).
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
-    "best": {"prior": "flow"},
+    "best": {"prior": "flow", "batch_size": 256},
     "paper": {
         "prior": "flow",
         "objective": "iwae",
@@ -56,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: One line per preset, for ``--help``.
 DESCRIPTIONS: dict[str, str] = {
     "fast": "today's defaults",
-    "best": "flow prior",
+    "best": "flow prior, batch size 256",
     "paper": "flow prior, IWAE with 5 particles, 1000 epochs, cosine learning rate, "
     "EMA of the weights (0.99)",
 }
