@@ -452,8 +452,13 @@ class Training:
     def epoch(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Train epoch ``epoch`` (0-based) and check it; evaluate and checkpoint when due;
         its metrics row."""
-        time_share = self.clock.budget_share(self.config.train.max_time)
-        lr = learning_rate(self.config.train, epoch, history, time_share)
+        train = self.config.train
+        time_share = self.clock.budget_share(train.max_time)
+        if train.lr_schedule == "cosine" and train.max_time > 0:
+            # Each process has its own clock: every one takes rank 0's share, so that
+            # data-parallel replicas step with the same learning rate.
+            time_share = self.context.broadcast(time_share)
+        lr = learning_rate(train, epoch, history, time_share)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
