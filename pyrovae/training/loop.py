@@ -484,9 +484,13 @@ class Training:
                 except ValueError as error:
                     # Pyro's validation: a distribution's parameters are inf or nan. The
                     # epoch's loss was finite, but its last steps sent the outputs there.
+                    # Any other ValueError is not divergence and goes on as it is.
+                    invalid = invalid_parameter(error)
+                    if invalid is None:
+                        raise
                     what = (
                         f"the model's outputs became invalid in epoch {epoch + 1} "
-                        f"({invalid_parameter(error)}): training diverged"
+                        f"({invalid}): training diverged"
                     )
                     raise self.divergence_error(what, history) from error
             if self.out_of_patience([*history, row]):
@@ -772,17 +776,17 @@ def restore(
     return history, epoch
 
 
-def invalid_parameter(error: ValueError) -> str:
+def invalid_parameter(error: ValueError) -> str | None:
     """Which distribution's parameter torch's argument validation found invalid, in a few
-    words ("Bernoulli's logits fail the constraint Real()", i.e. inf or nan), or the
-    error's first line."""
+    words ("Bernoulli's logits fail the constraint Real()", i.e. inf or nan); ``None``
+    for an error of another kind."""
     found = re.search(
         r"Expected parameter (\w+) .* of distribution (\w+).* to satisfy the constraint (.+?), "
         "but found invalid values",
         str(error),
     )
     if found is None:
-        return first_line(error, 120)
+        return None
     parameter, distribution, constraint = found.groups()
     return f"{distribution}'s {parameter} fail the constraint {constraint}"
 
