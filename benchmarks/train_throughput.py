@@ -69,7 +69,7 @@ from pyrovae.model.flows import conditional_made
 from pyrovae.model.networks import NETWORKS
 from pyrovae.model.spec import component_class, model_config
 from pyrovae.model.vae import VAE
-from pyrovae.training.acceleration import MixedPrecision, compile_networks
+from pyrovae.training.acceleration import accelerate
 from pyrovae.training.schedules import kl_weight
 from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
 
@@ -158,10 +158,7 @@ class PyrovaeSide:
         self.vae = VAE(config.model).to(images.device)
         optimizer = make_optimizer(self.vae.parameters(), lr=config.train.lr)
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer)
-        if SPEED["precision"] != "fp32":
-            self.step.precision = MixedPrecision(self.vae, SPEED["precision"])
-        if SPEED["compile"]:
-            compile_networks(self.vae)
+        self.step.precision = accelerate(self.vae, SPEED["precision"], SPEED["compile"])
         self.epoch_steps = -(-images.shape[0] // config.train.batch_size)
 
     def run(self, steps: int) -> torch.Tensor:

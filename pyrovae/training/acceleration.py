@@ -151,3 +151,13 @@ def compile_networks(vae: nn.Module, backend: str = "inductor") -> list[nn.Modul
         # state_dict() keeps the module's own parameter names.
         module.forward = torch.compile(module.forward, backend=backend)  # type: ignore[method-assign]
     return compiled
+
+
+def accelerate(vae: nn.Module, precision: str, compile: bool) -> MixedPrecision | None:
+    """``--precision`` and ``--compile`` on the networks of ``vae``: compiles them in
+    place when ``compile``; returns the low-precision hooks for the training step
+    (``TrainStep.precision``), ``None`` for ``"fp32"``."""
+    hooks = None if precision == "fp32" else MixedPrecision(vae, precision)
+    if compile:
+        compile_networks(vae)
+    return hooks

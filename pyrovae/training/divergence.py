@@ -1,4 +1,5 @@
-"""Divergence: a training loss that is not finite, or that has grown without bound.
+"""Divergence: a training loss that is not finite, or that has grown without bound, or
+networks whose outputs no longer make a valid distribution (:func:`invalid_parameter`).
 
 Too large a step size makes Adam's updates run away: the loss becomes NaN, or
 stays finite and grows for ever (``--lr 6e6`` trained 30 epochs to an ELBO
@@ -13,6 +14,7 @@ untrained loss, up to Monte Carlo noise far below one nat per pixel.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -67,3 +69,18 @@ def describe(loss: float, limit: float, epoch: int) -> str:
         f"the loss grew to {loss:.4g} nats per data point in epoch {epoch}, above {limit:.4g} "
         "(the untrained model's loss plus one nat per pixel): training diverged"
     )
+
+
+def invalid_parameter(error: ValueError) -> str | None:
+    """Which distribution's parameter torch's argument validation found invalid, in a few
+    words ("Bernoulli's logits fail the constraint Real()", i.e. inf or nan); ``None``
+    for an error of another kind."""
+    found = re.search(
+        r"Expected parameter (\w+) .* of distribution (\w+).* to satisfy the constraint (.+?), "
+        "but found invalid values",
+        str(error),
+    )
+    if found is None:
+        return None
+    parameter, distribution, constraint = found.groups()
+    return f"{distribution}'s {parameter} fail the constraint {constraint}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -56,12 +55,7 @@ from pyrovae.runtime import (
     resolve_device,
 )
 from pyrovae.training import distributed, divergence, labelled
-from pyrovae.training.acceleration import (
-    MixedPrecision,
-    compile_networks,
-    is_compile_error,
-    release,
-)
+from pyrovae.training.acceleration import accelerate, is_compile_error, release
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
 from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
@@ -388,10 +382,7 @@ class Training:
         )
         if config.train.ema:
             step.ema = WeightAverage(vae, config.train.ema)
-        if config.train.precision != "fp32":
-            step.precision = MixedPrecision(vae, config.train.precision)
-        if config.train.compile:
-            compile_networks(vae)
+        step.precision = accelerate(vae, config.train.precision, config.train.compile)
         return cls(config, run_dir, data, vae, optimizer, step, data_generator, context,
                    binarize, loss_limit, log, progress)  # fmt: skip
 
@@ -453,11 +444,11 @@ class Training:
         """Train epoch ``epoch`` (0-based) and check it; evaluate and checkpoint when due;
         its metrics row."""
         train = self.config.train
-        time_share = self.clock.budget_share(train.max_time)
+        time_share = None
         if train.lr_schedule == "cosine" and train.max_time > 0:
             # Each process has its own clock: every one takes rank 0's share, so that
             # data-parallel replicas step with the same learning rate.
-            time_share = self.context.broadcast(time_share)
+            time_share = self.context.broadcast(self.clock.budget_share(train.max_time))
         lr = learning_rate(train, epoch, history, time_share)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -485,7 +476,7 @@ class Training:
                     # Pyro's validation: a distribution's parameters are inf or nan. The
                     # epoch's loss was finite, but its last steps sent the outputs there.
                     # Any other ValueError is not divergence and goes on as it is.
-                    invalid = invalid_parameter(error)
+                    invalid = divergence.invalid_parameter(error)
                     if invalid is None:
                         raise
                     what = (
@@ -774,21 +765,6 @@ def restore(
         lr_note = "" if saved_lr == config.train.lr else f", lr {saved_lr:g} -> {config.train.lr:g}"
         log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{lr_note}")
     return history, epoch
-
-
-def invalid_parameter(error: ValueError) -> str | None:
-    """Which distribution's parameter torch's argument validation found invalid, in a few
-    words ("Bernoulli's logits fail the constraint Real()", i.e. inf or nan); ``None``
-    for an error of another kind."""
-    found = re.search(
-        r"Expected parameter (\w+) .* of distribution (\w+).* to satisfy the constraint (.+?), "
-        "but found invalid values",
-        str(error),
-    )
-    if found is None:
-        return None
-    parameter, distribution, constraint = found.groups()
-    return f"{distribution}'s {parameter} fail the constraint {constraint}"
 
 
 def kept_message(run_dir: Path, epochs_done: int) -> str:

@@ -177,10 +177,6 @@ class TrainStep:
     free_bits
         λ of free bits (nats per latent dimension; 0: off): the differentiated
         loss takes Σ_j max(λ, KL_j) in place of the KL.
-    precision
-        Runs the networks of the forward pass in low precision
-        (:class:`~pyrovae.training.acceleration.MixedPrecision`); ``None``: float32.
-
     Attributes
     ----------
     direct
@@ -206,10 +202,8 @@ class TrainStep:
         sparsity: SparsityPenalty | None = None,
         clip_grad_norm: float = 0.0,
         free_bits: float = 0.0,
-        precision: MixedPrecision | None = None,
     ) -> None:
         self.vae = vae
-        self.precision = precision
         self.clip_grad_norm = clip_grad_norm
         self.free_bits = free_bits
         # The q(z|x) of the last loss, for free bits (a list: one per guide call).

@@ -478,7 +478,7 @@ def test_outputs_sent_to_inf_by_the_last_step_are_divergence(tiny_config, tmp_pa
 def test_invalid_parameter_names_the_distribution_and_nothing_else():
     import pyro.distributions as dist
 
-    from pyrovae.training.loop import invalid_parameter
+    from pyrovae.training.divergence import invalid_parameter
 
     with pytest.raises(ValueError) as info:
         dist.Normal(torch.zeros(3), torch.tensor([1.0, 0.0, -1.0]), validate_args=True)
