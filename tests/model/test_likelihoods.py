@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
 from pyrovae.model.context import ModelContext
 from pyrovae.model.likelihoods.base import LIKELIHOODS
+from pyrovae.model.likelihoods.bernoulli import BinaryBernoulli
 from pyrovae.model.likelihoods.gaussian import GaussianLikelihood
 
 SHAPE = (1, 4, 4)
@@ -31,6 +34,28 @@ def test_bernoulli_log_prob_matches_cross_entropy():
         logits, x, reduction="none"
     ).sum((1, 2, 3))
     torch.testing.assert_close(likelihood(logits).log_prob(x), expected)
+
+
+def test_bernoulli_fast_log_prob_equals_torchs_with_gradients():
+    # BinaryBernoulli's log sigma((2x - 1) l) against torch's x l - softplus(l), on
+    # logits broadcast over draws, large ones included, values as float, bool and uint8.
+    logits = (torch.randn(5, 3, 7) * 20).requires_grad_()
+    x = torch.bernoulli(torch.full((3, 7), 0.4))
+    fast = BinaryBernoulli(logits=logits)
+    reference = dist.Bernoulli(logits=logits)
+    expected = reference.log_prob(x)
+    for value in (x, x.bool(), x.to(torch.uint8)):
+        torch.testing.assert_close(fast.log_prob(value), expected)
+    (grad_fast,) = torch.autograd.grad(fast.log_prob(x).sum(), logits)
+    (grad_reference,) = torch.autograd.grad(expected.sum(), logits)
+    torch.testing.assert_close(grad_fast, grad_reference)
+    assert type(fast.expand((2, 5, 3, 7))) is BinaryBernoulli
+
+
+def test_bernoulli_rejects_values_outside_its_support_when_validating():
+    px = LIKELIHOODS.get("bernoulli")(CONTEXT)(torch.zeros(2, *SHAPE))
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        px.log_prob(torch.full((2, *SHAPE), 0.5))
 
 
 @pytest.mark.parametrize("obs_scale, n_params", [("pixel", 16), ("shared", 1), ("0.25", 0)])
