@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pyrovae.data.dataset import ArrayData
+from pyrovae.data.pixels import draw_binary
 from pyrovae.errors import DataError
 
 #: Rows checked at once, so that memory stays bounded on large sets.
@@ -63,6 +64,17 @@ def bernoulli_observed(x: torch.Tensor, generator: torch.Generator | None = None
     observed = observed_mask(x)
     draws = torch.bernoulli(torch.where(observed, x, 0.0), generator=generator)
     return torch.where(observed, draws, torch.nan)
+
+
+def draw_binary_observed(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Dynamic binarization of incomplete data: :func:`~pyrovae.data.pixels.draw_binary`
+    of the intensities ``x`` in [0, 1], missing values (NaN) kept missing.
+
+    The same law as :func:`bernoulli_observed`, at ``draw_binary``'s speed;
+    training draws each batch with it. ``bernoulli_observed`` stays for the
+    fixed binarizations of prepared data, whose random stream it keeps.
+    """
+    return draw_binary(x, generator).masked_fill_(torch.isnan(x), torch.nan)
 
 
 def data_has_missing(data: ArrayData) -> bool:

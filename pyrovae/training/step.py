@@ -68,7 +68,7 @@ from torch.distributions import kl_divergence
 
 from pyrovae.config import TrainConfig
 from pyrovae.data.dataset import Rows
-from pyrovae.data.missing import bernoulli_observed
+from pyrovae.data.missing import draw_binary_observed
 from pyrovae.data.pixels import draw_binary, to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.inference.free_bits import free_bits_excess, per_dimension_kl
@@ -482,7 +482,7 @@ def train_epoch(
         ):
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
-                x = bernoulli_observed(x) if step.vae.missing else draw_binary(x)
+                x = draw_binary_observed(x) if step.vae.missing else draw_binary(x)
             weight = 1.0 if beta is None else beta(i)
             # Only a step with labels takes them (a step of a plain VAE has no ``y``).
             total += (

@@ -8,7 +8,12 @@ import torch
 
 import pyrovae
 from pyrovae.data.load import load_dataset
-from pyrovae.data.missing import bernoulli_observed, check_observed_rows, has_missing
+from pyrovae.data.missing import (
+    bernoulli_observed,
+    check_observed_rows,
+    draw_binary_observed,
+    has_missing,
+)
 from pyrovae.errors import DataError
 
 
@@ -45,6 +50,18 @@ def test_binarizing_keeps_missing_values_missing_and_draws_as_before():
     x[0, 0, 1, 1] = torch.nan
     draws = bernoulli_observed(x)
     assert torch.isnan(draws[0, 0, 1, 1]) and int(torch.isnan(draws).sum()) == 1
+
+
+def test_training_draws_keep_missing_values_missing_and_draw_the_rest():
+    x = torch.rand(200, 1, 3, 3, dtype=torch.float64)
+    x[:, 0, 1, 1] = torch.nan
+    x[:, 0, 0, 0], x[:, 0, 2, 2] = 0.0, 1.0
+    draws = draw_binary_observed(x, torch.Generator().manual_seed(0))
+    assert draws.dtype == x.dtype
+    assert torch.isnan(draws[:, 0, 1, 1]).all() and int(torch.isnan(draws).sum()) == 200
+    assert (draws[:, 0, 0, 0] == 0).all() and (draws[:, 0, 2, 2] == 1).all()
+    others = draws[~torch.isnan(draws)]
+    assert set(others.unique().tolist()) == {0.0, 1.0}
 
 
 def test_values_out_of_range_are_reported_beside_missing_ones():
