@@ -37,7 +37,7 @@ def test_bernoulli_log_prob_matches_cross_entropy():
 
 
 def test_bernoulli_fast_log_prob_equals_torchs_with_gradients():
-    # BinaryBernoulli's log sigma((2x - 1) l) against torch's x l - softplus(l), on
+    # BinaryBernoulli's log sigma(l) - (1 - x) l against torch's x l - softplus(l), on
     # logits broadcast over draws, large ones included, values as float, bool and uint8.
     logits = (torch.randn(5, 3, 7) * 20).requires_grad_()
     x = torch.bernoulli(torch.full((3, 7), 0.4))
@@ -50,6 +50,14 @@ def test_bernoulli_fast_log_prob_equals_torchs_with_gradients():
     (grad_reference,) = torch.autograd.grad(expected.sum(), logits)
     torch.testing.assert_close(grad_fast, grad_reference)
     assert type(fast.expand((2, 5, 3, 7))) is BinaryBernoulli
+    # Values with more batch dimensions than the logits, in float64, and grey values
+    # scored as a soft observation with validation off (as impute does).
+    many = torch.bernoulli(torch.full((2, 5, 3, 7), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(fast.log_prob(many), reference.log_prob(many))
+    grey = torch.rand(3, 7)
+    with pyro.validation_enabled(False):
+        soft = BinaryBernoulli(logits=logits, validate_args=False).log_prob(grey)
+        torch.testing.assert_close(soft, dist.Bernoulli(logits=logits).log_prob(grey))
 
 
 def test_bernoulli_rejects_values_outside_its_support_when_validating():
