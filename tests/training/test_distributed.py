@@ -203,6 +203,7 @@ def test_more_processes_than_gpus_is_a_config_error(monkeypatch):
 
 _SESSION_THEN_THREADS = """\
 import os
+import time
 import torch
 from pyrovae.training.distributed import session
 from pyrovae.training.step import make_optimizer
@@ -211,7 +212,15 @@ with session(torch.device("cpu")) as context:
     # imported while the group exists, its defaults would hold the group.
     make_optimizer([torch.nn.Parameter(torch.ones(2))], lr=1e-3)
     context.barrier()
-threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+# gloo's threads end as the group is freed; on a loaded machine the last one may take a
+# moment, so wait up to 10 s (left to interpreter shutdown, they would never end here).
+deadline = time.monotonic() + 10
+while True:
+    tasks = os.listdir("/proc/self/task")
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks]
+    if not any("gloo" in name for name in threads) or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
 with open(f"threads-{os.environ['RANK']}.txt", "w") as out:  # in the working directory
     out.write(",".join(sorted(threads)))
 """
