@@ -381,9 +381,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     default=TrainConfig.precision,
     show_default=True,
     help="bf16: run the encoder and decoder (and m2's classifier) under bf16 autocast in the "
-    "training steps (the "
-    "ELBO, weights and optimizer stay float32; evaluation is float32). For GPUs, and "
-    "CPUs with bf16 instructions (AVX512-BF16, AMX).",
+    "training steps (the ELBO, weights and optimizer stay float32; evaluation is float32). "
+    "For GPUs, and CPUs with bf16 instructions (AVX512-BF16, AMX).",
 )
 @click.option(
     "--compile/--no-compile",
