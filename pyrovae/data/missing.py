@@ -77,6 +77,17 @@ def draw_binary_observed(x: torch.Tensor, generator: torch.Generator | None = No
     return draw_binary(x, generator).masked_fill_(torch.isnan(x), torch.nan)
 
 
+def draw_binary_batch(x: torch.Tensor, missing: bool) -> torch.Tensor:
+    """Dynamic binarization of a training batch: :func:`draw_binary_observed` when
+    the model was built for missing values (``missing``), else
+    :func:`~pyrovae.data.pixels.draw_binary`, which scans no batch for NaN.
+
+    Decided by the model's flag, not the batch, so that no step waits on a
+    device-to-host read to learn whether a batch has a missing value.
+    """
+    return draw_binary_observed(x) if missing else draw_binary(x)
+
+
 def data_has_missing(data: ArrayData) -> bool:
     """Whether the training or test points in memory hold a missing value."""
     return any(isinstance(x, torch.Tensor) and has_missing(x) for x in (data.train, data.test))

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from pyrovae.data.dataset import Rows
-from pyrovae.data.missing import draw_binary_observed
-from pyrovae.data.pixels import draw_binary, to_unit_float
+from pyrovae.data.missing import draw_binary_batch
+from pyrovae.data.pixels import to_unit_float
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import forked_rng, module_device
 
@@ -46,7 +46,7 @@ def untrained_loss(
     x = to_unit_float(images[:n]).to(module_device(vae))  # streamed rows are read on the CPU
     with forked_rng(x.device):
         if binarize:
-            x = draw_binary_observed(x) if vae.missing else draw_binary(x)
+            x = draw_binary_batch(x, vae.missing)
         loss = objective.differentiable_loss(vae.model, vae.guide, x)
     return float(loss.item()) / x.shape[0]
 

@@ -68,8 +68,8 @@ from torch.distributions import kl_divergence
 
 from pyrovae.config import TrainConfig
 from pyrovae.data.dataset import Rows
-from pyrovae.data.missing import draw_binary_observed
-from pyrovae.data.pixels import draw_binary, to_unit_float
+from pyrovae.data.missing import draw_binary_batch
+from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError
 from pyrovae.inference.free_bits import free_bits_excess, per_dimension_kl
 from pyrovae.model.corruption import Corruption, parse_corruption
@@ -482,7 +482,7 @@ def train_epoch(
         ):
             x = to_unit_float(batch)  # (batch, *data_shape)
             if binarize:
-                x = draw_binary_observed(x) if step.vae.missing else draw_binary(x)
+                x = draw_binary_batch(x, step.vae.missing)
             weight = 1.0 if beta is None else beta(i)
             # Only a step with labels takes them (a step of a plain VAE has no ``y``).
             total += (

@@ -11,6 +11,7 @@ from pyrovae.data.load import load_dataset
 from pyrovae.data.missing import (
     bernoulli_observed,
     check_observed_rows,
+    draw_binary_batch,
     draw_binary_observed,
     has_missing,
 )
@@ -62,6 +63,16 @@ def test_training_draws_keep_missing_values_missing_and_draw_the_rest():
     assert (draws[:, 0, 0, 0] == 0).all() and (draws[:, 0, 2, 2] == 1).all()
     others = draws[~torch.isnan(draws)]
     assert set(others.unique().tolist()) == {0.0, 1.0}
+
+
+def test_a_training_batch_keeps_missing_values_only_when_the_model_was_built_for_them():
+    x = torch.full((50, 4), 0.5)
+    x[:, 0] = torch.nan
+    kept = draw_binary_batch(x, missing=True)
+    assert torch.isnan(kept[:, 0]).all() and not torch.isnan(kept[:, 1:]).any()
+    # Without the flag no batch is scanned for NaN: draw_binary draws 0.0 for it.
+    drawn = draw_binary_batch(x, missing=False)
+    assert (drawn[:, 0] == 0).all() and set(drawn[:, 1:].unique().tolist()) == {0.0, 1.0}
 
 
 def test_values_out_of_range_are_reported_beside_missing_ones():
