@@ -2,11 +2,18 @@
 
 After every optimizer step t the average moves towards the weights θ_t:
 
-θ̄_1 = θ_1,    θ̄_t = d θ̄_{t-1} + (1 - d) θ_t,
+θ̄_1 = θ_1,    θ̄_t = d_t θ̄_{t-1} + (1 - d_t) θ_t,    d_t = min(d, t / (t + 9)),
 
-with decay d, the rule of :func:`torch.optim.swa_utils.get_ema_multi_avg_fn`
-(whose :class:`~torch.optim.swa_utils.AveragedModel` also starts from the
-weights of the first update). Averaged weights evaluate better than the last
+with decay d, warmed up as in TensorFlow's ``ExponentialMovingAverage`` with
+``num_updates`` (there d_t = min(d, (1 + n) / (10 + n)) after n updates; here
+n = t - 1): early on the average spans about a tenth of the steps so far, so
+it never holds on to the barely trained weights of the first steps. With
+d = 0.999 the warm-up ends after 8,991 steps; a short run (the digits, 6
+steps an epoch at batch 256) averages its last tenth instead of keeping
+most of its first epochs. Otherwise this is the rule of
+:func:`torch.optim.swa_utils.get_ema_multi_avg_fn` (whose
+:class:`~torch.optim.swa_utils.AveragedModel` also starts from the weights of
+the first update). Averaged weights evaluate better than the last
 iterate of a noisy optimizer (Polyak & Juditsky 1992; the EMA of Tarvainen &
 Valpola 2017 and of most recent generative models). Every floating-point
 entry of the state dict is averaged (parameters and buffers such as batch
@@ -50,11 +57,15 @@ class WeightAverage:
             if value.is_floating_point()
         }
 
+    def decay_at(self, t: int) -> float:
+        """d_t, the decay of update ``t`` (from 1): ``min(decay, t / (t + 9))``; 0 at the first."""
+        return min(self.decay, t / (t + 9)) if t > 1 else 0.0
+
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """Move the average towards ``module``'s weights now (the first update copies them)."""
         state = module.state_dict()
-        weight = 1.0 if self.updates == 0 else 1.0 - self.decay
+        weight = 1.0 - self.decay_at(self.updates + 1)
         averages = list(self.average.values())
         torch._foreach_lerp_(averages, [state[name] for name in self.average], weight)
         self.updates += 1

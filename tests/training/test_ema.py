@@ -15,17 +15,16 @@ from pyrovae.training.ema import WeightAverage
 
 def test_the_average_is_the_closed_form_one_and_swaps_in_and_out():
     layer = nn.Linear(2, 1)
-    decay = 0.9
-    ema = WeightAverage(layer, decay)
+    ema = WeightAverage(layer, 0.2)
     thetas = [torch.full((1, 2), float(t)) for t in (1, 4, -2, 3)]
     for theta in thetas:
         layer.weight.data.copy_(theta)
         ema.update(layer)
-    # θ̄_n = d^(n-1) θ_1 + (1 - d) Σ_{t=2..n} d^(n-t) θ_t
-    n = len(thetas)
-    expected = decay ** (n - 1) * thetas[0] + sum(
-        (1 - decay) * decay ** (n - t) * thetas[t - 1] for t in range(2, n + 1)
-    )
+    # θ̄_1 = θ_1, θ̄_t = d_t θ̄_{t-1} + (1 - d_t) θ_t with d_t = min(0.2, t / (t + 9)):
+    # d_2 = 2/11 (warm-up), then d_3 = d_4 = 0.2 (3/12 and 4/13 are above the decay).
+    d2 = 2 / 11
+    second = d2 * thetas[0] + (1 - d2) * thetas[1]
+    expected = 0.2 * (0.2 * second + 0.8 * thetas[2]) + 0.8 * thetas[3]
     torch.testing.assert_close(ema.average["weight"], expected)
     assert ema.updates == 4
     own = layer.weight.detach().clone()
@@ -35,20 +34,29 @@ def test_the_average_is_the_closed_form_one_and_swaps_in_and_out():
     assert torch.equal(ema.state_dict(layer)["weight"], ema.average["weight"])
 
 
+def test_the_decay_warms_up_as_tensorflow_s_and_then_holds():
+    ema = WeightAverage(nn.Linear(2, 1), 0.999)
+    assert ema.decay_at(1) == 0.0  # the first update copies the weights
+    # TensorFlow's min(d, (1 + n) / (10 + n)) with n = t - 1 updates before this one
+    assert [ema.decay_at(t) for t in (2, 11, 91)] == [2 / 11, 0.55, 0.91]
+    assert ema.decay_at(8990) < 0.999 and ema.decay_at(8991) == ema.decay_at(10**6) == 0.999
+
+
 def test_the_step_averages_after_every_update(make_vae):
     from pyrovae.inference.objectives import make_objective
     from pyrovae.training.step import TrainStep, make_optimizer
 
     vae = make_vae()
     step = TrainStep(vae, make_objective(TrainConfig()), make_optimizer(vae.parameters(), 1e-2))
-    step.ema = WeightAverage(vae, 0.5)
+    step.ema = WeightAverage(vae, 0.2)
     x = torch.rand(8, 1, 4, 4).bernoulli()
     seen = []
     for _ in range(3):
         step(x)
         seen.append({k: v.clone() for k, v in vae.state_dict().items()})
     name = next(k for k, v in seen[0].items() if v.is_floating_point())
-    expected = 0.25 * seen[0][name] + 0.25 * seen[1][name] + 0.5 * seen[2][name]
+    d2 = 2 / 11  # the warm-up's d_2; d_3 = min(0.2, 3/12) = 0.2
+    expected = 0.2 * (d2 * seen[0][name] + (1 - d2) * seen[1][name]) + 0.8 * seen[2][name]
     torch.testing.assert_close(step.ema.average[name], expected)
 
 
