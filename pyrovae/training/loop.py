@@ -469,7 +469,9 @@ class Training:
         row = self.metrics_row(epoch, train_loss, seconds, lr)
         stop = self.time_is_up(epoch)
         if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
-            with self.averaged():
+            # From a side stream: the test ELBO draws as many codes as its standard error
+            # needs, which depends on the weights scored, and would shift every later batch.
+            with self.averaged(), forked_rng(self.vae_device):
                 try:
                     row.update(self.evaluate())
                 except ValueError as error:

@@ -288,3 +288,20 @@ def test_a_missing_tensorboard_is_one_line_before_anything_is_written(tmp_path, 
     with pytest.raises(ConfigError, match=r"pip install 'pyrovae\[tensorboard\]'"):
         _train(_tiny(tmp_path, "t", epochs=1, logger="tensorboard"), tmp_path / "t")
     assert not (tmp_path / "t").exists()
+
+
+def test_how_often_and_on_what_a_run_is_evaluated_does_not_change_its_training(tmp_path):
+    """The test ELBO draws as many codes as its standard error needs, which depends on
+    the weights it scores (an EMA's or the last ones): from the training's random
+    stream, that would change every later batch."""
+    runs = {
+        name: _train(_tiny(tmp_path, name, epochs=4, **options), tmp_path / name)
+        for name, options in {
+            "every": {"eval_every": 1},
+            "ema": {"eval_every": 1, "ema": 0.5},
+            "once": {"eval_every": 4},
+        }.items()
+    }
+    losses = {name: [row["train_elbo"] for row in run.history] for name, run in runs.items()}
+    assert losses["every"] == losses["ema"] == losses["once"]
+    assert runs["every"].history[-1]["test_elbo"] != runs["ema"].history[-1]["test_elbo"]
