@@ -28,9 +28,9 @@ not repay. It also beat a VampPrior with pythae's hardtanh pseudo-inputs (-0.55
 average of the weights with decay 0.999 raised it by 0.61 ± 0.03 nats in the
 same 10 minutes (0.9995: +0.53; docs/benchmarks.md, "Choosing best"). On runs
 of a few hundred steps it costs a little (30 epochs of the digits at batch
-256, 180 steps: -0.23 ± 0.02 nats; "Free bits and EMA on digits"), where the
-average's warm-up (:mod:`pyrovae.training.ema`) spans only the last tenth of
-the run. ``paper``, the long run, sets an EMA of 0.99 with IWAE-5 (in
+256, 180 steps: -0.23 ± 0.02 nats; "Free bits and EMA on digits"), where,
+still in its warm-up (:mod:`pyrovae.training.ema`), the average spans about
+the last tenth of the run. ``paper``, the long run, sets an EMA of 0.99 with IWAE-5 (in
 ``benchmarks/flows.py``, at equal epochs, IWAE-5 added 0.2 nats to the flow
 prior's 2.6) and a cosine schedule. ``paper`` has not run its 1000 epochs; given
 100 minutes on one CPU thread (249 epochs) it scored -228.34 ± 0.76 nats on the full

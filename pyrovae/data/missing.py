@@ -5,7 +5,8 @@ of Mattei & Frellsen 2019, "MIWAE", and Nazabal et al. 2020, "Handling
 incomplete heterogeneous data using VAEs"). The likelihood then scores the
 observed values only and the encoder reads the observed values and the mask
 (:mod:`pyrovae.model.vae`). These helpers find, check and binarize such data;
-complete data never pass through them in the training loop.
+of complete data, the training loop passes them only through
+:func:`draw_binary_batch`, which hands them to ``draw_binary``.
 """
 
 from __future__ import annotations

@@ -493,7 +493,7 @@ class Training:
         now = time.perf_counter()
         row["overhead_seconds"] = now - self.clock.mark - seconds
         self.clock.mark = now
-        # After the evaluation, which draws z too: the state the next epoch starts from.
+        # The state the next epoch starts from (the evaluation drew from a side stream).
         rng_states = context.all_gather(rng_state(self.data_generator, self.vae_device))
         row = context.broadcast(row)
         rows = [*history, row]
