@@ -27,16 +27,16 @@ not repay. It also beat a VampPrior with pythae's hardtanh pseudo-inputs (-0.55
 ± 0.06) and itself at twice the step size (-0.63 ± 0.07). An exponential moving
 average of the weights with decay 0.999 raised it by 0.63 ± 0.03 nats in the
 same 10 minutes (the same training scored with and without it; 0.9995 did
-less; docs/benchmarks.md, "Choosing best"). On runs
-of a few hundred steps it costs a little (30 epochs of the digits at batch
-256, 180 steps: -0.14 ± 0.01 nats; "Free bits and EMA on digits"), where,
-still in its warm-up (:mod:`pyrovae.training.ema`), the average spans about
-the last tenth of the run. ``paper``, the long run, sets an EMA of 0.99 with IWAE-5 (in
+less; docs/benchmarks.md, "Choosing best"). On runs of a few hundred steps it
+costs a little (30 epochs of the digits at batch 256, 180 steps: -0.14 ± 0.01
+nats; "Free bits and EMA on digits"), where, still in its warm-up
+(:mod:`pyrovae.training.ema`), the average spans about the last tenth of the
+run. ``paper``, the long run, sets an EMA of 0.99 with IWAE-5 (in
 ``benchmarks/flows.py``, at equal epochs, IWAE-5 added 0.2 nats to the flow
 prior's 2.6) and a cosine schedule; its 0.99 was chosen before the warm-up,
 when 0.999 harmed short runs, and 0.999 has not been tried on it. ``paper``
-has not run its 1000 epochs; given
-100 minutes on one CPU thread (249 epochs) it scored -228.34 ± 0.76 nats on the full
+has not run its 1000 epochs; given 100 minutes on one CPU thread (249 epochs)
+it scored -228.34 ± 0.76 nats on the full
 Fashion-MNIST test set, K = 5000 (docs/benchmarks.md, "The ``paper`` preset"). No
 preset sets free bits, which needs a per-dimension analytic KL that the flow
 prior has not (with a Gaussian prior and 50 latent dimensions, 0.25 nats

@@ -469,9 +469,7 @@ class Training:
         row = self.metrics_row(epoch, train_loss, seconds, lr)
         stop = self.time_is_up(epoch)
         if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
-            # From a side stream: the test ELBO draws as many codes as its standard error
-            # needs, which depends on the weights scored, and would shift every later batch.
-            with self.averaged(), forked_rng(self.vae_device):
+            with self.averaged():
                 try:
                     row.update(self.evaluate())
                 except ValueError as error:
@@ -535,7 +533,14 @@ class Training:
         return out_of_patience(history, self.config.train.patience)
 
     def evaluate(self) -> dict[str, Any]:
-        """The test (and validation) figures of the model now, on ``eval_size`` points."""
+        """The test (and validation) figures of the model now, on ``eval_size`` points;
+        drawn from a side stream, as :meth:`log_images` is: the test ELBO draws as many
+        codes as its standard error needs, which depends on the weights scored, and
+        from the training's stream would shift every later batch."""
+        with forked_rng(self.vae_device):
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, Any]:
         size = self.config.train.eval_size or None
         test_labels = None if self.data.test_labels is None else self.data.test_labels[:size]
         test = labelled.evaluate_test(self.config, self.vae, self.data.test[:size], test_labels)
