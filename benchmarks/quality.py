@@ -37,6 +37,7 @@ Usage, from the repository root::
     python benchmarks/quality.py --full                       # K=5000 on all 10,000
     python benchmarks/quality.py --budget 20 --test-size 200 -k 50   # a check that it runs
     python benchmarks/quality.py --score runs/a runs/b --out /tmp/scored   # score runs, a vs b
+    python benchmarks/quality.py --score runs/a --weights trained,average  # a with and without its EMA
 
 Results go to ``--out`` (``results.md``, ``results.json``; the runs and the
 plain models beside them).
@@ -214,12 +215,26 @@ def run_budget(run_dir: Path) -> dict[str, Any]:
     return {"train_seconds": sum(r["seconds"] for r in rows), "epochs": len(rows)}
 
 
-def pyrovae_scorer(run_dir: Path, device: str = "cpu") -> Scorer:
-    """Log-weights of a pyrovae run (its checkpoint's model: the EMA weights where it has
-    them), from the distributions its model and guide use, on ``device``."""
+def run_weights(run_dir: Path, asked: list[str]) -> list[str]:
+    """The weights of ``asked`` to score in ``run_dir``: as asked for a run trained with
+    ``--ema``; once (``average``, which is then the trained weights) for a run without."""
+    from pyrovae.config import RunConfig
+    from pyrovae.files import CONFIG_NAME
+
+    if RunConfig.load(run_dir / CONFIG_NAME).train.ema > 0:
+        return asked
+    if "trained" in asked:
+        print(f"   {run_dir.name}: trained without --ema, scored once (its only weights)")
+    return ["average"]
+
+
+def pyrovae_scorer(run_dir: Path, device: str = "cpu", weights: str = "average") -> Scorer:
+    """Log-weights of a pyrovae run (its last checkpoint; ``weights``: the EMA's average
+    or the trained weights of a run trained with ``--ema``), from the distributions
+    its model and guide use, on ``device``."""
     from pyrovae.api import load_run
 
-    vae = load_run(run_dir, device=device, checkpoint="last").vae
+    vae = load_run(run_dir, device=device, checkpoint="last", weights=weights).vae
 
     @torch.no_grad()
     def log_weights(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -292,7 +307,16 @@ def parse_args() -> argparse.Namespace:
         help="train nothing: score these pyrovae run folders with the same evaluator, "
         "each paired against the first",
     )  # fmt: skip
+    parser.add_argument(
+        "--weights", default="average", metavar="average,trained",
+        help="with --score: which weights of a run trained with --ema to score, "
+        "comma-separated (average,trained scores both: the same training with and "
+        "without its average; the trained weights' row is named RUN:trained)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.weights = [w for w in args.weights.replace(" ", "").split(",") if w]
+    if not args.weights or not set(args.weights) <= {"average", "trained"}:
+        parser.error(f"--weights takes average, trained or both, got {','.join(args.weights)!r}")
     if args.full:
         args.k, args.test_size = 5000, 10_000
     return args
@@ -312,9 +336,11 @@ def main() -> None:
         if len(set(names)) < len(names):
             raise SystemExit(f"--score: run folders need distinct names, got {names}")
         for run in args.score:
-            budgets[run.name] = run_budget(run)
-            scorers[run.name] = pyrovae_scorer(run)
-        report(scorers, budgets, test, args, base=args.score[0].name)
+            for weights in run_weights(run, args.weights):
+                name = run.name if weights == "average" else f"{run.name}:{weights}"
+                budgets[name] = run_budget(run)
+                scorers[name] = pyrovae_scorer(run, weights=weights)
+        report(scorers, budgets, test, args, base=next(iter(scorers)))
         return
 
     print(f"== plain: {args.budget:g} s", flush=True)

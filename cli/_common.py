@@ -78,6 +78,15 @@ run_option = click.option(
     default=None,
     help="Run directory (default: the most recent one under runs/).",
 )
+#: ``--checkpoint``: which of a run's checkpoints to use.
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="best: the epoch with the best validation ELBO (runs trained with --val-fraction; "
+    "the last checkpoint otherwise); last: the last checkpoint. The output says which.",
+)
 #: Seeds go to torch, numpy and Python's ``random``; numpy's legacy seeding
 #: takes at most 32 bits (MAX_SEED, shared with ``train --seed``).
 seed_option = click.option(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from pyrovae.cli._common import (
+    checkpoint_option,
     device_option,
     run_option,
     seed_option,
@@ -79,6 +80,16 @@ _progress_option = click.option(
     "(chunks that stay near the processor's cache run fastest). The draws come in "
     "chunks of that size, so memory does not grow with -k.",
 )
+@checkpoint_option
+@click.option(
+    "--weights",
+    type=click.Choice(["average", "trained"]),
+    default="average",
+    show_default=True,
+    help="For a run trained with --ema: average scores the moving average of its weights, "
+    "trained the weights the optimizer left (the same training without its average). "
+    "A run without an EMA has only the trained ones.",
+)
 @_progress_option
 @seed_option
 @device_option
@@ -94,6 +105,8 @@ def evaluate_command(
     json_path: str | None,
     gaps: int,
     memory_budget: str,
+    checkpoint: str,
+    weights: str,
     progress: bool,
     seed: int | None,
     device: str,
@@ -121,6 +134,8 @@ def evaluate_command(
         seed=0 if seed is None else seed,
         json_path=json_path,
         memory_budget=memory_budget,
+        checkpoint=checkpoint,
+        weights=weights,
         progress=progress,
     )
     click.echo(result.format_table())

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from pyrovae.cli._common import (
+    checkpoint_option,
     device_option,
     image_path,
     progress_option,
@@ -26,16 +27,6 @@ from pyrovae.cli._common import (
 )
 
 _log = logging.getLogger("pyrovae")
-
-#: ``--checkpoint``: which of a run's checkpoints to use.
-checkpoint_option = click.option(
-    "--checkpoint",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="best: the epoch with the best validation ELBO (runs trained with --val-fraction; "
-    "the last checkpoint otherwise); last: the last checkpoint. The output says which.",
-)
 
 #: The most images one ``pyrovae sample`` draws (the array of 100000 MNIST
 #: images is 314 MB of float32).

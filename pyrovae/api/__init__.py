@@ -307,6 +307,8 @@ class Run:
     #: Which checkpoint the VAE was loaded from: ``"best"`` or ``"last"``, and its epoch.
     checkpoint: str = "last"
     epoch: int = 0
+    #: Which weights: ``"average"`` (the EMA of a run trained with ``--ema``) or ``"trained"``.
+    weights: str = "trained"
 
     @property
     def device(self) -> torch.device:
@@ -356,19 +358,27 @@ def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
 
 
 def load_run(
-    run_dir: str | Path | None = None, device: str = "auto", checkpoint: str = "best"
+    run_dir: str | Path | None = None,
+    device: str = "auto",
+    checkpoint: str = "best",
+    weights: str = "average",
 ) -> Run:
     """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`) from a checkpoint.
 
     ``checkpoint="best"`` (default) takes the epoch with the best validation
     ELBO of a run trained with a validation split (``--val-fraction``), and the
-    last checkpoint of a run without one; ``"last"`` the last checkpoint. Which
-    one was taken is logged (logger ``pyrovae``: INFO where the run has a best
-    checkpoint, DEBUG otherwise) and kept in
-    :attr:`Run.checkpoint` and :attr:`Run.epoch`.
+    last checkpoint of a run without one; ``"last"`` the last checkpoint.
+    ``weights="average"`` (default) takes the moving average of the weights of
+    a run trained with ``--ema``, ``"trained"`` the weights the optimizer left
+    (the same training, scored without its average); a run without an EMA has
+    only the trained ones. What was taken is logged (logger ``pyrovae``: INFO
+    where the run had a choice, DEBUG otherwise) and kept in
+    :attr:`Run.checkpoint`, :attr:`Run.epoch` and :attr:`Run.weights`.
     """
     if checkpoint not in CHECKPOINT_CHOICES:
         raise ConfigError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"--weights must be average or trained, got {weights!r}")
     run_dir = Path(run_dir) if run_dir is not None else latest_run()
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
@@ -381,8 +391,14 @@ def load_run(
             vae = make_model(config.validate().model)
     except ConfigError as err:  # a component that is missing, or cannot be rebuilt
         raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
+    averaged = config.train.ema > 0
+    if weights == "trained" and averaged and "train_model" not in state:
+        raise CheckpointError(
+            f"the {chosen} checkpoint of {run_dir} holds only the averaged weights (it was "
+            "written before best checkpoints kept the trained ones); use --checkpoint last"
+        )
     try:
-        vae.load_state_dict(state["model"])
+        vae.load_state_dict(state["train_model" if weights == "trained" and averaged else "model"])
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(
             f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
@@ -396,15 +412,26 @@ def load_run(
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
     epoch = int(state.get("epoch", 0))
-    # Said where there is a choice (a run with a validation split); a detail otherwise.
-    level = logging.INFO if best.is_file() else logging.DEBUG
-    _logger.log(level, _loaded_line(run_dir, chosen, checkpoint, epoch, history))
+    loaded = "average" if averaged and weights == "average" else "trained"
+    # Said where there is a choice (a validation split, an EMA); a detail otherwise.
+    level = logging.INFO if best.is_file() or averaged else logging.DEBUG
+    line = _loaded_line(run_dir, chosen, checkpoint, epoch, history)
+    _logger.log(level, line + (_WEIGHTS_NOTE[loaded] if averaged else ""))
     return Run(run_dir=run_dir, config=config, vae=vae, history=history, checkpoint=chosen,
-               epoch=epoch)  # fmt: skip
+               epoch=epoch, weights=loaded)  # fmt: skip
 
 
 #: What ``load_run(checkpoint=...)`` and ``--checkpoint`` take.
 CHECKPOINT_CHOICES = ("best", "last")
+
+#: What ``load_run(weights=...)`` and ``--weights`` take.
+WEIGHT_CHOICES = ("average", "trained")
+
+#: The end of the loaded line of a run trained with an EMA, by the weights taken.
+_WEIGHTS_NOTE = {
+    "average": ", with the moving average of its weights (--weights trained for the trained ones)",
+    "trained": ", with its trained weights, not their moving average",
+}
 
 
 def _loaded_line(
@@ -560,6 +587,8 @@ def evaluate_run(
     data: DataSource | None = None,
     test_data: DataSource | None = None,
     memory_budget: int | str | None = None,
+    checkpoint: str = "best",
+    weights: str = "average",
 ) -> EvaluationResult:
     """Evaluate the first ``n`` images of a trained run's ``split`` (all: ``None``)
     with :func:`pyrovae.reports.evaluate.evaluate`.
@@ -575,6 +604,9 @@ def evaluate_run(
     importance-sampling draws of one batch may take; default a share of the
     device's free memory, capped on the CPU
     (:func:`pyrovae.inference.importance.default_memory_budget`).
+    ``checkpoint`` and ``weights``: which weights are scored, as :func:`load_run`
+    takes them (``weights="trained"`` scores a run trained with ``--ema`` without
+    its average: the same training, to measure what the average is worth).
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
@@ -582,7 +614,7 @@ def evaluate_run(
     parse_metrics(metrics)
     budget = parse_memory_budget(memory_budget)
     with isolated_rng(device, seed):
-        run = load_run(run_dir, device=device)
+        run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)

@@ -647,6 +647,8 @@ class Training:
         with saying_what_is_kept(self.run_dir, done):
             if "val_elbo" in history[-1] and best_row(history) is history[-1]:
                 best = {"epoch": epoch + 1, "model": state["model"], "history": history}
+                if "train_model" in state:  # for `evaluate --weights trained`
+                    best["train_model"] = state["train_model"]
                 save_checkpoint(self.run_dir / BEST_CHECKPOINT_NAME, best)
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
         with saying_what_is_kept(self.run_dir, epoch + 1):

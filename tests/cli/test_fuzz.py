@@ -350,6 +350,8 @@ def test_fuzz_evaluate(scratch: Scratch, trained: Path, data: st.DataObject) -> 
         "-n": (text(st.integers(2, 6)), hostile(st.sampled_from([0, 1, -1])), True),
         "--gaps": (text(st.integers(0, 1)), hostile(st.sampled_from([-1])), False),
         "--json": (fresh_path(scratch, ".json"), hostile_path(scratch, ".json"), False),
+        "--checkpoint": (st.sampled_from(["best", "last"]), odd_strings, False),
+        "--weights": (st.sampled_from(["average", "trained"]), odd_strings, False),
     }
     invoke(draw_argv(data, "evaluate", specs, "--run", str(trained)))
 

@@ -101,3 +101,69 @@ def test_evaluation_and_checkpoint_use_the_average_and_a_resume_continues_exactl
     for key in ("model", "train_model"):
         for name, value in state[key].items():
             assert torch.equal(again[key][name], value), (key, name)
+
+
+def test_the_trained_weights_load_on_request_from_the_last_and_the_best_checkpoint(
+    tmp_path, caplog
+):
+    """``--weights trained`` scores the same training without its average."""
+    import pytest
+
+    from pyrovae.api import load_run
+    from pyrovae.errors import CheckpointError, ConfigError
+    from pyrovae.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = _config(epochs=2)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, val_fraction=0.2))
+    _train(config, tmp_path / "ema")
+    for name, checkpoint in (("checkpoint.pt", "last"), ("checkpoint-best.pt", "best")):
+        state = load_checkpoint(tmp_path / "ema" / name)
+        for weights, key in (("average", "model"), ("trained", "train_model")):
+            with caplog.at_level("INFO", logger="pyrovae"):
+                run = load_run(tmp_path / "ema", "cpu", checkpoint=checkpoint, weights=weights)
+            loaded = run.vae.state_dict()
+            assert all(torch.equal(loaded[k], v) for k, v in state[key].items()), (name, key)
+            assert (run.checkpoint, run.weights) == (checkpoint, weights)
+            assert ("moving average" if weights == "average" else "trained weights") in (
+                caplog.records[-1].getMessage()
+            )
+
+    # A best checkpoint written before it kept the trained weights: refused, not averaged.
+    best = load_checkpoint(tmp_path / "ema" / "checkpoint-best.pt")
+    best.pop("train_model")
+    kept = {k: v for k, v in best.items() if k not in ("format", "version")}
+    save_checkpoint(tmp_path / "ema" / "checkpoint-best.pt", kept)
+    with pytest.raises(CheckpointError, match="only the averaged weights.*--checkpoint last"):
+        load_run(tmp_path / "ema", "cpu", weights="trained")
+    with pytest.raises(ConfigError, match="--weights must be average or trained"):
+        load_run(tmp_path / "ema", "cpu", weights="raw")
+
+    # Without an EMA, both names are the one set of weights it trained.
+    plain = dataclasses.replace(config, train=dataclasses.replace(config.train, ema=0.0))
+    _train(plain, tmp_path / "plain")
+    model = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"]
+    for weights in ("average", "trained"):
+        run = load_run(tmp_path / "plain", "cpu", checkpoint="last", weights=weights)
+        assert run.weights == "trained"
+        assert all(torch.equal(run.vae.state_dict()[k], v) for k, v in model.items())
+
+
+def test_evaluate_scores_the_weights_asked_for(tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    _train(_config(epochs=1), tmp_path / "ema")
+    figures = {}
+    for weights in ("average", "trained"):
+        json_path = tmp_path / f"{weights}.json"
+        argv = ["evaluate", "--run", str(tmp_path / "ema"), "-k", "5", "-n", "20",
+                "--metrics", "elbo", "--weights", weights, "--json", str(json_path)]  # fmt: skip
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 0, result.output
+        figures[weights] = json_path.read_text()
+    assert figures["average"] != figures["trained"]
+    result = CliRunner().invoke(
+        main, ["evaluate", "--run", str(tmp_path / "ema"), "--weights", "x"]
+    )
+    assert result.exit_code == 2 and "'x' is not one of 'average', 'trained'" in result.output
