@@ -87,6 +87,16 @@ checkpoint_option = click.option(
     help="best: the epoch with the best validation ELBO (runs trained with --val-fraction; "
     "the last checkpoint otherwise); last: the last checkpoint. The output says which.",
 )
+#: ``--weights``: a run trained with ``--ema`` holds the average and the trained weights.
+weights_option = click.option(
+    "--weights",
+    type=click.Choice(["average", "trained"]),
+    default="average",
+    show_default=True,
+    help="For a run trained with --ema: average uses the moving average of its weights, "
+    "trained the weights the optimizer left (the same training without its average). "
+    "A run without an EMA has only the trained ones.",
+)
 #: Seeds go to torch, numpy and Python's ``random``; numpy's legacy seeding
 #: takes at most 32 bits (MAX_SEED, shared with ``train --seed``).
 seed_option = click.option(

@@ -13,6 +13,7 @@ from pyrovae.cli._common import (
     threads_option,
     user_errors,
     verbosity_options,
+    weights_option,
 )
 
 _split_option = click.option(
@@ -81,15 +82,7 @@ _progress_option = click.option(
     "chunks of that size, so memory does not grow with -k.",
 )
 @checkpoint_option
-@click.option(
-    "--weights",
-    type=click.Choice(["average", "trained"]),
-    default="average",
-    show_default=True,
-    help="For a run trained with --ema: average scores the moving average of its weights, "
-    "trained the weights the optimizer left (the same training without its average). "
-    "A run without an EMA has only the trained ones.",
-)
+@weights_option
 @_progress_option
 @seed_option
 @device_option
@@ -201,6 +194,8 @@ def evaluate_command(
     help="A line on stderr as each step starts (PSIS, NUTS, figures), and progress bars "
     "inside the steps on a terminal.",
 )
+@checkpoint_option
+@weights_option
 @seed_option
 @device_option
 @threads_option
@@ -217,6 +212,8 @@ def diagnose_command(
     chains: int,
     full_netcdf: bool,
     progress: bool,
+    checkpoint: str,
+    weights: str,
     seed: int | None,
     device: str,
 ) -> None:
@@ -238,6 +235,8 @@ def diagnose_command(
         nuts_draws=nuts_draws,
         chains=chains,
         full_netcdf=full_netcdf,
+        checkpoint=checkpoint,
+        weights=weights,
         device=device,
         seed=0 if seed is None else seed,
         progress=progress,

@@ -24,6 +24,7 @@ from pyrovae.cli._common import (
     threads_option,
     user_errors,
     verbosity_options,
+    weights_option,
 )
 
 _log = logging.getLogger("pyrovae")
@@ -83,6 +84,7 @@ _mode_option = click.option(
 @threads_option
 @progress_option
 @checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def sample_command(
@@ -97,6 +99,7 @@ def sample_command(
     device: str,
     progress: bool,
     checkpoint: str,
+    weights: str,
 ) -> None:
     """Draw z ~ p(z), decode, and write an image grid (from the run's best checkpoint
     by default: see --checkpoint)."""
@@ -112,7 +115,7 @@ def sample_command(
     if out is not None:
         image_path(out)
     array_target = None if save_array is None else check_output_file(save_array)
-    run = load_run(run_dir, device=device, checkpoint=checkpoint)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     check_label(run.config, label)
     out = out or str(Path(run.run_dir) / "samples.png")
     if array_target is not None and image_path(out).resolve() == array_target.resolve():
@@ -179,6 +182,7 @@ def _grid_line(n: int, shown: int, out: str, kept_all: bool) -> str:
 @threads_option
 @progress_option
 @checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def reconstruct_command(
@@ -192,6 +196,7 @@ def reconstruct_command(
     device: str,
     progress: bool,
     checkpoint: str,
+    weights: str,
 ) -> None:
     """Show images beside their reconstructions through z ~ q(z|x) (from the run's best
     checkpoint by default: see --checkpoint; with --corrupt: clean, corrupted and
@@ -203,7 +208,7 @@ def reconstruct_command(
     if out is not None:
         image_path(out)
     parse_corruption(corrupt)  # a bad spec is one line before the run is loaded
-    run = load_run(run_dir, device=device, checkpoint=checkpoint)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     out = out or str(Path(run.run_dir) / "reconstructions.png")
     image_path(out)
     if corrupt:

@@ -670,6 +670,8 @@ def diagnose_report(
     progress: bool = False,
     data: DataSource | None = None,
     test_data: DataSource | None = None,
+    checkpoint: str = "best",
+    weights: str = "average",
 ) -> DiagnosisResult:
     """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`
     and return what it measured; ``out`` defaults to ``RUN/diagnostics``.
@@ -679,12 +681,13 @@ def diagnose_report(
     seeds the draws without changing the caller's RNG state. The result's
     ``inference_data`` is the ArviZ ``InferenceData`` written to
     ``diagnostics.nc`` (``az.loo``, ``az.summary``, ``az.plot_ppc`` take it as
-    it is); ``full_netcdf`` keeps every draw in it.
+    it is); ``full_netcdf`` keeps every draw in it. ``checkpoint`` and ``weights``:
+    which weights are diagnosed, as :func:`load_run` takes them.
     """
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with isolated_rng(device, seed):
-        run = load_run(run_dir, device=device)
+        run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
         check_diagnosable(run.config)
         images, labels = run.split(split, data, test_data)
         return diagnose(

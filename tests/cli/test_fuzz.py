@@ -257,6 +257,8 @@ def generator_specs(scratch: Scratch, trained: Path) -> Specs:
         "--run": (st.just(str(trained)), st.sampled_from(bad_runs), True),
         "--seed": (text(st.integers(0, 1000)), hostile(hostile_ints), False),
         "--mode": (st.sampled_from(["mean", "draw"]), odd_strings, False),
+        "--checkpoint": (st.sampled_from(["best", "last"]), odd_strings, False),
+        "--weights": (st.sampled_from(["average", "trained"]), odd_strings, False),
         "--device": (st.sampled_from(["cpu", "auto"]), st.sampled_from(["cuda", "tpu", ""]), False),
         "--out": (fresh_path(scratch, ".png") | fresh_path(scratch, ".jpg"),
                   hostile_path(scratch, ".png"), False),
@@ -365,6 +367,7 @@ def test_fuzz_diagnose(scratch: Scratch, trained: Path, data: st.DataObject) -> 
         "--draws": (text(st.integers(10, 40)), hostile(st.sampled_from([0, 9, -1])), True),
         "--nuts": (st.just("0"), hostile(st.sampled_from([-1])), True),
         "--out": (fresh_path(scratch, ""), hostile_path(scratch, ""), False),
+        "--weights": (st.sampled_from(["average", "trained"]), odd_strings, False),
     }
     invoke(draw_argv(data, "diagnose", specs, "--run", str(trained)))
 

@@ -148,12 +148,21 @@ def test_the_trained_weights_load_on_request_from_the_last_and_the_best_checkpoi
         assert all(torch.equal(run.vae.state_dict()[k], v) for k, v in model.items())
 
 
-def test_evaluate_scores_the_weights_asked_for(tmp_path):
+def test_evaluate_and_sample_use_the_weights_asked_for(tmp_path):
+    import numpy as np
     from click.testing import CliRunner
 
     from pyrovae.cli import main
 
     _train(_config(epochs=1), tmp_path / "ema")
+    arrays = {}
+    for weights in ("average", "trained"):
+        argv = ["sample", "--run", str(tmp_path / "ema"), "-n", "4", "--seed", "1", "--weights",
+                weights, "--out", str(tmp_path / f"{weights}.png"),
+                "--save-array", str(tmp_path / f"{weights}.npy")]  # fmt: skip
+        assert CliRunner().invoke(main, argv).exit_code == 0
+        arrays[weights] = np.load(tmp_path / f"{weights}.npy")
+    assert not np.array_equal(arrays["average"], arrays["trained"])
     figures = {}
     for weights in ("average", "trained"):
         json_path = tmp_path / f"{weights}.json"
