@@ -317,6 +317,8 @@ def parse_args() -> argparse.Namespace:
     args.weights = [w for w in args.weights.replace(" ", "").split(",") if w]
     if not args.weights or not set(args.weights) <= {"average", "trained"}:
         parser.error(f"--weights takes average, trained or both, got {','.join(args.weights)!r}")
+    if args.weights != ["average"] and not args.score:
+        parser.error("--weights chooses the weights of the runs given to --score")
     if args.full:
         args.k, args.test_size = 5000, 10_000
     return args

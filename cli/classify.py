@@ -7,11 +7,13 @@ import logging
 import click
 
 from pyrovae.cli._common import (
+    checkpoint_option,
     device_option,
     run_option,
     threads_option,
     user_errors,
     verbosity_options,
+    weights_option,
 )
 
 _log = logging.getLogger("pyrovae")
@@ -39,12 +41,20 @@ _log = logging.getLogger("pyrovae")
     default=False,
     help="Write the class probabilities q(y|x), (N, n_classes) float32, instead.",
 )
+@checkpoint_option
+@weights_option
 @device_option
 @threads_option
 @verbosity_options
 @user_errors
 def classify_command(
-    run_dir: str | None, input_path: str, out: str, probabilities: bool, device: str
+    run_dir: str | None,
+    input_path: str,
+    out: str,
+    probabilities: bool,
+    checkpoint: str,
+    weights: str,
+    device: str,
 ) -> None:
     """Classify points with an m2 run's q(y|x) and write the classes as .npy."""
     from pyrovae.api import load_run
@@ -52,7 +62,7 @@ def classify_command(
     from pyrovae.files import check_output_file
 
     check_output_file(out)  # before the run is loaded
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     result = classify(run, read_points(input_path), probabilities=probabilities)
     write_classes(out, result)
     what = "class probabilities" if probabilities else "classes"

@@ -7,6 +7,7 @@ import logging
 import click
 
 from pyrovae.cli._common import (
+    checkpoint_option,
     device_option,
     progress_option,
     quiet,
@@ -15,6 +16,7 @@ from pyrovae.cli._common import (
     threads_option,
     user_errors,
     verbosity_options,
+    weights_option,
 )
 
 _log = logging.getLogger("pyrovae")
@@ -77,6 +79,8 @@ _log = logging.getLogger("pyrovae")
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def impute_command(
@@ -91,6 +95,8 @@ def impute_command(
     seed: int | None,
     device: str,
     progress: bool,
+    checkpoint: str,
+    weights: str,
 ) -> None:
     """Replace each NaN of --input by its posterior-predictive mean under the run's VAE.
 
@@ -104,6 +110,8 @@ def impute_command(
         input_path,
         out,
         run_dir=run_dir,
+        checkpoint=checkpoint,
+        weights=weights,
         truth_path=truth_path,
         json_path=json_path,
         draws=draws,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pyrovae.cli._common import (
+    checkpoint_option,
     device_option,
     progress_option,
     quiet,
@@ -17,6 +18,7 @@ from pyrovae.cli._common import (
     threads_option,
     user_errors,
     verbosity_options,
+    weights_option,
 )
 
 _log = logging.getLogger("pyrovae")
@@ -67,6 +69,8 @@ def _parse_counts(ctx: click.Context, param: click.Parameter, value: str) -> lis
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def encode_command(
@@ -79,6 +83,8 @@ def encode_command(
     seed: int | None,
     device: str,
     progress: bool,
+    checkpoint: str,
+    weights: str,
 ) -> None:
     """Write the mean and standard deviation of q(z|x) for each point to an .npz.
 
@@ -93,7 +99,7 @@ def encode_command(
     if input_path is not None and dataset is not None:
         raise ConfigError("give --input or --dataset, not both")
     check_output_file(out, suffixes=(".npz",))
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     result = encode(
         run,
         input_path,
@@ -132,6 +138,8 @@ def encode_command(
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def probe_command(
@@ -143,6 +151,8 @@ def probe_command(
     seed: int | None,
     device: str,
     progress: bool,
+    checkpoint: str,
+    weights: str,
 ) -> None:
     """Logistic regression on the posterior means, against raw pixels and PCA.
 
@@ -152,7 +162,7 @@ def probe_command(
     """
     from pyrovae.api import load_run, probe
 
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     folder = Path(out) if out is not None else run.run_dir / "probe"
     result = probe(
         run,
@@ -187,6 +197,8 @@ def probe_command(
 @device_option
 @threads_option
 @progress_option
+@checkpoint_option
+@weights_option
 @verbosity_options
 @user_errors
 def explore_command(
@@ -197,6 +209,8 @@ def explore_command(
     seed: int | None,
     device: str,
     progress: bool,
+    checkpoint: str,
+    weights: str,
 ) -> None:
     """Figures of the latent space: interpolations, traversals, manifold, class map.
 
@@ -208,7 +222,7 @@ def explore_command(
     """
     from pyrovae.api import explore, load_run
 
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     result = explore(
         run,
         out,

@@ -362,8 +362,9 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     default=TrainConfig.ema,
     show_default=True,
     help="Keep an exponential moving average of the weights with this decay (e.g. 0.999), "
-    "used for the test and validation ELBO and saved as the checkpoint's model (sample, "
-    "evaluate, diagnose use it). 0: off.",
+    "used for the test and validation ELBO and saved as the checkpoint's model (the "
+    "commands that load a run use it; their --weights trained takes the trained weights). "
+    "0: off.",
 )
 @click.option(
     "--preset",

@@ -314,6 +314,12 @@ class Run:
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
+    def loaded(self) -> dict[str, Any]:
+        """What was loaded, for the files a command writes: the run folder, the
+        checkpoint, its epoch and the weights."""
+        return {"run_dir": str(self.run_dir), "checkpoint": self.checkpoint, "epoch": self.epoch,
+                "weights": self.weights}  # fmt: skip
+
     def data(
         self, data: DataSource | None = None, test_data: DataSource | None = None
     ) -> ArrayData:
@@ -391,11 +397,13 @@ def load_run(
             vae = make_model(config.validate().model)
     except ConfigError as err:  # a component that is missing, or cannot be rebuilt
         raise CheckpointError(f"cannot load the run in {run_dir}: {first_line(err)}") from None
-    averaged = config.train.ema > 0
+    # An EMA's checkpoint holds the average as "model", the trained weights as "train_model".
+    averaged = "train_model" in state or config.train.ema > 0
     if weights == "trained" and averaged and "train_model" not in state:
         raise CheckpointError(
-            f"the {chosen} checkpoint of {run_dir} holds only the averaged weights (it was "
-            "written before best checkpoints kept the trained ones); use --checkpoint last"
+            f"the {chosen} checkpoint of {run_dir} holds only the averaged weights of its "
+            "epoch (written before best checkpoints kept the trained ones); --checkpoint "
+            "last has the trained weights of the last epoch"
         )
     try:
         vae.load_state_dict(state["train_model" if weights == "trained" and averaged else "model"])
@@ -635,7 +643,7 @@ def evaluate_run(
         result.warnings += [note] if note else []
         report_accuracy(result, run.vae, images, labels)
     if json_path is not None:
-        text = json.dumps(result.to_dict(), indent=2) + "\n"
+        text = json.dumps(result.to_dict() | {"run": run.loaded()}, indent=2) + "\n"
         atomic_write_text(json_path, text)
     return result
 
@@ -703,7 +711,7 @@ def diagnose_report(
             nuts_warmup=nuts_draws,
             chains=chains,
             title=f"pyrovae diagnostics: {run.run_dir}",
-            metadata={"run_dir": str(run.run_dir), "config": run.config.to_dict(), "split": split},
+            metadata={**run.loaded(), "config": run.config.to_dict(), "split": split},
             full_netcdf=full_netcdf,
             progress=progress,
         )

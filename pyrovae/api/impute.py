@@ -289,11 +289,15 @@ def impute_file(
     out: str | Path,
     *,
     run_dir: str | Path | None = None,
+    checkpoint: str = "best",
+    weights: str = "average",
     truth_path: str | Path | None = None,
     json_path: str | Path | None = None,
     **options: Any,
 ) -> tuple[ImputeResult, list[Path]]:
-    """:func:`impute` of the array in ``input_path``; the files written.
+    """:func:`impute` of the array in ``input_path`` with the run in ``run_dir``
+    (``checkpoint`` and ``weights`` as :func:`~pyrovae.api.load_run` takes them);
+    the files written.
 
     ``out`` ending ``.npy`` gets the filled data, and with draws a file
     ``<out>-draws.npz`` (:func:`draws_path`) gets ``mean``, ``std``, ``lower``,
@@ -305,7 +309,9 @@ def impute_file(
         check_output_file(path)
     x = _read_array(input_path, "--input")
     truth = None if truth_path is None else _read_array(truth_path, "--truth")
-    result = impute(run_dir, x, truth=truth, **options)
+    run = load_run(run_dir, device=options.get("device", "auto"), checkpoint=checkpoint,
+                   weights=weights)  # fmt: skip
+    result = impute(run, x, truth=truth, **options)
     arrays = {"mean": result.mean, "std": result.std, "lower": result.lower, "upper": result.upper}
     if result.draws is not None:
         arrays["draws"] = result.draws

@@ -217,6 +217,10 @@ def _metadata(result: Diagnosis, attrs: dict[str, str]) -> list[tuple[str, str]]
             f"{model.get('guide')} guide, {model.get('prior')} prior, "
             f"{model.get('latent_dim')} latent units",
         ))  # fmt: skip
+    if "weights" in attrs:
+        what = "moving average of the" if attrs["weights"] == "average" else "trained"
+        rows.append(("weights", f"the {what} weights of the {attrs.get('checkpoint')} "
+                                f"checkpoint (epoch {attrs.get('epoch')})"))  # fmt: skip
     if "split" in attrs:
         rows.append(("diagnosed", f"the first {result.n} points of the {attrs['split']} split"))
     rows.append(("created", attrs["created_at"]))

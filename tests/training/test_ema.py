@@ -1,11 +1,13 @@
 """The moving average of the weights (:mod:`pyrovae.training.ema`): the closed-form
-average after a few steps, evaluation and checkpoints on the averaged weights, and a
-resumed run that continues exactly as an uninterrupted one."""
+average after a few steps, evaluation and checkpoints on the averaged weights, a
+resumed run that continues exactly as an uninterrupted one, and ``load_run``'s choice
+between the average and the trained weights."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from torch import nn
 
@@ -107,8 +109,6 @@ def test_the_trained_weights_load_on_request_from_the_last_and_the_best_checkpoi
     tmp_path, caplog
 ):
     """``--weights trained`` scores the same training without its average."""
-    import pytest
-
     from pyrovae.api import load_run
     from pyrovae.errors import CheckpointError, ConfigError
     from pyrovae.training.checkpoint import load_checkpoint, save_checkpoint
@@ -118,6 +118,7 @@ def test_the_trained_weights_load_on_request_from_the_last_and_the_best_checkpoi
     _train(config, tmp_path / "ema")
     for name, checkpoint in (("checkpoint.pt", "last"), ("checkpoint-best.pt", "best")):
         state = load_checkpoint(tmp_path / "ema" / name)
+        assert any(not torch.equal(state["model"][k], v) for k, v in state["train_model"].items())
         for weights, key in (("average", "model"), ("trained", "train_model")):
             with caplog.at_level("INFO", logger="pyrovae"):
                 run = load_run(tmp_path / "ema", "cpu", checkpoint=checkpoint, weights=weights)
@@ -146,33 +147,3 @@ def test_the_trained_weights_load_on_request_from_the_last_and_the_best_checkpoi
         run = load_run(tmp_path / "plain", "cpu", checkpoint="last", weights=weights)
         assert run.weights == "trained"
         assert all(torch.equal(run.vae.state_dict()[k], v) for k, v in model.items())
-
-
-def test_evaluate_and_sample_use_the_weights_asked_for(tmp_path):
-    import numpy as np
-    from click.testing import CliRunner
-
-    from pyrovae.cli import main
-
-    _train(_config(epochs=1), tmp_path / "ema")
-    arrays = {}
-    for weights in ("average", "trained"):
-        argv = ["sample", "--run", str(tmp_path / "ema"), "-n", "4", "--seed", "1", "--weights",
-                weights, "--out", str(tmp_path / f"{weights}.png"),
-                "--save-array", str(tmp_path / f"{weights}.npy")]  # fmt: skip
-        assert CliRunner().invoke(main, argv).exit_code == 0
-        arrays[weights] = np.load(tmp_path / f"{weights}.npy")
-    assert not np.array_equal(arrays["average"], arrays["trained"])
-    figures = {}
-    for weights in ("average", "trained"):
-        json_path = tmp_path / f"{weights}.json"
-        argv = ["evaluate", "--run", str(tmp_path / "ema"), "-k", "5", "-n", "20",
-                "--metrics", "elbo", "--weights", weights, "--json", str(json_path)]  # fmt: skip
-        result = CliRunner().invoke(main, argv)
-        assert result.exit_code == 0, result.output
-        figures[weights] = json_path.read_text()
-    assert figures["average"] != figures["trained"]
-    result = CliRunner().invoke(
-        main, ["evaluate", "--run", str(tmp_path / "ema"), "--weights", "x"]
-    )
-    assert result.exit_code == 2 and "'x' is not one of 'average', 'trained'" in result.output

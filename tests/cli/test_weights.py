@@ -1,0 +1,83 @@
+"""``--checkpoint`` and ``--weights`` on the commands that load a run: a run trained with
+``--ema`` is used with the moving average of its weights by default and with the trained
+weights on request, and the files written say which."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """A digits run (hidden 16, latent 2, 2 epochs) with an EMA and a validation split,
+    so that it has a best checkpoint."""
+    import pyrovae
+
+    out = tmp_path_factory.mktemp("ema") / "run"
+    pyrovae.train(dataset="digits", hidden=(16,), latent_dim=2, epochs=2, batch_size=256,
+                  ema=0.9, val_fraction=0.2, eval_size=60, device="cpu", out=out,
+                  progress=False, log=lambda line: None)  # fmt: skip
+    return out
+
+
+def _invoke(*argv: str) -> str:
+    result = CliRunner().invoke(main, list(argv))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_evaluate_scores_and_records_the_weights_asked_for(ema_run, tmp_path, checkpoint):
+    figures = {}
+    for weights in ("average", "trained"):
+        path = tmp_path / f"{weights}.json"
+        _invoke("evaluate", "--run", str(ema_run), "-k", "5", "-n", "20", "--metrics", "elbo",
+                "--checkpoint", checkpoint, "--weights", weights, "--json", str(path))  # fmt: skip
+        figures[weights] = json.loads(path.read_text())
+        assert figures[weights]["run"] == {
+            "run_dir": str(ema_run), "checkpoint": checkpoint, "epoch": 2, "weights": weights
+        }  # fmt: skip
+    assert figures["average"]["elbo"] != figures["trained"]["elbo"]
+
+
+def test_sample_reconstruct_and_encode_use_the_weights_asked_for(ema_run, tmp_path):
+    outputs: dict[str, dict[str, bytes]] = {"average": {}, "trained": {}}
+    for weights, seen in outputs.items():
+        _invoke("sample", "--run", str(ema_run), "-n", "4", "--seed", "1", "--weights", weights,
+                "--out", str(tmp_path / f"s-{weights}.png"),
+                "--save-array", str(tmp_path / f"s-{weights}.npy"))  # fmt: skip
+        seen["sample"] = np.load(tmp_path / f"s-{weights}.npy").tobytes()
+        _invoke("reconstruct", "--run", str(ema_run), "-n", "4", "--seed", "1",
+                "--weights", weights, "--out", str(tmp_path / f"r-{weights}.png"))  # fmt: skip
+        seen["reconstruct"] = (tmp_path / f"r-{weights}.png").read_bytes()
+        _invoke("encode", "--run", str(ema_run), "--weights", weights, "--checkpoint", "last",
+                "--out", str(tmp_path / f"e-{weights}.npz"))  # fmt: skip
+        seen["encode"] = np.load(tmp_path / f"e-{weights}.npz")["mean"].tobytes()
+    for output in ("sample", "reconstruct", "encode"):
+        assert outputs["average"][output] != outputs["trained"][output], output
+
+
+def test_diagnose_reports_the_weights_it_diagnosed(ema_run, tmp_path):
+    from pyrovae.api import diagnose_report
+
+    result = diagnose_report(ema_run, out=tmp_path / "d", n=4, draws=20, nuts=0,
+                             weights="trained", device="cpu")  # fmt: skip
+    attrs = result.inference_data.attrs
+    assert (attrs["weights"], attrs["checkpoint"], attrs["epoch"]) == ("trained", "best", "2")
+    page = next((tmp_path / "d").glob("*.html")).read_text()
+    assert "the trained weights of the best checkpoint (epoch 2)" in page
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "evaluate", "diagnose", "encode",
+                                     "probe", "explore", "classify", "impute"])  # fmt: skip
+def test_every_command_that_loads_a_run_takes_checkpoint_and_weights(command):
+    text = CliRunner().invoke(main, [command, "--help"]).output
+    assert "--checkpoint [best|last]" in text and "--weights [average|trained]" in text
+    result = CliRunner().invoke(main, [command, "--weights", "raw"])
+    assert result.exit_code == 2 and "'raw' is not one of 'average', 'trained'" in result.output
