@@ -37,7 +37,7 @@ Usage, from the repository root::
     python benchmarks/quality.py --full                       # K=5000 on all 10,000
     python benchmarks/quality.py --budget 20 --test-size 200 -k 50   # a check that it runs
     python benchmarks/quality.py --score runs/a runs/b --out /tmp/scored   # score runs, a vs b
-    python benchmarks/quality.py --score runs/a --weights trained,average  # a with and without its EMA
+    python benchmarks/quality.py --score runs/a --weights trained,average  # a without, with its EMA
 
 Results go to ``--out`` (``results.md``, ``results.json``; the runs and the
 plain models beside them).
