@@ -156,7 +156,7 @@ def test_a_preset_sets_defaults_that_options_and_config_files_override(tmp_path)
     config = json.loads((first / "config.json").read_text())
     train = config["train"]
     assert train["preset"] == "paper" and config["model"]["prior"] == PRESETS["paper"]["prior"]
-    assert (train["objective"], train["lr_schedule"], train["ema"]) == ("iwae", "cosine", 0.99)
+    assert (train["objective"], train["lr_schedule"], train["ema"]) == ("iwae", "cosine", 0.999)
     assert train["epochs"] == 1 and train["particles"] == 2  # the command line, the file
     # The run's own config.toml (preset and resolved options) trains the same run again.
     again = tmp_path / "again"
