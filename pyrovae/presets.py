@@ -37,8 +37,8 @@ prior's 2.6) and a cosine schedule. Its schedule ends at a step size near zero,
 where the average equals the trained weights (120 epochs: -0.00 ± 0.00 nats,
 with 0.99 or 0.999), but until then 0.999 scored up to 0.37 nats more test
 ELBO than 0.99 (docs/benchmarks.md, "``paper``'s EMA"). ``paper``
-has not run its 1000 epochs; given 100 minutes on one CPU thread (249 epochs)
-it scored -228.34 ± 0.76 nats on the full
+has not run its 1000 epochs; given 100 minutes on one CPU thread (249 epochs,
+with the EMA of 0.99 it then set) it scored -228.34 ± 0.76 nats on the full
 Fashion-MNIST test set, K = 5000 (docs/benchmarks.md, "The ``paper`` preset"). No
 preset sets free bits, which needs a per-dimension analytic KL that the flow
 prior has not (with a Gaussian prior and 50 latent dimensions, 0.25 nats

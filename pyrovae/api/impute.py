@@ -141,12 +141,7 @@ def impute(
     progress
         A progress bar of the points imputed, on stderr.
     """
-    if draws < 0 or particles < 2:
-        raise ConfigError(f"--draws must be >= 0 and --particles >= 2, got {draws}, {particles}")
-    if draws > particles:
-        raise ConfigError(
-            f"--draws {draws} is more than --particles {particles}: raise --particles"
-        )
+    _check_draws(draws, particles)
     loaded = run if isinstance(run, Run) else load_run(run, device=device)
     _check_kind(loaded)
     values = _as_float_tensor(x, "the input")
@@ -284,6 +279,16 @@ def draws_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}-draws.npz")
 
 
+def _check_draws(draws: int, particles: int) -> None:
+    """Refuse draws and particles that :func:`impute` cannot use, before a run is loaded."""
+    if draws < 0 or particles < 2:
+        raise ConfigError(f"--draws must be >= 0 and --particles >= 2, got {draws}, {particles}")
+    if draws > particles:
+        raise ConfigError(
+            f"--draws {draws} is more than --particles {particles}: raise --particles"
+        )
+
+
 def impute_file(
     input_path: str | Path,
     out: str | Path,
@@ -309,6 +314,7 @@ def impute_file(
         check_output_file(path)
     x = _read_array(input_path, "--input")
     truth = None if truth_path is None else _read_array(truth_path, "--truth")
+    _check_draws(options.get("draws", 0), options.get("particles", DEFAULT_PARTICLES))
     run = load_run(run_dir, device=options.get("device", "auto"), checkpoint=checkpoint,
                    weights=weights)  # fmt: skip
     result = impute(run, x, truth=truth, **options)

@@ -367,6 +367,7 @@ def test_fuzz_diagnose(scratch: Scratch, trained: Path, data: st.DataObject) -> 
         "--draws": (text(st.integers(10, 40)), hostile(st.sampled_from([0, 9, -1])), True),
         "--nuts": (st.just("0"), hostile(st.sampled_from([-1])), True),
         "--out": (fresh_path(scratch, ""), hostile_path(scratch, ""), False),
+        "--checkpoint": (st.sampled_from(["best", "last"]), odd_strings, False),
         "--weights": (st.sampled_from(["average", "trained"]), odd_strings, False),
     }
     invoke(draw_argv(data, "diagnose", specs, "--run", str(trained)))

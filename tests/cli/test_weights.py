@@ -81,3 +81,53 @@ def test_every_command_that_loads_a_run_takes_checkpoint_and_weights(command):
     assert "--checkpoint [best|last]" in text and "--weights [average|trained]" in text
     result = CliRunner().invoke(main, [command, "--weights", "raw"])
     assert result.exit_code == 2 and "'raw' is not one of 'average', 'trained'" in result.output
+
+
+ARGV = {
+    "sample": [],
+    "reconstruct": [],
+    "evaluate": [],
+    "diagnose": [],
+    "encode": ["--out", "{tmp}/e.npz"],
+    "probe": [],
+    "explore": [],
+    "classify": ["--input", "{tmp}/x.npy", "--out", "{tmp}/y.npy"],
+    "impute": ["--input", "{tmp}/x.npy", "--out", "{tmp}/filled.npy"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ARGV))
+def test_every_command_passes_checkpoint_and_weights_to_load_run(command, tmp_path, monkeypatch):
+    """The options reach ``load_run`` (here a stand-in that says what it was given)."""
+    import pyrovae.api
+    import pyrovae.api.impute
+    from pyrovae.errors import CheckpointError
+
+    def stand_in(run_dir=None, device="auto", checkpoint="best", weights="average"):
+        raise CheckpointError(f"load_run got checkpoint={checkpoint} weights={weights}")
+
+    monkeypatch.setattr(pyrovae.api, "load_run", stand_in)
+    monkeypatch.setattr(pyrovae.api.impute, "load_run", stand_in)
+    np.save(tmp_path / "x.npy", np.full((2, 64), np.nan, dtype=np.float32))
+    argv = [part.format(tmp=tmp_path) for part in ARGV[command]]
+    result = CliRunner().invoke(
+        main,
+        [command, "--run", str(tmp_path), *argv, "--checkpoint", "last", "--weights", "trained"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "load_run got checkpoint=last weights=trained" in result.output
+
+
+def test_impute_refuses_its_draws_before_it_loads_the_run(tmp_path, monkeypatch):
+    import pyrovae.api.impute
+    from pyrovae.errors import CheckpointError
+
+    def stand_in(*args, **kwargs):
+        raise CheckpointError("the run was loaded")
+
+    monkeypatch.setattr(pyrovae.api.impute, "load_run", stand_in)
+    np.save(tmp_path / "x.npy", np.full((2, 64), np.nan, dtype=np.float32))
+    argv = ["impute", "--run", str(tmp_path), "--input", str(tmp_path / "x.npy"),
+            "--out", str(tmp_path / "f.npy"), "--draws", "200", "--particles", "100"]  # fmt: skip
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1 and "--draws 200 is more than --particles 100" in result.output
