@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from pyrovae.api import CheckpointName, WeightsName
 
 _log = logging.getLogger("pyrovae")
 
@@ -52,8 +56,8 @@ def classify_command(
     input_path: str,
     out: str,
     probabilities: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
     device: str,
 ) -> None:
     """Classify points with an m2 run's q(y|x) and write the classes as .npy."""

@@ -3,6 +3,8 @@ q(z|x) be trusted."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pyrovae.cli._common import (
@@ -15,6 +17,9 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from pyrovae.api import CheckpointName, WeightsName
 
 _split_option = click.option(
     "--split", type=click.Choice(["test", "train"]), default="test", show_default=True
@@ -98,8 +103,8 @@ def evaluate_command(
     json_path: str | None,
     gaps: int,
     memory_budget: str,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
     progress: bool,
     seed: int | None,
     device: str,
@@ -212,8 +217,8 @@ def diagnose_command(
     chains: int,
     full_netcdf: bool,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
     seed: int | None,
     device: str,
 ) -> None:

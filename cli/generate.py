@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,9 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from pyrovae.api import CheckpointName, WeightsName
 
 _log = logging.getLogger("pyrovae")
 
@@ -98,8 +101,8 @@ def sample_command(
     label: int | None,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Draw z ~ p(z), decode, and write an image grid (from the run's best checkpoint
     by default: see --checkpoint)."""
@@ -195,8 +198,8 @@ def reconstruct_command(
     mode: str,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Show images beside their reconstructions through z ~ q(z|x) (from the run's best
     checkpoint by default: see --checkpoint; with --corrupt: clean, corrupted and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from pyrovae.api import CheckpointName, WeightsName
 
 _log = logging.getLogger("pyrovae")
 
@@ -95,8 +99,8 @@ def impute_command(
     seed: int | None,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Replace each NaN of --input by its posterior-predictive mean under the run's VAE.
 

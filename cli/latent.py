@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from pyrovae.api import CheckpointName, WeightsName
 
 _log = logging.getLogger("pyrovae")
 
@@ -83,8 +87,8 @@ def encode_command(
     seed: int | None,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Write the mean and standard deviation of q(z|x) for each point to an .npz.
 
@@ -151,8 +155,8 @@ def probe_command(
     seed: int | None,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Logistic regression on the posterior means, against raw pixels and PCA.
 
@@ -209,8 +213,8 @@ def explore_command(
     seed: int | None,
     device: str,
     progress: bool,
-    checkpoint: str,
-    weights: str,
+    checkpoint: CheckpointName,
+    weights: WeightsName,
 ) -> None:
     """Figures of the latent space: interpolations, traversals, manifold, class map.
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -68,6 +68,11 @@ if TYPE_CHECKING:
     import arviz as az
 
 DEFAULT_RUNS_ROOT = Path("runs")
+
+#: Which checkpoint of a run to load (``--checkpoint``): the best validation ELBO, or the last.
+CheckpointName = Literal["best", "last"]
+#: Which weights of a run trained with ``--ema`` to load (``--weights``).
+WeightsName = Literal["average", "trained"]
 
 #: The temperatures :func:`sample` accepts. Below the lower end the scales of
 #: a prior's Gaussian part (down to 1e-4) underflow float32; far above the
@@ -305,10 +310,10 @@ class Run:
     vae: VAE
     history: list[dict[str, Any]]
     #: Which checkpoint the VAE was loaded from: ``"best"`` or ``"last"``, and its epoch.
-    checkpoint: str = "last"
+    checkpoint: CheckpointName = "last"
     epoch: int = 0
     #: Which weights: ``"average"`` (the EMA of a run trained with ``--ema``) or ``"trained"``.
-    weights: str = "trained"
+    weights: WeightsName = "trained"
 
     @property
     def device(self) -> torch.device:
@@ -366,8 +371,8 @@ def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
 def load_run(
     run_dir: str | Path | None = None,
     device: str = "auto",
-    checkpoint: str = "best",
-    weights: str = "average",
+    checkpoint: CheckpointName = "best",
+    weights: WeightsName = "average",
 ) -> Run:
     """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`) from a checkpoint.
 
@@ -390,7 +395,7 @@ def load_run(
         raise CheckpointError(f"no run directory at {run_dir}")
     config = RunConfig.load(run_dir / CONFIG_NAME)
     best = run_dir / BEST_CHECKPOINT_NAME
-    chosen = "best" if checkpoint == "best" and best.is_file() else "last"
+    chosen: CheckpointName = "best" if checkpoint == "best" and best.is_file() else "last"
     state = load_checkpoint(best if chosen == "best" else run_dir / CHECKPOINT_NAME)
     try:
         with forked_rng("cpu"):  # the initial weights, overwritten below, draw from torch's RNG
@@ -420,7 +425,7 @@ def load_run(
     vae.to(resolve_device(device)).eval()
     history = list(state.get("history", []))
     epoch = int(state.get("epoch", 0))
-    loaded = "average" if averaged and weights == "average" else "trained"
+    loaded: WeightsName = "average" if averaged and weights == "average" else "trained"
     # Said where there is a choice (a validation split, an EMA); a detail otherwise.
     level = logging.INFO if best.is_file() or averaged else logging.DEBUG
     line = _loaded_line(run_dir, chosen, checkpoint, epoch, history)
@@ -430,10 +435,10 @@ def load_run(
 
 
 #: What ``load_run(checkpoint=...)`` and ``--checkpoint`` take.
-CHECKPOINT_CHOICES = ("best", "last")
+CHECKPOINT_CHOICES: tuple[CheckpointName, ...] = get_args(CheckpointName)
 
 #: What ``load_run(weights=...)`` and ``--weights`` take.
-WEIGHT_CHOICES = ("average", "trained")
+WEIGHT_CHOICES: tuple[WeightsName, ...] = get_args(WeightsName)
 
 #: The end of the loaded line of a run trained with an EMA, by the weights taken.
 _WEIGHTS_NOTE = {
@@ -595,8 +600,8 @@ def evaluate_run(
     data: DataSource | None = None,
     test_data: DataSource | None = None,
     memory_budget: int | str | None = None,
-    checkpoint: str = "best",
-    weights: str = "average",
+    checkpoint: CheckpointName = "best",
+    weights: WeightsName = "average",
 ) -> EvaluationResult:
     """Evaluate the first ``n`` images of a trained run's ``split`` (all: ``None``)
     with :func:`pyrovae.reports.evaluate.evaluate`.
@@ -678,8 +683,8 @@ def diagnose_report(
     progress: bool = False,
     data: DataSource | None = None,
     test_data: DataSource | None = None,
-    checkpoint: str = "best",
-    weights: str = "average",
+    checkpoint: CheckpointName = "best",
+    weights: WeightsName = "average",
 ) -> DiagnosisResult:
     """Diagnose a trained run's ``split`` with :func:`pyrovae.reports.diagnose.diagnose`
     and return what it measured; ``out`` defaults to ``RUN/diagnostics``.

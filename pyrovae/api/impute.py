@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.distributions import constraints
 
-from pyrovae.api import Run, load_run
+from pyrovae.api import CheckpointName, Run, WeightsName, load_run
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.files import atomic_write, atomic_write_text, check_output_file
 from pyrovae.inference.impute import (
@@ -294,8 +294,8 @@ def impute_file(
     out: str | Path,
     *,
     run_dir: str | Path | None = None,
-    checkpoint: str = "best",
-    weights: str = "average",
+    checkpoint: CheckpointName = "best",
+    weights: WeightsName = "average",
     truth_path: str | Path | None = None,
     json_path: str | Path | None = None,
     **options: Any,

@@ -12,17 +12,25 @@ from click.testing import CliRunner
 
 from pyrovae.cli import main
 
+BEST_EPOCH = {"best": 1, "last": 2}
+
 
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     """A digits run (hidden 16, latent 2, 2 epochs) with an EMA and a validation split,
-    so that it has a best checkpoint."""
+    whose best checkpoint is the one its trainer wrote after epoch 1: kept aside while
+    the run resumes for epoch 2 and put back, so that best and last differ."""
     import pyrovae
+    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
 
     out = tmp_path_factory.mktemp("ema") / "run"
-    pyrovae.train(dataset="digits", hidden=(16,), latent_dim=2, epochs=2, batch_size=256,
+    quiet = {"progress": False, "log": lambda line: None}
+    pyrovae.train(dataset="digits", hidden=(16,), latent_dim=2, epochs=1, batch_size=256,
                   ema=0.9, val_fraction=0.2, eval_size=60, device="cpu", out=out,
-                  progress=False, log=lambda line: None)  # fmt: skip
+                  **quiet)  # fmt: skip
+    first = (out / BEST_CHECKPOINT_NAME).read_bytes()
+    pyrovae.resume(out, epochs=2, **quiet)
+    (out / BEST_CHECKPOINT_NAME).write_bytes(first)
     return out
 
 
@@ -40,10 +48,21 @@ def test_evaluate_scores_and_records_the_weights_asked_for(ema_run, tmp_path, ch
         _invoke("evaluate", "--run", str(ema_run), "-k", "5", "-n", "20", "--metrics", "elbo",
                 "--checkpoint", checkpoint, "--weights", weights, "--json", str(path))  # fmt: skip
         figures[weights] = json.loads(path.read_text())
+        epoch = BEST_EPOCH[checkpoint]
         assert figures[weights]["run"] == {
-            "run_dir": str(ema_run), "checkpoint": checkpoint, "epoch": 2, "weights": weights
+            "run_dir": str(ema_run), "checkpoint": checkpoint, "epoch": epoch, "weights": weights
         }  # fmt: skip
     assert figures["average"]["elbo"] != figures["trained"]["elbo"]
+
+
+def test_best_and_last_checkpoints_score_differently(ema_run, tmp_path):
+    scores = {}
+    for checkpoint in BEST_EPOCH:
+        path = tmp_path / f"{checkpoint}.json"
+        _invoke("evaluate", "--run", str(ema_run), "-k", "5", "-n", "20", "--metrics", "elbo",
+                "--checkpoint", checkpoint, "--json", str(path))  # fmt: skip
+        scores[checkpoint] = json.loads(path.read_text())["elbo"]
+    assert scores["best"] != scores["last"]
 
 
 def test_sample_reconstruct_and_encode_use_the_weights_asked_for(ema_run, tmp_path):
@@ -69,16 +88,21 @@ def test_diagnose_reports_the_weights_it_diagnosed(ema_run, tmp_path):
     result = diagnose_report(ema_run, out=tmp_path / "d", n=4, draws=20, nuts=0,
                              weights="trained", device="cpu")  # fmt: skip
     attrs = result.inference_data.attrs
-    assert (attrs["weights"], attrs["checkpoint"], attrs["epoch"]) == ("trained", "best", "2")
+    assert (attrs["weights"], attrs["checkpoint"], attrs["epoch"]) == ("trained", "best", "1")
     page = next((tmp_path / "d").glob("*.html")).read_text()
-    assert "the trained weights of the best checkpoint (epoch 2)" in page
+    assert "the trained weights of the best checkpoint (epoch 1)" in page
 
 
 @pytest.mark.parametrize("command", ["sample", "reconstruct", "evaluate", "diagnose", "encode",
                                      "probe", "explore", "classify", "impute"])  # fmt: skip
 def test_every_command_that_loads_a_run_takes_checkpoint_and_weights(command):
+    from pyrovae.api import CHECKPOINT_CHOICES, WEIGHT_CHOICES
+
     text = CliRunner().invoke(main, [command, "--help"]).output
     assert "--checkpoint [best|last]" in text and "--weights [average|trained]" in text
+    choices = {param.name: tuple(param.type.choices) for param in main.commands[command].params
+               if param.name in ("checkpoint", "weights")}  # fmt: skip
+    assert choices == {"checkpoint": CHECKPOINT_CHOICES, "weights": WEIGHT_CHOICES}
     result = CliRunner().invoke(main, [command, "--weights", "raw"])
     assert result.exit_code == 2 and "'raw' is not one of 'average', 'trained'" in result.output
 
