@@ -155,30 +155,42 @@ def _normal_log_prob(z: torch.Tensor, loc: torch.Tensor, log_var: torch.Tensor) 
     return (-0.5 * (math.log(2 * math.pi) + log_var + (z - loc) ** 2 / log_var.exp())).sum(-1)
 
 
-def pythae_scorer(model: Any, vamp: bool) -> Scorer:
-    """Log-weights of a pythae VAE or VAMP, from its encoder and decoder (VAMP bounds
-    every log-variance by tanh, as its training does); the VampPrior written out here
-    as Tomczak & Welling define it: a uniform mixture of q(z|u_c) over its pseudo-inputs."""
+def trains_with_tanh(model: Any) -> bool:
+    """Whether this pythae's VAMP bounds q(z|x)'s log-variances by tanh in training: the
+    GitHub sources after 0.1.2 do, 0.1.2 does not. Read off its own ``forward``: the code it
+    draws from one seed against the draw with the raw log-variances."""
+    x = torch.full((2, 1, 28, 28), 0.5)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        z = model({"data": x}).z
+        out = model.encoder(x)
+        torch.manual_seed(0)
+        raw = out.embedding + (0.5 * out.log_covariance).exp() * torch.randn_like(out.embedding)
+    return not torch.allclose(z, raw, atol=1e-6)
 
-    def log_var_of(out: Any) -> torch.Tensor:
-        return torch.tanh(out.log_covariance) if vamp else out.log_covariance
+
+def pythae_scorer(model: Any, vamp: bool) -> Scorer:
+    """Log-weights of a pythae VAE or VAMP, from its encoder and decoder as its training
+    uses them: the VAMP's prior is its own ``_log_p_z`` (the mixture of q(z|u_c) over its
+    pseudo-inputs, Tomczak & Welling) with the 2 pi term it leaves out, and q(z|x)'s
+    log-variances are bounded by tanh only where its ``forward`` bounds them
+    (:func:`trains_with_tanh`)."""
+    squash = vamp and trains_with_tanh(model)
 
     @torch.no_grad()
     def log_weights(x: torch.Tensor, k: int) -> torch.Tensor:
         model.eval()
         out = model.encoder(x)
-        loc, log_var = out.embedding, log_var_of(out)  # (batch, L)
+        loc = out.embedding  # (batch, L)
+        log_var = torch.tanh(out.log_covariance) if squash else out.log_covariance
         z = loc + (0.5 * log_var).exp() * torch.randn(k, *loc.shape)  # (k, batch, L)
         probs = model.decoder(z.reshape(-1, LATENT))["reconstruction"].reshape(k, x.shape[0], -1)
         probs = probs.clamp(1e-7, 1 - 1e-7)
         target = x.flatten(1)
         log_px_z = (target * probs.log() + (1 - target) * (-probs).log1p()).sum(-1)
         if vamp:
-            c = model.number_components
-            pseudo = model.pseudo_inputs(torch.eye(c)).reshape(c, 1, 28, 28)
-            prior = model.encoder(pseudo)
-            mix = _normal_log_prob(z.unsqueeze(-2), prior.embedding, log_var_of(prior))
-            log_pz = torch.logsumexp(mix, dim=-1) - math.log(c)  # (k, batch)
+            log_pz = model._log_p_z(z.reshape(-1, LATENT)).reshape(k, x.shape[0])
+            log_pz = log_pz - 0.5 * LATENT * math.log(2 * math.pi)
         else:
             log_pz = _normal_log_prob(z, torch.zeros(()), torch.zeros(()))
         return log_px_z + log_pz - _normal_log_prob(z, loc, log_var)
@@ -216,12 +228,12 @@ def run_budget(run_dir: Path) -> dict[str, Any]:
 
 
 def run_weights(run_dir: Path, asked: list[str]) -> list[str]:
-    """The weights of ``asked`` to score in ``run_dir``: as asked for a run trained with
-    ``--ema``; once (``average``, which is then the trained weights) for a run without."""
-    from pyrovae.config import RunConfig
-    from pyrovae.files import CONFIG_NAME
+    """The weights of ``asked`` to score in ``run_dir``: as asked for a run whose last
+    checkpoint holds an average (``--ema``); once (``average``, which is then the trained
+    weights) for a run without. ``load_run`` decides which, as for every command."""
+    from pyrovae.api import load_run
 
-    if RunConfig.load(run_dir / CONFIG_NAME).train.ema > 0:
+    if load_run(run_dir, device="cpu", checkpoint="last").weights == "average":
         return asked
     if "trained" in asked:
         print(f"   {run_dir.name}: trained without --ema, scored once (its only weights)")
