@@ -634,6 +634,7 @@ class Training:
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_states[0],
             "history": history,
+            "lr": self.config.train.lr,  # the step size before any schedule, for --resume
         }
         ema = self.step.ema
         if ema is not None:
@@ -767,11 +768,16 @@ def restore(
         raise CheckpointError(
             f"checkpoint in {run_dir} does not match its config: {first_line(err)}"
         ) from None
-    saved_lr = optimizer.param_groups[0]["lr"]
+    # The step size the run had before its schedule (older checkpoints lack it: the
+    # optimizer's is that only without a schedule), to say when --lr changed it.
+    saved_lr = checkpoint.get("lr")
+    if saved_lr is None and config.train.lr_schedule == "constant":
+        saved_lr = optimizer.param_groups[0]["lr"]
     for group in optimizer.param_groups:
         group["lr"] = config.train.lr
     if epoch < config.train.epochs:
-        lr_note = "" if saved_lr == config.train.lr else f", lr {saved_lr:g} -> {config.train.lr:g}"
+        changed = saved_lr is not None and saved_lr != config.train.lr
+        lr_note = f", lr {saved_lr:g} -> {config.train.lr:g}" if changed else ""
         log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{lr_note}")
     return history, epoch
 

@@ -517,6 +517,21 @@ def test_the_divergence_limit_leaves_healthy_runs_alone(tiny_config, tmp_path):
     assert all(-row["train_elbo"] < untrained < limit for row in result.history)
 
 
+def test_resume_says_lr_changed_only_when_it_did_under_a_schedule(tiny_config, tmp_path):
+    """The optimizer's saved step size is the schedule's, not the run's lr: a cosine run
+    resumed as it was says nothing of the lr; one given --lr says the run's lr changed."""
+    tiny_config.train.epochs = 2  # its second epoch ran at half the lr
+    tiny_config.train.lr_schedule = "cosine"
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    lines: list[str] = []
+    resume(tmp_path / "run", epochs=3, progress=False, log=lines.append)
+    assert any(line.startswith("resuming") for line in lines)
+    assert not any(" -> " in line for line in lines if line.startswith("resuming")), lines
+    lines.clear()
+    resume(tmp_path / "run", epochs=4, lr=5e-4, progress=False, log=lines.append)
+    assert any("resuming" in line and "lr 0.001 -> 0.0005" in line for line in lines), lines
+
+
 def test_resume_with_a_new_learning_rate_uses_it(tiny_config, tmp_path):
     """The optimizer's saved state no longer overrides the step size: --lr, or an
     lr edited in config.json, is what Adam uses, and config.json records it."""
