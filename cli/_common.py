@@ -149,7 +149,8 @@ threads_option = click.option(
     expose_value=False,
     callback=_set_threads,
     help="CPU threads for torch's operators [default: torch's choice, one per physical core; "
-    "1 per process under torchrun]. On a busy machine fewer threads can be much faster.",
+    "1 per process under torchrun]. On a busy machine fewer threads can be much faster. "
+    "A training run records it, and --resume keeps it.",
 )
 
 

@@ -418,6 +418,7 @@ def train_command(ctx: click.Context, **options: Any) -> None:
                 launching=launching)  # fmt: skip
         return
     config = _run_config(options, component_given)
+    config.train.threads = ctx.meta.get("pyrovae.threads")
     if launching:
         check_model_config(config.validate().model)
         _launch(ctx, devices)
@@ -470,6 +471,7 @@ def _resume(
             log=_log.info,
             precision=options["precision"] if "precision" in given else None,
             compile=options["compile"] if "compile" in given else None,
+            threads=ctx.meta.get("pyrovae.threads"),
         )
 
 

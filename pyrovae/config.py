@@ -251,7 +251,10 @@ class TrainConfig:
     Speed: ``precision`` ``bf16`` runs the encoder and decoder under bf16
     autocast in the training steps (the ELBO, weights and optimizer stay
     float32); ``compile`` compiles their ``forward`` with ``torch.compile``
-    (:mod:`pyrovae.training.acceleration`). Both are for GPUs.
+    (:mod:`pyrovae.training.acceleration`). Both are for GPUs. ``threads`` is
+    how many CPU threads torch's operators run on (``--threads``; ``None``:
+    torch's choice, one per physical core); recorded so that a resumed run
+    keeps it.
     """
 
     objective: ObjectiveName = "elbo"
@@ -283,6 +286,7 @@ class TrainConfig:
     preset: str = "fast"
     precision: PrecisionName = "fp32"
     compile: bool = False
+    threads: int | None = None
 
     def validate(self) -> None:
         self._validate_conveniences()
@@ -329,6 +333,10 @@ class TrainConfig:
         _choice(self.precision, PRECISIONS, "--precision")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"--compile must be true or false, got {self.compile!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ConfigError(f"--threads must be a whole number >= 1, got {self.threads!r}")
         if isinstance(self.free_bits, bool) or not isinstance(self.free_bits, (int, float)):
             raise ConfigError(f"--free-bits must be a number, got {self.free_bits!r}")
         if not math.isfinite(self.free_bits) or self.free_bits < 0:

@@ -48,6 +48,9 @@ def test_missing_keys_take_defaults():
         (RunConfig(train=TrainConfig(particles=10**20)), "--particles must be at most"),
         (RunConfig(train=TrainConfig(batch_size=2**31)), "--batch-size must be at most"),
         (RunConfig(train=TrainConfig(kl_warmup=10**20)), "--kl-warmup"),
+        (RunConfig(train=TrainConfig(threads=0)), "--threads"),
+        (RunConfig(train=TrainConfig(threads=True)), "--threads"),
+        (RunConfig(train=TrainConfig(threads=1.5)), "--threads"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_values_raise_one_line_config_errors(config, message):

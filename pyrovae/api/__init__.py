@@ -259,6 +259,7 @@ def resume(
     test_data: DataSource | None = None,
     precision: str | None = None,
     compile: bool | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` (see :func:`pyrovae.training.run.resume`) and
     draw its figures; a finished run whose figures are missing gets them drawn.
@@ -267,7 +268,8 @@ def resume(
     given them again as ``data=`` (and ``test_data=``), split as when it was
     trained; a run of a file or named set takes no ``data=``. ``precision``
     (``"fp32"``, ``"bf16"``) and ``compile`` change how its steps run from
-    here on (:mod:`pyrovae.training.acceleration`).
+    here on (:mod:`pyrovae.training.acceleration`). ``threads`` is the CPU
+    thread count from here on (the run's own by default).
     """
     source = None
     if data is not None:
@@ -291,6 +293,7 @@ def resume(
             source=source,
             precision=precision,
             compile=compile,
+            threads=threads,
         )
 
 

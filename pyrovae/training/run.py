@@ -25,6 +25,7 @@ from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
 from pyrovae.runtime import resolve_device
+from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loggers import check_available
@@ -91,7 +92,7 @@ def train(
         # --out or a second writer is one line at once; every process learns its name.
         claimed: list[rundir.Claim] = []
         run_dir = context.on_main(lambda: _claim_new(out, config, claimed))
-        with _holding(claimed, run_dir, fresh=True):
+        with _holding(claimed, run_dir, fresh=True), on_threads(config.train.threads):
             return fit(
                 config,
                 run_dir,
@@ -184,6 +185,7 @@ def resume(
     source: ArrayData | None = None,
     precision: str | None = None,
     compile: bool | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its last checkpoint (from the start
     when it was stopped before its first checkpoint).
@@ -194,9 +196,10 @@ def resume(
     ``max_time`` is this call's time budget in seconds (the run's
     ``max_time`` by default; 0: none). ``precision`` and ``compile`` change
     how the steps run from here on (``--precision``, ``--compile``; the
-    checkpoint is the same either way). A run stopped early by its patience
-    is not trained further (its missing figures are drawn). On
-    CPU a resumed run ends with the same parameters as one that was never
+    checkpoint is the same either way). ``threads`` changes the CPU thread
+    count the run records (``--threads``; its own by default). A run stopped
+    early by its patience is not trained further (its missing figures are
+    drawn). On CPU a resumed run ends with the same parameters as one that was never
     stopped. A run whose epochs are all done but whose figures are missing
     (stopped while drawing them) gets its figures drawn. ``source`` is the
     data of a run trained on data passed from Python, passed again.
@@ -209,13 +212,14 @@ def resume(
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
     changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time,
-                               "precision": precision, "compile": compile}  # fmt: skip
+                               "precision": precision, "compile": compile,
+                               "threads": threads}  # fmt: skip
     config = _resumed_config(run_dir, **changes)
     check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
         claimed: list[rundir.Claim] = []
         removed = context.on_main(lambda: _claim_existing(run_dir, claimed))
-        with _holding(claimed, run_dir, fresh=False):
+        with _holding(claimed, run_dir, fresh=False), on_threads(config.train.threads):
             if removed:
                 log(f"removed temporary files left by an interrupted write: {', '.join(removed)}")
             # Read again under the lock: another process may have written it meanwhile.
@@ -272,8 +276,11 @@ def _resumed_config(
     max_time: float | None,
     precision: str | None = None,
     compile: bool | None = None,
+    threads: int | None = None,
 ) -> RunConfig:
     config = RunConfig.load(run_dir / CONFIG_NAME)
+    if threads is not None:
+        config.train.threads = threads
     if precision is not None:
         config.train.precision = precision  # type: ignore[assignment]
     if compile is not None:

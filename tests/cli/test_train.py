@@ -84,7 +84,40 @@ def test_threads_sets_torchs_threads_and_the_header_says_so(runner, tmp_path, re
     assert result.exit_code == 0, result.output
     assert torch.get_num_threads() == 1
     assert f"run directory: {out} (device cpu, 1 thread)" in result.output
-    assert "threads" not in (out / "config.json").read_text()  # how it ran, not what it computes
+
+
+def test_resume_keeps_the_runs_thread_count_unless_threads_is_given(
+    runner, tmp_path, restore_threads
+):
+    """A run records --threads; --resume without it runs on the run's count, not the
+    machine's default, and --resume --threads N changes the record."""
+    from pyrovae.config import RunConfig
+
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--threads", "1", "--out", str(out)]
+    assert runner.invoke(main, args).exit_code == 0
+    assert RunConfig.load(out / "config.json").train.threads == 1
+    assert "threads = 1" in (out / "config.toml").read_text()
+    torch.set_num_threads(2)  # what a new process on this machine would start with
+    result = runner.invoke(main, ["train", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"run directory: {out} (device cpu, 1 thread)" in result.output
+    assert torch.get_num_threads() == 2  # the caller's count is back after the run
+    resumed = ["train", "--resume", str(out), "--epochs", "3", "--threads", "2", "--no-progress"]
+    result = runner.invoke(main, resumed)
+    assert result.exit_code == 0, result.output
+    assert f"run directory: {out} (device cpu, 2 threads)" in result.output
+    assert RunConfig.load(out / "config.json").train.threads == 2
+
+
+def test_a_run_without_threads_records_none_and_runs_on_the_callers_count(runner, tmp_path):
+    from pyrovae.config import RunConfig
+
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", *TINY, "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert RunConfig.load(out / "config.json").train.threads is None
+    assert "threads" not in (out / "config.toml").read_text()
 
 
 def test_threads_must_be_positive(runner):
