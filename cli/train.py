@@ -437,7 +437,7 @@ def _resume(
 ) -> None:
     """``--resume RUN``: only the options that may change on a resumed run are taken."""
     from pyrovae.api import resume
-    from pyrovae.model.build import check_model_config
+    from pyrovae.training.run import resumed_config
 
     given = {
         name
@@ -453,26 +453,20 @@ def _resume(
         )
     if ctx.meta.get("pyrovae.config_file"):
         raise click.UsageError("--resume takes its options from the run, not from --config")
-    lr = options["lr"] if "lr" in given else None
-    if launching:
-        config = RunConfig.load(Path(options["resume"]) / "config.json")
-        if lr is not None:
-            config.train.lr = lr
-        check_model_config(config.validate().model)
+    changes = {
+        "epochs": options["epochs"],
+        "device": options["device"],
+        "lr": options["lr"] if "lr" in given else None,
+        "max_time": options["max_time"] if "max_time" in given else None,
+        "precision": options["precision"] if "precision" in given else None,
+        "compile": options["compile"] if "compile" in given else None,
+        "threads": ctx.meta.get("pyrovae.threads"),
+    }
+    if launching:  # the resumed config is checked once here, not once per process
+        resumed_config(Path(options["resume"]), **changes)
         _launch(ctx, devices)
     with _interruptible():
-        resume(
-            options["resume"],
-            epochs=options["epochs"],
-            device=options["device"],
-            lr=lr,
-            max_time=options["max_time"] if "max_time" in given else None,
-            progress=progress,
-            log=_log.info,
-            precision=options["precision"] if "precision" in given else None,
-            compile=options["compile"] if "compile" in given else None,
-            threads=ctx.meta.get("pyrovae.threads"),
-        )
+        resume(options["resume"], progress=progress, log=_log.info, **changes)
 
 
 def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> RunConfig:

@@ -253,8 +253,9 @@ class TrainConfig:
     float32); ``compile`` compiles their ``forward`` with ``torch.compile``
     (:mod:`pyrovae.training.acceleration`). Both are for GPUs. ``threads`` is
     how many CPU threads torch's operators run on (``--threads``; ``None``:
-    torch's choice, one per physical core); recorded so that a resumed run
-    keeps it.
+    unchanged, torch's choice or ``OMP_NUM_THREADS``); recorded so that a
+    resumed run keeps it (in one process: under torchrun each process keeps
+    one thread unless ``--threads`` is given again).
     """
 
     objective: ObjectiveName = "elbo"

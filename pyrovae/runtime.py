@@ -22,8 +22,10 @@ epoch lines of ``pyrovae train --no-progress``, with and without ``--threads
 1``, issue 9's reliability pass). ``--threads``
 sets the count (and the inter-op pool's, where torch still allows it).
 
-The count is not part of a run's config.json: like the device, it is how a
-run is executed, not what it computes. Whether it changes the last bits of a
+``pyrovae train --threads N`` records N in the run's config.json, and a
+resumed run (one process) runs on it again, through :func:`threads`: the
+intra-op count only, as the inter-op pool can be set once per process.
+Whether the count changes the last bits of a
 CPU run depends on the kernels: torch's matrix products split the output,
 not the sum, across threads, but its parallel reductions add in per-thread
 chunks. On that machine one epoch on digits gave bit-identical parameters

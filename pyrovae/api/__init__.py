@@ -59,7 +59,8 @@ from pyrovae.reports.evaluate import (
     parse_metrics,
 )
 from pyrovae.reports.figures import save_run_figures
-from pyrovae.runtime import forked_rng, isolated_rng, resolve_device, threads
+from pyrovae.runtime import forked_rng, isolated_rng, resolve_device
+from pyrovae.runtime import threads as on_threads
 from pyrovae.training import run as training_run
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
 from pyrovae.training.loop import Finish, Logger, TrainResult
@@ -300,7 +301,7 @@ def resume(
 @contextmanager
 def _callers_state_kept(device: str) -> Iterator[None]:
     """Training seeds the random streams: the caller's (and its thread count) come back."""
-    with forked_rng(device), threads(torch.get_num_threads()):
+    with forked_rng(device), on_threads(torch.get_num_threads()):
         yield
 
 

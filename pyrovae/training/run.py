@@ -197,7 +197,8 @@ def resume(
     ``max_time`` by default; 0: none). ``precision`` and ``compile`` change
     how the steps run from here on (``--precision``, ``--compile``; the
     checkpoint is the same either way). ``threads`` changes the CPU thread
-    count the run records (``--threads``; its own by default). A run stopped
+    count the run records (``--threads``; by default the run's own, except in
+    one of several processes, which keeps torchrun's one). A run stopped
     early by its patience is not trained further (its missing figures are
     drawn). On CPU a resumed run ends with the same parameters as one that was never
     stopped. A run whose epochs are all done but whose figures are missing
@@ -214,16 +215,17 @@ def resume(
     changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time,
                                "precision": precision, "compile": compile,
                                "threads": threads}  # fmt: skip
-    config = _resumed_config(run_dir, **changes)
+    config = resumed_config(run_dir, **changes)
     check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
         claimed: list[rundir.Claim] = []
         removed = context.on_main(lambda: _claim_existing(run_dir, claimed))
-        with _holding(claimed, run_dir, fresh=False), on_threads(config.train.threads):
+        count = _thread_count(config, given=threads, several=context.enabled)
+        with _holding(claimed, run_dir, fresh=False), on_threads(count):
             if removed:
                 log(f"removed temporary files left by an interrupted write: {', '.join(removed)}")
             # Read again under the lock: another process may have written it meanwhile.
-            config = _resumed_config(run_dir, **changes)
+            config = resumed_config(run_dir, **changes)
             # A run stopped before its first epoch ended has its config but no
             # checkpoint: it starts over from that config.
             has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
@@ -267,7 +269,17 @@ def _stopped_early(checkpoint: dict[str, Any]) -> bool:
     return bool(history[-1].get("stopped") == "patience")
 
 
-def _resumed_config(
+def _thread_count(config: RunConfig, *, given: int | None, several: bool) -> int | None:
+    """The CPU threads a resumed run runs on: ``given`` (``--threads``), else the
+    count the run recorded; but one process of several (torchrun) keeps the one
+    thread torchrun gave it (``None``: unchanged), or the recorded count would
+    run N times that many threads on one machine."""
+    if given is not None or several:
+        return given
+    return config.train.threads
+
+
+def resumed_config(
     run_dir: Path,
     *,
     epochs: int | None,
@@ -278,6 +290,8 @@ def _resumed_config(
     compile: bool | None = None,
     threads: int | None = None,
 ) -> RunConfig:
+    """The config of the run in ``run_dir`` with the options a resume may change,
+    checked as a new run's is (an error names the config.json)."""
     config = RunConfig.load(run_dir / CONFIG_NAME)
     if threads is not None:
         config.train.threads = threads
@@ -293,8 +307,11 @@ def _resumed_config(
         config.train.device = device  # type: ignore[assignment]
     if lr is not None:
         config.train.lr = lr
-    check_model_config(config.validate().model)
-    check_regularizers(config.train)
+    try:
+        check_model_config(config.validate().model)
+        check_regularizers(config.train)
+    except ConfigError as err:  # an edited config.json is not a mistyped option
+        raise ConfigError(f"{err} (from {run_dir / CONFIG_NAME} and the options given)") from None
     return config
 
 

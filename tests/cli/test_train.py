@@ -110,6 +110,49 @@ def test_resume_keeps_the_runs_thread_count_unless_threads_is_given(
     assert RunConfig.load(out / "config.json").train.threads == 2
 
 
+def test_a_resume_in_several_processes_keeps_torchruns_one_thread_each():
+    """N processes on one machine at the recorded count would run N times its threads."""
+    from pyrovae.config import RunConfig, TrainConfig
+    from pyrovae.training.run import _thread_count
+
+    config = RunConfig(train=TrainConfig(threads=4))
+    assert _thread_count(config, given=None, several=False) == 4
+    assert _thread_count(config, given=None, several=True) is None  # torchrun's, unchanged
+    assert _thread_count(config, given=2, several=True) == 2
+    assert _thread_count(RunConfig(), given=None, several=False) is None
+
+
+def test_resume_with_devices_checks_the_config_with_the_options_given(
+    runner, tmp_path, monkeypatch, restore_threads
+):
+    """The launching process checks the resumed config as each process will: with
+    --threads (and the other options a resume takes) applied."""
+    import json
+
+    from pyrovae.training import distributed
+
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "1", "--threads", "1", "--out", str(out)]
+    assert runner.invoke(main, args).exit_code == 0
+    edited = json.loads((out / "config.json").read_text())
+    edited["train"]["threads"] = 0
+    (out / "config.json").write_text(json.dumps(edited))
+    seen = {}
+
+    def call(command, env):
+        seen.update(env)
+        return 0
+
+    monkeypatch.setattr(distributed.subprocess, "call", call)
+    resumed = ["train", "--resume", str(out), "--epochs", "2", "--devices", "2"]
+    line = _one_line_error(runner.invoke(main, resumed))
+    assert "--threads" in line and "config.json" in line and not seen
+    monkeypatch.setattr("sys.argv", ["pyrovae", *resumed, "--threads", "2"])  # what is relaunched
+    result = runner.invoke(main, [*resumed, "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen["OMP_NUM_THREADS"] == "2"
+
+
 def test_a_run_without_threads_records_none_and_runs_on_the_callers_count(runner, tmp_path):
     from pyrovae.config import RunConfig
 
