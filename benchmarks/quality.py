@@ -156,9 +156,10 @@ def _normal_log_prob(z: torch.Tensor, loc: torch.Tensor, log_var: torch.Tensor) 
 
 
 def trains_with_tanh(model: Any) -> bool:
-    """Whether this pythae's VAMP bounds q(z|x)'s log-variances by tanh in training: the
-    GitHub sources after 0.1.2 do, 0.1.2 does not. Read off its own ``forward``: the code it
-    draws from one seed against the draw with the raw log-variances."""
+    """Whether this pythae's VAMP bounds q(z|x)'s log-variances by tanh in training: some
+    of pythae's GitHub sources do, the released 0.1.2 does not. Read off its own
+    ``forward``: the code it draws from one seed against the draw with the raw
+    log-variances."""
     x = torch.full((2, 1, 28, 28), 0.5)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(0)
@@ -169,6 +170,31 @@ def trains_with_tanh(model: Any) -> bool:
     return not torch.allclose(z, raw, atol=1e-6)
 
 
+def check_vamp_prior(model: Any, squash: bool) -> None:
+    """Stop unless the VAMP's own ``_log_p_z``, plus the 2 pi term it leaves out, is the
+    normalized mixture of its pseudo-inputs' q(z|u_c) (written out here with
+    torch.distributions, on a few codes): a pythae whose prior is not that density
+    cannot be scored by importance sampling as it trains."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        pseudo = model.pseudo_inputs(model.idle_input).reshape(-1, *model.model_config.input_dim)
+        out = model.encoder(pseudo)
+        log_var = torch.tanh(out.log_covariance) if squash else out.log_covariance
+        components = Independent(Normal(out.embedding, (0.5 * log_var).exp()), 1)
+        mixture = MixtureSameFamily(Categorical(logits=torch.zeros(log_var.shape[0])), components)
+        z = mixture.sample((8,)) + 0.5 * torch.randn(8, LATENT)  # near the mixture and off it
+        own = model._log_p_z(z) - 0.5 * LATENT * math.log(2 * math.pi)
+    if not torch.allclose(own, mixture.log_prob(z), atol=1e-3, rtol=1e-5):
+        from importlib.metadata import version
+
+        raise SystemExit(
+            f"pythae {version('pythae')}: its VAMP's prior (_log_p_z) is not the normalized "
+            "mixture over its pseudo-inputs, so it cannot be scored as trained (pythae 0.1.2's can)"
+        )
+
+
 def pythae_scorer(model: Any, vamp: bool) -> Scorer:
     """Log-weights of a pythae VAE or VAMP, from its encoder and decoder as its training
     uses them: the VAMP's prior is its own ``_log_p_z`` (the mixture of q(z|u_c) over its
@@ -176,6 +202,8 @@ def pythae_scorer(model: Any, vamp: bool) -> Scorer:
     log-variances are bounded by tanh only where its ``forward`` bounds them
     (:func:`trains_with_tanh`)."""
     squash = vamp and trains_with_tanh(model)
+    if vamp:
+        check_vamp_prior(model, squash)
 
     @torch.no_grad()
     def log_weights(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -337,23 +365,25 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    from pyrovae.errors import PyrovaeError
+
     args = parse_args()
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    train = read_idx(args.data_dir, "train")
-    generator = torch.Generator().manual_seed(args.seed)
-    test = torch.bernoulli(read_idx(args.data_dir, "t10k")[: args.test_size], generator=generator)
     scorers: dict[str, Scorer] = {}
     budgets: dict[str, dict[str, Any]] = {}
+    if args.score:  # the runs are checked before the data are read
+        try:
+            score_runs(args.score, args.weights, scorers, budgets)
+        except (PyrovaeError, OSError) as err:
+            raise SystemExit(f"--score: {err}") from None
+    try:
+        train = read_idx(args.data_dir, "train")
+        test = read_idx(args.data_dir, "t10k")[: args.test_size]
+    except OSError as err:
+        raise SystemExit(f"--data-dir: cannot read Fashion-MNIST's IDX files: {err}") from None
+    test = torch.bernoulli(test, generator=torch.Generator().manual_seed(args.seed))
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.score:
-        names = [run.name for run in args.score]
-        if len(set(names)) < len(names):
-            raise SystemExit(f"--score: run folders need distinct names, got {names}")
-        for run in args.score:
-            for weights in run_weights(run, args.weights):
-                name = run.name if weights == "average" else f"{run.name}:{weights}"
-                budgets[name] = run_budget(run)
-                scorers[name] = pyrovae_scorer(run, weights=weights)
         report(scorers, budgets, test, args, base=next(iter(scorers)))
         return
 
@@ -382,6 +412,24 @@ def main() -> None:
         scorers[name] = pyrovae_scorer(args.out / name)
 
     report(scorers, budgets, test, args, base="plain")
+
+
+def score_runs(
+    runs: list[Path],
+    weights_asked: list[str],
+    scorers: dict[str, Scorer],
+    budgets: dict[str, dict[str, Any]],
+) -> None:
+    """Fill ``scorers`` and ``budgets`` with the ``--score`` runs, each under its folder's
+    name (``NAME:trained`` for the trained weights of a run with an average)."""
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"--score: run folders need distinct names, got {names}")
+    for run in runs:
+        for weights in run_weights(run, weights_asked):
+            name = run.name if weights == "average" else f"{run.name}:{weights}"
+            budgets[name] = run_budget(run)
+            scorers[name] = pyrovae_scorer(run, weights=weights)
 
 
 def report(

@@ -96,6 +96,37 @@ def test_pythaes_scorer_has_pythaes_own_elbo(name):
     assert abs(log_w.mean().item() + losses.mean().item()) < 5 * se + 0.05
 
 
+def test_the_real_vamp_trains_without_tanh_and_its_prior_is_the_mixture():
+    """pythae 0.1.2's VAMP, not a stand-in: no tanh in its forward, and its own prior is
+    the normalized mixture the scorer needs (checked against torch.distributions)."""
+    pytest.importorskip("pythae", reason="pythae is a benchmark peer, not a test dependency")
+    torch.manual_seed(0)
+    model = quality.pythae_models()["pythae-vamp"]
+    torch.nn.init.constant_(model.encoder.log_var.bias, -4.0)
+    assert quality.trains_with_tanh(model) is False
+    quality.check_vamp_prior(model, squash=False)
+
+
+def test_a_vamp_prior_that_is_no_density_is_refused(monkeypatch):
+    """A pythae whose ``_log_p_z`` misplaces its brackets (the variance divides the
+    log-variance too) trains on no density: the scorer stops with one line."""
+    pytest.importorskip("pythae", reason="pythae is a benchmark peer, not a test dependency")
+    torch.manual_seed(0)
+    model = quality.pythae_models()["pythae-vamp"]
+    torch.nn.init.constant_(model.encoder.log_var.bias, -4.0)
+
+    def misbracketed(z: torch.Tensor) -> torch.Tensor:
+        pseudo = model.pseudo_inputs(model.idle_input).reshape(-1, 1, 28, 28)
+        out = model.encoder(pseudo)
+        mu, log_var = out.embedding[None], out.log_covariance[None]
+        terms = (-0.5 * (log_var + (z[:, None] - mu) ** 2) / log_var.exp()).sum(-1)
+        return torch.logsumexp(terms - math.log(mu.shape[1]), dim=1)
+
+    monkeypatch.setattr(model, "_log_p_z", misbracketed)
+    with pytest.raises(SystemExit, match="not the normalized mixture"):
+        quality.pythae_scorer(model, vamp=True)
+
+
 class _Encoded:
     def __init__(self, embedding: torch.Tensor, log_covariance: torch.Tensor) -> None:
         self.embedding, self.log_covariance = embedding, log_covariance
@@ -132,7 +163,17 @@ def _idx_gz(path: Path, images: np.ndarray) -> None:
     path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, n, h, w) + images.tobytes()))
 
 
-def test_score_from_the_command_line_writes_the_paired_table(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def restore_threads():
+    """quality.py's main sets one thread for the process; the tests after keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_score_from_the_command_line_writes_the_paired_table(
+    tmp_path, monkeypatch, capsys, restore_threads
+):
     import pyrovae
 
     rng = np.random.default_rng(0)
@@ -162,3 +203,18 @@ def test_score_from_the_command_line_writes_the_paired_table(tmp_path, monkeypat
         assert math.isfinite(row["log_px"]) and row["log_px"] >= row["elbo"]
         assert row["epochs"] == 1
     assert "| ema |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("problem", ["missing", "no checkpoint"])
+def test_score_of_a_folder_that_is_no_run_is_one_line(tmp_path, monkeypatch, problem):
+    run = tmp_path / "run"
+    if problem == "no checkpoint":
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("")
+    argv = ["quality.py", "--score", str(run), "--data-dir", str(tmp_path), "--out",
+            str(tmp_path / "scored")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        quality.main()
+    message = str(info.value.code)
+    assert message.startswith("--score: ") and str(run) in message and "\n" not in message

@@ -532,6 +532,27 @@ def test_resume_says_lr_changed_only_when_it_did_under_a_schedule(tiny_config, t
     assert any("resuming" in line and "lr 0.001 -> 0.0005" in line for line in lines), lines
 
 
+@pytest.mark.parametrize("schedule, note", [("constant", True), ("cosine", False)])
+def test_a_checkpoint_without_its_lr_says_an_lr_change_only_where_it_can_tell(
+    tiny_config, tmp_path, schedule, note
+):
+    """Checkpoints written before they kept the run's lr: without a schedule the
+    optimizer's step size is the run's lr, so --lr's change is said; under a schedule it
+    is not, so nothing is said rather than a wrong 'from'."""
+    tiny_config.train.epochs = 2
+    tiny_config.train.lr_schedule = schedule
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    old = load_checkpoint(path)
+    del old["lr"]
+    torch.save(old, path)
+    lines: list[str] = []
+    resume(tmp_path / "run", epochs=3, lr=5e-4, progress=False, log=lines.append)
+    resuming = [line for line in lines if line.startswith("resuming")]
+    assert resuming and ("lr 0.001 -> 0.0005" in resuming[0]) is note, resuming
+    assert note or " -> " not in resuming[0]
+
+
 def test_resume_with_a_new_learning_rate_uses_it(tiny_config, tmp_path):
     """The optimizer's saved state no longer overrides the step size: --lr, or an
     lr edited in config.json, is what Adam uses, and config.json records it."""
