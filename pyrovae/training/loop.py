@@ -646,13 +646,15 @@ class Training:
             state["rng_ranks"] = rng_states
         done = last_checkpointed(history[:-1])
         with saying_what_is_kept(self.run_dir, done):
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+        # The best after the last: a failed write leaves a best that is older, and in
+        # the history the run resumes from, never one of an epoch it no longer has.
+        with saying_what_is_kept(self.run_dir, epoch + 1):
             if "val_elbo" in history[-1] and best_row(history) is history[-1]:
                 best = {"epoch": epoch + 1, "model": state["model"], "history": history}
                 if "train_model" in state:  # for `evaluate --weights trained`
                     best["train_model"] = state["train_model"]
                 save_checkpoint(self.run_dir / BEST_CHECKPOINT_NAME, best)
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
-        with saying_what_is_kept(self.run_dir, epoch + 1):
             write_metrics(self.run_dir, history)
             if self.logger is not None:
                 with self.averaged():

@@ -26,7 +26,9 @@ import torch
 
 from pyrovae.config import RunConfig, TrainConfig
 
-#: Evaluations without improvement before ``plateau`` halves the learning rate.
+#: ``plateau`` halves the learning rate once this many evaluations in a row were not
+#: better than the best before them (torch's ``patience`` is one less: the number it
+#: tolerates).
 PLATEAU_PATIENCE = 2
 PLATEAU_FACTOR = 0.5
 #: ``plateau`` never goes below this share of ``lr``.
@@ -80,14 +82,21 @@ def schedule_progress(train: TrainConfig, epoch: int, time_share: float | None =
 
 
 def _plateau(lr: float, values: list[float]) -> float:
-    """torch's ReduceLROnPlateau, stepped on ``values`` (higher is better) from ``lr``."""
+    """torch's ReduceLROnPlateau, stepped on ``values`` (higher is better) from ``lr``.
+
+    "Better" is strictly higher (an absolute threshold of 0): torch's default relative
+    threshold, in ``max`` mode on negative ELBOs, counted a slightly lower value as an
+    improvement, so a slowly falling validation ELBO never halved the rate.
+    """
     weight = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([weight], lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="max",
         factor=PLATEAU_FACTOR,
-        patience=PLATEAU_PATIENCE,
+        patience=PLATEAU_PATIENCE - 1,
+        threshold=0.0,
+        threshold_mode="abs",
         min_lr=lr * PLATEAU_FLOOR,
     )
     for value in values:

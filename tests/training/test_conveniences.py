@@ -131,10 +131,20 @@ def test_cosine_and_plateau_schedules():
     rows = [{"epoch": 1, "train_elbo": -10.0, "val_elbo": -5.0}]
     stuck = rows + [{"epoch": e, "train_elbo": -9.0, "val_elbo": -6.0} for e in range(2, 6)]
     assert learning_rate(plateau, 1, rows) == 1.0
-    assert learning_rate(plateau, 4, stuck[: PLATEAU_PATIENCE + 1]) == 1.0
-    assert learning_rate(plateau, 5, stuck[: PLATEAU_PATIENCE + 2]) == 0.5
+    # Halved once PLATEAU_PATIENCE evaluations in a row are not better, and again after
+    # as many more.
+    assert learning_rate(plateau, 3, stuck[:PLATEAU_PATIENCE]) == 1.0
+    assert learning_rate(plateau, 4, stuck[: PLATEAU_PATIENCE + 1]) == 0.5
+    assert learning_rate(plateau, 6, stuck[: 2 * PLATEAU_PATIENCE + 1]) == 0.25
+    # A slowly falling ELBO is no improvement, whatever its sign (torch's default relative
+    # threshold, in max mode, took -100.005 as better than -100).
+    for start in (-100.0, 100.0):
+        falling = [{"epoch": e, "train_elbo": 0.0, "val_elbo": start - 0.005 * e} for e in range(4)]
+        assert learning_rate(plateau, 4, falling[: PLATEAU_PATIENCE + 1]) == 0.5
+    rising = [{"epoch": e, "train_elbo": 0.0, "val_elbo": -100.0 + 0.005 * e} for e in range(9)]
+    assert learning_rate(plateau, 9, rising) == 1.0
     # Rows of epochs that were not evaluated count for nothing.
-    assert learning_rate(plateau, 5, [*rows, {"epoch": 2, "train_elbo": -99.0}] * 3) == 1.0
+    assert learning_rate(plateau, 5, [*rows, {"epoch": 2, "train_elbo": -99.0}] * 2) == 1.0
 
 
 def test_gradients_are_clipped_to_the_norm(make_vae):

@@ -447,6 +447,41 @@ def test_a_full_disk_names_the_checkpoint_kept(tiny_config, tmp_path, monkeypatc
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
 
 
+def test_the_best_checkpoint_is_written_after_the_last(tiny_config, tmp_path, monkeypatch):
+    """A failed write of the best checkpoint leaves the last one of its epoch (and the
+    message says so); a failed write of the last leaves the best of an older epoch,
+    which the resumed run's history still holds."""
+    import errno
+
+    from pyrovae.files import atomic_write
+    from pyrovae.training import loop as training
+    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
+
+    real = training.save_checkpoint
+    written: list[str] = []
+
+    def best_fails_in_epoch_2(path, state):
+        written.append(Path(path).name)
+        if state["epoch"] < 2 or Path(path).name != BEST_CHECKPOINT_NAME:
+            return real(path, state)
+
+        def fill(handle):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic_write(path, fill)
+
+    monkeypatch.setattr(training, "save_checkpoint", best_fails_in_epoch_2)
+    tiny_config.data.val_fraction = 0.2
+    tiny_config.train.epochs = 2
+    run_dir = tmp_path / "run"
+    with pytest.raises(FileWriteError, match="No space left on device") as info:
+        train(tiny_config, run_dir, progress=False, log=_quiet)
+    assert written[:2] == [CHECKPOINT_NAME, BEST_CHECKPOINT_NAME]
+    assert "the checkpoint of epoch 2" in str(info.value)
+    assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] == 2
+    assert load_checkpoint(run_dir / BEST_CHECKPOINT_NAME)["epoch"] == 1
+
+
 # --- divergence ------------------------------------------------------------------------
 
 
