@@ -468,7 +468,8 @@ class Training:
             return cast(dict[str, Any], context.broadcast(None))  # rank 0's row
         row = self.metrics_row(epoch, train_loss, seconds, lr)
         stop = self.time_is_up(epoch)
-        if stop or (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs:
+        scheduled = (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs
+        if stop or scheduled:
             with self.averaged():
                 try:
                     row.update(self.evaluate())
@@ -484,6 +485,10 @@ class Training:
                         f"({invalid}): training diverged"
                     )
                     raise self.divergence_error(what, history) from error
+            if not scheduled:
+                # Evaluated only because the time is up: --patience and plateau skip it,
+                # so that the resumed run counts the evaluations an uninterrupted one has.
+                row["off_schedule"] = True
             if self.out_of_patience([*history, row]):
                 stop = "patience"
         if stop:
@@ -713,10 +718,13 @@ class Training:
 
 def out_of_patience(history: list[dict[str, Any]], patience: int) -> bool:
     """Whether ``patience`` evaluations have passed without a better validation ELBO
-    (0: never)."""
-    if not patience or "val_elbo" not in history[-1]:
+    (0: never). Evaluations off the ``--eval-every`` schedule (made because
+    ``--max-time`` stopped the run there) do not count."""
+    if not patience or "val_elbo" not in history[-1] or history[-1].get("off_schedule"):
         return False
-    values = [row["val_elbo"] for row in history if "val_elbo" in row]
+    values = [
+        row["val_elbo"] for row in history if "val_elbo" in row and not row.get("off_schedule")
+    ]
     best = max(range(len(values)), key=values.__getitem__)
     return len(values) - 1 - best >= patience
 

@@ -44,9 +44,13 @@ def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def monitored(row: dict[str, Any]) -> float | None:
-    """What ``plateau`` (and the best checkpoint) watch in a metrics row: the validation
-    ELBO, or the training ELBO where the run has no validation split; ``None`` in
-    rows of epochs that were not evaluated."""
+    """What ``plateau`` watches in a metrics row (the best checkpoint watches the same,
+    off-schedule rows included): the validation ELBO, or the training ELBO where the
+    run has no validation split; ``None`` in rows of epochs that were not evaluated,
+    or evaluated off the ``--eval-every`` schedule only because ``--max-time``
+    stopped there (an uninterrupted run has no such evaluation)."""
+    if row.get("off_schedule"):
+        return None
     if "val_elbo" in row:
         return float(row["val_elbo"])
     if "test_elbo" in row:  # an evaluated epoch of a run without validation

@@ -172,6 +172,22 @@ def test_patience_counts_evaluations_since_the_best():
     assert not out_of_patience([*rows, {"val_elbo": -4.2}], 0)
 
 
+def test_evaluations_off_the_schedule_count_for_neither_patience_nor_plateau():
+    """An epoch evaluated only because --max-time stopped there: an uninterrupted run
+    has no such evaluation, so the resumed one must not count it."""
+    from pyrovae.training.loop import out_of_patience
+    from pyrovae.training.schedules import learning_rate
+
+    rows = [{"val_elbo": v, "train_elbo": 0.0} for v in (-5.0, -4.0, -4.5, -4.2)]
+    forced = {"val_elbo": -4.7, "train_elbo": 0.0, "off_schedule": True}
+    assert out_of_patience(rows, 2)
+    assert not out_of_patience([*rows[:3], forced], 2)
+    assert not out_of_patience([*rows[:3], forced, rows[3]], 3)
+    plateau = TrainConfig(lr=1.0, lr_schedule="plateau")
+    assert learning_rate(plateau, 4, rows) == 0.5
+    assert learning_rate(plateau, 4, [*rows[:3], forced]) == 1.0
+
+
 def test_evaluations_at_intervals_the_best_checkpoint_and_the_csv_log(tmp_path):
     from pyrovae.api import load_run
     from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
@@ -239,12 +255,15 @@ def test_the_budget_share_is_of_what_setup_left(monkeypatch):
 def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     from pyrovae.training.run import resume
 
-    config = _tiny(tmp_path, "a", epochs=2, logger="csv")
+    config = _tiny(tmp_path, "a", epochs=2, logger="csv", eval_every=2)
     whole = _train(config, tmp_path / "whole")
     stopped = _train(dataclasses.replace(config, train=dataclasses.replace(
         config.train, max_time=1e-3)), tmp_path / "stopped")  # fmt: skip
     assert [row.get("stopped") for row in stopped.history] == ["time"]
     assert "test_elbo" in stopped.history[-1]
+    # Evaluated only because the time was up (the schedule evaluates epoch 2, the last).
+    assert stopped.history[-1]["off_schedule"] is True
+    assert not any("off_schedule" in row for row in whole.history)
     assert not stopped.timing["train"] > stopped.timing["wall"]
     resumed = resume(tmp_path / "stopped", max_time=0, progress=False, log=lambda line: None)
     assert len(resumed.history) == 2
