@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from pyrovae.config import (
     RunConfig,
     TrainConfig,
 )
+from pyrovae.errors import ConfigError
 from pyrovae.presets import PRESETS, describe_presets, preset_options
 
 _log = logging.getLogger("pyrovae")
@@ -419,11 +421,35 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         return
     config = _run_config(options, component_given)
     config.train.threads = ctx.meta.get("pyrovae.threads")
-    if launching:
-        check_model_config(config.validate().model)
-        _launch(ctx, devices)
-    with _interruptible():
-        train(config, options["out"], progress=progress, log=_log.info)
+    try:
+        if launching:
+            check_model_config(config.validate().model)
+            _launch(ctx, devices)
+        with _interruptible():
+            train(config, options["out"], progress=progress, log=_log.info)
+    except ConfigError as err:
+        raise ConfigError(_naming_the_preset(ctx, str(err))) from None
+
+
+def _naming_the_preset(ctx: click.Context, message: str) -> str:
+    """``message`` and, where it names options that only ``--preset`` set (not the
+    command line, not a ``--config`` file), which preset set them: a user told to leave
+    out an option they never typed learns where it came from."""
+    preset = ctx.params.get("preset") or TrainConfig.preset
+    from_file = ctx.meta.get("pyrovae.config_names", set())
+    named = [
+        f"--{name.replace('_', '-')} {_as_text(value)}"
+        for name, value in preset_options(preset).items()
+        if re.search(rf"--{name.replace('_', '-')}\b", message)
+        and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP
+        and name not in from_file
+    ]
+    if not named:
+        return message
+    return (
+        f"{message} ({', '.join(named)} came from --preset {preset}: give another value "
+        "on the command line, or another --preset)"
+    )
 
 
 def _resume(
@@ -573,6 +599,7 @@ def _read_config_file(ctx: click.Context, value: str | None) -> None:
         defaults[name] = _as_text(given) if name in components else given
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["pyrovae.config_file"] = value
+    ctx.meta["pyrovae.config_names"] = set(defaults)
 
 
 def _as_text(value: Any) -> Any:

@@ -167,6 +167,26 @@ def test_a_preset_sets_defaults_that_options_and_config_files_override(tmp_path)
     assert [r["test_elbo"] for r in _rows(again)] == [r["test_elbo"] for r in _rows(first)]
 
 
+def test_an_error_about_an_option_only_the_preset_set_names_the_preset(tmp_path):
+    """Told to leave out --objective or --prior, a user who never typed them learns that
+    --preset set them; an option typed or read from --config is theirs, and not named."""
+    out = ["--out", str(tmp_path / "run")]
+    line = _one_line_error(CliRunner().invoke(main, ["train", *TINY, "--preset", "paper",
+                                                     "--model", "m2", *out]))  # fmt: skip
+    assert "leave out --objective" in line
+    assert "(--objective iwae came from --preset paper: give another value" in line
+    line = _one_line_error(CliRunner().invoke(main, ["train", *TINY, "--preset", "best",
+                                                     "--model", "ae", *out]))  # fmt: skip
+    assert "(--prior flow came from --preset best" in line
+    typed = ["train", *TINY, "--preset", "best", "--model", "ae", "--prior", "flow", *out]
+    assert "came from" not in _one_line_error(CliRunner().invoke(main, typed))
+    (tmp_path / "c.toml").write_text('prior = "flow"\n')
+    from_file = ["train", *TINY, "--preset", "best", "--config", str(tmp_path / "c.toml"),
+                 "--model", "ae", *out]  # fmt: skip
+    assert "came from" not in _one_line_error(CliRunner().invoke(main, from_file))
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_unknown_preset_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["train", *TINY, "--preset", "nope"])
     assert "'nope' is not one of 'fast', 'best', 'paper'" in _one_line_error(result)
