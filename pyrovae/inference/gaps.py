@@ -16,7 +16,7 @@ from torch.distributions import Distribution
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.inference.importance import auto_chunk_size, log_importance_weights
 from pyrovae.inference.local import CORRELATED_KINDS, LocalPosterior, fit_local_posterior
-from pyrovae.inference.stats import mc_standard_error
+from pyrovae.inference.stats import mc_standard_error, standard_error
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import eval_mode, module_device
 
@@ -33,7 +33,8 @@ class GapsResult:
     all, ``converged`` when every fit stopped on its own). log p(x) is one
     importance-sampling estimate from the defensive mixture of ``proposal``
     (equal weights), ``draws`` draws of each; ELBO(q) and ELBO(q*) are means
-    over the draws of their own component. ``per_point`` holds the lists.
+    over the draws of their own component. ``per_point`` holds the lists, and
+    ``stderr`` each figure's standard error over the images (by the same names).
     """
 
     n: int
@@ -53,6 +54,7 @@ class GapsResult:
     amortization_gap: float
     amortization_gap_mc_stderr: float
     per_point: dict[str, list[float]] = field(default_factory=dict)
+    stderr: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -192,6 +194,8 @@ def _gaps_result(
     approximation = log_px - elbo_local
     amortization = elbo_local - elbo_q
     approximation_var = mixture.log_px_var + mixture.elbo_local_var - 2 * mixture.cov
+    per_point = {"log_px": log_px, "elbo_amortized": elbo_q, "elbo_local": elbo_local,
+                 "approximation_gap": approximation, "amortization_gap": amortization}  # fmt: skip
     return GapsResult(
         n=log_px.shape[0],
         kind=kind,
@@ -209,11 +213,6 @@ def _gaps_result(
         approximation_gap_mc_stderr=mc_standard_error(approximation_var),
         amortization_gap=float(amortization.mean()),
         amortization_gap_mc_stderr=mc_standard_error(mixture.elbo_local_var + elbo_q_var),
-        per_point={
-            "log_px": log_px.tolist(),
-            "elbo_amortized": elbo_q.tolist(),
-            "elbo_local": elbo_local.tolist(),
-            "approximation_gap": approximation.tolist(),
-            "amortization_gap": amortization.tolist(),
-        },
+        per_point={name: values.tolist() for name, values in per_point.items()},
+        stderr={name: standard_error(values) for name, values in per_point.items()},
     )

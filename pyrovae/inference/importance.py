@@ -501,10 +501,12 @@ def bits_per_dim(
             "density, not a code length"
         )
         return BitsPerDim(None, None, None, reason)
+    # On the estimates' device: the images may be on the CPU and the model elsewhere.
+    scale = torch.as_tensor(scale, dtype=torch.float64, device=estimate.log_px.device)
     bits = (offset - estimate.log_px) / scale
     return BitsPerDim(
         value=float(bits.mean()),
         stderr=standard_error(bits),
-        mc_stderr=mc_standard_error(estimate.log_px_var / torch.as_tensor(scale) ** 2),
+        mc_stderr=mc_standard_error(estimate.log_px_var / scale**2),
         note=note,
     )

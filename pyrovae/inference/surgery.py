@@ -46,6 +46,10 @@ class SurgeryResult:
     under q), from ``draws`` draws of q(z). I(x; z) is at most
     ``mutual_information_bound`` = log M, and its estimate is too, draw by draw.
     ``kl_analytic``: the average KL is in closed form (no Monte Carlo error).
+    ``average_kl_stderr`` is the average KL's standard error over the M images
+    (how far another sample of images could move it); the marginal KL and
+    I(x; z) are figures of the M images' aggregate posterior as a whole, not
+    means over images, and carry their Monte Carlo error only.
     """
 
     average_kl: float
@@ -58,6 +62,7 @@ class SurgeryResult:
     points: int
     draws: int
     kl_analytic: bool
+    average_kl_stderr: float = math.nan
 
 
 def _pair_log_q(qz: Distribution, z: torch.Tensor) -> torch.Tensor:
@@ -144,7 +149,9 @@ def elbo_surgery(
     with eval_mode(vae):
         z = torch.cat(
             [
-                vae.qz(to_unit_float(xs[picks[i : i + batch_size]].to(device))).sample()
+                vae.qz(
+                    to_unit_float(xs[picks[i : i + batch_size].to(xs.device)].to(device))
+                ).sample()
                 for i in range(0, s, batch_size)
             ]
         )  # (S, L)
@@ -153,14 +160,20 @@ def elbo_surgery(
         # the clamps only take back the last bit of round-off above it.
         information = (pairs.own - pairs.log_q).clamp(max=math.log(m))  # (S,)
         if pairs.kl is not None:
-            kl = _KlSplit.given(float(pairs.kl.double().mean()), 0.0, information)
+            per_image = pairs.kl.double()
+            kl = _KlSplit.given(float(per_image.mean()), 0.0, information)
         elif kl_draws is not None:
             rows = subset.to(kl_draws[0].device)
-            kl_mean, kl_var = kl_draws[0][rows], kl_draws[1][rows]
-            kl = _KlSplit.given(float(kl_mean.mean()), mc_standard_error(kl_var), information)
+            per_image, kl_var = kl_draws[0][rows], kl_draws[1][rows]
+            kl = _KlSplit.given(float(per_image.mean()), mc_standard_error(kl_var), information)
         else:
             per_draw = pairs.own - vae.prior().log_prob(z).double()
             kl = _KlSplit.per_draw(per_draw, information)
+            # Each image's mean over its draws (every image drew S/M of them, up to one).
+            counts = torch.zeros(m, dtype=torch.float64, device=device).index_add_(
+                0, picks, torch.ones_like(per_draw)
+            )
+            per_image = torch.zeros_like(counts).index_add_(0, picks, per_draw) / counts
     return SurgeryResult(
         average_kl=kl.average,
         average_kl_mc_stderr=kl.average_se,
@@ -172,6 +185,7 @@ def elbo_surgery(
         points=m,
         draws=s,
         kl_analytic=pairs.kl is not None,
+        average_kl_stderr=standard_error(per_image.double()),
     )
 
 

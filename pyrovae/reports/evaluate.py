@@ -208,10 +208,11 @@ class EvaluationResult:
 
 
 def _surgery_rows(s: SurgeryResult) -> list[_Row]:
-    """Table rows of ELBO surgery: name, value, standard error over images (none), MC."""
+    """Table rows of ELBO surgery: name, value, standard error over images (the average
+    KL's; the others are figures of the images' aggregate posterior), MC."""
     return [
         (f"ELBO surgery over {s.points} images, {s.draws} draws of q(z)", None, None, None),
-        ("  average KL", s.average_kl, None, s.average_kl_mc_stderr),
+        ("  average KL", s.average_kl, s.average_kl_stderr, s.average_kl_mc_stderr),
         ("  KL(q(z) || p(z)) (marginal)", s.marginal_kl, None, s.marginal_kl_mc_stderr),
         (
             "  I(x; z) (mutual information)",
@@ -224,16 +225,21 @@ def _surgery_rows(s: SurgeryResult) -> list[_Row]:
 
 
 def _gap_rows(g: GapsResult) -> list[_Row]:
-    """Table rows of the inference gaps: name, value, standard error over images (none), MC."""
+    """Table rows of the inference gaps: name, value, standard error over images, MC."""
     fit = f"{g.iterations} steps" + ("" if g.converged else ", NOT converged")
+    se = g.stderr.get
     return [
         (f"gaps over {g.n} images (q* = {g.kind}, {fit})", None, None, None),
-        ("  log p(x) (IS, mixture of q and q*)", g.log_px, None, g.log_px_mc_stderr),
-        ("  ELBO(q*) per-image optimized", g.elbo_local, None, g.elbo_local_mc_stderr),
-        ("  ELBO(q) amortized", g.elbo_amortized, None, g.elbo_amortized_mc_stderr),
-        ("  approximation gap", g.approximation_gap, None, g.approximation_gap_mc_stderr),
-        ("  amortization gap", g.amortization_gap, None, g.amortization_gap_mc_stderr),
-    ]
+        ("  log p(x) (IS, mixture of q and q*)", g.log_px, se("log_px"), g.log_px_mc_stderr),
+        ("  ELBO(q*) per-image optimized", g.elbo_local, se("elbo_local"),
+         g.elbo_local_mc_stderr),
+        ("  ELBO(q) amortized", g.elbo_amortized, se("elbo_amortized"),
+         g.elbo_amortized_mc_stderr),
+        ("  approximation gap", g.approximation_gap, se("approximation_gap"),
+         g.approximation_gap_mc_stderr),
+        ("  amortization gap", g.amortization_gap, se("amortization_gap"),
+         g.amortization_gap_mc_stderr),
+    ]  # fmt: skip
 
 
 def add_accuracy(result: EvaluationResult, scored: Accuracy) -> None:
@@ -481,6 +487,13 @@ def _add_surgery(result: EvaluationResult, inputs: _Inputs) -> None:
         kl_draws=None if draws is None else (draws.kl, draws.kl_var),
         progress=inputs.progress,
     )
+    n, m = inputs.images.shape[0], result.surgery.points
+    if m < n:
+        result.warnings.append(
+            f"ELBO surgery took {m} of the {n} images (its compute budget): I(x; z) is at most "
+            f"log {m} = {math.log(m):.2f} there, so over all the images it may be larger, and "
+            "the marginal KL smaller"
+        )
 
 
 def _add_gaps(result: EvaluationResult, inputs: _Inputs) -> None:

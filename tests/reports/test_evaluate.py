@@ -319,8 +319,10 @@ def test_elbo_surgery_of_a_deterministic_code_has_information_near_log_n(make_va
     s = elbo_surgery(vae, images, draws=160)
     assert s.mutual_information == pytest.approx(math.log(16), abs=1e-3)
     with torch.no_grad():
-        average_kl = float(kl_divergence(vae.qz(images), vae.prior()).mean())
-    assert s.average_kl == pytest.approx(average_kl, rel=1e-5)
+        kls = kl_divergence(vae.qz(images), vae.prior()).double()
+    assert s.average_kl == pytest.approx(float(kls.mean()), rel=1e-5)
+    # Over the images: the spread of their closed-form KLs.
+    assert s.average_kl_stderr == pytest.approx(float(kls.std() / 4), rel=1e-4)
 
 
 @pytest.mark.parametrize("guide", ["normal", "iaf"])
@@ -353,12 +355,27 @@ def test_surgery_of_a_flow_guide_is_sized_by_its_budget(make_vae):
     assert (s.points, s.draws) == (100, 100) and not s.kl_analytic
     assert s.average_kl_mc_stderr > 0
     assert s.mutual_information_bound == pytest.approx(math.log(100))
+    # Sampled KLs: each image's mean over its own draws, then their spread over images
+    # (every image drew exactly one of the 100 draws here).
+    assert 0 < s.average_kl_stderr < math.inf
     # Per-image KLs from many cheap draws (those of log p(x)) replace the few pairs' own.
     kl, kl_var = torch.rand(100).double() + 1, torch.full((100,), 1e-4).double()
     s = elbo_surgery(flow, images[:100], budget=1e4 * cost, kl_draws=(kl, kl_var))
     assert s.average_kl == pytest.approx(float(kl.mean()))
+    assert s.average_kl_stderr == pytest.approx(float(kl.std() / 10))
     assert s.average_kl_mc_stderr == pytest.approx(0.01 / 100**0.5)
     assert s.marginal_kl == pytest.approx(s.average_kl - s.mutual_information)
+
+
+def test_surgery_on_part_of_the_images_says_what_its_figures_cover(make_vae):
+    vae = make_vae()
+    images = _binary_images(40)
+    result = evaluate(vae, images, k=2, metrics="surgery", surgery_points=10)
+    assert result.surgery is not None and result.surgery.points == 10
+    assert any("took 10 of the 40 images" in w and "log 10 = 2.30" in w for w in result.warnings)
+    assert "warning: ELBO surgery took 10" in result.format_table()
+    whole = evaluate(vae, images, k=2, metrics="surgery")
+    assert not any("ELBO surgery took" in w for w in whole.warnings)
 
 
 def _near_orthogonal_ppca(n_dims: int = 12, n_latent: int = 3) -> PPCA:
@@ -405,6 +422,9 @@ def test_gaps_on_near_orthogonal_ppca_match_their_closed_forms():
     assert abs(gaps.log_px - exact_log_px) < 3 * gaps.log_px_mc_stderr
     total = gaps.log_px - gaps.elbo_amortized
     assert gaps.approximation_gap + gaps.amortization_gap == pytest.approx(total, abs=1e-9)
+    # Each figure's standard error over the 4 images, from its per-image values.
+    for name, values in gaps.per_point.items():
+        assert gaps.stderr[name] == pytest.approx(float(torch.tensor(values).std() / 2))
 
 
 def test_full_covariance_gap_of_a_correlated_ppca_is_zero():
