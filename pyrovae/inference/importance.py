@@ -494,7 +494,10 @@ def bits_per_dim(
             memory_budget,
         )
         offset = n_dims * _LOG_256
-        note = "8-bit data, uniform dequantization: -log p((x+u)/256) + D log 256"
+        note = (
+            "8-bit data, uniform dequantization: -log p((x+u)/256) + D log 256, one draw of "
+            "u per image (the ± MC is that of the importance weights given u)"
+        )
     else:
         reason = (
             "withheld: a continuous likelihood on data that are not 8-bit (uint8) gives a "
