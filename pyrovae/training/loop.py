@@ -209,6 +209,9 @@ class Clock:
     mark: float = field(default_factory=lambda: time.perf_counter())  # the last row's time
     train: float = 0.0
     epochs: int = 0
+    #: Seconds of the evaluations and checkpoints so far, and of the last one.
+    evaluations: float = 0.0
+    last_evaluation: float = 0.0
 
     def summary(self) -> dict[str, float]:
         now = time.perf_counter()
@@ -227,8 +230,15 @@ class Clock:
         return (time.perf_counter() - self.loop_started) / left
 
     def per_epoch(self) -> float:
-        """Mean wall time of this call's epochs so far (training and the rest)."""
-        return (time.perf_counter() - self.loop_started) / max(1, self.epochs)
+        """Mean wall time of this call's epochs so far, their evaluations and checkpoints
+        left out (those come at intervals, and :meth:`Training.time_is_up` counts them
+        apart)."""
+        return (time.perf_counter() - self.loop_started - self.evaluations) / max(1, self.epochs)
+
+    def evaluated(self, seconds: float) -> None:
+        """Record an evaluation and checkpoint that took ``seconds``."""
+        self.evaluations += seconds
+        self.last_evaluation = seconds
 
 
 def describe_timing(timing: dict[str, float]) -> str:
@@ -469,6 +479,7 @@ class Training:
         row = self.metrics_row(epoch, train_loss, seconds, lr)
         stop = self.time_is_up(epoch)
         scheduled = (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs
+        evaluation_started = time.perf_counter()
         if stop or scheduled:
             with self.averaged():
                 try:
@@ -504,6 +515,7 @@ class Training:
             self.logger.epoch((epoch + 1) * self.steps_per_epoch, row)
         if "test_elbo" in row:
             self.save(epoch, rows, rng_states)
+            self.clock.evaluated(time.perf_counter() - evaluation_started)
         self.log_row(row)
         return row
 
@@ -522,12 +534,17 @@ class Training:
 
     def time_is_up(self, epoch: int) -> str | None:
         """``"time"`` when another epoch would overrun ``--max-time`` (counted from the
-        start of this call), else ``None``."""
+        start of this call), else ``None``. Called after epoch ``epoch``'s training
+        steps: another epoch costs its steps, and the evaluation and checkpoint still
+        ahead, this epoch's when the schedule evaluates it and the one the run ends
+        with, each as long as the last one."""
         budget = self.config.train.max_time
         if not budget or epoch + 1 >= self.epochs:
             return None
         elapsed = time.perf_counter() - self.clock.started
-        return "time" if elapsed + self.clock.per_epoch() > budget else None
+        due = (epoch + 1) % self.config.train.eval_every == 0
+        ahead = self.clock.per_epoch() + self.clock.last_evaluation * (2 if due else 1)
+        return "time" if elapsed + ahead > budget else None
 
     def averaged(self) -> AbstractContextManager[None]:
         """The model holds the moving average of its weights inside (with ``--ema``)."""

@@ -252,6 +252,27 @@ def test_the_budget_share_is_of_what_setup_left(monkeypatch):
     assert clock.budget_share(0.0) is None and clock.budget_share(20.0) is None
 
 
+def test_the_time_budget_keeps_room_for_the_evaluations_ahead(monkeypatch):
+    """Another epoch costs its steps and the evaluations still ahead: this epoch's when
+    the schedule evaluates it, and the one the run stops with; not the mean epoch
+    alone, where --eval-every N spreads an evaluation thin."""
+    import types
+
+    from pyrovae.training import loop
+
+    clock = loop.Clock(started=0.0, loop_started=0.0)
+    clock.epochs = 10
+    clock.evaluated(3.0)  # one evaluation and checkpoint so far, of 3 s
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: 53.0)  # 10 epochs of 5 s and it
+    assert clock.per_epoch() == pytest.approx(5.0)
+    config = RunConfig(train=TrainConfig(max_time=62.0, eval_every=5, epochs=100))
+    training = types.SimpleNamespace(config=config, clock=clock, epochs=100)
+    assert loop.Training.time_is_up(training, 10) is None  # 53 + 5 + 3 <= 62
+    assert loop.Training.time_is_up(training, 9) == "time"  # epoch 10 is evaluated: + 3 more
+    config.train.max_time = 65.0
+    assert loop.Training.time_is_up(training, 9) is None
+
+
 def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     from pyrovae.training.run import resume
 
