@@ -481,21 +481,7 @@ class Training:
         scheduled = (epoch + 1) % self.config.train.eval_every == 0 or epoch + 1 == self.epochs
         evaluation_started = time.perf_counter()
         if stop or scheduled:
-            with self.averaged():
-                try:
-                    row.update(self.evaluate())
-                except ValueError as error:
-                    # Pyro's validation: a distribution's parameters are inf or nan. The
-                    # epoch's loss was finite, but its last steps sent the outputs there.
-                    # Any other ValueError is not divergence and goes on as it is.
-                    invalid = divergence.invalid_parameter(error)
-                    if invalid is None:
-                        raise
-                    what = (
-                        f"the model's outputs became invalid in epoch {epoch + 1} "
-                        f"({invalid}): training diverged"
-                    )
-                    raise self.divergence_error(what, history) from error
+            row.update(self.evaluate_checked(epoch, history))
             if not scheduled:
                 # Evaluated only because the time is up: --patience and plateau skip it,
                 # so that the resumed run counts the evaluations an uninterrupted one has.
@@ -518,6 +504,25 @@ class Training:
             self.clock.evaluated(time.perf_counter() - evaluation_started)
         self.log_row(row)
         return row
+
+    def evaluate_checked(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`evaluate` with the averaged weights; outputs sent to inf or nan by the
+        epoch's last steps are divergence, said in one line."""
+        with self.averaged():
+            try:
+                return self.evaluate()
+            except ValueError as error:
+                # Pyro's validation: a distribution's parameters are inf or nan. The
+                # epoch's loss was finite, but its last steps sent the outputs there.
+                # Any other ValueError is not divergence and goes on as it is.
+                invalid = divergence.invalid_parameter(error)
+                if invalid is None:
+                    raise
+                what = (
+                    f"the model's outputs became invalid in epoch {epoch + 1} "
+                    f"({invalid}): training diverged"
+                )
+                raise self.divergence_error(what, history) from error
 
     def divergence_error(self, what: str, history: list[dict[str, Any]]) -> TrainingError:
         """The one-line error for a run that diverged: ``what`` happened, which checkpoint
