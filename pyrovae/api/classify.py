@@ -68,9 +68,11 @@ def classify(run: LoadedRun, x: Any, *, probabilities: bool = False) -> torch.Te
 
 def read_points(input_path: str | Path) -> np.ndarray:
     """The array of a ``.npy`` file, or a one-line :class:`DataError`."""
+    from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
+
     try:
         array = np.load(input_path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except _ARRAY_FILE_ERRORS as err:
         raise DataError(f"could not read {input_path}: {describe_exception(err)}") from None
     if not isinstance(array, np.ndarray):
         raise DataError(f"{input_path} is not a .npy array (an .npz holds several)")

@@ -28,7 +28,8 @@ import torch
 from torch.distributions import constraints
 
 from pyrovae.api import CheckpointName, Run, WeightsName, load_run
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
+from pyrovae.errors import ConfigError, DataError, describe_exception
 from pyrovae.files import atomic_write, atomic_write_text, check_output_file
 from pyrovae.inference.impute import (
     DEFAULT_PARTICLES,
@@ -168,7 +169,18 @@ def _check_kind(run: Run) -> None:
 
 
 def _as_float_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        array = np.asarray(x)
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"{what} has dtype {array.dtype}; expected numbers, NaN where missing")
+        if array.dtype.kind == "f" and (array.dtype.itemsize > 8 or not array.dtype.isnative):
+            array = array.astype(np.float64)  # torch has no long double, nor foreign byte order
+        elif not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+        x = array
+    tensor = torch.as_tensor(x)
+    if tensor.numel() == 0:
+        raise DataError(f"{what} holds no values")
     if tensor.dtype == torch.uint8:
         return tensor.to(torch.float32) / 255
     if tensor.dtype == torch.bool or not tensor.dtype.is_floating_point:
@@ -337,16 +349,20 @@ def impute_file(
 def _read_array(path: str | Path, option: str) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{option} {path}: cannot read a numpy array ({err})") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded
-    with loaded:
-        keys = list(loaded.files)
-        key = next((k for k in ("x", "arr_0") if k in keys), keys[0] if len(keys) == 1 else None)
-        if key is None:
-            raise DataError(f"{option} {path} holds {', '.join(keys)}: save the data under 'x'")
-        return loaded[key]
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            keys = list(loaded.files)
+            key = next((k for k in ("x", "arr_0") if k in keys),
+                       keys[0] if len(keys) == 1 else None)  # fmt: skip
+            if key is None:
+                held = ", ".join(keys) if keys else "no arrays"
+                raise DataError(f"{option} {path} holds {held}: save the data under 'x'")
+            return loaded[key]
+    except _ARRAY_FILE_ERRORS as err:
+        raise DataError(
+            f"{option} {path}: cannot read a numpy array of numbers ({describe_exception(err)})"
+        ) from None
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -140,7 +140,10 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
             )
         return torch.from_numpy(arr.astype(np.uint8, copy=False))
     # Check in the source precision, so a huge float64 is reported as out of
-    # range rather than as the inf it would become in float32.
+    # range rather than as the inf it would become in float32 (a long double, which
+    # torch has no type for, in float64).
+    if arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
     tensor = torch.from_numpy(arr)
     # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows.
     check_finite_unit_interval(tensor, where, missing=True)

@@ -103,7 +103,8 @@ def _read(root: Path) -> ArrayData:
             images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
             labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
             splits.append((images, labels, tuple(str(c) for c in dataset.classes)))
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError,
+            ImportError, AttributeError, IndexError) as exc:  # fmt: skip
         raise DataError(
             f"could not read CIFAR-10 from {root / FOLDER} ({describe_exception(exc)}); "
             f"the files are truncated or not the python version: delete them and fetch {URL} "

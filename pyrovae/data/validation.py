@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from pyrovae.data.dataset import ArrayData, Rows, split_indices
+from pyrovae.data.missing import bernoulli_observed
 from pyrovae.data.pixels import is_binary, to_unit_float
 from pyrovae.errors import DataError
 
@@ -77,7 +78,8 @@ def hold_out_validation(data: ArrayData, fraction: float, seed: int, *, binary: 
     labels = data.train_labels
     if binary and not is_binary(validation):
         generator = torch.Generator().manual_seed(seed + 3)
-        values = torch.bernoulli(to_unit_float(validation.cpu()), generator=generator)
+        # Missing values (NaN) stay missing (pyrovae.data.missing).
+        values = bernoulli_observed(to_unit_float(validation.cpu()), generator=generator)
         if validation.dtype == torch.uint8:
             values = values.mul(255).to(torch.uint8)
         validation = values.to(device)

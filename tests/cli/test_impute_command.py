@@ -100,6 +100,21 @@ def test_bad_input_is_a_one_line_error(incomplete, tmp_path):
             np.save(tmp_path / "t.npy", target)
             args += ["--truth", str(tmp_path / "t.npy")]
         assert message in _one_line_error(CliRunner().invoke(main, args))
+    # Files numpy reads oddly or not at all: one line each, no traceback.
+    (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.float32))
+    np.savez(tmp_path / "none.npz")
+    for name, message in (("garbage.npz", "cannot read a numpy array"),
+                          ("text.npy", "expected numbers"), ("empty.npy", "holds no values"),
+                          ("none.npz", "holds no arrays")):  # fmt: skip
+        args = [*base, "--input", str(tmp_path / name)]
+        assert message in _one_line_error(CliRunner().invoke(main, args)), name
+    # A long double or big-endian input is read as the numbers it holds.
+    for dtype in (np.longdouble, ">f4"):
+        np.save(tmp_path / "odd.npy", x.astype(dtype))
+        result = CliRunner().invoke(main, [*base, "--input", str(tmp_path / "odd.npy")])
+        assert result.exit_code == 0, result.output
 
 
 def test_complete_input_is_returned_with_a_note(incomplete, tmp_path):

@@ -80,6 +80,24 @@ def test_missing_cifar10_says_where_to_put_the_files(tmp_path, monkeypatch):
         load_dataset("cifar10", tmp_path, download=True)
 
 
+class _Missing:
+    """Pickles as a reference to a module that does not exist."""
+
+    def __reduce__(self):
+        import importlib
+
+        return (importlib.import_module, ("no_such_module_here",))
+
+
+def test_a_cifar10_pickle_naming_what_does_not_exist_is_one_line(tmp_path):
+    write_cifar(tmp_path)
+    with open(tmp_path / cifar.FOLDER / "data_batch_2", "wb") as handle:
+        pickle.dump({"data": _Missing(), "labels": [0]}, handle)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("cifar10", tmp_path, download=False)
+    assert "\n" not in str(exc_info.value) and "could not read CIFAR-10" in str(exc_info.value)
+
+
 def test_a_truncated_cifar10_file_is_one_line(tmp_path):
     write_cifar(tmp_path)
     batch = tmp_path / cifar.FOLDER / "data_batch_3"

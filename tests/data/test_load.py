@@ -50,6 +50,14 @@ def no_system_or_cache_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 # --------------------------------------------------------------------------- #
 
 
+def test_a_long_double_file_is_read_as_its_numbers(tmp_path):
+    from pyrovae.data.arrays import read_array_file
+
+    np.save(tmp_path / "ld.npy", np.full((3, 4, 4), 0.25, dtype=np.longdouble))
+    [(images, labels)] = read_array_file(tmp_path / "ld.npy")
+    assert images.dtype == torch.float32 and bool((images == 0.25).all()) and labels is None
+
+
 def idx_images(images: np.ndarray) -> bytes:
     n, h, w = images.shape
     return struct.pack(">IIII", 0x00000803, n, h, w) + images.astype(np.uint8).tobytes()

@@ -26,6 +26,22 @@ def test_nan_in_an_npy_file_reads_as_missing(tmp_path):
     assert has_missing(data.train) and int(torch.isnan(data.train).sum()) == 1
 
 
+def test_a_validation_split_of_incomplete_intensities_keeps_them_missing():
+    """Binarizing the held-out points (binary likelihood) drew Bernoulli(NaN), a
+    RuntimeError, whenever a point with a missing value was held out."""
+    from pyrovae.data.dataset import ArrayData
+    from pyrovae.data.validation import hold_out_validation
+
+    train = torch.rand(20, 1, 2, 2)
+    train[:, 0, 0, 0] = torch.nan  # every point misses one value
+    data = ArrayData("rows", train, train[:4].clone())
+    held = hold_out_validation(data, 0.25, seed=0, binary=True)
+    validation = held.validation
+    assert torch.isnan(validation[:, 0, 0, 0]).all()
+    observed = validation[~torch.isnan(validation)]
+    assert set(observed.unique().tolist()) <= {0.0, 1.0}
+
+
 def test_a_point_with_no_observed_value_is_a_one_line_error():
     x = torch.rand(5, 1, 2, 2)
     x[3] = torch.nan
