@@ -381,3 +381,21 @@ def test_resume_leaves_the_callers_rng_alone(run_dir):
     state = torch.get_rng_state()
     resume(run_dir, epochs=3, progress=False, log=lambda _: None)
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_a_run_whose_data_file_changed_shape_says_so_in_one_line(tmp_path):
+    """evaluate, diagnose and reconstruct read the run's data set again: a file now of
+    another shape is one line, not a shape error from the encoder's first layer."""
+    import numpy as np
+
+    from pyrovae.api import train
+
+    path = tmp_path / "d.npy"
+    np.save(path, (np.random.default_rng(0).random((40, 8, 8)) > 0.5).astype(np.float32))
+    train(dataset=str(path), hidden=(8,), latent_dim=2, epochs=1, out=tmp_path / "run",
+          progress=False, log=lambda line: None)  # fmt: skip
+    np.save(path, np.zeros((40, 7, 7), np.float32))
+    with pytest.raises(DataError, match=r"trained on points of shape \(1, 8, 8\), but .* now "
+                       r"has \(1, 7, 7\)") as info:  # fmt: skip
+        load_run(tmp_path / "run", device="cpu").data()
+    assert "\n" not in str(info.value)

@@ -42,7 +42,7 @@ from pyrovae.data.idx import TORCHVISION_CLASS
 from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
-from pyrovae.errors import CheckpointError, ConfigError, first_line
+from pyrovae.errors import CheckpointError, ConfigError, DataError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
 from pyrovae.model.build import make_model
 from pyrovae.model.networks.base import Networks
@@ -340,7 +340,14 @@ class Run:
         """
         binary = self.vae.likelihood.binary
         if data is None:
-            return prepare_data(self.config, self.device, binary=binary)
+            prepared = prepare_data(self.config, self.device, binary=binary)
+            trained = self.config.model.data_shape
+            if trained is not None and tuple(trained) != tuple(prepared.data_shape):
+                raise DataError(
+                    f"the run was trained on points of shape {tuple(trained)}, but "
+                    f"{self.config.data.dataset} now has {tuple(prepared.data_shape)}"
+                )
+            return prepared
         source = _source(self.config, data, test_data)
         if source.data_shape != self.config.model.data_shape:
             raise ConfigError(
