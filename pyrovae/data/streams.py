@@ -158,7 +158,13 @@ class NpyRows(Dataset):
         for start in range(0, len(self), CHECK_ROWS):
             chunk = slice(start, start + CHECK_ROWS)
             if kind == "f":
-                check_finite_unit_interval(self[chunk], f"{what} (rows from {start})")
+                values = self[chunk]
+                if bool(torch.isnan(values).any()):
+                    raise DataError(
+                        f"{what} (rows from {start}) holds missing values (NaN), which a "
+                        "streamed file cannot train on: train with --stream no"
+                    )
+                check_finite_unit_interval(values, f"{what} (rows from {start})")
                 continue
             raw = self._read(self.rows[chunk])
             lo, hi = int(raw.min()), int(raw.max())

@@ -90,6 +90,13 @@ def test_streamed_values_get_the_checks_of_a_file_read_whole(tmp_path):
     config.data.binarize = "static"
     with pytest.raises(DataError, match="--binarize dynamic, or --stream no"):
         prepare_data(config, torch.device("cpu"), binary=True)
+    # Missing values, which a file read whole takes, are named as such, with the way out.
+    gaps = np.full((10, 3, 3), 0.5, dtype=np.float32)
+    gaps[:, 1, 1] = np.nan  # in every row: the training rows as the test rows
+    np.save(tmp_path / "gaps.npy", gaps)
+    config.data.dataset, config.data.binarize = str(tmp_path / "gaps.npy"), "dynamic"
+    with pytest.raises(DataError, match=r"missing values \(NaN\).*--stream no"):
+        prepare_data(config, torch.device("cpu"), binary=True)
 
 
 def test_only_npy_files_and_folders_stream(tmp_path):
