@@ -6,6 +6,11 @@ python version of the set: the folder ``cifar-10-batches-py`` with the pickles
 ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and ``batches.meta``. It
 is looked for in ``--data-dir`` and in a cache folder, and downloaded there
 by torchvision (which checks the archive's MD5) when neither holds it.
+
+The pickles are read by an unpickler that builds numpy arrays and plain
+Python values only: a pickle runs whatever callable it names when it is
+loaded, so a file put in ``--data-dir`` by someone else (torchvision's own
+reader would run it) is refused, not executed.
 """
 
 from __future__ import annotations
@@ -66,51 +71,100 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None, download: bool) -> Arr
     )
 
 
-def _torchvision_cifar10() -> Any:
-    """torchvision's reader, checking that the files exist rather than their MD5 sums:
-    a copy written by another tool (or a test) is read and its content checked here."""
-    from torchvision.datasets import CIFAR10
+def _numpy_constructors() -> dict[tuple[str, str], Any]:
+    """What a pickled ndarray names, under the module paths numpy 1.x (the genuine
+    files, written by Python 2) and numpy 2.x give them, mapped to this numpy's."""
+    import codecs
+    import importlib
 
-    class LocalCIFAR10(CIFAR10):
-        def _check_integrity(self) -> bool:
-            return all((Path(self.root) / FOLDER / name).is_file() for name in FILES)
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+        numeric = importlib.import_module("numpy._core.numeric")
+    except ImportError:  # numpy < 2 without the numpy._core alias
+        multiarray = importlib.import_module("numpy.core.multiarray")
+        numeric = importlib.import_module("numpy.core.numeric")
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # Python 3 writing bytes under protocol 2 goes through _codecs.encode.
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
 
-        def _load_meta(self) -> None:
-            with open(Path(self.root) / FOLDER / self.meta["filename"], "rb") as handle:
-                self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
-    return LocalCIFAR10
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and plain values; any other callable a pickle names
+    (``os.system``, a module to import) raises ``UnpicklingError`` before it runs."""
+
+    allowed = _numpy_constructors()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which is not a numpy array: refused, as loading it "
+                "would run that code"
+            ) from None
+
+
+def _load_pickle(path: Path) -> Any:
+    """One CIFAR pickle, its Python 2 strings read as latin-1 (as torchvision does)."""
+    with open(path, "rb") as handle:
+        return _ArraysOnlyUnpickler(handle, encoding="latin1").load()
 
 
 def _download(root: Path) -> None:
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
+
     root.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     # torchvision's downloader sets no timeout: a firewalled machine would hang.
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
-        _torchvision_cifar10()(root=str(root), train=True, download=True)
+        download_and_extract_archive(
+            CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
+        )
     finally:
         socket.setdefaulttimeout(previous)
 
 
+def _read_split(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, list[int]]:
+    """The batches' rows as ``(N, 3, 32, 32)`` (each row is 1024 red, 1024 green,
+    1024 blue bytes, row-major) and their labels."""
+    rows: list[np.ndarray] = []
+    labels: list[int] = []
+    for name in names:
+        entry = _load_pickle(folder / name)
+        rows.append(np.asarray(entry["data"], dtype=np.uint8))
+        labels.extend(int(label) for label in entry["labels"])
+    return np.concatenate(rows).reshape(-1, 3, 32, 32), labels
+
+
 def _read(root: Path) -> ArrayData:
-    reader = _torchvision_cifar10()
+    folder = root / FOLDER
     splits = []
     try:
-        for train in (True, False):
-            dataset = reader(root=str(root), train=train, download=False)
-            images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
-            labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-            splits.append((images, labels, tuple(str(c) for c in dataset.classes)))
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError,
-            ImportError, AttributeError, IndexError) as exc:  # fmt: skip
+        classes = tuple(str(c) for c in _load_pickle(folder / "batches.meta")["label_names"])
+        for names in (FILES[:5], FILES[5:6]):
+            images, labels = _read_split(folder, names)
+            splits.append((torch.from_numpy(images), torch.as_tensor(labels, dtype=torch.int64)))
+    except pickle.UnpicklingError as exc:
         raise DataError(
-            f"could not read CIFAR-10 from {root / FOLDER} ({describe_exception(exc)}); "
+            f"could not read CIFAR-10 from {folder} ({describe_exception(exc)}); delete the "
+            f"files and fetch {URL} again"
+        ) from exc
+    except (OSError, EOFError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise DataError(
+            f"could not read CIFAR-10 from {folder} ({describe_exception(exc)}); "
             f"the files are truncated or not the python version: delete them and fetch {URL} "
             "again"
         ) from exc
-    (train_x, train_y, classes), (test_x, test_y, _) = splits
+    (train_x, train_y), (test_x, test_y) = splits
     for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         if len(x) == 0 or len(y) != len(x) or not bool(((y >= 0) & (y < len(classes))).all()):
             raise DataError(

@@ -1,5 +1,5 @@
-"""Tests of :mod:`pyrovae.data.cifar`: CIFAR-10 read by torchvision from a tiny copy in the
-python format written here (``download=False``: nothing is fetched)."""
+"""Tests of :mod:`pyrovae.data.cifar`: CIFAR-10 read from a tiny copy in the python format
+written here, and downloaded as its archive from a local HTTP server (``http_folder``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from pyrovae.errors import DataError
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_cifar(root: Path, per_batch: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def write_cifar(
+    root: Path, per_batch: int = 3, seed: int = 0, protocol: int = pickle.DEFAULT_PROTOCOL
+) -> dict[str, np.ndarray]:
     """``root/cifar-10-batches-py`` as the python version lays it out: rows of 3072 bytes
     (1024 red, 1024 green, 1024 blue, each row-major), labels as lists."""
     rng = np.random.default_rng(seed)
@@ -28,11 +30,12 @@ def write_cifar(root: Path, per_batch: int = 3, seed: int = 0) -> dict[str, np.n
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, per_batch).tolist()
         with open(folder / name, "wb") as handle:
-            pickle.dump({"batch_label": name, "data": data, "labels": labels}, handle)
+            record = {"batch_label": name, "data": data, "labels": labels}
+            pickle.dump(record, handle, protocol=protocol)
         batches[name] = data
         batches[name + "_labels"] = np.array(labels)
     with open(folder / "batches.meta", "wb") as handle:
-        pickle.dump({"label_names": CLASSES, "num_cases_per_batch": per_batch}, handle)
+        pickle.dump({"label_names": CLASSES, "num_cases_per_batch": per_batch}, handle, protocol)
     return batches
 
 
@@ -106,3 +109,78 @@ def test_a_truncated_cifar10_file_is_one_line(tmp_path):
         load_dataset("cifar10", tmp_path, download=False)
     message = str(exc_info.value)
     assert "\n" not in message and "could not read CIFAR-10" in message
+
+
+class _Opener:
+    """Pickles as a call of ``io.open(path, "w")``: loading it would create the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_cifar10_pickle_that_would_run_code_is_refused_not_run(tmp_path):
+    write_cifar(tmp_path / "data")
+    marker = tmp_path / "created_by_the_pickle"
+    with open(tmp_path / "data" / cifar.FOLDER / "test_batch", "wb") as handle:
+        pickle.dump({"data": _Opener(marker), "labels": [0]}, handle)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("cifar10", tmp_path / "data", download=False)
+    message = str(exc_info.value)
+    assert "\n" not in message and "io.open" in message and "refused" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar10_pickles_of_every_protocol_read_alike(tmp_path, protocol):
+    write_cifar(tmp_path / "d")
+    expected = load_dataset("cifar10", tmp_path / "d", download=False)
+    write_cifar(tmp_path / "p", protocol=protocol)
+    if protocol == 2:
+        # The genuine files were written by Python 2 with numpy 1.x, which names
+        # numpy.core.multiarray (numpy 2 writes numpy._core.multiarray).
+        for path in (tmp_path / "p" / cifar.FOLDER).iterdir():
+            path.write_bytes(path.read_bytes().replace(b"numpy._core.", b"numpy.core."))
+    again = load_dataset("cifar10", tmp_path / "p", download=False)
+    assert torch.equal(again.train, expected.train) and torch.equal(again.test, expected.test)
+    assert torch.equal(again.test_labels, expected.test_labels)
+
+
+def _serve_archive(monkeypatch: pytest.MonkeyPatch, http_folder, tmp_path: Path) -> str:
+    """The set as torchvision's archive on the local server; returns its MD5."""
+    import hashlib
+    import tarfile
+
+    from torchvision.datasets import CIFAR10
+
+    folder, url = http_folder
+    write_cifar(tmp_path / "unpacked")
+    archive = folder / CIFAR10.filename
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "unpacked" / cifar.FOLDER, arcname=cifar.FOLDER)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(CIFAR10, "url", url + CIFAR10.filename)
+    monkeypatch.setattr(CIFAR10, "tgz_md5", md5)
+    return md5
+
+
+def test_cifar10_download_fetches_checks_and_reads_the_archive(tmp_path, monkeypatch, http_folder):
+    _serve_archive(monkeypatch, http_folder, tmp_path)
+    data = load_dataset("cifar10", tmp_path / "fetched", download=True)
+    expected = load_dataset("cifar10", tmp_path / "unpacked", download=False)
+    assert torch.equal(data.train, expected.train) and torch.equal(data.test, expected.test)
+    assert (tmp_path / "fetched" / cifar.FOLDER / "test_batch").is_file()
+
+
+def test_cifar10_download_with_a_wrong_checksum_is_one_line(tmp_path, monkeypatch, http_folder):
+    from torchvision.datasets import CIFAR10
+
+    _serve_archive(monkeypatch, http_folder, tmp_path)
+    monkeypatch.setattr(CIFAR10, "tgz_md5", "0" * 32)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("cifar10", tmp_path / "fetched", download=True)
+    message = str(exc_info.value)
+    assert "\n" not in message and "download into" in message
+    assert not (tmp_path / "fetched" / cifar.FOLDER).exists()

@@ -1,7 +1,7 @@
 """Tests of :mod:`pyrovae.data`: loading, splitting and validating image sets.
 
-MNIST-style sets are built from tiny IDX files written here, so nothing is
-downloaded (``download=False`` throughout).
+MNIST-style sets are built from tiny IDX files written here; the download path
+fetches them from a local HTTP server (``http_folder``), nothing from the network.
 """
 
 from __future__ import annotations
@@ -207,6 +207,47 @@ def test_idx_download_failure_is_a_data_error(
         load_dataset("mnist", tmp_path, download=True)
     message = assert_one_line(exc_info)
     assert "download into" in message and "RuntimeError" in message
+
+
+def _serve_idx_set(monkeypatch: pytest.MonkeyPatch, http_folder, torchvision_class: str):
+    """The four .gz files on the local server, as torchvision's mirror with their MD5s."""
+    import hashlib
+
+    from torchvision import datasets
+
+    folder, url = http_folder
+    arrays = write_idx_set(folder, gz=True)
+    resources = [
+        (path.name, hashlib.md5(path.read_bytes()).hexdigest())
+        for path in sorted(folder.glob("*.gz"))
+    ]
+    dataset_class = getattr(datasets, torchvision_class)
+    monkeypatch.setattr(dataset_class, "mirrors", [url])
+    monkeypatch.setattr(dataset_class, "resources", resources)
+    return arrays, resources
+
+
+@pytest.mark.parametrize("key", ["mnist", "fashion-mnist"])
+def test_idx_download_fetches_checks_and_reads_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder, key: str
+) -> None:
+    arrays, _ = _serve_idx_set(monkeypatch, http_folder, idx.TORCHVISION_CLASS[key])
+    data = load_dataset(key, tmp_path / "fetched", download=True)
+    assert_matches_idx(data, arrays)
+    # Fetched into DIR/<Class>/raw, where the next run finds them without the server.
+    monkeypatch.setattr(idx, "_download_idx_set", None)
+    assert_matches_idx(load_dataset(key, tmp_path / "fetched", download=True), arrays)
+
+
+def test_idx_download_with_a_wrong_checksum_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder
+) -> None:
+    _, resources = _serve_idx_set(monkeypatch, http_folder, "MNIST")
+    resources[0] = (resources[0][0], "0" * 32)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("mnist", tmp_path / "fetched", download=True)
+    message = assert_one_line(exc_info)
+    assert "download into" in message and resources[0][0] in message
 
 
 def test_idx_label_count_mismatch(tmp_path: Path) -> None:
