@@ -19,7 +19,13 @@ import torch
 
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_array_file
 from pyrovae.data.cifar import load_cifar10
-from pyrovae.data.dataset import ArrayData, is_image_shape, random_split, split_indices
+from pyrovae.data.dataset import (
+    MEMORY,
+    ArrayData,
+    is_image_shape,
+    random_split,
+    split_indices,
+)
 from pyrovae.data.digits import load_digits
 from pyrovae.data.folders import (
     FolderListing,
@@ -260,6 +266,23 @@ def _with_test_read(
         test_images = torch.zeros(0, *train.shape[1:], dtype=train.dtype)
     train_labels, test_labels = (None, None) if labels is None else labels
     return ArrayData(name, train, test_images, train_labels, test_labels, reading=reading)
+
+
+def absolute_locations(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
+    """``dataset`` and ``data_dir`` as a run records them: a path to a file or folder
+    of data, and ``data_dir``, made absolute, so that the run's data are found again
+    from any working directory (``pyrovae evaluate`` run elsewhere, ``--resume``).
+    Named sets, data from Python and paths not found are returned as given (loading
+    says what is wrong with the last)."""
+    if data_dir is not None:
+        data_dir = str(Path(data_dir).expanduser().absolute())
+    key = dataset.strip().lower().replace("_", "-")
+    if _ALIASES.get(key, key) in DATASETS or dataset == MEMORY:
+        return dataset, data_dir
+    try:
+        return str(_resolve_path(dataset, data_dir).absolute()), data_dir
+    except DataError:
+        return dataset, data_dir
 
 
 def _resolve_path(text: str, data_dir: str | os.PathLike[str] | None) -> Path:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
+from pyrovae.data.load import absolute_locations
 from pyrovae.errors import (
     CheckpointError,
     ConfigError,
@@ -61,7 +63,8 @@ def train(
     ----------
     config
         The run config. It is validated before any data is read or any
-        folder is made.
+        folder is made. A data file or folder and ``data_dir`` are recorded
+        as absolute paths (:func:`pyrovae.data.load.absolute_locations`).
     out
         The run folder; default a fresh one under ``runs/``. It must not hold
         a run already (use :func:`resume` for that).
@@ -87,6 +90,8 @@ def train(
     check_model_config(config.validate().model)
     check_regularizers(config.train)
     check_available(config.train.logger)
+    dataset, data_dir = absolute_locations(config.data.dataset, config.data.data_dir)
+    config = replace(config, data=replace(config.data, dataset=dataset, data_dir=data_dir))
     with distributed.session(resolve_device(config.train.device)) as context:
         # Rank 0 creates and locks the folder before the data load, so that a bad
         # --out or a second writer is one line at once; every process learns its name.

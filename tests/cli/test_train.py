@@ -196,3 +196,28 @@ def test_ctrl_c_before_the_run_exists_does_not_advise_resume(runner, tmp_path, m
     line = _one_line_error(result)
     assert "nothing was written" in line and "--resume" not in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_file_given_by_a_relative_path_is_found_from_another_folder(
+    runner, tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from pyrovae.config import RunConfig
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(work / "data" / "points.npy", (rng.random((40, 6, 6)) < 0.5).astype(np.float32))
+    monkeypatch.chdir(work)
+    args = ["train", *TINY, "--dataset", "points.npy", "--data-dir", "data", "--epochs", "1"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    recorded = RunConfig.load(tmp_path / "run" / "config.json").data
+    assert recorded.dataset == str(work / "data" / "points.npy")
+    assert recorded.data_dir == str(work / "data")
+    monkeypatch.chdir(elsewhere)
+    metrics = ["--metrics", "elbo", "-n", "4", "--no-progress"]
+    result = runner.invoke(main, ["evaluate", "--run", str(tmp_path / "run"), *metrics])
+    assert result.exit_code == 0, result.output
