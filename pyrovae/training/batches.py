@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pyrovae.data.dataset import Rows
+from pyrovae.errors import DataError, describe_exception
 
 #: Most worker processes that read streamed batches ahead of the step.
 MAX_WORKERS = 4
@@ -57,8 +58,8 @@ def streamed_batches(
     ``batch_size`` scattered reads; the batch's own order is restored after.
     """
     order = order.cpu()
-    loader: DataLoader[torch.Tensor] = DataLoader(
-        rows,  # type: ignore[arg-type]
+    loader: DataLoader[torch.Tensor | DataError] = DataLoader(
+        _ErrorsAsValues(rows),  # type: ignore[arg-type]
         sampler=SortedBatches(order, batch_size, shard),  # type: ignore[arg-type]
         batch_size=None,
         num_workers=default_workers() if workers is None else workers,
@@ -69,8 +70,31 @@ def streamed_batches(
     )
     batches = batch_indices(order, batch_size, shard)
     for x, (index, n_total) in zip(loader, batches, strict=True):
+        if isinstance(x, DataError):
+            raise x
         unsorted = index.sort().indices.argsort()  # where each point of the batch was read
         yield x.to(device, non_blocking=True)[unsorted.to(device)], n_total
+
+
+class _ErrorsAsValues:
+    """The rows, with an error in reading them (a file changed or gone since the run
+    began) returned as a :class:`DataError` rather than raised: a DataLoader worker
+    re-raises an error as its multi-line traceback text, and the error is one line to
+    the user."""
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor | DataError:
+        try:
+            return self.rows[index]
+        except DataError as exc:
+            return DataError(str(exc))
+        except OSError as exc:
+            return DataError(f"reading the streamed data failed ({describe_exception(exc)})")
 
 
 class SortedBatches:

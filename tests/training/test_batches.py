@@ -31,6 +31,24 @@ def test_streamed_batches_equal_those_in_memory(npy, workers, shard):
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("change", ["truncated", "deleted"])
+def test_a_file_changed_under_a_streamed_run_is_one_line(npy, workers, change):
+    from pyrovae.errors import DataError
+
+    streamed = load_dataset(npy, stream="yes").train
+    if change == "truncated":
+        npy.write_bytes(npy.read_bytes()[:400])
+    else:
+        npy.unlink()
+    order = torch.arange(70)
+    with pytest.raises(DataError) as exc_info:
+        list(streamed_batches(streamed, order, 16, (0, 1), torch.device("cpu"), workers))
+    message = str(exc_info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert ("truncated" if change == "truncated" else "FileNotFoundError") in message
+
+
 def test_a_streamed_run_equals_one_in_memory(npy, tmp_path):
     logs: list[str] = []
     options = {"epochs": 2, "latent_dim": 2, "hidden": (16,), "batch_size": 16, "device": "cpu",
