@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -173,13 +174,34 @@ class _EchoHandler(logging.Handler):
         click.echo(f"{record.levelname.lower()}: {message}" if warning else message, err=warning)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Python's warnings as one ``warning:`` line of the ``pyrovae`` logger, not the
+    default's file, line number and source line (shown with ``--verbose``); a warning
+    other than a plain UserWarning names its kind."""
+    logger = logging.getLogger(LOGGER_NAME)
+    text = " ".join(str(message).split())
+    kind = "" if category is UserWarning else category.__name__
+    if logger.isEnabledFor(logging.DEBUG):
+        kind = f"{kind or category.__name__} at {filename}:{lineno}"
+    logger.warning(f"{text} ({kind})" if kind else text)
+
+
 def setup_logging(level: int) -> logging.Logger:
-    """Send the ``pyrovae`` logger's records of ``level`` and above to the terminal."""
+    """Send the ``pyrovae`` logger's records of ``level`` and above to the terminal,
+    Python's warnings among them (:func:`_show_warning`)."""
     logger = logging.getLogger(LOGGER_NAME)
     for handler in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
         logger.removeHandler(handler)
     logger.addHandler(_EchoHandler())
     logger.setLevel(level)
+    warnings.showwarning = _show_warning
     return logger
 
 

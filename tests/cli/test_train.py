@@ -221,3 +221,18 @@ def test_a_data_file_given_by_a_relative_path_is_found_from_another_folder(
     metrics = ["--metrics", "elbo", "-n", "4", "--no-progress"]
     result = runner.invoke(main, ["evaluate", "--run", str(tmp_path / "run"), *metrics])
     assert result.exit_code == 0, result.output
+
+
+def test_a_warning_is_one_line_without_the_source_line(runner, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "ints.npy", (np.random.default_rng(0).random((40, 6, 6)) < 0.5).astype(int))
+    args = ["train", *TINY, "--dataset", str(tmp_path / "ints.npy"), "--epochs", "1"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "integer pixels" in line]
+    assert line.startswith("warning: ") and line.endswith("save binary images as bool or float")
+    assert "UserWarning" not in result.output and "load.py" not in result.output
+    result = runner.invoke(main, [*args, "--verbose", "--out", str(tmp_path / "verbose")])
+    [line] = [line for line in result.output.splitlines() if "integer pixels" in line]
+    assert line.endswith(")") and "(UserWarning at " in line and "load.py:" in line
