@@ -56,7 +56,7 @@ from pyrovae.runtime import (
 )
 from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.acceleration import accelerate, is_compile_error, release
-from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, save_checkpoint
+from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
 from pyrovae.training.schedules import kl_weight, learning_rate
@@ -171,9 +171,12 @@ def fit(
     context.barrier()
     if context.is_main:
         write_start(config, run_dir, history if checkpoint is not None else None, start_epoch)
+        if checkpoint is not None:
+            repair_best(run_dir, checkpoint, history)
         training.open_logger(start_epoch)
     training.say_where()
     training.clock = Clock(started)
+    training.clock.resumed(history)
     try:
         training.run_epochs(start_epoch, history)
     except Exception as error:
@@ -239,6 +242,14 @@ class Clock:
         """Record an evaluation and checkpoint that took ``seconds``."""
         self.evaluations += seconds
         self.last_evaluation = seconds
+
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        """A resumed run's next evaluation is reckoned as long as its last one was (its
+        row's ``overhead_seconds``) until this call times its own, so that ``--max-time``
+        keeps room for it from the first epoch on."""
+        evaluated = [row for row in history if "test_elbo" in row]
+        if evaluated:
+            self.last_evaluation = float(evaluated[-1].get("overhead_seconds", 0.0))
 
 
 def describe_timing(timing: dict[str, float]) -> str:
@@ -311,6 +322,28 @@ def write_start(
         config.save_toml(run_dir / TOML_CONFIG_NAME)
         if history is not None:
             write_metrics(run_dir, history)  # drop lines of epochs after the checkpoint
+
+
+def repair_best(run_dir: Path, checkpoint: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """Write the best checkpoint from the last when the last's epoch is the best and the
+    best file is of another epoch (or none): its write, after the last's, failed, and
+    the resumed run would not write it again unless a later epoch did better."""
+    if not any("val_elbo" in row for row in history):
+        return
+    epoch = best_row(history)["epoch"]
+    path = run_dir / BEST_CHECKPOINT_NAME
+    if epoch != checkpoint["epoch"]:
+        return
+    try:
+        if path.is_file() and load_checkpoint(path).get("epoch") == epoch:
+            return
+    except CheckpointError:
+        pass  # unreadable: written again below
+    best = {"epoch": epoch, "model": checkpoint["model"], "history": history}
+    if "train_model" in checkpoint:
+        best["train_model"] = checkpoint["train_model"]
+    with saying_what_is_kept(run_dir, epoch):
+        save_checkpoint(path, best)
 
 
 def describe_memory(data: ArrayData) -> dict[str, Any]:
@@ -548,8 +581,19 @@ class Training:
             return None
         elapsed = time.perf_counter() - self.clock.started
         due = (epoch + 1) % self.config.train.eval_every == 0
-        ahead = self.clock.per_epoch() + self.clock.last_evaluation * (2 if due else 1)
+        evaluation = self.clock.last_evaluation or self.evaluation_guess()
+        ahead = self.clock.per_epoch() + evaluation * (2 if due else 1)
         return "time" if elapsed + ahead > budget else None
+
+    def evaluation_guess(self) -> float:
+        """Before any evaluation was timed: an epoch's time per point, times the points an
+        evaluation scores (test and validation); it draws several codes per point
+        without a backward pass, so is of the order of that."""
+        size = self.config.train.eval_size or None
+        points = self.data.test[:size].shape[0]
+        if self.validation is not None:
+            points += self.validation[:size].shape[0]
+        return self.clock.per_epoch() * points / max(1, self.data.train.shape[0])
 
     def averaged(self) -> AbstractContextManager[None]:
         """The model holds the moving average of its weights inside (with ``--ema``)."""
@@ -752,9 +796,12 @@ def out_of_patience(history: list[dict[str, Any]], patience: int) -> bool:
 
 
 def best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The (first) row with the highest validation ELBO."""
+    """The (first) row with the highest validation ELBO among the scheduled evaluations
+    (one made only because ``--max-time`` stopped the run there is not one an
+    uninterrupted run makes), or among all when none is scheduled yet."""
     validated = [row for row in history if "val_elbo" in row]
-    return max(validated, key=lambda row: row["val_elbo"])
+    scheduled = [row for row in validated if not row.get("off_schedule")]
+    return max(scheduled or validated, key=lambda row: row["val_elbo"])
 
 
 def last_checkpointed(history: list[dict[str, Any]]) -> int:

@@ -273,6 +273,34 @@ def test_the_time_budget_keeps_room_for_the_evaluations_ahead(monkeypatch):
     assert loop.Training.time_is_up(training, 9) is None
 
 
+def test_the_time_budget_reckons_an_evaluation_before_one_is_timed(monkeypatch):
+    """A fresh run's first evaluation is reckoned from the points it scores (at an
+    epoch's time per point); a resumed run's from the last one its history timed."""
+    import types
+
+    from pyrovae.training import loop
+
+    clock = loop.Clock(started=0.0, loop_started=0.0)
+    clock.epochs = 10
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: 50.0)  # 10 epochs of 5 s
+    config = RunConfig(train=TrainConfig(max_time=56.5, eval_every=5, epochs=100))
+    data = types.SimpleNamespace(train=torch.zeros(1000, 2), test=torch.zeros(150, 2))
+    training = types.SimpleNamespace(
+        config=config, clock=clock, epochs=100, data=data, validation=torch.zeros(50, 2)
+    )
+    training.evaluation_guess = lambda: loop.Training.evaluation_guess(training)
+    assert training.evaluation_guess() == pytest.approx(1.0)  # 5 s x 200 / 1000 points
+    assert loop.Training.time_is_up(training, 10) is None  # 50 + 5 + 1 <= 56.5
+    config.train.max_time = 55.5
+    assert loop.Training.time_is_up(training, 10) == "time"
+    config.train.eval_size = 50  # 100 points scored: 0.5 s
+    assert loop.Training.time_is_up(training, 10) is None
+    clock.resumed([{"epoch": 5, "test_elbo": -1.0, "overhead_seconds": 4.0}, {"epoch": 6}])
+    assert clock.last_evaluation == 4.0
+    config.train.max_time = 58.5
+    assert loop.Training.time_is_up(training, 10) == "time"  # 50 + 5 + 4 > 58.5
+
+
 def test_max_time_stops_with_a_checkpoint_that_resumes_exactly(tmp_path):
     from pyrovae.training.run import resume
 

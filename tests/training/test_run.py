@@ -480,6 +480,51 @@ def test_the_best_checkpoint_is_written_after_the_last(tiny_config, tmp_path, mo
     assert "the checkpoint of epoch 2" in str(info.value)
     assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] == 2
     assert load_checkpoint(run_dir / BEST_CHECKPOINT_NAME)["epoch"] == 1
+    # --resume writes the best of epoch 2 from the last checkpoint: no later epoch
+    # need beat it for the best file to be repaired.
+    monkeypatch.undo()
+    resume(run_dir, progress=False, log=_quiet)
+    best = load_checkpoint(run_dir / BEST_CHECKPOINT_NAME)
+    last = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    assert best["epoch"] == 2
+    for name, tensor in last["model"].items():
+        assert torch.equal(best["model"][name], tensor)
+
+
+def test_an_evaluation_forced_by_the_time_budget_is_not_picked_as_the_best(
+    tiny_config, tmp_path, monkeypatch
+):
+    """The best checkpoint of a run stopped by --max-time and resumed is that of the
+    uninterrupted run: the forced evaluation (epoch 3, the highest) is not a candidate."""
+    from pyrovae.training import loop as training
+    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
+
+    val = {1: -50.0, 2: -45.0, 3: -40.0, 4: -44.0}
+    real_evaluate = training.Training.evaluate_checked
+    real_time_is_up = training.Training.time_is_up
+
+    def run(out, stop_after=None):
+        def evaluate(self, epoch, history):
+            return {**real_evaluate(self, epoch, history), "val_elbo": val[epoch + 1]}
+
+        def time_is_up(self, epoch):
+            return "time" if epoch + 1 == stop_after else real_time_is_up(self, epoch)
+
+        monkeypatch.setattr(training.Training, "evaluate_checked", evaluate)
+        monkeypatch.setattr(training.Training, "time_is_up", time_is_up)
+        if (out / CHECKPOINT_NAME).exists():
+            return resume(out, progress=False, log=_quiet)
+        return train(tiny_config, out, progress=False, log=_quiet)
+
+    tiny_config.data.val_fraction = 0.2
+    tiny_config.train.epochs, tiny_config.train.eval_every = 4, 2
+    run(tmp_path / "whole")
+    cut = run(tmp_path / "cut", stop_after=3)
+    assert cut.history[-1]["off_schedule"] and cut.history[-1]["val_elbo"] == -40.0
+    assert load_checkpoint(tmp_path / "cut" / BEST_CHECKPOINT_NAME)["epoch"] == 2
+    run(tmp_path / "cut")
+    for name in ("whole", "cut"):
+        assert load_checkpoint(tmp_path / name / BEST_CHECKPOINT_NAME)["epoch"] == 4
 
 
 # --- divergence ------------------------------------------------------------------------
