@@ -47,7 +47,9 @@ class SurgeryResult:
     ``mutual_information_bound`` = log M, and its estimate is too, draw by draw.
     ``kl_analytic``: the average KL is in closed form (no Monte Carlo error).
     ``average_kl_stderr`` is the average KL's standard error over the M images
-    (how far another sample of images could move it); the marginal KL and
+    (how far another sample of images could move it); NaN when the KLs are
+    sampled with fewer than two draws an image, where ``average_kl_mc_stderr``
+    holds the images' spread as well as the draws'. The marginal KL and
     I(x; z) are figures of the M images' aggregate posterior as a whole, not
     means over images, and carry their Monte Carlo error only.
     """
@@ -159,6 +161,7 @@ def elbo_surgery(
         # Each term is at most log M (own is one of the M terms of the sum in log_q);
         # the clamps only take back the last bit of round-off above it.
         information = (pairs.own - pairs.log_q).clamp(max=math.log(m))  # (S,)
+        per_image: torch.Tensor | None
         if pairs.kl is not None:
             per_image = pairs.kl.double()
             kl = _KlSplit.given(float(per_image.mean()), 0.0, information)
@@ -169,11 +172,7 @@ def elbo_surgery(
         else:
             per_draw = pairs.own - vae.prior().log_prob(z).double()
             kl = _KlSplit.per_draw(per_draw, information)
-            # Each image's mean over its draws (every image drew S/M of them, up to one).
-            counts = torch.zeros(m, dtype=torch.float64, device=device).index_add_(
-                0, picks, torch.ones_like(per_draw)
-            )
-            per_image = torch.zeros_like(counts).index_add_(0, picks, per_draw) / counts
+            per_image = _spread_over_images(per_draw, picks, m)
     return SurgeryResult(
         average_kl=kl.average,
         average_kl_mc_stderr=kl.average_se,
@@ -185,8 +184,20 @@ def elbo_surgery(
         points=m,
         draws=s,
         kl_analytic=pairs.kl is not None,
-        average_kl_stderr=standard_error(per_image.double()),
+        average_kl_stderr=math.nan if per_image is None else standard_error(per_image.double()),
     )
+
+
+def _spread_over_images(per_draw: torch.Tensor, picks: torch.Tensor, m: int) -> torch.Tensor | None:
+    """Each image's mean over the draws it made (the stratified picks give every image
+    S/M of them, up to one), or ``None`` when some image made fewer than two: one draw
+    an image is the per-draw spread again, which the Monte Carlo error already is."""
+    counts = torch.zeros(m, dtype=torch.float64, device=per_draw.device).index_add_(
+        0, picks, torch.ones_like(per_draw)
+    )
+    if float(counts.min()) < 2:
+        return None
+    return torch.zeros_like(counts).index_add_(0, picks, per_draw) / counts
 
 
 @dataclass

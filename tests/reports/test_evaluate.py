@@ -355,9 +355,14 @@ def test_surgery_of_a_flow_guide_is_sized_by_its_budget(make_vae):
     assert (s.points, s.draws) == (100, 100) and not s.kl_analytic
     assert s.average_kl_mc_stderr > 0
     assert s.mutual_information_bound == pytest.approx(math.log(100))
-    # Sampled KLs: each image's mean over its own draws, then their spread over images
-    # (every image drew exactly one of the 100 draws here).
-    assert 0 < s.average_kl_stderr < math.inf
+    # Sampled KLs with one draw an image: their spread over images is the per-draw
+    # spread, already the Monte Carlo error, so none is given over images; with two or
+    # more, each image's mean over its own draws, then their spread over images.
+    assert math.isnan(s.average_kl_stderr)
+    two = elbo_surgery(flow, images, points=50, draws=100)
+    assert (two.points, two.draws) == (50, 100) and 0 < two.average_kl_stderr < math.inf
+    fewer = elbo_surgery(flow, images, points=100, draws=60)  # 40 images drew none
+    assert math.isnan(fewer.average_kl_stderr) and math.isfinite(fewer.average_kl)
     # Per-image KLs from many cheap draws (those of log p(x)) replace the few pairs' own.
     kl, kl_var = torch.rand(100).double() + 1, torch.full((100,), 1e-4).double()
     s = elbo_surgery(flow, images[:100], budget=1e4 * cost, kl_draws=(kl, kl_var))
