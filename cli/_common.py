@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pyrovae.config import MAX_SEED
+from pyrovae.config import MAX_SEED, MAX_THREADS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,7 +145,7 @@ def _set_threads(ctx: click.Context, param: click.Parameter, value: int | None) 
 #: so a command only adds the decorator; its value is in ``ctx.meta["pyrovae.threads"]``).
 threads_option = click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_THREADS),
     default=None,
     expose_value=False,
     callback=_set_threads,

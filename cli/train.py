@@ -419,9 +419,9 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         _resume(ctx, options, component_given, progress=progress, devices=devices,
                 launching=launching)  # fmt: skip
         return
-    config = _run_config(options, component_given)
-    config.train.threads = ctx.meta.get("pyrovae.threads")
     try:
+        config = _run_config(options, component_given)
+        config.train.threads = ctx.meta.get("pyrovae.threads")
         if launching:
             check_model_config(config.validate().model)
             _launch(ctx, devices)
@@ -440,7 +440,7 @@ def _naming_the_preset(ctx: click.Context, message: str) -> str:
     named = [
         f"--{name.replace('_', '-')} {_as_text(value)}"
         for name, value in preset_options(preset).items()
-        if re.search(rf"--{name.replace('_', '-')}\b", message)
+        if _names_option(message, name, value)
         and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP
         and name not in from_file
     ]
@@ -449,6 +449,16 @@ def _naming_the_preset(ctx: click.Context, message: str) -> str:
     return (
         f"{message} ({', '.join(named)} came from --preset {preset}: give another value "
         "on the command line, or another --preset)"
+    )
+
+
+def _names_option(message: str, name: str, value: Any) -> bool:
+    """Whether ``message`` names option ``name``: as ``--name`` (not the start of a longer
+    option, ``--prior`` in ``--prior-hidden``) or, for a component, as ``name 'value'``."""
+    option = re.escape(name.replace("_", "-"))
+    return bool(
+        re.search(rf"--{option}(?![\w-])", message)
+        or re.search(rf"\b{option} '{re.escape(_as_text(value))}'", message)
     )
 
 

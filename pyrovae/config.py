@@ -64,6 +64,8 @@ MAX_IMAGE_SIZE = 4096
 
 #: Seeds, as every command takes them.
 MAX_SEED = 2**32 - 1
+#: The most ``--threads`` (torch's count is a C int, and each thread is started).
+MAX_THREADS = 1024
 
 
 def _positive(value: float, option: str, *, integer: bool = False, most: int = MAX_COUNT) -> None:
@@ -335,9 +337,13 @@ class TrainConfig:
         if not isinstance(self.compile, bool):
             raise ConfigError(f"--compile must be true or false, got {self.compile!r}")
         if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+            isinstance(self.threads, bool)
+            or not isinstance(self.threads, int)
+            or not 1 <= self.threads <= MAX_THREADS
         ):
-            raise ConfigError(f"--threads must be a whole number >= 1, got {self.threads!r}")
+            raise ConfigError(
+                f"--threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}"
+            )
         if isinstance(self.free_bits, bool) or not isinstance(self.free_bits, (int, float)):
             raise ConfigError(f"--free-bits must be a number, got {self.free_bits!r}")
         if not math.isfinite(self.free_bits) or self.free_bits < 0:

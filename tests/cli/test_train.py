@@ -163,9 +163,21 @@ def test_a_run_without_threads_records_none_and_runs_on_the_callers_count(runner
     assert "threads" not in (out / "config.toml").read_text()
 
 
-def test_threads_must_be_positive(runner):
-    result = runner.invoke(main, ["train", "--threads", "0"])
-    assert result.exit_code != 0 and "--threads" in result.output
+def test_threads_must_be_positive_and_not_huge(runner, tmp_path):
+    import json
+
+    for count in ("0", "99999999999"):
+        result = runner.invoke(main, ["train", "--threads", count])
+        assert result.exit_code != 0 and "--threads" in result.output
+        assert "Traceback" not in result.output
+    # A count written into a run's config.json is checked on --resume, in one line.
+    out = tmp_path / "run"
+    assert runner.invoke(main, ["train", *TINY, "--epochs", "1", "--out", str(out)]).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    config["train"]["threads"] = 99999999999
+    (out / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(main, ["train", "--resume", str(out), "--epochs", "2"])
+    assert "--threads must be a whole number from 1 to 1024" in _one_line_error(result)
 
 
 def test_devices_gives_each_process_the_thread_count(monkeypatch):

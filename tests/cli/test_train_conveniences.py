@@ -178,6 +178,12 @@ def test_an_error_about_an_option_only_the_preset_set_names_the_preset(tmp_path)
     line = _one_line_error(CliRunner().invoke(main, ["train", *TINY, "--preset", "best",
                                                      "--model", "ae", *out]))  # fmt: skip
     assert "(--prior flow came from --preset best" in line
+    # Named as a component ("prior 'flow'"), from the config the options make; and
+    # --prior-hidden, an option the user typed, is not --prior.
+    hidden = ["train", *TINY, "--preset", "best", "--prior-hidden", "8", *out]
+    line = _one_line_error(CliRunner().invoke(main, hidden))
+    assert "prior 'flow'" in line and "(--prior flow came from --preset best" in line
+    assert "--batch-size" not in line
     typed = ["train", *TINY, "--preset", "best", "--model", "ae", "--prior", "flow", *out]
     assert "came from" not in _one_line_error(CliRunner().invoke(main, typed))
     (tmp_path / "c.toml").write_text('prior = "flow"\n')
