@@ -194,15 +194,28 @@ def _show_warning(
 
 
 def setup_logging(level: int) -> logging.Logger:
-    """Send the ``pyrovae`` logger's records of ``level`` and above to the terminal,
-    Python's warnings among them (:func:`_show_warning`)."""
+    """Send the ``pyrovae`` logger's records of ``level`` and above to the terminal."""
     logger = logging.getLogger(LOGGER_NAME)
     for handler in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
         logger.removeHandler(handler)
     logger.addHandler(_EchoHandler())
     logger.setLevel(level)
-    warnings.showwarning = _show_warning
     return logger
+
+
+def _show_warnings_while(ctx: click.Context) -> None:
+    """Python's warnings through :func:`_show_warning` while the command runs; the
+    handler before it again when it ends (the CLI may run inside a Python session)."""
+    if ctx.meta.get("pyrovae.warnings_shown"):
+        return
+    ctx.meta["pyrovae.warnings_shown"] = True
+    before = warnings.showwarning
+    warnings.showwarning = _show_warning
+
+    def restore() -> None:
+        warnings.showwarning = before
+
+    ctx.call_on_close(restore)
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -211,6 +224,7 @@ def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> b
     if quiet and verbose:
         raise click.UsageError("give --quiet or --verbose, not both")
     setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    _show_warnings_while(ctx)
     return value
 
 

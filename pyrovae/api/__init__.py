@@ -736,7 +736,8 @@ def diagnose_report(
 def _class_names(config: RunConfig) -> list[str] | None:
     """The class names of a named data set (torchvision's, e.g. Fashion-MNIST's
     ``"T-shirt/top"``), or ``None``: labels are then shown as numbers."""
-    name = TORCHVISION_CLASS.get(config.data.dataset)
+    key = config.data.dataset.strip().lower().replace("_", "-")  # as load_dataset reads it
+    name = TORCHVISION_CLASS.get(key)
     if name is None:
         return None
     import torchvision.datasets

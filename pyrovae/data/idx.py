@@ -61,9 +61,12 @@ def _find_idx_file(folder: Path, stem: str) -> Path | None:
 
 def _find_idx_files(folder: Path) -> tuple[dict[str, Path] | None, str]:
     """The four IDX files in ``folder``, or ``None`` and what was wrong."""
-    if not folder.is_dir():
-        return None, "no such folder"
-    found = {stem: _find_idx_file(folder, stem) for stem in _IDX_FILES}
+    try:
+        if not folder.is_dir():
+            return None, "no such folder"
+        found = {stem: _find_idx_file(folder, stem) for stem in _IDX_FILES}
+    except OSError as exc:  # a name too long, a folder we may not read
+        return None, describe_exception(exc)
     missing = [stem for stem, path in found.items() if path is None]
     if not missing:
         return {stem: path for stem, path in found.items() if path is not None}, ""

@@ -268,12 +268,15 @@ def _with_test_read(
     return ArrayData(name, train, test_images, train_labels, test_labels, reading=reading)
 
 
-def absolute_locations(dataset: str, data_dir: str | None) -> tuple[str, str | None]:
+def absolute_locations(
+    dataset: str | os.PathLike[str], data_dir: str | None
+) -> tuple[str, str | None]:
     """``dataset`` and ``data_dir`` as a run records them: a path to a file or folder
     of data, and ``data_dir``, made absolute, so that the run's data are found again
     from any working directory (``pyrovae evaluate`` run elsewhere, ``--resume``).
     Named sets, data from Python and paths not found are returned as given (loading
     says what is wrong with the last)."""
+    dataset = os.fspath(dataset)
     if data_dir is not None:
         data_dir = str(Path(data_dir).expanduser().absolute())
     key = dataset.strip().lower().replace("_", "-")
@@ -287,12 +290,15 @@ def absolute_locations(dataset: str, data_dir: str | None) -> tuple[str, str | N
 
 def _resolve_path(text: str, data_dir: str | os.PathLike[str] | None) -> Path:
     path = Path(text).expanduser()
-    if path.exists():
-        return path
-    if data_dir is not None and not path.is_absolute():
-        under = Path(data_dir).expanduser() / path
-        if under.exists():
-            return under
+    try:
+        if path.exists():
+            return path
+        if data_dir is not None and not path.is_absolute():
+            under = Path(data_dir).expanduser() / path
+            if under.exists():
+                return under
+    except OSError as exc:  # a name too long, a folder we may not read
+        raise DataError(f"cannot look for the data {text!r}: {describe_exception(exc)}") from None
     where = f" or in {Path(data_dir).expanduser()}" if data_dir is not None else ""
     raise DataError(
         f"unknown data set {text!r}: expected one of {', '.join(DATASETS)}, "

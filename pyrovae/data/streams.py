@@ -130,8 +130,13 @@ class NpyRows(Dataset):
         if not len(wanted):
             return values
         if self.fortran:  # rows are not contiguous in the file: gather through a mapping
-            mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            values[:] = mapped[wanted]
+            try:
+                mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+                values[:] = mapped[wanted]
+            except ValueError as exc:  # mmap's "length is greater than file size"
+                raise DataError(
+                    f"{self.path} can no longer be read ({exc}): is it truncated?"
+                ) from None
             del mapped
             return values
         flat = values.reshape(len(wanted), -1).view(np.uint8)  # (rows, bytes per row)

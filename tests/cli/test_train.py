@@ -248,3 +248,9 @@ def test_a_warning_is_one_line_without_the_source_line(runner, tmp_path):
     result = runner.invoke(main, [*args, "--verbose", "--out", str(tmp_path / "verbose")])
     [line] = [line for line in result.output.splitlines() if "integer pixels" in line]
     assert line.endswith(")") and "(UserWarning at " in line and "load.py:" in line
+    # The handler is the command's only: Python's own is back after it.
+    import warnings
+
+    from pyrovae.cli._common import _show_warning
+
+    assert warnings.showwarning is not _show_warning

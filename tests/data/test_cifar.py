@@ -184,3 +184,81 @@ def test_cifar10_download_with_a_wrong_checksum_is_one_line(tmp_path, monkeypatc
     message = str(exc_info.value)
     assert "\n" not in message and "download into" in message
     assert not (tmp_path / "fetched" / cifar.FOLDER).exists()
+
+
+def _python2_pickle(value) -> bytes:
+    """``value`` (a dict, list, str, int or uint8 array) as Python 2's cPickle with numpy
+    1.x wrote the genuine files: protocol 2, strings as byte strings (latin-1 on load),
+    an array as numpy.core.multiarray._reconstruct and its raw bytes in a string."""
+    import struct
+
+    def string(data) -> bytes:
+        data = data if isinstance(data, bytes) else data.encode("latin1")
+        if len(data) < 256:
+            return b"U" + bytes([len(data)]) + data
+        return b"T" + struct.pack("<i", len(data)) + data
+
+    def integer(n: int) -> bytes:
+        return b"K" + bytes([n]) if 0 <= n < 256 else b"J" + struct.pack("<i", n)
+
+    def body(item) -> bytes:
+        if isinstance(item, dict):
+            pairs = b"".join(string(k) + body(v) for k, v in item.items())
+            return b"}(" + pairs + b"u"
+        if isinstance(item, list):
+            return b"](" + b"".join(body(v) for v in item) + b"e"
+        if isinstance(item, str):
+            return string(item)
+        if isinstance(item, int):
+            return integer(item)
+        assert isinstance(item, np.ndarray) and item.dtype == np.uint8
+        empty = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0)
+        empty += b"\x85" + string("b") + b"\x87R"
+        shape = b"(" + b"".join(integer(d) for d in item.shape) + b"t"
+        dtype = b"cnumpy\ndtype\n" + string("u1") + integer(0) + integer(1) + b"\x87R"
+        # numpy 1.x's dtype state: (3, '|', None, None, None, -1, -1, 0).
+        dtype += b"(" + integer(3) + string("|") + b"NNN" + integer(-1) * 2 + integer(0) + b"tb"
+        state = b"(" + integer(1) + shape + dtype + b"\x89" + string(item.tobytes()) + b"tb"
+        return empty + state
+
+    return b"\x80\x02" + body(value) + b"."
+
+
+def test_cifar10_as_python_2_wrote_it_reads_byte_for_byte(tmp_path):
+    batches = write_cifar(tmp_path / "py3")
+    folder = tmp_path / "py2" / cifar.FOLDER
+    folder.mkdir(parents=True)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        labels = batches[name + "_labels"].tolist()
+        record = {"batch_label": "batch", "data": batches[name], "labels": labels,
+                  "filenames": ["a_1.png"] * 3}  # fmt: skip
+        (folder / name).write_bytes(_python2_pickle(record))
+    meta = {"num_cases_per_batch": 3, "label_names": CLASSES, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(_python2_pickle(meta))
+    # Bytes above 127 in the pixels: latin-1 gives them back as they were.
+    assert any(byte > 127 for byte in batches["test_batch"].tobytes())
+    data = load_dataset("cifar10", tmp_path / "py2", download=False)
+    expected = load_dataset("cifar10", tmp_path / "py3", download=False)
+    assert torch.equal(data.train, expected.train) and torch.equal(data.test, expected.test)
+    assert torch.equal(data.test_labels, expected.test_labels)
+    assert data.classes == tuple(CLASSES)
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ({"data": [[-1] * 3072], "labels": [0]}, "no uint8 array"),
+        ({"data": np.zeros((1, 3072), np.uint8), "labels": [float("inf")]}, "not whole numbers"),
+        ({"data": np.zeros((1, 10), np.uint8), "labels": [0]}, "rows of 3072 bytes"),
+        ({"labels": [0]}, "KeyError"),
+        (7, "TypeError"),
+    ],
+)
+def test_a_cifar10_pickle_of_the_wrong_things_is_one_line(tmp_path, record, problem):
+    write_cifar(tmp_path)
+    with open(tmp_path / cifar.FOLDER / "test_batch", "wb") as handle:
+        pickle.dump(record, handle)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("cifar10", tmp_path, download=False)
+    message = str(exc_info.value)
+    assert "\n" not in message and "could not read CIFAR-10" in message and problem in message

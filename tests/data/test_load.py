@@ -640,3 +640,13 @@ def test_no_warnings_on_clean_loads(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         load_dataset("mnist", tmp_path, download=False)
         load_dataset("digits")
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".npy", "mnist", "cifar10"])
+def test_a_path_too_long_to_look_at_is_one_line(tmp_path: Path, name: str) -> None:
+    """The operating system refuses to look at a name over 255 bytes (ENAMETOOLONG),
+    which pathlib raises rather than answering 'not there'."""
+    data_dir = tmp_path / ("d" * 300) if name in ("mnist", "cifar10") else None
+    with pytest.raises(DataError) as exc_info:
+        load_dataset(name, data_dir, download=False)
+    assert "File name too long" in assert_one_line(exc_info)

@@ -398,3 +398,5 @@ def test_class_names_of_named_data_sets():
     fashion = _class_names(RunConfig(data=DataConfig(dataset="fashion-mnist")))
     assert fashion is not None and fashion[0] == "T-shirt/top" and len(fashion) == 10
     assert _class_names(RunConfig(data=DataConfig(dataset="digits"))) is None
+    # Spelled as load_dataset takes it too.
+    assert _class_names(RunConfig(data=DataConfig(dataset="Fashion_MNIST"))) == fashion
