@@ -265,4 +265,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pyrovae.errors import PyrovaeError
+
+    try:
+        main()
+    except PyrovaeError as err:  # a run that is not there, or cannot be read
+        raise SystemExit(f"error: {err}") from None
