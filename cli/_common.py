@@ -41,14 +41,18 @@ class RegistryChoice(click.Choice):
 
 
 def user_errors(command: F) -> F:
-    """Turn :class:`pyrovae.errors.PyrovaeError` into a one-line message and exit 1."""
+    """Turn :class:`pyrovae.errors.PyrovaeError` into a one-line message and exit 1;
+    Python's warnings are one line each (:func:`_show_warning`) while the command runs,
+    and go to the handler before it again after (the CLI may run in a Python session)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pyrovae.errors import PyrovaeError
 
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # restores the filters and the handler
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except PyrovaeError as err:
             raise click.ClickException(str(err)) from None
 
@@ -203,28 +207,12 @@ def setup_logging(level: int) -> logging.Logger:
     return logger
 
 
-def _show_warnings_while(ctx: click.Context) -> None:
-    """Python's warnings through :func:`_show_warning` while the command runs; the
-    handler before it again when it ends (the CLI may run inside a Python session)."""
-    if ctx.meta.get("pyrovae.warnings_shown"):
-        return
-    ctx.meta["pyrovae.warnings_shown"] = True
-    before = warnings.showwarning
-    warnings.showwarning = _show_warning
-
-    def restore() -> None:
-        warnings.showwarning = before
-
-    ctx.call_on_close(restore)
-
-
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     ctx.meta[f"pyrovae.{param.name}"] = value
     quiet, verbose = ctx.meta.get("pyrovae.quiet"), ctx.meta.get("pyrovae.verbose")
     if quiet and verbose:
         raise click.UsageError("give --quiet or --verbose, not both")
     setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    _show_warnings_while(ctx)
     return value
 
 

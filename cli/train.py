@@ -440,7 +440,7 @@ def _naming_the_preset(ctx: click.Context, message: str) -> str:
     named = [
         f"--{name.replace('_', '-')} {_as_text(value)}"
         for name, value in preset_options(preset).items()
-        if _names_option(message, name, value)
+        if _names_option(message, name)
         and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP
         and name not in from_file
     ]
@@ -452,13 +452,15 @@ def _naming_the_preset(ctx: click.Context, message: str) -> str:
     )
 
 
-def _names_option(message: str, name: str, value: Any) -> bool:
-    """Whether ``message`` names option ``name``: as ``--name`` (not the start of a longer
-    option, ``--prior`` in ``--prior-hidden``) or, for a component, as ``name 'value'``."""
+def _names_option(message: str, name: str) -> bool:
+    """Whether ``message`` names option ``name`` as its cause: as ``--name`` (not the start
+    of a longer option, ``--prior`` in ``--prior-hidden``), or, for an option of another
+    component than the one chosen, as the kind of component it belongs to ("... it is an
+    option of prior 'hierarchical'": the preset's ``--prior`` is what to change)."""
     option = re.escape(name.replace("_", "-"))
+    belongs_to = message.partition("it is an option of ")[2]
     return bool(
-        re.search(rf"--{option}(?![\w-])", message)
-        or re.search(rf"\b{option} '{re.escape(_as_text(value))}'", message)
+        re.search(rf"--{option}(?![\w-])", message) or re.search(rf"\b{option} '", belongs_to)
     )
 
 

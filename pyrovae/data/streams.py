@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from pyrovae.data.folders import ImageReader
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary
-from pyrovae.errors import DataError
+from pyrovae.errors import DataError, describe_exception
 
 #: ``--stream auto`` streams data that would take more than this share of available memory.
 AUTO_FRACTION = 0.25
@@ -132,10 +132,16 @@ class NpyRows(Dataset):
         if self.fortran:  # rows are not contiguous in the file: gather through a mapping
             try:
                 mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+                if (mapped.shape, mapped.dtype) != (self.file_shape, self.file_dtype):
+                    raise DataError(
+                        f"{self.path} changed under the run: it holds {mapped.dtype} points "
+                        f"of shape {mapped.shape}, not {self.file_dtype} of {self.file_shape}"
+                    )
                 values[:] = mapped[wanted]
-            except ValueError as exc:  # mmap's "length is greater than file size"
+            except (ValueError, EOFError, IndexError) as exc:  # a file cut short, or emptied
                 raise DataError(
-                    f"{self.path} can no longer be read ({exc}): is it truncated?"
+                    f"{self.path} can no longer be read ({describe_exception(exc)}): is it "
+                    "truncated?"
                 ) from None
             del mapped
             return values

@@ -586,14 +586,16 @@ class Training:
         return "time" if elapsed + ahead > budget else None
 
     def evaluation_guess(self) -> float:
-        """Before any evaluation was timed: an epoch's time per point, times the points an
-        evaluation scores (test and validation); it draws several codes per point
-        without a backward pass, so is of the order of that."""
+        """Before any evaluation was timed: an epoch's time per point of this process's
+        shard, times the points an evaluation scores (test and validation); it draws
+        several codes per point without a backward pass, so is of the order of that."""
         size = self.config.train.eval_size or None
         points = self.data.test[:size].shape[0]
         if self.validation is not None:
             points += self.validation[:size].shape[0]
-        return self.clock.per_epoch() * points / max(1, self.data.train.shape[0])
+        # An epoch's time is this process's, over its shard; evaluation runs on rank 0 alone.
+        shard = math.ceil(self.data.train.shape[0] / self.context.world_size)
+        return self.clock.per_epoch() * points / max(1, shard)
 
     def averaged(self) -> AbstractContextManager[None]:
         """The model holds the moving average of its weights inside (with ``--ema``)."""

@@ -254,3 +254,6 @@ def test_a_warning_is_one_line_without_the_source_line(runner, tmp_path):
     from pyrovae.cli._common import _show_warning
 
     assert warnings.showwarning is not _show_warning
+    for failing in (["--verbose", "--threads", "0"], ["--quiet", "--verbose"], ["--epochs", "x"]):
+        assert runner.invoke(main, ["train", *failing]).exit_code != 0
+        assert warnings.showwarning is not _show_warning

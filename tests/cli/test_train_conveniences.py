@@ -183,7 +183,11 @@ def test_an_error_about_an_option_only_the_preset_set_names_the_preset(tmp_path)
     hidden = ["train", *TINY, "--preset", "best", "--prior-hidden", "8", *out]
     line = _one_line_error(CliRunner().invoke(main, hidden))
     assert "prior 'flow'" in line and "(--prior flow came from --preset best" in line
-    assert "--batch-size" not in line
+    # --blocks belongs to a network: the preset's prior, listed among the chosen
+    # components, is not the cause.
+    blocks = ["train", *TINY, "--preset", "best", "--blocks", "2", *out]
+    line = _one_line_error(CliRunner().invoke(main, blocks))
+    assert "network 'resnet'" in line and "came from" not in line
     typed = ["train", *TINY, "--preset", "best", "--model", "ae", "--prior", "flow", *out]
     assert "came from" not in _one_line_error(CliRunner().invoke(main, typed))
     (tmp_path / "c.toml").write_text('prior = "flow"\n')

@@ -32,7 +32,9 @@ def test_streamed_batches_equal_those_in_memory(npy, workers, shard):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-@pytest.mark.parametrize("change", ["truncated", "deleted", "truncated-fortran"])
+@pytest.mark.parametrize(
+    "change", ["truncated", "deleted", "truncated-fortran", "emptied-fortran", "smaller-fortran"]
+)
 def test_a_file_changed_under_a_streamed_run_is_one_line(npy, workers, change):
     from pyrovae.errors import DataError
 
@@ -41,6 +43,10 @@ def test_a_file_changed_under_a_streamed_run_is_one_line(npy, workers, change):
     streamed = load_dataset(npy, stream="yes").train
     if change.startswith("truncated"):
         npy.write_bytes(npy.read_bytes()[:400])
+    elif change.startswith("emptied"):
+        npy.write_bytes(b"")
+    elif change.startswith("smaller"):  # another, valid file of 10 rows
+        np.save(npy, np.asfortranarray(np.zeros((10, 6, 6), np.uint8)))
     else:
         npy.unlink()
     order = torch.arange(70)
@@ -48,7 +54,8 @@ def test_a_file_changed_under_a_streamed_run_is_one_line(npy, workers, change):
         list(streamed_batches(streamed, order, 16, (0, 1), torch.device("cpu"), workers))
     message = str(exc_info.value)
     assert "\n" not in message and "Traceback" not in message
-    assert ("FileNotFoundError" if change == "deleted" else "truncated") in message
+    expected = {"deleted": "FileNotFoundError", "smaller-fortran": "changed under the run"}
+    assert expected.get(change, "truncated") in message
 
 
 def test_a_streamed_run_equals_one_in_memory(npy, tmp_path):

@@ -286,9 +286,14 @@ def test_the_time_budget_reckons_an_evaluation_before_one_is_timed(monkeypatch):
     config = RunConfig(train=TrainConfig(max_time=56.5, eval_every=5, epochs=100))
     data = types.SimpleNamespace(train=torch.zeros(1000, 2), test=torch.zeros(150, 2))
     training = types.SimpleNamespace(
-        config=config, clock=clock, epochs=100, data=data, validation=torch.zeros(50, 2)
-    )
+        config=config, clock=clock, epochs=100, data=data, validation=torch.zeros(50, 2),
+        context=types.SimpleNamespace(world_size=2),
+    )  # fmt: skip
     training.evaluation_guess = lambda: loop.Training.evaluation_guess(training)
+    # An epoch of 5 s over this process's 500 points (of 1000, in 2 processes); the
+    # evaluation scores 200 on this process alone.
+    assert training.evaluation_guess() == pytest.approx(2.0)
+    training.context.world_size = 1
     assert training.evaluation_guess() == pytest.approx(1.0)  # 5 s x 200 / 1000 points
     assert loop.Training.time_is_up(training, 10) is None  # 50 + 5 + 1 <= 56.5
     config.train.max_time = 55.5
