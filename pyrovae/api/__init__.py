@@ -39,6 +39,7 @@ from pyrovae.api.latent import encode, explore, probe  # noqa: F401 (re-exported
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS
+from pyrovae.data.load import dataset_key
 from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
@@ -736,8 +737,7 @@ def diagnose_report(
 def _class_names(config: RunConfig) -> list[str] | None:
     """The class names of a named data set (torchvision's, e.g. Fashion-MNIST's
     ``"T-shirt/top"``), or ``None``: labels are then shown as numbers."""
-    key = config.data.dataset.strip().lower().replace("_", "-")  # as load_dataset reads it
-    name = TORCHVISION_CLASS.get(key)
+    name = TORCHVISION_CLASS.get(dataset_key(config.data.dataset))
     if name is None:
         return None
     import torchvision.datasets

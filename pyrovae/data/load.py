@@ -120,8 +120,7 @@ def load_dataset(
     if image_size is not None and (isinstance(image_size, bool) or image_size < 1):
         raise ConfigError(f"image_size must be a positive number of pixels, got {image_size!r}")
     text = os.fspath(name)
-    key = text.strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
+    key = dataset_key(text)
     if key in DATASETS:
         return _converted(_named(key, data_dir, download), image_size, channels)
     path = _resolve_path(text, data_dir)
@@ -268,6 +267,13 @@ def _with_test_read(
     return ArrayData(name, train, test_images, train_labels, test_labels, reading=reading)
 
 
+def dataset_key(name: str) -> str:
+    """A data set's name as :data:`DATASETS` spells it (case, ``_`` for ``-``, aliases);
+    a path comes back lower-cased, matching none of them."""
+    key = name.strip().lower().replace("_", "-")
+    return _ALIASES.get(key, key)
+
+
 def absolute_locations(
     dataset: str | os.PathLike[str], data_dir: str | None
 ) -> tuple[str, str | None]:
@@ -279,8 +285,7 @@ def absolute_locations(
     dataset = os.fspath(dataset)
     if data_dir is not None:
         data_dir = str(Path(data_dir).expanduser().absolute())
-    key = dataset.strip().lower().replace("_", "-")
-    if _ALIASES.get(key, key) in DATASETS or dataset == MEMORY:
+    if dataset_key(dataset) in DATASETS or dataset == MEMORY:
         return dataset, data_dir
     try:
         return str(_resolve_path(dataset, data_dir).absolute()), data_dir
