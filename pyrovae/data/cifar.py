@@ -168,6 +168,11 @@ def _read(root: Path) -> ArrayData:
             f"could not read CIFAR-10 from {folder} ({describe_exception(exc)}); delete the "
             f"files and fetch {URL} again"
         ) from exc
+    except MemoryError as exc:  # the machine's, or a damaged file's claim to gigabytes
+        raise DataError(
+            f"ran out of memory reading CIFAR-10 from {folder} (it needs about 400 MB); "
+            f"free some memory, or if the files are damaged, delete them and fetch {URL} again"
+        ) from exc
     except Exception as exc:  # whatever a doctored or damaged pickle builds or breaks
         raise DataError(
             f"could not read CIFAR-10 from {folder} ({describe_exception(exc)}); "

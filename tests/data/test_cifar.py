@@ -111,6 +111,21 @@ def test_a_truncated_cifar10_file_is_one_line(tmp_path):
     assert "\n" not in message and "could not read CIFAR-10" in message
 
 
+def test_running_out_of_memory_reading_cifar10_says_so(tmp_path, monkeypatch):
+    """Not "truncated": the files may be fine and the machine short of memory."""
+    write_cifar(tmp_path)
+
+    def out_of_memory(path):
+        raise MemoryError
+
+    monkeypatch.setattr(cifar, "_load_pickle", out_of_memory)
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("cifar10", tmp_path, download=False)
+    message = str(exc_info.value)
+    assert "\n" not in message and "ran out of memory" in message
+    assert "truncated" not in message
+
+
 class _Opener:
     """Pickles as a call of ``io.open(path, "w")``: loading it would create the file."""
 
