@@ -21,6 +21,8 @@ def _build(name: str, data_shape: tuple[int, ...], hidden=(16,), n_latent: int =
     [
         ("mlp", (1, 8, 8)),
         ("mlp", (12,)),  # vector data: any shape
+        ("gated", (1, 8, 8)),
+        ("gated", (12,)),
         ("linear", (1, 1, 6)),
         ("conv", (1, 28, 28)),
         ("conv", (3, 32, 32)),
@@ -89,6 +91,34 @@ def test_unknown_network_is_one_line():
     with pytest.raises(ComponentMissingError, match="unknown network 'transformer'") as info:
         NETWORKS.get("transformer")
     assert "\n" not in str(info.value)
+
+
+# --- gated -------------------------------------------------------------------------------
+
+
+def test_gated_layer_is_the_linear_map_gated_by_the_sigmoid_of_another():
+    """Each hidden layer is (W x + b) * sigmoid(V x + c) (Tomczak & Welling 2018's
+    GatedDense), written out with W, b, V and c as separate maps."""
+    encoder, decoder = _build("gated", (1, 4, 4), hidden=(7, 5), n_latent=3)
+    x = torch.rand(6, 1, 4, 4)
+    h = x.flatten(1)
+    for layer in encoder.net:
+        weight, bias = layer.linear.weight, layer.linear.bias
+        n_out = layer.out_features
+        linear = h @ weight[:n_out].T + bias[:n_out]
+        gate = torch.sigmoid(h @ weight[n_out:].T + bias[n_out:])
+        h = linear * gate
+    torch.testing.assert_close(encoder(x), h)
+    assert h.shape == (6, 5)
+    sizes = [(m.linear.in_features, m.out_features) for m in decoder.net[0]]
+    assert sizes == [(3, 5), (5, 7)] and decoder.net[1].out_features == 16
+
+
+def test_gated_network_counts_two_maps_per_hidden_layer():
+    encoder, decoder = _build("gated", (1, 28, 28), hidden=(300, 300), n_latent=40)
+    gated = lambda n_in, n_out: 2 * (n_in * n_out + n_out)  # noqa: E731
+    assert _n_params(encoder) == gated(784, 300) + gated(300, 300)
+    assert _n_params(decoder) == gated(40, 300) + gated(300, 300) + (300 * 784 + 784)
 
 
 # --- resnet ------------------------------------------------------------------------------
