@@ -40,8 +40,18 @@ def posterior_mean_and_noise(qz: Distribution, n: int) -> tuple[torch.Tensor, to
 @torch.no_grad()
 def unit_variances(
     vae: VAE, images: torch.Tensor, batch_size: int = 100, progress: bool = False
-) -> torch.Tensor:
-    """Cov_x(E_q[z_u|x]) of each latent unit over ``images``, ``(n_latent,)`` float64."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cov_x(E_q[z_u|x]) of each latent unit over ``images``, and the Monte Carlo
+    standard error of each (zero where q has a closed-form mean), both ``(n_latent,)``
+    float64.
+
+    With sampled means m_i = E_q[z|x_i] + e_i, Var(e_i) = w_i = Var_q[z|x_i] / n, the
+    estimate is V = S^2 - mean(w), S^2 the spread of the m_i over the N images. Its
+    Monte Carlo variance, the images fixed, is to second order
+    sum_i 4 ((m_i - m)^2 - w_i) w_i / (N - 1)^2 + 2 sum_i w_i^2 / (N - 1)^2 (the first
+    term the delta method's, (m_i - m)^2 less the w_i it overstates E_q's spread by;
+    the second, the noise's own spread, is what remains for a unit that ignores x).
+    """
     device = module_device(vae)
     means, noise = [], []
     with eval_mode(vae):
@@ -52,6 +62,12 @@ def unit_variances(
             mean, mean_noise = posterior_mean_and_noise(vae.qz(x), MEAN_DRAWS)
             means.append(mean.double())  # (batch, n_latent)
             noise.append(mean_noise.double())  # (batch, n_latent)
+    m, w = torch.cat(means), torch.cat(noise)  # (N, n_latent)
+    n = max(m.shape[0] - 1, 1)
     # Sampled means (flow guides) spread by Var_q[z_u] / n even for a unit that
     # ignores x; subtracting that noise keeps collapsed units below the threshold.
-    return (torch.cat(means).var(dim=0) - torch.cat(noise).mean(0)).clamp(min=0)
+    variances = (m.var(dim=0) - w.mean(0)).clamp(min=0)
+    # (m_i - m)^2 overstates (E_q[z|x_i] - its mean)^2 by about w_i: taken off.
+    spread = 4 * ((m - m.mean(0)).square() - w).clamp(min=0) * w / n**2
+    stderr = (spread.sum(0) + 2 * w.square().sum(0) / n**2).sqrt()
+    return variances, stderr

@@ -101,7 +101,10 @@ class EvaluationResult:
       ``log_px_minus_elbo`` (its Monte Carlo standard error ignores the two
       estimates' positive correlation: an upper bound).
     - ``active``: ``unit_variances`` = Cov_x(E_q[z_u|x]) and ``active_units``,
-      the number above :data:`ACTIVE_UNIT_THRESHOLD`.
+      the number above :data:`ACTIVE_UNIT_THRESHOLD`. Where q has no closed-form
+      mean (flow guides) E_q is a mean of draws: ``unit_variances_mc_stderr`` is
+      each variance's Monte Carlo standard error, and ``active_units_uncertain``
+      the number of units within two of them of the threshold (0 for closed forms).
     - ``surgery`` (:class:`SurgeryResult`) and ``gaps`` (:class:`GapsResult`).
     """
 
@@ -136,6 +139,8 @@ class EvaluationResult:
     log_px_minus_elbo_mc_stderr: float | None = None
     active_units: int | None = None
     unit_variances: list[float] | None = None
+    unit_variances_mc_stderr: list[float] | None = None
+    active_units_uncertain: int | None = None
     surgery: SurgeryResult | None = None
     gaps: GapsResult | None = None
     seconds: float = 0.0
@@ -202,7 +207,10 @@ class EvaluationResult:
             lines.append(f"bits per dimension: {self.bits_per_dim_note}")
         if self.active_units is not None:
             active = f"{self.active_units} / {self.n_latent}"
-            lines.append(f"{'active units (Cov > 0.01)':<{width}}  {active:>10}")
+            line = f"{'active units (Cov > 0.01)':<{width}}  {active:>10}"
+            if self.active_units_uncertain:
+                line += f"  ({self.active_units_uncertain} within 2 MC s.e. of 0.01)"
+            lines.append(line)
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)
 
@@ -560,9 +568,12 @@ def _analytic_kl(vae: VAE, images: torch.Tensor, batch_size: int) -> torch.Tenso
 def _add_active_units(result: EvaluationResult, inputs: _Inputs) -> None:
     """Cov_x(E_q[z_u|x]) per latent unit, and a warning when most units are inactive."""
     vae = inputs.vae
-    variances = unit_variances(vae, inputs.images, inputs.batch_size, inputs.progress)
+    variances, stderr = unit_variances(vae, inputs.images, inputs.batch_size, inputs.progress)
     n_active = int((variances > ACTIVE_UNIT_THRESHOLD).sum())
     result.active_units, result.unit_variances = n_active, variances.tolist()
+    result.unit_variances_mc_stderr = stderr.tolist()
+    near = (variances - ACTIVE_UNIT_THRESHOLD).abs() < 2 * stderr
+    result.active_units_uncertain = int(near.sum())
     if n_active * 2 < vae.n_latent:
         result.warnings.append(
             f"only {n_active} of {vae.n_latent} latent units are active: most of the latent "

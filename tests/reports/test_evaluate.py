@@ -271,6 +271,43 @@ def test_active_units_and_collapse_warning(make_vae):
     assert any("posterior collapse" in w for w in result.warnings)
 
 
+def test_active_units_of_a_closed_form_mean_carry_no_monte_carlo_error(make_vae):
+    result = evaluate(make_vae(latent_dim=4), _binary_images(20), k=2, metrics="active")
+    assert result.unit_variances_mc_stderr == [0.0] * 4 and result.active_units_uncertain == 0
+    assert "MC s.e." not in result.format_table()
+
+
+def test_sampled_unit_variances_carry_their_monte_carlo_standard_error(make_vae):
+    """A planar guide has no closed-form mean, so E_q[z|x] is a mean of draws: the
+    reported standard error of each unit's Cov_x(E_q[z_u|x]) matches the spread of the
+    estimate over 40 repeats on the same images (pooled over the units; away from 0,
+    where the estimate is clamped)."""
+    from pyrovae.inference.latent import unit_variances
+
+    torch.manual_seed(0)
+    vae = make_vae(guide="planar", latent_dim=4)  # Cov_x of about 0.005-0.012: near 0.01
+    images = _binary_images(50)
+    repeats = [unit_variances(vae, images) for _ in range(40)]
+    estimates = torch.stack([v for v, _ in repeats])  # (40, n_latent)
+    reported = torch.stack([e for _, e in repeats]).square().mean(0)
+    assert bool((reported > 0).all())
+    ratio = float(estimates.var(0).sum() / reported.sum())
+    assert 0.6 < ratio < 1.6, ratio
+
+
+def test_units_near_the_threshold_are_counted_and_shown(make_vae, monkeypatch):
+    import pyrovae.reports.evaluate as evaluate_module
+
+    near = (torch.tensor([0.5, 0.011, 0.009, 0.0], dtype=torch.float64),
+            torch.tensor([0.01, 0.002, 0.0005, 0.001], dtype=torch.float64))  # fmt: skip
+    monkeypatch.setattr(evaluate_module, "unit_variances", lambda *args: near)
+    result = evaluate(make_vae(latent_dim=4), _binary_images(8), k=2, metrics="active")
+    assert result.active_units == 2 and result.active_units_uncertain == 1
+    assert "2 / 4  (1 within 2 MC s.e. of 0.01)" in result.format_table()
+    stderr = result.to_dict()["unit_variances_mc_stderr"]
+    assert stderr == pytest.approx([0.01, 0.002, 0.0005, 0.001])
+
+
 @pytest.mark.parametrize("guide", GUIDES.names())
 def test_no_active_units_when_q_ignores_x(make_vae, guide):
     # Constant encoder features: q(z|x) is the same N(0, 1)-wide distribution for every
