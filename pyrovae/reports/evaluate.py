@@ -209,7 +209,8 @@ class EvaluationResult:
             active = f"{self.active_units} / {self.n_latent}"
             line = f"{'active units (Cov > 0.01)':<{width}}  {active:>10}"
             if self.active_units_uncertain:
-                line += f"  ({self.active_units_uncertain} within 2 MC s.e. of 0.01)"
+                near = f"within 2 MC s.e. of {ACTIVE_UNIT_THRESHOLD:g}"
+                line += f"  ({self.active_units_uncertain} {near})"
             lines.append(line)
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)

@@ -295,6 +295,45 @@ def test_sampled_unit_variances_carry_their_monte_carlo_standard_error(make_vae)
     assert 0.6 < ratio < 1.6, ratio
 
 
+class _SampledMeans(torch.nn.Module):
+    """q(z|x) with no closed-form mean (a TransformedDistribution): unit 0's mean
+    0.35 x spreads over the images (Cov_x about 0.01), unit 1's is 0 for every image;
+    both have Var_q = 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # for module_device
+
+    def qz(self, x):
+        from torch.distributions import AffineTransform, Normal, TransformedDistribution
+
+        loc = torch.stack([0.35 * x.flatten(1)[:, 0], torch.zeros(x.shape[0])], dim=-1)
+        return TransformedDistribution(Normal(loc, 1.0), [AffineTransform(0.0, 1.0)])
+
+
+@pytest.mark.slow
+def test_unit_variance_standard_error_against_the_spread_of_many_repeats():
+    """On Gaussian noise of known size (w = 1/100 per image): the spread unit's reported
+    standard error matches the spread of its estimate over 400 repeats; the collapsed
+    unit's is the noise's own, sqrt(2 N) w / (N - 1), the term that alone remains."""
+    from pyrovae.inference.latent import unit_variances
+
+    torch.manual_seed(0)
+    images = torch.rand(50, 1, 1, 2)
+    repeats = [unit_variances(_SampledMeans(), images) for _ in range(400)]
+    estimates = torch.stack([r.variances for r in repeats])
+    reported = torch.stack([r.mc_stderr for r in repeats])
+    assert float(estimates[:, 0].mean()) == pytest.approx(
+        0.35**2 * float(images[:, 0, 0, 0].var()), rel=0.1
+    )
+    assert float(estimates[:, 0].std() / reported[:, 0].square().mean().sqrt()) == pytest.approx(
+        1, abs=0.15
+    )
+    exact = math.sqrt(2 * 50) * 0.01 / 49
+    # Above it by the first term's positive half (clamped at 0, its sum is noise here).
+    assert exact <= float(reported[:, 1].mean()) < 1.1 * exact
+
+
 def test_units_near_the_threshold_are_counted_and_shown(make_vae, monkeypatch):
     import pyrovae.reports.evaluate as evaluate_module
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from pyrovae.model.context import ModelContext
-from pyrovae.model.networks.base import HIDDEN, Network, Networks, n_elements
+from pyrovae.model.networks.base import HIDDEN, Network, Networks
+from pyrovae.model.networks.mlp import MLPDecoder, MLPEncoder
 
 
 class GatedLinear(nn.Module):
@@ -34,36 +35,9 @@ def gated_layers(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*(GatedLinear(n_in, n_out) for n_in, n_out in pairs))
 
 
-class GatedEncoder(nn.Module):
-    """Flatten one data point, then gated layers of sizes ``hidden``."""
-
-    def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.data_shape = tuple(data_shape)
-        self.net = gated_layers([n_elements(self.data_shape), *hidden])
-        self.out_features = hidden[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(-len(self.data_shape)))  # (..., hidden[-1])
-
-
-class GatedDecoder(nn.Module):
-    """Gated layers of sizes ``reversed(hidden)``, then a linear map to every element."""
-
-    def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int], n_latent: int) -> None:
-        super().__init__()
-        self.data_shape = tuple(data_shape)
-        widths = [n_latent, *reversed(hidden)]
-        self.net = nn.Sequential(
-            gated_layers(widths), nn.Linear(widths[-1], n_elements(self.data_shape))
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).unflatten(-1, self.data_shape)  # (..., *data_shape)
-
-
 class GatedNetwork(Network):
-    """Gated fully connected layers both ways (any data shape)."""
+    """Gated fully connected layers both ways (any data shape): the ``mlp`` network's
+    encoder and decoder with gated layers."""
 
     name = "gated"
     options = (HIDDEN,)
@@ -71,6 +45,6 @@ class GatedNetwork(Network):
     def build(self, context: ModelContext) -> Networks:
         hidden = self.values["hidden"]
         return Networks(
-            GatedEncoder(context.shape, hidden),
-            GatedDecoder(context.shape, hidden, context.n_latent),
+            MLPEncoder(context.shape, hidden, layers=gated_layers),
+            MLPDecoder(context.shape, hidden, context.n_latent, layers=gated_layers),
         )

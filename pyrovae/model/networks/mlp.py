@@ -4,7 +4,7 @@ Variational Bayes"), for data of any shape (images are flattened).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,13 +21,20 @@ def mlp_layers(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
-    """Flatten one data point, then ReLU layers of sizes ``hidden``."""
+#: Builds the hidden layers through the given sizes (:func:`mlp_layers`, or the gated
+#: network's :func:`~pyrovae.model.networks.gated.gated_layers`).
+Layers = Callable[[Sequence[int]], nn.Sequential]
 
-    def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int]) -> None:
+
+class MLPEncoder(nn.Module):
+    """Flatten one data point, then ReLU layers (or ``layers``') of sizes ``hidden``."""
+
+    def __init__(
+        self, data_shape: tuple[int, ...], hidden: Sequence[int], layers: Layers = mlp_layers
+    ) -> None:
         super().__init__()
         self.data_shape = tuple(data_shape)
-        self.net = mlp_layers([n_elements(self.data_shape), *hidden])
+        self.net = layers([n_elements(self.data_shape), *hidden])
         self.out_features = hidden[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,15 +42,20 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """ReLU layers of sizes ``reversed(hidden)``, then a linear map to every element."""
+    """ReLU layers (or ``layers``') of sizes ``reversed(hidden)``, then a linear map to
+    every element."""
 
-    def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int], n_latent: int) -> None:
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        hidden: Sequence[int],
+        n_latent: int,
+        layers: Layers = mlp_layers,
+    ) -> None:
         super().__init__()
         self.data_shape = tuple(data_shape)
         widths = [n_latent, *reversed(hidden)]
-        self.net = nn.Sequential(
-            mlp_layers(widths), nn.Linear(widths[-1], n_elements(self.data_shape))
-        )
+        self.net = nn.Sequential(layers(widths), nn.Linear(widths[-1], n_elements(self.data_shape)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.data_shape)  # (..., *data_shape)
