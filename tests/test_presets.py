@@ -14,8 +14,8 @@ def test_fast_is_todays_defaults_best_the_flow_prior_and_paper_adds_iwae_for_lon
     assert preset_options("fast") == {}
     best, paper = preset_options("best"), preset_options("paper")
     assert best == {"prior": "flow", "batch_size": 256, "ema": 0.999}
-    assert paper == {"prior": "flow", "objective": "iwae", "particles": 5, "epochs": 1000,
-                     "lr_schedule": "cosine", "ema": 0.999}  # fmt: skip
+    assert paper == {"network": "gated", "prior": "flow", "objective": "iwae", "particles": 5,
+                     "epochs": 1000, "lr_schedule": "cosine", "ema": 0.999}  # fmt: skip
     assert paper["epochs"] > TrainConfig.epochs
 
 
