@@ -10,8 +10,9 @@ name    what it sets                                                   for
 ======  ============================================================  =========================
 fast    nothing: today's defaults (Gaussian prior, ELBO, 30 epochs)    a first look, tests
 best    ``--prior flow --batch-size 256 --ema 0.999``                  quality at a fixed budget
-paper   ``--network gated --prior flow --objective iwae --particles 5``  the longest budget
-        ``--epochs 1000 --lr-schedule cosine --ema 0.999``
+paper   ``--network gated --prior flow --objective iwae``              the longest budget
+        ``--particles 5 --epochs 1000 --lr-schedule cosine``
+        ``--ema 0.999``
 ======  ============================================================  =========================
 
 ``best`` (for a budget of minutes) is a learned flow prior (Papamakarios et
