@@ -207,7 +207,8 @@ class EvaluationResult:
             lines.append(f"bits per dimension: {self.bits_per_dim_note}")
         if self.active_units is not None:
             active = f"{self.active_units} / {self.n_latent}"
-            line = f"{'active units (Cov > 0.01)':<{width}}  {active:>10}"
+            label = f"active units (Cov > {ACTIVE_UNIT_THRESHOLD:g})"
+            line = f"{label:<{width}}  {active:>10}"
             if self.active_units_uncertain:
                 near = f"within 2 MC s.e. of {ACTIVE_UNIT_THRESHOLD:g}"
                 line += f"  ({self.active_units_uncertain} {near})"

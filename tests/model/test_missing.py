@@ -91,7 +91,7 @@ def test_elbo_over_observed_values_in_pyros_path_and_the_direct_step():
         ("conv", "iaf"),
         ("resnet", "normal"),
         ("linear", "planar"),
-    ],  # fmt: skip
+    ],
 )
 def test_the_encoder_reads_the_values_and_the_mask(network, guide):
     options = {"flows": 1} if guide != "normal" else {}
