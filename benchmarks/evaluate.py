@@ -22,6 +22,10 @@ Three measurements on one trained run (without ``--run`` a small model, MLP
    gives a measured rate for a measured fraction (CPU time: the rate on a
    machine shared with other work).
 
+``--device cuda`` runs all three on a GPU (``benchmarks/gpu.sh``): the clock is
+read after ``torch.cuda.synchronize``, and ``--memory`` reports the peak of
+``torch.cuda.memory_allocated`` above before instead of the RSS.
+
 Run from the repository root, one thread (``--threads``, default 1)::
 
     python benchmarks/evaluate.py --run runs/fm --n 500 --k 1000 --reps 5
@@ -63,7 +67,7 @@ def plain_log_px(
         loc, scale = qz.mean, qz.stddev  # (batch, L)
         log_w = []
         for s in range(0, k, chunk):
-            eps = torch.randn(min(chunk, k - s), *loc.shape)  # (chunk, batch, L)
+            eps = torch.randn(min(chunk, k - s), *loc.shape, device=loc.device)  # (chunk, batch, L)
             z = loc + scale * eps
             logits = vae.decoder(z)  # (chunk, batch, 1, 28, 28)
             log_px_z = (
@@ -78,12 +82,20 @@ def plain_log_px(
     return torch.cat(out)
 
 
-def side_by_side(run_dir: str, n: int, k: int, reps: int, batch_size: int) -> dict[str, Any]:
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def side_by_side(
+    run_dir: str, n: int, k: int, reps: int, batch_size: int, device: str = "cpu"
+) -> dict[str, Any]:
     """Alternated repetitions of pyrovae's estimator and :func:`plain_log_px`."""
     from pyrovae.api import load_run
     from pyrovae.inference.importance import auto_chunk_size, importance_all
 
-    run = load_run(run_dir, device="cpu")
+    run = load_run(run_dir, device=device)
     images = run.data().test[:n]
     vae = run.vae.eval()
     chunk = min(k, auto_chunk_size(vae, batch_size))
@@ -101,8 +113,10 @@ def side_by_side(run_dir: str, n: int, k: int, reps: int, batch_size: int) -> di
         order = list(runners) if rep % 2 == 0 else list(reversed(runners))
         for name in order:
             torch.manual_seed(rep)
+            _sync(run.device)
             started, cpu_started = time.perf_counter(), time.process_time()
             log_px = runners[name]()
+            _sync(run.device)
             times[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - cpu_started)
             values[name] = float(log_px.mean())
@@ -110,6 +124,7 @@ def side_by_side(run_dir: str, n: int, k: int, reps: int, batch_size: int) -> di
     med_cpu = {name: statistics.median(t) for name, t in cpu.items()}
     pairs = [p / q for p, q in zip(times["plain"], times["pyrovae"], strict=True)]
     return {
+        "device": str(run.device),
         "n": images.shape[0],
         "k": k,
         "batch_size": batch_size,
@@ -132,44 +147,63 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_worker(run_dir: str, n: int, k: int) -> dict[str, Any]:
-    """In a child process: pyrovae's estimator once, its time and peak RSS above before."""
+def memory_worker(
+    run_dir: str, n: int, k: int, batch_size: int = 100, device: str = "cpu"
+) -> dict[str, Any]:
+    """In a child process: pyrovae's estimator once, its time and peak memory above
+    before (the CPU's peak RSS; on a GPU, the peak of ``torch.cuda.memory_allocated``)."""
     from pyrovae.api import load_run
     from pyrovae.inference.importance import importance_all
 
-    run = load_run(run_dir, device="cpu")
+    run = load_run(run_dir, device=device)
     images = run.data().test[:n]
     importance_all(run.vae, images[:4], 8, None, 4, False)  # warm-up
-    rss_before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := RSS now
+    cuda = run.device.type == "cuda"
+    if cuda:
+        _sync(run.device)
+        before = torch.cuda.memory_allocated(run.device) / 2**20
+        torch.cuda.reset_peak_memory_stats(run.device)
+    else:
+        before = _status_kib("VmRSS") / 1024
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := RSS now
     torch.manual_seed(0)
     started = time.perf_counter()
-    estimate = importance_all(run.vae, images, k, None, 100, False)
+    estimate = importance_all(run.vae, images, k, None, batch_size, False)
+    _sync(run.device)
     seconds = time.perf_counter() - started
+    peak = (
+        torch.cuda.max_memory_allocated(run.device) / 2**20 if cuda else _status_kib("VmHWM") / 1024
+    )
     return {
         "k": k,
         "n": images.shape[0],
+        "device": str(run.device),
         "seconds": seconds,
-        "peak_above_before_mib": (_status_kib("VmHWM") - rss_before) / 1024,
-        "rss_before_mib": rss_before / 1024,
+        "peak_above_before_mib": peak - before,
+        "before_mib": before,
         "log_px": float(estimate.log_px.mean()),
     }
 
 
-def full_test_set(run_dir: str, k: int, step: int = 500) -> None:
+def full_test_set(
+    run_dir: str, k: int, step: int = 500, batch_size: int = 100, device: str = "cpu"
+) -> None:
     """K draws per image over the whole test set, a JSON line every ``step`` images."""
     from pyrovae.api import load_run
     from pyrovae.inference.importance import ImportanceEstimate, auto_chunk_size, importance_all
     from pyrovae.inference.stats import mc_standard_error, standard_error
 
-    run = load_run(run_dir, device="cpu")
+    run = load_run(run_dir, device=device)
     images = run.data().test
     torch.manual_seed(0)
-    print(json.dumps({"chunk": auto_chunk_size(run.vae, 100)}), flush=True)
+    chunk = auto_chunk_size(run.vae, batch_size)
+    print(json.dumps({"device": str(run.device), "batch_size": batch_size, "chunk": chunk}),
+          flush=True)  # fmt: skip
     started, cpu_started, parts = time.perf_counter(), time.process_time(), []
     for start in range(0, images.shape[0], step):
-        parts.append(importance_all(run.vae, images[start : start + step], k, None, 100, False))
-        done = ImportanceEstimate.cat(parts)
+        batch = images[start : start + step]
+        parts.append(importance_all(run.vae, batch, k, None, batch_size, False))
+        done = ImportanceEstimate.cat(parts)  # float() below waits for a GPU's work
         row = {
             "images": done.log_px.shape[0],
             "seconds": time.perf_counter() - started,
@@ -181,7 +215,7 @@ def full_test_set(run_dir: str, k: int, step: int = 500) -> None:
         print(json.dumps(row), flush=True)
 
 
-def train_small(out: Path, epochs: int) -> Path:
+def train_small(out: Path, epochs: int, device: str = "cpu") -> Path:
     from pyrovae.api import train
     from pyrovae.config import DataConfig, RunConfig, TrainConfig
     from pyrovae.model.spec import model_config
@@ -189,7 +223,7 @@ def train_small(out: Path, epochs: int) -> Path:
     config = RunConfig(
         data=DataConfig(dataset="fashion-mnist"),
         model=model_config(hidden=(400,), latent_dim=50),
-        train=TrainConfig(epochs=epochs, batch_size=256, device="cpu"),
+        train=TrainConfig(epochs=epochs, batch_size=256, device=device),  # type: ignore[arg-type]
     )
     train(config, out, progress=False)
     return out
@@ -214,16 +248,20 @@ def _print_side_by_side(row: dict[str, Any]) -> None:
     )
 
 
-def _memory_rows(run_dir: str, n: int, ks: list[int], threads: int) -> list[dict[str, Any]]:
+def _memory_rows(
+    run_dir: str, n: int, ks: list[int], threads: int, batch_size: int, device: str
+) -> list[dict[str, Any]]:
     rows = []
     for k in ks:
         command = [sys.executable, __file__, "--worker", "--run", run_dir, "--n", str(n)]
-        command += ["--k", str(k), "--threads", str(threads)]
+        command += ["--k", str(k), "--threads", str(threads), "--batch-size", str(batch_size)]
+        command += ["--device", device]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         row = json.loads(output.strip().splitlines()[-1])
+        what = "peak allocated" if device.startswith("cuda") else "peak RSS"
         print(
-            f"K={k:>5}  n={row['n']}  {row['seconds']:7.1f} s  peak RSS "
-            f"+{row['peak_above_before_mib']:.0f} MiB over {row['rss_before_mib']:.0f} MiB before"
+            f"K={k:>5}  n={row['n']}  {row['seconds']:7.1f} s  {what} "
+            f"+{row['peak_above_before_mib']:.0f} MiB over {row['before_mib']:.0f} MiB before"
             f"  log p(x) {row['log_px']:.2f}"
         )
         rows.append(row)
@@ -241,6 +279,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="All 10,000 test images.")
     parser.add_argument("--step", type=int, default=500, help="--full: images per line.")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both sides run.")
     parser.add_argument("--epochs", type=int, default=3, help="Epochs of the model trained.")
     parser.add_argument("--json", default=None, help="Write the results here.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -248,16 +287,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.worker:
-        print(json.dumps(memory_worker(args.run, args.n, args.k[0])))
+        print(json.dumps(memory_worker(args.run, args.n, args.k[0], args.batch_size, args.device)))
         return
-    run_dir = args.run or str(train_small(Path(tempfile.mkdtemp()) / "fm", args.epochs))
+    run_dir = args.run or str(
+        train_small(Path(tempfile.mkdtemp()) / "fm", args.epochs, args.device)
+    )
     if args.full:
-        full_test_set(run_dir, (args.k or [5000])[0], args.step)
+        full_test_set(run_dir, (args.k or [5000])[0], args.step, args.batch_size, args.device)
         return
     if args.memory:
-        summary: Any = _memory_rows(run_dir, args.n, args.k or [100, 1000, 5000], args.threads)
+        ks = args.k or [100, 1000, 5000]
+        summary: Any = _memory_rows(run_dir, args.n, ks, args.threads, args.batch_size, args.device)
     else:
-        summary = side_by_side(run_dir, args.n, (args.k or [1000])[0], args.reps, args.batch_size)
+        k = (args.k or [1000])[0]
+        summary = side_by_side(run_dir, args.n, k, args.reps, args.batch_size, args.device)
         _print_side_by_side(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

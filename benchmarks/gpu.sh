@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# GPU figures in one go (meant to take under 5 minutes; not yet timed on a GPU):
-#   1. training images/s of pyrovae's step against the plain PyTorch loop, MLP 784-400-50 and
-#      the conv network at batch 256, in float32, under bf16 autocast (--precision bf16) and
-#      compiled (--compile), each pair side by side in one process
-#      (benchmarks/train_throughput.py; the target is a ratio >= 0.9);
-#   2. time to quality: seconds of training of `pyrovae train --preset best` at batch 256
+# GPU figures in one go (about 5-8 minutes on one H200; each step is capped by `timeout`):
+#   1. training images/s of pyrovae's step against the plain PyTorch loop at batch 256
+#      (benchmarks/train_throughput.py, each pair side by side in one process; the target is a
+#      ratio >= 0.9): MLP 784-400-50 and the conv network in float32; the IAF guide;
+#      bf16 autocast (--precision bf16); torch.compile; torch.compile with CUDA graphs
+#      (--compile-mode reduce-overhead);
+#   2. importance-sampled log p(x) on the GPU against a plain PyTorch loop
+#      (benchmarks/evaluate.py --device cuda): side by side at K=1000 on 2,000 test images,
+#      memory against K, and K=5000 over the full 10,000-image test set, timed;
+#   3. time to quality: seconds of training of `pyrovae train --preset best` at batch 256
 #      until test log p(x) (K=1000, first 2000 test images) reaches -235 nats
 #      (benchmarks/time_to_quality.py).
+# A step that fails or runs past its cap is reported and the others still run; the script
+# exits 1 if any failed. Each step's output is also in $OUT/STEP.log.
 # Copy the tables it prints into benchmarks/README.md, with the GPU's name and the date.
 #
 # Usage, from the repository root, in an environment with pyrovae installed:
 #   bash benchmarks/gpu.sh                 # needs CUDA; writes under runs/gpu-bench/
 #   DEVICE=cpu bash benchmarks/gpu.sh --smoke   # a quick check that it runs, on a CPU
-set -euo pipefail
+#   STEPS="fp32 quality" bash benchmarks/gpu.sh # only these steps (names as printed)
+set -uo pipefail
 
 DEVICE=${DEVICE:-cuda}
 DATA_DIR=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
 OUT=${OUT:-runs/gpu-bench}
+STEPS=${STEPS:-fp32 evaluate quality iaf bf16 compile cudagraphs}
 smoke=0
 [[ "${1:-}" == "--smoke" ]] && smoke=1
 
@@ -33,21 +41,63 @@ python -c 'import torch; print("torch", torch.__version__, "|",
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
 
 if (( smoke )); then
-    reps=1; images=512; budget=5; k=20; test=100; chunk=1; archs="mlp"
+    reps=1; images=512; budget=5; k=20; test=100; chunk=1; archs="mlp"; uncapped=1
+    eval_n=50; eval_k=20; full_k=2; eval_epochs=1; eval_batch=100
 else
-    reps=5; images=51200; budget=120; k=1000; test=2000; chunk=2; archs="mlp conv"
+    reps=5; images=51200; budget=120; k=1000; test=2000; chunk=2; archs="mlp conv"; uncapped=0
+    eval_n=2000; eval_k=1000; full_k=5000; eval_epochs=3; eval_batch=500
 fi
 
-echo "== training images/s, pyrovae / plain PyTorch, batch 256"
-python benchmarks/train_throughput.py --device "$DEVICE" --arch $archs --batch-size 256 \
-    --reps "$reps" --images "$images" --json "$OUT/throughput-fp32.json"
-python benchmarks/train_throughput.py --device "$DEVICE" --arch $archs --batch-size 256 \
-    --reps "$reps" --images "$images" --precision bf16 --no-memory --json "$OUT/throughput-bf16.json"
-python benchmarks/train_throughput.py --device "$DEVICE" --arch mlp --batch-size 256 \
-    --reps "$reps" --images "$images" --compile --no-memory --json "$OUT/throughput-compile.json"
+failed=()
+# step NAME SECONDS COMMAND...: runs COMMAND under `timeout SECONDS` (no cap with --smoke),
+# its output shown and kept in $OUT/NAME.log; a failure is recorded, not fatal.
+# COMMAND may be a function exported with `export -f`, run as `bash -c NAME`.
+step() {
+    local name=$1 seconds=$2
+    shift 2
+    [[ " $STEPS " == *" $name "* ]] || return 0
+    echo "== $name (at most ${seconds} s)"
+    local started=$SECONDS
+    if (( uncapped )); then "$@"; else timeout "$seconds" "$@"; fi 2>&1 | tee "$OUT/$name.log"
+    local status=${PIPESTATUS[0]}
+    echo "-- $name: exit $status after $((SECONDS - started)) s"
+    (( status == 0 )) || failed+=("$name")
+}
 
-echo "== time to log p(x) >= -235 nats, --preset best, batch 256"
+throughput=(python benchmarks/train_throughput.py --device "$DEVICE" --batch-size 256
+            --reps "$reps" --images "$images")
+step fp32 150 "${throughput[@]}" --arch $archs --json "$OUT/throughput-fp32.json"
+
+eval_run="$OUT/evaluate-run"
+evaluation() {
+    rm -rf "$eval_run"
+    python -m pyrovae train --dataset fashion-mnist --data-dir "$DATA_DIR" --hidden 400 \
+        --latent-dim 50 --epochs "$eval_epochs" --batch-size 256 --device "$DEVICE" \
+        --out "$eval_run" --no-progress --quiet || return 1
+    local evaluate=(python benchmarks/evaluate.py --run "$eval_run" --device "$DEVICE"
+                    --batch-size "$eval_batch")
+    "${evaluate[@]}" --n "$eval_n" --k "$eval_k" --reps 3 --json "$OUT/evaluate.json" &&
+    "${evaluate[@]}" --memory --n 500 --k 100 1000 "$full_k" &&
+    "${evaluate[@]}" --full --k "$full_k" --step 2000
+}
+export -f evaluation
+export eval_run DEVICE DATA_DIR eval_epochs eval_batch eval_n eval_k full_k OUT
+step evaluate 150 bash -c evaluation
+
 rm -rf "$OUT/time-to-quality"
-python benchmarks/time_to_quality.py --device "$DEVICE" --data-dir "$DATA_DIR" \
-    --out "$OUT/time-to-quality" --budget "$budget" --chunk "$chunk" -k "$k" --test-size "$test" \
-    | tee "$OUT/time-to-quality.txt"
+step quality 240 python benchmarks/time_to_quality.py --device "$DEVICE" --data-dir "$DATA_DIR" \
+    --out "$OUT/time-to-quality" --budget "$budget" --chunk "$chunk" -k "$k" --test-size "$test"
+
+step iaf 90 "${throughput[@]}" --arch mlp --guide iaf --no-memory --json "$OUT/throughput-iaf.json"
+step bf16 90 "${throughput[@]}" --arch $archs --precision bf16 --no-memory \
+    --json "$OUT/throughput-bf16.json"
+step compile 150 "${throughput[@]}" --arch mlp --compile --no-memory \
+    --json "$OUT/throughput-compile.json"
+step cudagraphs 150 "${throughput[@]}" --arch mlp --compile-mode reduce-overhead --no-memory \
+    --json "$OUT/throughput-cudagraphs.json"
+
+if (( ${#failed[@]} )); then
+    echo "gpu.sh: failed or past their cap: ${failed[*]} (see $OUT/*.log)" >&2
+    exit 1
+fi
+echo "gpu.sh: all steps done in ${SECONDS} s"

@@ -27,12 +27,13 @@ the peak RSS of a child process while it runs only that loop, after loading
 the data (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; the
 resident data set counts), or ``torch.cuda.max_memory_allocated`` (CUDA).
 
-``--precision bf16`` and ``--compile`` speed up both sides alike, each as its
-author would: pyrovae's step with ``pyrovae train --precision bf16`` /
-``--compile`` (:mod:`pyrovae.training.acceleration`: the encoder and decoder
-under bf16 autocast, their ``forward`` compiled), the plain loop with its
-forward under ``torch.autocast(dtype=torch.bfloat16)`` and the whole model
-compiled with ``torch.compile``. They are for GPUs (``benchmarks/gpu.sh``).
+``--precision bf16`` and ``--compile`` (``--compile-mode reduce-overhead``: CUDA
+graphs) speed up both sides alike, each as its author would: pyrovae's step with
+``pyrovae train --precision bf16`` / ``--compile``
+(:mod:`pyrovae.training.acceleration`: the encoder and decoder under bf16
+autocast, their ``forward`` compiled), the plain loop with its forward under
+``torch.autocast(dtype=torch.bfloat16)`` and the whole model compiled with
+``torch.compile``. They are for GPUs (``benchmarks/gpu.sh``).
 
 Run from the repository root::
 
@@ -78,7 +79,7 @@ HIDDEN = (400,)
 #: ``--guide iaf``: pyrovae's defaults (4 layers of 128 hidden units, context h(x)).
 IAF_LAYERS, IAF_HIDDEN = 4, (128,)
 #: ``--precision`` and ``--compile``, for both sides.
-SPEED: dict[str, Any] = {"precision": "fp32", "compile": False}
+SPEED: dict[str, Any] = {"precision": "fp32", "compile": False, "compile_mode": None}
 
 
 class PlainVAE(nn.Module):
@@ -158,7 +159,9 @@ class PyrovaeSide:
         self.vae = VAE(config.model).to(images.device)
         optimizer = make_optimizer(self.vae.parameters(), lr=config.train.lr)
         self.step = TrainStep(self.vae, make_objective(config.train), optimizer)
-        self.step.precision = accelerate(self.vae, SPEED["precision"], SPEED["compile"])
+        self.step.precision = accelerate(
+            self.vae, SPEED["precision"], SPEED["compile"], SPEED["compile_mode"]
+        )
         self.epoch_steps = -(-images.shape[0] // config.train.batch_size)
 
     def run(self, steps: int) -> torch.Tensor:
@@ -182,7 +185,8 @@ class PlainSide:
         plain_model = PLAIN_MODELS[config.model.guide]
         self.model = plain_model(config.model.network, tuple(images.shape[1:])).to(images.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
-        self.forward = torch.compile(self.model) if SPEED["compile"] else self.model
+        mode = SPEED["compile_mode"]
+        self.forward = torch.compile(self.model, mode=mode) if SPEED["compile"] else self.model
         self.autocast = torch.autocast(
             images.device.type, dtype=torch.bfloat16, enabled=SPEED["precision"] == "bf16"
         )
@@ -329,6 +333,7 @@ def _peak_memory_mb(
     """Peak memory of ``side``'s loop: a child process's peak RSS on CPU, max allocated on CUDA."""
     command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
                "--precision", SPEED["precision"], *(["--compile"] if SPEED["compile"] else []),
+               *(["--compile-mode", SPEED["compile_mode"]] if SPEED["compile_mode"] else []),
                "--_memory-child", side, arch, str(batch_size), device, str(steps),
                guide]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -468,11 +473,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile on both sides")
     parser.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="torch.compile's mode (reduce-overhead: CUDA graphs on a GPU); implies --compile",
+    )
+    parser.add_argument(
         "--ablation", action="store_true", help="measure each of the step's measures instead"
     )
     parser.add_argument("--_memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    SPEED.update(precision=args.precision, compile=args.compile)
+    args.compile = args.compile or args.compile_mode is not None
+    SPEED.update(precision=args.precision, compile=args.compile, compile_mode=args.compile_mode)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_child:
@@ -487,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"precision {args.precision}{', compiled' if args.compile else ''}"
+        + (f" ({args.compile_mode})" if args.compile_mode else "")
         + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
     )
     if args.ablation:

@@ -142,22 +142,31 @@ def release(vae: nn.Module, precision: MixedPrecision | None) -> None:
         module.__dict__.pop("forward", None)
 
 
-def compile_networks(vae: nn.Module, backend: str = "inductor") -> list[nn.Module]:
+def compile_networks(
+    vae: nn.Module, backend: str = "inductor", mode: str | None = None
+) -> list[nn.Module]:
     """Compile the ``forward`` of each of :func:`networks` with ``torch.compile``, in
-    place (names and checkpoints unchanged); returns the modules compiled."""
+    place (names and checkpoints unchanged); returns the modules compiled.
+
+    ``mode`` is ``torch.compile``'s: ``"reduce-overhead"`` replays each network's
+    kernels as a CUDA graph on a GPU (``benchmarks/train_throughput.py
+    --compile-mode`` measures it); ``None`` is its default."""
     compiled = networks(vae)
     for module in compiled:
         # An instance attribute: nn.Module.__call__ runs it, hooks included, and
         # state_dict() keeps the module's own parameter names.
-        module.forward = torch.compile(module.forward, backend=backend)  # type: ignore[method-assign]
+        module.forward = torch.compile(module.forward, backend=backend, mode=mode)  # type: ignore[method-assign]
     return compiled
 
 
-def accelerate(vae: nn.Module, precision: str, compile: bool) -> MixedPrecision | None:
+def accelerate(
+    vae: nn.Module, precision: str, compile: bool, compile_mode: str | None = None
+) -> MixedPrecision | None:
     """``--precision`` and ``--compile`` on the networks of ``vae``: compiles them in
-    place when ``compile``; returns the low-precision hooks for the training step
-    (``TrainStep.precision``), ``None`` for ``"fp32"``."""
+    place when ``compile`` (with ``torch.compile``'s ``compile_mode``); returns the
+    low-precision hooks for the training step (``TrainStep.precision``), ``None``
+    for ``"fp32"``."""
     hooks = None if precision == "fp32" else MixedPrecision(vae, precision)
     if compile:
-        compile_networks(vae)
+        compile_networks(vae, mode=compile_mode)
     return hooks

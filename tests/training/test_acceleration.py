@@ -145,6 +145,57 @@ def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
         torch.testing.assert_close(twin.state_dict()[name], value)
 
 
+def test_the_compile_mode_reaches_torch_compile(make_vae, monkeypatch):
+    from pyrovae.training import acceleration
+
+    modes = []
+    monkeypatch.setattr(acceleration.torch, "compile",
+                        lambda function, backend, mode: modes.append(mode) or function)  # fmt: skip
+    acceleration.accelerate(make_vae(), "fp32", compile=True, compile_mode="reduce-overhead")
+    acceleration.accelerate(make_vae(), "fp32", compile=True)
+    assert modes == ["reduce-overhead"] * 2 + [None] * 2  # encoder and decoder each
+
+
+def _steps_on_cuda(vaes, x, steps=5, precision=None):
+    """The losses of ``steps`` training steps of each VAE on the same draws."""
+    results = []
+    for vae in vaes:
+        step = _step(vae)
+        if precision is not None and vae is vaes[-1]:
+            step.precision = MixedPrecision(vae, precision)
+        torch.manual_seed(1)
+        results.append([step(x).item() for _ in range(steps)])
+    return results
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compiled_networks_on_cuda_take_the_eager_steps(make_vae, mode):
+    """Inductor's kernels on a GPU, and replayed as CUDA graphs (``reduce-overhead``),
+    give the eager networks' steps up to float32 rounding."""
+    torch.manual_seed(0)
+    base = make_vae(hidden=32).cuda()
+    twin = copy.deepcopy(base)
+    compile_networks(twin, mode=mode)
+    x = torch.rand(32, 1, 4, 4, device="cuda").bernoulli()
+    eager, compiled = _steps_on_cuda([base, twin], x)
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    for name, value in base.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[name], value, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_a_bf16_step_on_cuda_trains_close_to_the_float32_one(make_vae):
+    torch.manual_seed(0)
+    base = make_vae(hidden=32).cuda()
+    twin = copy.deepcopy(base)
+    x = torch.rand(64, 1, 4, 4, device="cuda").bernoulli()
+    full, low = _steps_on_cuda([base, twin], x, steps=20, precision="bf16")
+    assert full != low  # the networks did compute in bf16
+    for a, b in zip(full, low, strict=True):
+        assert abs(a - b) <= 0.01 * abs(a)
+
+
 def test_the_precision_names_are_the_configs():
     from pyrovae.config import PRECISIONS as NAMES
     from pyrovae.training.acceleration import PRECISIONS
@@ -164,7 +215,7 @@ def _spy(monkeypatch):
         seen["active"] += 1
         return active(self)
 
-    def eager(function, backend="inductor"):
+    def eager(function, backend="inductor", mode=None):
         seen["compiled"] += 1
         return original(function, backend="eager")
 
@@ -204,7 +255,7 @@ def test_a_compiler_that_fails_is_one_line_that_says_to_train_without_compile(
     from pyrovae.cli import main
     from pyrovae.training import acceleration
 
-    def broken(function, backend="inductor"):
+    def broken(function, backend="inductor", mode=None):
         def call(*args, **kwargs):
             raise TorchDynamoException("no working C++ compiler found")
 
