@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures in one go (about 5-8 minutes on one H200; each step is capped by `timeout`):
+# GPU figures in one go (meant to take 5-8 minutes, not yet timed on a GPU; each step is capped):
 #   1. training images/s of pyrovae's step against the plain PyTorch loop at batch 256
 #      (benchmarks/train_throughput.py, each pair side by side in one process; the target is a
 #      ratio >= 0.9): MLP 784-400-50 and the conv network in float32; the IAF guide;
@@ -19,16 +19,23 @@
 #   bash benchmarks/gpu.sh                 # needs CUDA; writes under runs/gpu-bench/
 #   DEVICE=cpu bash benchmarks/gpu.sh --smoke   # a quick check that it runs, on a CPU
 #   STEPS="fp32 quality" bash benchmarks/gpu.sh # only these steps (names as printed)
+#   PYTHON=.venv/bin/python bash benchmarks/gpu.sh   # another interpreter (default python3)
 set -uo pipefail
 
 DEVICE=${DEVICE:-cuda}
+# The interpreter that has pyrovae and torch (python3 by default: some machines have no `python`).
+PYTHON=${PYTHON:-python3}
 DATA_DIR=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
 OUT=${OUT:-runs/gpu-bench}
 STEPS=${STEPS:-fp32 evaluate quality iaf bf16 compile cudagraphs}
 smoke=0
 [[ "${1:-}" == "--smoke" ]] && smoke=1
 
-if [[ "$DEVICE" == cuda* ]] && ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
+if ! "$PYTHON" -c 'import torch, pyro, pyrovae.cli' 2>/dev/null; then
+    echo "gpu.sh: $PYTHON cannot import torch, pyro and pyrovae (pip install -e . in its environment, or set PYTHON)" >&2
+    exit 1
+fi
+if [[ "$DEVICE" == cuda* ]] && ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
     echo "gpu.sh: no CUDA device visible to torch; it measures a GPU (DEVICE=cpu bash benchmarks/gpu.sh --smoke to check it runs)" >&2
     exit 1
 fi
@@ -37,7 +44,7 @@ if [[ ! -f "$DATA_DIR/t10k-images-idx3-ubyte.gz" && ! -f "$DATA_DIR/t10k-images-
     exit 1
 fi
 mkdir -p "$OUT"
-python -c 'import torch; print("torch", torch.__version__, "|",
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, "|",
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
 
 if (( smoke )); then
@@ -64,28 +71,28 @@ step() {
     (( status == 0 )) || failed+=("$name")
 }
 
-throughput=(python benchmarks/train_throughput.py --device "$DEVICE" --batch-size 256
+throughput=("$PYTHON" benchmarks/train_throughput.py --device "$DEVICE" --batch-size 256
             --reps "$reps" --images "$images")
 step fp32 150 "${throughput[@]}" --arch $archs --json "$OUT/throughput-fp32.json"
 
 eval_run="$OUT/evaluate-run"
 evaluation() {
     rm -rf "$eval_run"
-    python -m pyrovae train --dataset fashion-mnist --data-dir "$DATA_DIR" --hidden 400 \
+    "$PYTHON" -m pyrovae train --dataset fashion-mnist --data-dir "$DATA_DIR" --hidden 400 \
         --latent-dim 50 --epochs "$eval_epochs" --batch-size 256 --device "$DEVICE" \
         --out "$eval_run" --no-progress --quiet || return 1
-    local evaluate=(python benchmarks/evaluate.py --run "$eval_run" --device "$DEVICE"
+    local evaluate=("$PYTHON" benchmarks/evaluate.py --run "$eval_run" --device "$DEVICE"
                     --batch-size "$eval_batch")
     "${evaluate[@]}" --n "$eval_n" --k "$eval_k" --reps 3 --json "$OUT/evaluate.json" &&
     "${evaluate[@]}" --memory --n 500 --k 100 1000 "$full_k" &&
     "${evaluate[@]}" --full --k "$full_k" --step 2000
 }
 export -f evaluation
-export eval_run DEVICE DATA_DIR eval_epochs eval_batch eval_n eval_k full_k OUT
+export PYTHON eval_run DEVICE DATA_DIR eval_epochs eval_batch eval_n eval_k full_k OUT
 step evaluate 150 bash -c evaluation
 
 rm -rf "$OUT/time-to-quality"
-step quality 240 python benchmarks/time_to_quality.py --device "$DEVICE" --data-dir "$DATA_DIR" \
+step quality 240 "$PYTHON" benchmarks/time_to_quality.py --device "$DEVICE" --data-dir "$DATA_DIR" \
     --out "$OUT/time-to-quality" --budget "$budget" --chunk "$chunk" -k "$k" --test-size "$test"
 
 step iaf 90 "${throughput[@]}" --arch mlp --guide iaf --no-memory --json "$OUT/throughput-iaf.json"
