@@ -16,7 +16,7 @@ Three measurements on one trained run (without ``--run`` a small model, MLP
 2. ``--memory``: for each K (default 100, 1000, 5000) a fresh child process
    runs pyrovae's estimator on ``--n`` images and reports its peak RSS above
    the RSS before the call (Linux ``VmHWM``, reset through
-   ``/proc/self/clear_refs``); it must not grow with K.
+   ``/proc/self/clear_refs``); past the memory budget it must not grow with K.
 3. ``--full``: K = ``--k`` over all 10,000 test images, a line every 500
    images (``--step``) with the wall and CPU time so far, so that a run stopped early still
    gives a measured rate for a measured fraction (CPU time: the rate on a
@@ -24,7 +24,10 @@ Three measurements on one trained run (without ``--run`` a small model, MLP
 
 ``--device cuda`` runs all three on a GPU (``benchmarks/gpu.sh``): the clock is
 read after ``torch.cuda.synchronize``, and ``--memory`` reports the peak of
-``torch.cuda.memory_allocated`` above before instead of the RSS.
+``torch.cuda.memory_allocated`` above before instead of the RSS. pyrovae's chunks
+come from ``--memory-budget`` (default: the device's, a quarter of a GPU's free
+memory, read once), so on a large GPU K = 5000 fits one chunk and memory grows
+with K up to that budget: give ``--memory-budget 256M`` to see it bounded.
 
 Run from the repository root, one thread (``--threads``, default 1)::
 
@@ -88,8 +91,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def memory_budget(device: torch.device, text: str | None = None) -> int:
+    """Bytes a chunk of draws may take: ``text`` (``--memory-budget``), else the device's
+    default, read once, as the free memory a GPU reports shrinks while torch's cache fills."""
+    from pyrovae.inference.importance import default_memory_budget, parse_memory_budget
+
+    return parse_memory_budget(text) or default_memory_budget(device)
+
+
 def side_by_side(
-    run_dir: str, n: int, k: int, reps: int, batch_size: int, device: str = "cpu"
+    run_dir: str,
+    n: int,
+    k: int,
+    reps: int,
+    batch_size: int,
+    device: str = "cpu",
+    budget_text: str | None = None,
 ) -> dict[str, Any]:
     """Alternated repetitions of pyrovae's estimator and :func:`plain_log_px`."""
     from pyrovae.api import load_run
@@ -98,9 +115,12 @@ def side_by_side(
     run = load_run(run_dir, device=device)
     images = run.data().test[:n]
     vae = run.vae.eval()
-    chunk = min(k, auto_chunk_size(vae, batch_size))
+    budget = memory_budget(run.device, budget_text)
+    chunk = min(k, auto_chunk_size(vae, batch_size, budget))
     runners = {
-        "pyrovae": lambda: importance_all(vae, images, k, None, batch_size, False).log_px,
+        "pyrovae": lambda: (
+            importance_all(vae, images, k, None, batch_size, False, memory_budget=budget).log_px
+        ),
         "plain": lambda: plain_log_px(vae, images, k, batch_size, chunk),
     }
     torch.manual_seed(0)  # warm-up: first-call allocations
@@ -129,6 +149,7 @@ def side_by_side(
         "k": k,
         "batch_size": batch_size,
         "chunk": chunk,
+        "memory_budget": budget,
         "reps": reps,
         "seconds": times,
         "median_seconds": med,
@@ -148,15 +169,21 @@ def _status_kib(field: str) -> int:
 
 
 def memory_worker(
-    run_dir: str, n: int, k: int, batch_size: int = 100, device: str = "cpu"
+    run_dir: str,
+    n: int,
+    k: int,
+    batch_size: int = 100,
+    device: str = "cpu",
+    budget_text: str | None = None,
 ) -> dict[str, Any]:
     """In a child process: pyrovae's estimator once, its time and peak memory above
     before (the CPU's peak RSS; on a GPU, the peak of ``torch.cuda.memory_allocated``)."""
     from pyrovae.api import load_run
-    from pyrovae.inference.importance import importance_all
+    from pyrovae.inference.importance import auto_chunk_size, importance_all
 
     run = load_run(run_dir, device=device)
     images = run.data().test[:n]
+    budget = memory_budget(run.device, budget_text)
     importance_all(run.vae, images[:4], 8, None, 4, False)  # warm-up
     cuda = run.device.type == "cuda"
     if cuda:
@@ -168,7 +195,7 @@ def memory_worker(
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := RSS now
     torch.manual_seed(0)
     started = time.perf_counter()
-    estimate = importance_all(run.vae, images, k, None, batch_size, False)
+    estimate = importance_all(run.vae, images, k, None, batch_size, False, memory_budget=budget)
     _sync(run.device)
     seconds = time.perf_counter() - started
     peak = (
@@ -178,6 +205,7 @@ def memory_worker(
         "k": k,
         "n": images.shape[0],
         "device": str(run.device),
+        "chunk": min(k, auto_chunk_size(run.vae, min(batch_size, n), budget)),
         "seconds": seconds,
         "peak_above_before_mib": peak - before,
         "before_mib": before,
@@ -186,7 +214,12 @@ def memory_worker(
 
 
 def full_test_set(
-    run_dir: str, k: int, step: int = 500, batch_size: int = 100, device: str = "cpu"
+    run_dir: str,
+    k: int,
+    step: int = 500,
+    batch_size: int = 100,
+    device: str = "cpu",
+    budget_text: str | None = None,
 ) -> None:
     """K draws per image over the whole test set, a JSON line every ``step`` images."""
     from pyrovae.api import load_run
@@ -196,14 +229,17 @@ def full_test_set(
     run = load_run(run_dir, device=device)
     images = run.data().test
     torch.manual_seed(0)
-    chunk = auto_chunk_size(run.vae, batch_size)
-    print(json.dumps({"device": str(run.device), "batch_size": batch_size, "chunk": chunk}),
-          flush=True)  # fmt: skip
+    budget = memory_budget(run.device, budget_text)
+    chunk = min(k, auto_chunk_size(run.vae, batch_size, budget))
+    print(json.dumps({"device": str(run.device), "batch_size": batch_size, "chunk": chunk,
+                      "memory_budget": budget}), flush=True)  # fmt: skip
     started, cpu_started, parts = time.perf_counter(), time.process_time(), []
     for start in range(0, images.shape[0], step):
         batch = images[start : start + step]
-        parts.append(importance_all(run.vae, batch, k, None, batch_size, False))
-        done = ImportanceEstimate.cat(parts)  # float() below waits for a GPU's work
+        part = importance_all(run.vae, batch, k, None, batch_size, False, memory_budget=budget)
+        parts.append(part)
+        _sync(run.device)  # the clock below counts the GPU's queued work
+        done = ImportanceEstimate.cat(parts)
         row = {
             "images": done.log_px.shape[0],
             "seconds": time.perf_counter() - started,
@@ -249,18 +285,26 @@ def _print_side_by_side(row: dict[str, Any]) -> None:
 
 
 def _memory_rows(
-    run_dir: str, n: int, ks: list[int], threads: int, batch_size: int, device: str
+    run_dir: str,
+    n: int,
+    ks: list[int],
+    threads: int,
+    batch_size: int,
+    device: str,
+    budget_text: str | None,
 ) -> list[dict[str, Any]]:
     rows = []
     for k in ks:
         command = [sys.executable, __file__, "--worker", "--run", run_dir, "--n", str(n)]
         command += ["--k", str(k), "--threads", str(threads), "--batch-size", str(batch_size)]
-        command += ["--device", device]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        row = json.loads(output.strip().splitlines()[-1])
+        command += ["--device", device, "--memory-budget", budget_text or "auto"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:  # the child's own error, not only its exit status
+            raise SystemExit(f"the K={k} worker failed:\n{done.stderr.strip()}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
         what = "peak allocated" if device.startswith("cuda") else "peak RSS"
         print(
-            f"K={k:>5}  n={row['n']}  {row['seconds']:7.1f} s  {what} "
+            f"K={k:>5}  n={row['n']}  chunk {row['chunk']:>5}  {row['seconds']:7.1f} s  {what} "
             f"+{row['peak_above_before_mib']:.0f} MiB over {row['before_mib']:.0f} MiB before"
             f"  log p(x) {row['log_px']:.2f}"
         )
@@ -280,6 +324,11 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=500, help="--full: images per line.")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both sides run.")
+    parser.add_argument(
+        "--memory-budget",
+        default=None,
+        help="Bytes a chunk of draws may take (256M, 1G; default: the device's, read once).",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="Epochs of the model trained.")
     parser.add_argument("--json", default=None, help="Write the results here.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -287,20 +336,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.worker:
-        print(json.dumps(memory_worker(args.run, args.n, args.k[0], args.batch_size, args.device)))
+        row = memory_worker(
+            args.run, args.n, args.k[0], args.batch_size, args.device, args.memory_budget
+        )
+        print(json.dumps(row))
         return
     run_dir = args.run or str(
         train_small(Path(tempfile.mkdtemp()) / "fm", args.epochs, args.device)
     )
     if args.full:
-        full_test_set(run_dir, (args.k or [5000])[0], args.step, args.batch_size, args.device)
+        k = (args.k or [5000])[0]
+        full_test_set(run_dir, k, args.step, args.batch_size, args.device, args.memory_budget)
         return
     if args.memory:
         ks = args.k or [100, 1000, 5000]
-        summary: Any = _memory_rows(run_dir, args.n, ks, args.threads, args.batch_size, args.device)
+        summary: Any = _memory_rows(
+            run_dir, args.n, ks, args.threads, args.batch_size, args.device, args.memory_budget
+        )
     else:
         k = (args.k or [1000])[0]
-        summary = side_by_side(run_dir, args.n, k, args.reps, args.batch_size, args.device)
+        summary = side_by_side(
+            run_dir, args.n, k, args.reps, args.batch_size, args.device, args.memory_budget
+        )
         _print_side_by_side(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -524,6 +524,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         results.append(result)
         print(_row(result), flush=True)
+    if args.compile_mode == "reduce-overhead" and "cuda" in devices:
+        from torch._dynamo.utils import counters
+
+        # Inductor falls back to plain kernels where it cannot capture a graph, and says so
+        # only in a log that is off by default: without this the rows could be eager ones.
+        skips = counters["inductor"].get("cudagraph_skips", 0)
+        print(f"CUDA graphs: {skips} compiled function(s) skipped them (0: all ran as graphs)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump([asdict(r) for r in results], handle, indent=2)
