@@ -116,7 +116,8 @@ def side_by_side(
     images = run.data().test[:n]
     vae = run.vae.eval()
     budget = memory_budget(run.device, budget_text)
-    chunk = min(k, auto_chunk_size(vae, batch_size, budget))
+    # As importance_all sizes it (a batch holds at most n images): both sides alike.
+    chunk = min(k, auto_chunk_size(vae, min(batch_size, images.shape[0]), budget))
     runners = {
         "pyrovae": lambda: (
             importance_all(vae, images, k, None, batch_size, False, memory_budget=budget).log_px
@@ -230,7 +231,7 @@ def full_test_set(
     images = run.data().test
     torch.manual_seed(0)
     budget = memory_budget(run.device, budget_text)
-    chunk = min(k, auto_chunk_size(run.vae, batch_size, budget))
+    chunk = min(k, auto_chunk_size(run.vae, min(batch_size, step), budget))
     print(json.dumps({"device": str(run.device), "batch_size": batch_size, "chunk": chunk,
                       "memory_budget": budget}), flush=True)  # fmt: skip
     started, cpu_started, parts = time.perf_counter(), time.process_time(), []
