@@ -43,7 +43,8 @@ gated linear units, one layer of 400): given 90 minutes on one CPU thread (254
 epochs) it scored -227.64 ± 0.76 nats on the full Fashion-MNIST test set, K =
 5000, where the ReLU MLP had scored -227.76 after 675 epochs in two cosine cycles
 (about 5.1 CPU hours against 1.5), paired on 2000 images +0.11 ± 0.04 nats for
-the gated one (docs/benchmarks.md, "The ``paper`` preset"). No
+the gated one; resumed for a second cosine cycle of 80 minutes (481 epochs, 2.8
+CPU hours) it scored -227.28 (docs/benchmarks.md, "The ``paper`` preset"). No
 preset sets free bits, which needs a per-dimension analytic KL that the flow
 prior has not (with a Gaussian prior and 50 latent dimensions, 0.25 nats
 raised log p(x) by 0.18).
