@@ -206,7 +206,7 @@ def memory_worker(
         "k": k,
         "n": images.shape[0],
         "device": str(run.device),
-        "chunk": min(k, auto_chunk_size(run.vae, min(batch_size, n), budget)),
+        "chunk": min(k, auto_chunk_size(run.vae, min(batch_size, images.shape[0]), budget)),
         "seconds": seconds,
         "peak_above_before_mib": peak - before,
         "before_mib": before,
