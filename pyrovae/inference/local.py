@@ -249,7 +249,7 @@ class _LocalGaussian(nn.Module):
         self.loc = nn.Parameter(loc.clone())
         self.log_diag = nn.Parameter(scale.log().clone())
         n = loc.shape[-1]
-        self.lower = nn.Parameter(torch.zeros(*loc.shape, n)) if full else None
+        self.lower = nn.Parameter(loc.new_zeros(*loc.shape, n)) if full else None
         mask = torch.ones(n, n).tril(-1).to(loc)
         self.register_buffer("mask", mask)
 
