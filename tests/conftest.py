@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -104,6 +105,38 @@ def tiny_digits_run(tmp_path_factory):
         log=lambda line: None,
     )
     return out
+
+
+@pytest.fixture
+def write_idx_set():
+    """A writer of the four IDX files of an MNIST-like set (random 28x28 images and
+    labels 0-9): ``write_idx_set(folder, gz=..., n_train=20, n_test=10, seed=0)``
+    returns the arrays it wrote, by file name without ``.gz``."""
+    import gzip
+    import struct
+
+    def write(
+        folder: Path, *, gz: bool, n_train: int = 20, n_test: int = 10, seed: int = 0
+    ) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        arrays = {
+            "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+            "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+            "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            # Magic 0x0803 (unsigned bytes, 3 dimensions) or 0x0801 (1), then the sizes.
+            header = struct.pack(f">I{array.ndim}I", 0x800 + array.ndim, *array.shape)
+            payload = header + array.tobytes()
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+            else:
+                (folder / name).write_bytes(payload)
+        return arrays
+
+    return write
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ own loss), and ``--score`` from the command line to its table."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
-import struct
 import sys
 from pathlib import Path
 
@@ -158,11 +156,6 @@ def test_the_vamps_tanh_is_read_off_its_forward(squash):
     assert quality.trains_with_tanh(_VampStandIn(squash)) is squash
 
 
-def _idx_gz(path: Path, images: np.ndarray) -> None:
-    n, h, w = images.shape
-    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, n, h, w) + images.tobytes()))
-
-
 @pytest.fixture
 def restore_threads():
     """quality.py's main sets one thread for the process; the tests after keep theirs."""
@@ -172,16 +165,13 @@ def restore_threads():
 
 
 def test_score_from_the_command_line_writes_the_paired_table(
-    tmp_path, monkeypatch, capsys, restore_threads
+    tmp_path, monkeypatch, capsys, restore_threads, write_idx_set
 ):
     import pyrovae
 
     rng = np.random.default_rng(0)
     data_dir = tmp_path / "idx"
-    data_dir.mkdir()
-    for split, n in (("train", 40), ("t10k", 12)):
-        _idx_gz(data_dir / f"{split}-images-idx3-ubyte.gz",
-                rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))  # fmt: skip
+    write_idx_set(data_dir, gz=True, n_train=40, n_test=12)
     images = (rng.random((64, 1, 28, 28)) < 0.3).astype(np.float32)
     runs = {"ema": 0.9, "plain": 0.0}
     for name, ema in runs.items():

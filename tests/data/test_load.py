@@ -6,7 +6,6 @@ fetches them from a local HTTP server (``http_folder``), nothing from the networ
 
 from __future__ import annotations
 
-import gzip
 import struct
 import warnings
 import zlib
@@ -58,33 +57,8 @@ def test_a_long_double_file_is_read_as_its_numbers(tmp_path):
     assert images.dtype == torch.float32 and bool((images == 0.25).all()) and labels is None
 
 
-def idx_images(images: np.ndarray) -> bytes:
-    n, h, w = images.shape
-    return struct.pack(">IIII", 0x00000803, n, h, w) + images.astype(np.uint8).tobytes()
-
-
 def idx_labels(labels: np.ndarray) -> bytes:
     return struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes()
-
-
-def write_idx_set(
-    folder: Path, *, gz: bool, n_train: int = 20, n_test: int = 10, seed: int = 0
-) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        payload = idx_images(array) if array.ndim == 3 else idx_labels(array)
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
-        else:
-            (folder / name).write_bytes(payload)
-    return arrays
 
 
 def assert_matches_idx(data: ArrayData, arrays: dict[str, np.ndarray]) -> None:
@@ -137,7 +111,9 @@ def test_digits_split_is_fixed_whatever_the_seed() -> None:
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("gz", [False, True])
-def test_idx_files_in_data_dir_round_trip(tmp_path: Path, name: str, gz: bool) -> None:
+def test_idx_files_in_data_dir_round_trip(
+    tmp_path: Path, name: str, gz: bool, write_idx_set
+) -> None:
     arrays = write_idx_set(tmp_path, gz=gz)
     data = load_dataset(name, tmp_path, download=False)
     assert data.name == name
@@ -149,12 +125,14 @@ def test_idx_files_in_data_dir_round_trip(tmp_path: Path, name: str, gz: bool) -
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_idx_files_in_torchvision_layout(tmp_path: Path, name: str, folder: str) -> None:
+def test_idx_files_in_torchvision_layout(
+    tmp_path: Path, name: str, folder: str, write_idx_set
+) -> None:
     arrays = write_idx_set(tmp_path / folder / "raw", gz=True)
     assert_matches_idx(load_dataset(name, tmp_path, download=False), arrays)
 
 
-def test_idx_files_with_dotted_names(tmp_path: Path) -> None:
+def test_idx_files_with_dotted_names(tmp_path: Path, write_idx_set) -> None:
     arrays = write_idx_set(tmp_path, gz=False)
     for name in IDX_NAMES:
         (tmp_path / name).rename(tmp_path / name.replace("-idx", ".idx"))
@@ -162,7 +140,7 @@ def test_idx_files_with_dotted_names(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_from_system_dir_is_read_not_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_idx_set
 ) -> None:
     system = tmp_path / "usr-share-datasets-fashion-mnist"
     arrays = write_idx_set(system, gz=True)
@@ -175,7 +153,7 @@ def test_fashion_mnist_from_system_dir_is_read_not_written(
         load_dataset("mnist", download=False)
 
 
-def test_idx_cache_dir_is_searched_when_no_data_dir(tmp_path: Path) -> None:
+def test_idx_cache_dir_is_searched_when_no_data_dir(tmp_path: Path, write_idx_set) -> None:
     arrays = write_idx_set(tmp_path / "xdg-cache" / "pyrovae" / "mnist" / "MNIST" / "raw", gz=True)
     assert_matches_idx(load_dataset("mnist", download=False), arrays)
 
@@ -188,7 +166,7 @@ def test_idx_missing_says_where_it_looked(tmp_path: Path) -> None:
     assert "--data-dir" in message and "apt-get install dataset-fashion-mnist" in message
 
 
-def test_idx_partial_set_names_missing_file(tmp_path: Path) -> None:
+def test_idx_partial_set_names_missing_file(tmp_path: Path, write_idx_set) -> None:
     write_idx_set(tmp_path, gz=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError) as exc_info:
@@ -209,7 +187,9 @@ def test_idx_download_failure_is_a_data_error(
     assert "download into" in message and "RuntimeError" in message
 
 
-def _serve_idx_set(monkeypatch: pytest.MonkeyPatch, http_folder, torchvision_class: str):
+def _serve_idx_set(
+    monkeypatch: pytest.MonkeyPatch, http_folder, write_idx_set, torchvision_class: str
+):
     """The four .gz files on the local server, as torchvision's mirror with their MD5s."""
     import hashlib
 
@@ -229,9 +209,9 @@ def _serve_idx_set(monkeypatch: pytest.MonkeyPatch, http_folder, torchvision_cla
 
 @pytest.mark.parametrize("key", ["mnist", "fashion-mnist"])
 def test_idx_download_fetches_checks_and_reads_the_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder, key: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder, write_idx_set, key: str
 ) -> None:
-    arrays, _ = _serve_idx_set(monkeypatch, http_folder, idx.TORCHVISION_CLASS[key])
+    arrays, _ = _serve_idx_set(monkeypatch, http_folder, write_idx_set, idx.TORCHVISION_CLASS[key])
     data = load_dataset(key, tmp_path / "fetched", download=True)
     assert_matches_idx(data, arrays)
     # Fetched into DIR/<Class>/raw, where the next run finds them without the server.
@@ -240,9 +220,9 @@ def test_idx_download_fetches_checks_and_reads_the_files(
 
 
 def test_idx_download_with_a_wrong_checksum_is_a_data_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_folder, write_idx_set
 ) -> None:
-    _, resources = _serve_idx_set(monkeypatch, http_folder, "MNIST")
+    _, resources = _serve_idx_set(monkeypatch, http_folder, write_idx_set, "MNIST")
     resources[0] = (resources[0][0], "0" * 32)
     with pytest.raises(DataError) as exc_info:
         load_dataset("mnist", tmp_path / "fetched", download=True)
@@ -250,7 +230,7 @@ def test_idx_download_with_a_wrong_checksum_is_a_data_error(
     assert "download into" in message and resources[0][0] in message
 
 
-def test_idx_label_count_mismatch(tmp_path: Path) -> None:
+def test_idx_label_count_mismatch(tmp_path: Path, write_idx_set) -> None:
     write_idx_set(tmp_path, gz=False)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_labels(np.zeros(7, np.uint8)))
     with pytest.raises(DataError, match="20 images but .* 7 labels"):
@@ -258,7 +238,7 @@ def test_idx_label_count_mismatch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("payload", [b"not an idx file at all", b""])
-def test_idx_corrupt_file(tmp_path: Path, payload: bytes) -> None:
+def test_idx_corrupt_file(tmp_path: Path, payload: bytes, write_idx_set) -> None:
     write_idx_set(tmp_path, gz=True)
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(payload)
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz") as exc_info:
@@ -266,7 +246,7 @@ def test_idx_corrupt_file(tmp_path: Path, payload: bytes) -> None:
     assert_one_line(exc_info)
 
 
-def test_idx_truncated_file(tmp_path: Path) -> None:
+def test_idx_truncated_file(tmp_path: Path, write_idx_set) -> None:
     write_idx_set(tmp_path, gz=False)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
@@ -634,7 +614,7 @@ def test_helpers_on_cuda() -> None:
     assert data.train.is_cuda and data.test_labels is not None and data.test_labels.is_cuda
 
 
-def test_no_warnings_on_clean_loads(tmp_path: Path) -> None:
+def test_no_warnings_on_clean_loads(tmp_path: Path, write_idx_set) -> None:
     write_idx_set(tmp_path, gz=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
