@@ -80,6 +80,8 @@ HIDDEN = (400,)
 IAF_LAYERS, IAF_HIDDEN = 4, (128,)
 #: ``--precision`` and ``--compile``, for both sides.
 SPEED: dict[str, Any] = {"precision": "fp32", "compile": False, "compile_mode": None}
+#: Where Fashion-MNIST is read from (``--data-dir``; None: pyrovae's default places).
+DATA: dict[str, str | None] = {"data_dir": None}
 
 
 class PlainVAE(nn.Module):
@@ -145,7 +147,7 @@ PLAIN_MODELS = {"normal": PlainVAE, "iaf": PlainIAFVAE}
 def _config(arch: str, batch_size: int, device: str, guide: str = "normal") -> RunConfig:
     flow = {"flows": IAF_LAYERS, "flow_hidden": IAF_HIDDEN} if guide == "iaf" else {}
     return RunConfig(
-        data=DataConfig(dataset="fashion-mnist"),
+        data=DataConfig(dataset="fashion-mnist", data_dir=DATA["data_dir"]),
         model=model_config(network=arch, hidden=HIDDEN, latent_dim=LATENT_DIM, guide=guide, **flow),
         train=TrainConfig(batch_size=batch_size, device=device),  # type: ignore[arg-type]
     )
@@ -334,6 +336,7 @@ def _peak_memory_mb(
     command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()),
                "--precision", SPEED["precision"], *(["--compile"] if SPEED["compile"] else []),
                *(["--compile-mode", SPEED["compile_mode"]] if SPEED["compile_mode"] else []),
+               *(["--data-dir", DATA["data_dir"]] if DATA["data_dir"] else []),
                "--_memory-child", side, arch, str(batch_size), device, str(steps),
                guide]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -462,6 +465,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="cpu and/or cuda [default: cpu, and cuda if present]",
     )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the Fashion-MNIST IDX files [default: "
+        "pyrovae's: /usr/share/datasets/fashion-mnist, then its cache]",
+    )
     parser.add_argument("--images", type=int, default=10240, help="images per side per repetition")
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions (alternating)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -485,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.compile = args.compile or args.compile_mode is not None
     SPEED.update(precision=args.precision, compile=args.compile, compile_mode=args.compile_mode)
+    DATA["data_dir"] = args.data_dir
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._memory_child:

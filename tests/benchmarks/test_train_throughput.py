@@ -4,6 +4,7 @@ same random numbers, so the images/s ratio measures the code, not the model."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,3 +45,34 @@ def test_the_plain_loss_is_pyrovaes_step_loss(guide):
     torch.manual_seed(1)
     plain_loss = plain(x) * x.shape[0]
     assert torch.allclose(pyrovae_loss, plain_loss, rtol=1e-5)
+
+
+def test_data_dir_reaches_both_sides_and_the_memory_runs(
+    tmp_path, monkeypatch, capsys, write_idx_set
+):
+    # The machine's own Fashion-MNIST (Debian package, user cache) is kept out, so the run
+    # can only read the files --data-dir names. gpu.sh passes its DATA_DIR this way.
+    from pyrovae.data import idx
+
+    monkeypatch.setattr(idx, "_SYSTEM_DIRS", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_idx_set(tmp_path / "fmnist", gz=True, n_train=64, n_test=8)
+    children, run = [], subprocess.run
+
+    def memory_child(command, **options):  # keeps a child's argv, answers peak and baseline
+        if "--_memory-child" not in command:
+            return run(command, **options)  # platform.processor()'s uname
+        children.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="12.0 2.0\n")
+
+    monkeypatch.setattr(train_throughput.subprocess, "run", memory_child)
+    monkeypatch.setattr(train_throughput, "SPEED", dict(train_throughput.SPEED))
+    monkeypatch.setattr(train_throughput, "DATA", dict(train_throughput.DATA))
+    train_throughput.main(["--data-dir", str(tmp_path / "fmnist"), "--device", "cpu",
+                           "--arch", "mlp", "--batch-size", "16", "--images", "32",
+                           "--reps", "1"])  # fmt: skip
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| cpu | mlp | normal | 16 |"), row
+    assert len(children) == 2  # pyrovae's and the plain loop's
+    for command in children:
+        assert command[command.index("--data-dir") + 1] == str(tmp_path / "fmnist")
