@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.data.pixels import check_finite_unit_interval
+from pyrovae.data.pixels import check_finite
 from pyrovae.errors import DataError, describe_exception
 
 _NPZ_IMAGE_KEYS = ("x", "images", "arr_0")
@@ -118,7 +118,7 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
     if kind not in "biuf":
         raise DataError(
             f"{where}: unsupported dtype {arr.dtype}; expected uint8, integers in 0..255, "
-            "bool, or floats in [0, 1]"
+            "bool, or floats"
         )
     # torch.from_numpy rejects non-native byte order (e.g. '>f4' written elsewhere).
     arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
@@ -128,8 +128,7 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
             raise DataError(
-                f"{where}: integer pixels run from {lo} to {hi}; expected 0..255 "
-                "(or floats in [0, 1])"
+                f"{where}: integer pixels run from {lo} to {hi}; expected 0..255 (or floats)"
             )
         if hi == 1:
             warnings.warn(
@@ -145,8 +144,9 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
     if arr.dtype.itemsize > 8:
         arr = arr.astype(np.float64)
     tensor = torch.from_numpy(arr)
-    # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows.
-    check_finite_unit_interval(tensor, where, missing=True)
+    # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows,
+    # and the range its likelihood takes ([0, 1] for a Bernoulli; any value for a Gaussian).
+    check_finite(tensor, where, missing=True)
     return tensor.to(torch.float32)
 
 

@@ -101,6 +101,20 @@ def check_finite_unit_interval(x: torch.Tensor, what: str, *, missing: bool = Fa
     DataError
         If ``x`` is empty, holds NaN or inf, or has values outside [0, 1].
     """
+    _check_values(x, what, missing=missing, unit_interval=True)
+
+
+def check_finite(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
+    """:func:`check_finite_unit_interval` without the range: any finite value.
+
+    For data whose range only the likelihood decides (a Gaussian takes any real
+    value, a Bernoulli [0, 1]): files are read with this check, and the range is
+    checked once the run's likelihood is known (:mod:`pyrovae.data.prepare`).
+    """
+    _check_values(x, what, missing=missing, unit_interval=False)
+
+
+def _check_values(x: torch.Tensor, what: str, *, missing: bool, unit_interval: bool) -> None:
     if x.numel() == 0:
         raise DataError(f"{what} is empty (shape {tuple(x.shape)}): expected at least one image")
     _check_pixel_dtype(x)
@@ -110,7 +124,10 @@ def check_finite_unit_interval(x: torch.Tensor, what: str, *, missing: bool = Fa
     first_nonfinite = first_outside = -1
     for start, chunk in _row_chunks(x):
         nonfinite = torch.isinf(chunk) if missing else ~torch.isfinite(chunk)
-        outside = (chunk < 0) | (chunk > 1)  # False for NaN, so counted once
+        if unit_interval:
+            outside = (chunk < 0) | (chunk > 1)  # False for NaN, so counted once
+        else:
+            outside = torch.zeros_like(nonfinite)
         # One device sync per chunk for both counts.
         bad, out = torch.stack([nonfinite.sum(), outside.sum()]).tolist()
         if bad and first_nonfinite < 0:

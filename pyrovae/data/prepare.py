@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch.distributions import constraints
 from torch.distributions.constraints import Constraint
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, Rows
 from pyrovae.data.load import load_dataset
 from pyrovae.data.missing import bernoulli_observed, check_observed_rows
-from pyrovae.data.pixels import check_finite_unit_interval, is_binary, to_unit_float
+from pyrovae.data.pixels import check_finite, check_finite_unit_interval, is_binary, to_unit_float
 from pyrovae.data.streams import check_rows, rows_are_binary
 from pyrovae.errors import (
     ConfigError,
@@ -55,11 +56,17 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
         image_size=config.data.image_size,
         channels=config.data.channels,
     )
+    # A binary likelihood needs float values in [0, 1]; the others' ranges are their
+    # supports, which training checks (check_support): a Gaussian takes any finite value.
+    check = check_finite_unit_interval if binary else check_finite
+    for_likelihood = f" (for likelihood {config.model.likelihood})" if binary else ""
     if isinstance(data.train, torch.Tensor):
-        check_finite_unit_interval(data.train, f"the training set of {data.name}", missing=True)
+        check(data.train, f"the training set of {data.name}{for_likelihood}", missing=True)
     else:
-        check_rows(data.train, f"the training set of {data.name}")
-    check_finite_unit_interval(data.test, f"the test set of {data.name}", missing=True)
+        check_rows(
+            data.train, f"the training set of {data.name}{for_likelihood}", unit_interval=binary
+        )
+    check(data.test, f"the test set of {data.name}{for_likelihood}", missing=True)
     _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 
@@ -95,6 +102,8 @@ def check_support(data: ArrayData, support: Constraint, likelihood: str) -> None
     continuous Bernoulli), checked in slices of the test set and training set."""
     # Element by element (a missing value, NaN, is not scored), then per point.
     elementwise = getattr(support, "base_constraint", support)
+    if elementwise is constraints.real:  # every finite value, which the data were checked for
+        return
     for split, x in (("test", data.test), ("training", data.train)):
         for start in range(0, x.shape[0], 4096):
             chunk = to_unit_float(x[start : start + 4096])

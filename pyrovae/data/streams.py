@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyrovae.data.folders import ImageReader
-from pyrovae.data.pixels import check_finite_unit_interval, is_binary
+from pyrovae.data.pixels import check_finite, check_finite_unit_interval, is_binary
 from pyrovae.errors import DataError, describe_exception
 
 #: ``--stream auto`` streams data that would take more than this share of available memory.
@@ -156,13 +156,14 @@ class NpyRows(Dataset):
                 _read_exactly(handle.fileno(), flat[start:stop].data.cast("B"), at)
         return values
 
-    def check(self, what: str) -> None:
-        """The checks a file read whole gets, a slice at a time."""
+    def check(self, what: str, *, unit_interval: bool) -> None:
+        """The checks a file read whole gets, a slice at a time; float values in [0, 1]
+        with ``unit_interval`` (a binary likelihood's), else any finite value."""
         kind = self.file_dtype.kind
         if kind not in "biuf":
             raise DataError(
                 f"{what}: unsupported dtype {self.file_dtype}; expected uint8, integers in "
-                "0..255, bool, or floats in [0, 1]"
+                "0..255, bool, or floats"
             )
         if kind == "u" and self.file_dtype.itemsize == 1 or kind == "b":
             return
@@ -175,14 +176,14 @@ class NpyRows(Dataset):
                         f"{what} (rows from {start}) holds missing values (NaN), which a "
                         "streamed file cannot train on: train with --stream no"
                     )
-                check_finite_unit_interval(values, f"{what} (rows from {start})")
+                check = check_finite_unit_interval if unit_interval else check_finite
+                check(values, f"{what} (rows from {start})")
                 continue
             raw = self._read(self.rows[chunk])
             lo, hi = int(raw.min()), int(raw.max())
             if lo < 0 or hi > 255:
                 raise DataError(
-                    f"{what}: integer pixels run from {lo} to {hi}; expected 0..255 "
-                    "(or floats in [0, 1])"
+                    f"{what}: integer pixels run from {lo} to {hi}; expected 0..255 (or floats)"
                 )
 
     def is_binary(self) -> bool:
@@ -248,7 +249,7 @@ class FolderRows(Dataset):
             images[i] = pixels
         return images
 
-    def check(self, what: str) -> None:
+    def check(self, what: str, *, unit_interval: bool) -> None:
         """Nothing more to check: 8-bit pixels are in range, and every image's size and
         mode were checked from its header when the folder was listed
         (:func:`pyrovae.data.folders.check_headers`)."""
@@ -259,10 +260,11 @@ class FolderRows(Dataset):
         )
 
 
-def check_rows(rows: object, what: str) -> None:
-    """Check streamed rows the way data read whole are checked (a pass over the file)."""
+def check_rows(rows: object, what: str, *, unit_interval: bool) -> None:
+    """Check streamed rows the way data read whole are checked (a pass over the file);
+    ``unit_interval``: float values must lie in [0, 1]."""
     assert isinstance(rows, (NpyRows, FolderRows))
-    rows.check(what)
+    rows.check(what, unit_interval=unit_interval)
 
 
 def rows_are_binary(rows: object) -> bool:

@@ -154,8 +154,7 @@ def fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
-    if source is not None:  # a file's pixels were checked against [0, 1] when read
-        check_in_support(vae, data, config)
+    check_in_support(vae, data, config)  # data were checked to be finite when read
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     training.validation, training.validation_labels = held.validation, held.validation_labels

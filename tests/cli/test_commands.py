@@ -309,6 +309,26 @@ def test_bad_input_one_line_error_and_no_run_dir(runner, tmp_path, args):
     assert not out.exists()
 
 
+def test_a_gaussian_trains_on_a_float_file_of_any_range(runner, tmp_path):
+    # Standardized data (here around 10): a Gaussian likelihood takes them; a continuous
+    # Bernoulli, whose support is [0, 1], refuses them in one line, before any run folder.
+    values = np.random.default_rng(0).normal(10.0, 3.0, (40, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "z.npy", values)
+    common = ["train", "--dataset", str(tmp_path / "z.npy"), "--epochs", "1", "--no-progress"]
+    out = tmp_path / "gaussian"
+    result = runner.invoke(main, [*common, "--likelihood", "gaussian", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evaluate", "--run", str(out), "-k", "5", "--metrics", "logpx"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "cb"
+    result = runner.invoke(
+        main, [*common, "--likelihood", "continuous-bernoulli", "--out", str(out)]
+    )
+    _assert_one_line_error(result)
+    assert "outside the support of likelihood continuous-bernoulli" in result.output
+    assert not out.exists()
+
+
 def test_a_point_with_every_value_missing(runner, tmp_path):
     # NaN marks a missing value (tests/cli/test_impute.py trains on such data); a point
     # with none observed is refused.

@@ -79,6 +79,8 @@ def test_streamed_values_get_the_checks_of_a_file_read_whole(tmp_path):
     config = RunConfig(data=DataConfig(dataset=str(tmp_path / "big.npy"), stream="yes"))
     with pytest.raises(DataError, match=r"outside \[0, 1\]"):
         prepare_data(config, torch.device("cpu"), binary=True)
+    # A likelihood that is not binary takes them (its support is checked in training).
+    assert prepare_data(config, torch.device("cpu"), binary=False).train.shape[0] == 9
     np.save(tmp_path / "ints.npy", np.full((10, 3, 3), 300, dtype=np.int32))
     config.data.dataset = str(tmp_path / "ints.npy")
     with pytest.raises(DataError, match="integer pixels run from 300 to 300"):
