@@ -79,7 +79,9 @@ def draw_binary(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return u.lt_(x)
 
 
-def check_finite_unit_interval(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
+def check_finite_unit_interval(
+    x: torch.Tensor, what: str, *, missing: bool = False, likelihood: str | None = None
+) -> None:
     """Check that pixels are usable: non-empty, finite, and within [0, 1].
 
     Values are judged on the :func:`to_unit_float` scale, so ``uint8`` and
@@ -95,13 +97,16 @@ def check_finite_unit_interval(x: torch.Tensor, what: str, *, missing: bool = Fa
     missing
         Accept NaN as a missing value (:mod:`pyrovae.data.missing`); inf is
         refused either way.
+    likelihood
+        The likelihood that needs [0, 1], named in the message (which then
+        points to a Gaussian for values of any range).
 
     Raises
     ------
     DataError
         If ``x`` is empty, holds NaN or inf, or has values outside [0, 1].
     """
-    _check_values(x, what, missing=missing, unit_interval=True)
+    _check_values(x, what, missing=missing, unit_interval=True, likelihood=likelihood)
 
 
 def check_finite(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
@@ -114,7 +119,14 @@ def check_finite(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
     _check_values(x, what, missing=missing, unit_interval=False)
 
 
-def _check_values(x: torch.Tensor, what: str, *, missing: bool, unit_interval: bool) -> None:
+def _check_values(
+    x: torch.Tensor,
+    what: str,
+    *,
+    missing: bool,
+    unit_interval: bool,
+    likelihood: str | None = None,
+) -> None:
     if x.numel() == 0:
         raise DataError(f"{what} is empty (shape {tuple(x.shape)}): expected at least one image")
     _check_pixel_dtype(x)
@@ -144,10 +156,17 @@ def _check_values(x: torch.Tensor, what: str, *, missing: bool, unit_interval: b
         )
     if n_outside:
         lo, hi = _finite_min_max(x)
+        fix = "divide 0..255 data by 255 or store it as uint8"
+        if likelihood is not None:
+            fix = (
+                f"likelihood {likelihood} needs float values in [0, 1]: {fix}, or choose "
+                "likelihood gaussian, which takes any value"
+            )
+        else:
+            fix = f"float pixels must lie in [0, 1]: {fix}"
         raise DataError(
             f"{what} has {n_outside} values outside [0, 1] (min {lo:.4g}, max {hi:.4g}, "
-            f"first at index {first_outside}); float pixels must lie in [0, 1]: "
-            "divide 0..255 data by 255 or store it as uint8"
+            f"first at index {first_outside}); {fix}"
         )
 
 

@@ -58,15 +58,15 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
     )
     # A binary likelihood needs float values in [0, 1]; the others' ranges are their
     # supports, which training checks (check_support): a Gaussian takes any finite value.
-    check = check_finite_unit_interval if binary else check_finite
-    for_likelihood = f" (for likelihood {config.model.likelihood})" if binary else ""
-    if isinstance(data.train, torch.Tensor):
-        check(data.train, f"the training set of {data.name}{for_likelihood}", missing=True)
-    else:
-        check_rows(
-            data.train, f"the training set of {data.name}{for_likelihood}", unit_interval=binary
-        )
-    check(data.test, f"the test set of {data.name}{for_likelihood}", missing=True)
+    needs_unit = config.model.likelihood if binary else None
+    for split, x in (("training", data.train), ("test", data.test)):
+        what = f"the {split} set of {data.name}"
+        if not isinstance(x, torch.Tensor):
+            check_rows(x, what, unit_interval_for=needs_unit)
+        elif needs_unit is None:
+            check_finite(x, what, missing=True)
+        else:
+            check_finite_unit_interval(x, what, missing=True, likelihood=needs_unit)
     _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 
@@ -83,9 +83,7 @@ def prepare_source(
     if binary:
         for split, x in (("data", data.train), ("test_data", data.test)):
             assert isinstance(x, torch.Tensor)  # data from Python is in memory
-            check_finite_unit_interval(
-                x, f"{split} (for likelihood {config.model.likelihood})", missing=True
-            )
+            check_finite_unit_interval(x, split, missing=True, likelihood=config.model.likelihood)
     _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 

@@ -156,9 +156,10 @@ class NpyRows(Dataset):
                 _read_exactly(handle.fileno(), flat[start:stop].data.cast("B"), at)
         return values
 
-    def check(self, what: str, *, unit_interval: bool) -> None:
+    def check(self, what: str, *, unit_interval_for: str | None) -> None:
         """The checks a file read whole gets, a slice at a time; float values in [0, 1]
-        with ``unit_interval`` (a binary likelihood's), else any finite value."""
+        where ``unit_interval_for`` names a likelihood that needs them (a binary one),
+        else any finite value."""
         kind = self.file_dtype.kind
         if kind not in "biuf":
             raise DataError(
@@ -176,8 +177,11 @@ class NpyRows(Dataset):
                         f"{what} (rows from {start}) holds missing values (NaN), which a "
                         "streamed file cannot train on: train with --stream no"
                     )
-                check = check_finite_unit_interval if unit_interval else check_finite
-                check(values, f"{what} (rows from {start})")
+                where = f"{what} (rows from {start})"
+                if unit_interval_for is None:
+                    check_finite(values, where)
+                else:
+                    check_finite_unit_interval(values, where, likelihood=unit_interval_for)
                 continue
             raw = self._read(self.rows[chunk])
             lo, hi = int(raw.min()), int(raw.max())
@@ -249,7 +253,7 @@ class FolderRows(Dataset):
             images[i] = pixels
         return images
 
-    def check(self, what: str, *, unit_interval: bool) -> None:
+    def check(self, what: str, *, unit_interval_for: str | None) -> None:
         """Nothing more to check: 8-bit pixels are in range, and every image's size and
         mode were checked from its header when the folder was listed
         (:func:`pyrovae.data.folders.check_headers`)."""
@@ -260,11 +264,11 @@ class FolderRows(Dataset):
         )
 
 
-def check_rows(rows: object, what: str, *, unit_interval: bool) -> None:
+def check_rows(rows: object, what: str, *, unit_interval_for: str | None) -> None:
     """Check streamed rows the way data read whole are checked (a pass over the file);
-    ``unit_interval``: float values must lie in [0, 1]."""
+    float values must lie in [0, 1] where ``unit_interval_for`` names a likelihood."""
     assert isinstance(rows, (NpyRows, FolderRows))
-    rows.check(what, unit_interval=unit_interval)
+    rows.check(what, unit_interval_for=unit_interval_for)
 
 
 def rows_are_binary(rows: object) -> bool:
