@@ -64,7 +64,7 @@ from pyrovae.runtime import forked_rng, isolated_rng, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import run as training_run
 from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
-from pyrovae.training.loop import Finish, Logger, TrainResult
+from pyrovae.training.loop import Finish, Logger, TrainResult, check_in_support
 
 if TYPE_CHECKING:
     import arviz as az
@@ -348,14 +348,17 @@ class Run:
                     f"the run was trained on points of shape {tuple(trained)}, but "
                     f"{self.config.data.dataset} now has {tuple(prepared.data_shape)}"
                 )
-            return prepared
-        source = _source(self.config, data, test_data)
-        if source.data_shape != self.config.model.data_shape:
-            raise ConfigError(
-                f"the run models points of shape {self.config.model.data_shape}, "
-                f"but data= has points of shape {source.data_shape}"
-            )
-        return prepare_source(source, self.config, self.device, binary=binary)
+        else:
+            source = _source(self.config, data, test_data)
+            if source.data_shape != self.config.model.data_shape:
+                raise ConfigError(
+                    f"the run models points of shape {self.config.model.data_shape}, "
+                    f"but data= has points of shape {source.data_shape}"
+                )
+            prepared = prepare_source(source, self.config, self.device, binary=binary)
+        # A file may have changed since training; points from Python are new to the run.
+        check_in_support(self.vae, prepared, self.config)
+        return prepared
 
     def split(
         self,

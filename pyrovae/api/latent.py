@@ -40,6 +40,7 @@ from pyrovae.reports.encode import Encoding, check_points, encode_points
 from pyrovae.reports.explore import TSNE_POINTS, ExploreResult, Log, write_latent_figures
 from pyrovae.reports.probe import LABEL_COUNTS, ProbeResult, linear_probe, save_probe_plot
 from pyrovae.runtime import isolated_rng
+from pyrovae.training.loop import check_in_support
 
 #: Keys of an ``.npz`` that hold labels rather than points.
 _LABEL_KEYS = ("y", "labels")
@@ -137,6 +138,7 @@ def dataset_split(
     )
     binary = run.vae.likelihood.binary
     prepared = prepare_data(config, run.device, binary=binary)
+    check_in_support(run.vae, prepared, config)
     return split_images(config, prepared, split, binary=binary)
 
 

@@ -1,7 +1,8 @@
 """Pixel tensors: conversion to the [0, 1] scale and the checks every data set passes.
 
-Pixels are kept as found, ``uint8`` 0..255 or ``float32`` in [0, 1], so MNIST
-takes a quarter of the memory of floats; :func:`to_unit_float` converts one
+Pixels are kept as found, ``uint8`` 0..255 or ``float32`` (in [0, 1] for a
+binary likelihood; of any finite value for a Gaussian), so MNIST takes a
+quarter of the memory of floats; :func:`to_unit_float` converts one
 batch at a time on the device. The checks run once, before training, in
 slices along dim 0 so memory stays bounded.
 """
@@ -24,7 +25,7 @@ def _check_pixel_dtype(x: torch.Tensor) -> None:
         return
     raise DataError(
         f"cannot read a tensor of dtype {x.dtype} as pixels: "
-        "expected uint8 (0..255), bool, or float in [0, 1]"
+        "expected uint8 (0..255), bool, or float"
     )
 
 

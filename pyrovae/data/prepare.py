@@ -95,14 +95,27 @@ def _check_observed(data: ArrayData) -> None:
             check_observed_rows(x, f"the {split} set of {data.name}")
 
 
-def check_support(data: ArrayData, support: Constraint, likelihood: str) -> None:
+def check_support(
+    data: ArrayData,
+    support: Constraint,
+    likelihood: str,
+    validation: torch.Tensor | None = None,
+) -> None:
     """Refuse data outside the likelihood's support (e.g. values beyond [0, 1] for a
-    continuous Bernoulli), checked in slices of the test set and training set."""
+    continuous Bernoulli), checked in slices of the test set, the ``validation``
+    points (held out of the training set) and the training set."""
     # Element by element (a missing value, NaN, is not scored), then per point.
     elementwise = getattr(support, "base_constraint", support)
     if elementwise is constraints.real:  # every finite value, which the data were checked for
         return
-    for split, x in (("test", data.test), ("training", data.train)):
+    # 8-bit pixels are read as k/255: when the support holds all 256, none can leave it,
+    # and a streamed file is not read again to find that out.
+    pixel_values = torch.arange(256, dtype=torch.float32) / 255
+    eight_bit_fits = bool(elementwise.check(pixel_values).all())
+    splits = [("test", data.test), ("validation", validation), ("training", data.train)]
+    for split, x in splits:
+        if x is None or (eight_bit_fits and x.dtype in (torch.uint8, torch.bool)):
+            continue
         for start in range(0, x.shape[0], 4096):
             chunk = to_unit_float(x[start : start + 4096])
             ok = elementwise.check(chunk) | torch.isnan(chunk)
@@ -110,7 +123,7 @@ def check_support(data: ArrayData, support: Constraint, likelihood: str) -> None
                 first = start + int((~ok).reshape(chunk.shape[0], -1).any(dim=1).nonzero()[0, 0])
                 raise DataError(
                     f"the {split} set of {data.name} has values outside the support of likelihood "
-                    f"{likelihood} ({support}; first in point {first}); rescale the data or "
+                    f"{likelihood} ({elementwise}; first in point {first}); rescale the data or "
                     "choose another likelihood"
                 )
 

@@ -154,7 +154,8 @@ def fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
-    check_in_support(vae, data, config)  # data were checked to be finite when read
+    # The data were checked to be finite when read; here against the likelihood.
+    check_in_support(vae, data, config, validation=held.validation)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     training.validation, training.validation_labels = held.validation, held.validation_labels
@@ -300,16 +301,19 @@ def load_data(
     return data
 
 
-def check_in_support(vae: VAE, data: ArrayData, config: RunConfig) -> None:
+def check_in_support(
+    vae: VAE, data: ArrayData, config: RunConfig, *, validation: torch.Tensor | None = None
+) -> None:
     """Refuse data outside the support of a non-binary likelihood (a binary one's data
-    are binarized, after the check for [0, 1])."""
+    are binarized, after the check for [0, 1]); ``validation``: the points held out of
+    the training set, checked too."""
     if component_class(config.model, "likelihood").binary:
         return
     device = module_device(vae)
     with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
         support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
     if support is not None:
-        check_support(data, support, config.model.likelihood)
+        check_support(data, support, config.model.likelihood, validation)
 
 
 def write_start(

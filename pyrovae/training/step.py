@@ -22,9 +22,10 @@ Three changes close the gap and keep the numbers:
    objective (e.g. an importance-weighted bound) always uses Pyro's
    ``differentiable_loss``.
 2. **Validation off inside the hot loop** (``pyro.validation_enabled(False)``):
-   the data were checked once before training (finite, in [0, 1], binary for
-   binary likelihoods), so per-step support checks (each a pass over the
-   batch plus a host synchronization) only cost time.
+   the data were checked once before training (finite, in the likelihood's
+   support: [0, 1] and binary for binary likelihoods), so per-step support
+   checks (each a pass over the batch plus a host synchronization) only cost
+   time.
 3. **One fused Adam** over all parameters (``torch.optim.Adam(fused=True)``),
    one kernel per step instead of a handful per parameter tensor.
 

@@ -329,6 +329,36 @@ def test_a_gaussian_trains_on_a_float_file_of_any_range(runner, tmp_path):
     assert not out.exists()
 
 
+def test_the_likelihoods_support_is_checked_on_every_split_and_on_reloading(runner, tmp_path):
+    # A continuous Bernoulli needs [0, 1]: a bad point among those --val-fraction holds
+    # out is refused before training; a file changed after training, by the commands
+    # that read it again (they ended in tracebacks from torch's validation).
+    from pyrovae.data.dataset import split_indices
+
+    values = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "u.npy", values)
+    common = ["train", "--dataset", str(tmp_path / "u.npy"), "--likelihood",
+              "continuous-bernoulli", "--epochs", "1", "--no-progress"]  # fmt: skip
+    trained = tmp_path / "trained"
+    assert runner.invoke(main, [*common, "--out", str(trained)]).exit_code == 0
+    # The training rows after the 10% test split, and of those the validation's.
+    train_index, _ = split_indices(100, 0, 0.1)
+    _, held = split_indices(len(train_index), 0, 0.2)
+    values[train_index[held[0]], 0, 0] = 1.5
+    np.save(tmp_path / "u.npy", values)
+    out = tmp_path / "held"
+    result = runner.invoke(main, [*common, "--val-fraction", "0.2", "--out", str(out)])
+    _assert_one_line_error(result)
+    assert "the validation set" in result.output and "continuous-bernoulli" in result.output
+    assert not out.exists()
+    values[:, 0, 0] = 1.5
+    np.save(tmp_path / "u.npy", values)
+    for command in (["evaluate", "-k", "2"], ["encode", "--out", str(tmp_path / "z.npz")]):
+        result = runner.invoke(main, [command[0], "--run", str(trained), *command[1:]])
+        _assert_one_line_error(result)
+        assert "outside the support of likelihood continuous-bernoulli" in result.output
+
+
 def test_a_point_with_every_value_missing(runner, tmp_path):
     # NaN marks a missing value (tests/cli/test_impute.py trains on such data); a point
     # with none observed is refused.

@@ -117,3 +117,29 @@ def test_auto_streams_what_would_take_over_a_quarter_of_available_memory(tmp_pat
     assert data.streamed and "--stream auto" in data.reading and "over 25%" in data.reading
     monkeypatch.undo()
     assert 0 < streams.available_memory() < 2**50
+
+
+class _Unreadable:
+    """Streamed rows of 8-bit pixels that fail the test if read."""
+
+    shape, dtype = torch.Size([10, 1, 2, 2]), torch.uint8
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        raise AssertionError("read")
+
+
+def test_eight_bit_rows_are_not_read_again_for_a_support_that_holds_every_pixel():
+    from torch.distributions import constraints
+
+    from pyrovae.data.dataset import ArrayData
+    from pyrovae.data.prepare import check_support
+
+    rows = _Unreadable()
+    test = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
+    data = ArrayData("u8", rows, test)  # type: ignore[arg-type]
+    check_support(data, constraints.unit_interval, "continuous-bernoulli")  # k/255 all inside
+    with pytest.raises(AssertionError, match="read"):  # 0 is not positive: read and checked
+        check_support(data, constraints.positive, "some-likelihood")
