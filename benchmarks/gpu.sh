@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures in one go (not yet timed on a GPU; each step capped, about 13 minutes at most):
+# GPU figures in one go (each step capped, about 13 minutes at most; an H200's figures, 4 December
+# 2026, are in benchmarks/README.md):
 #   1. training images/s of pyrovae's step against the plain PyTorch loop at batch 256
 #      (benchmarks/train_throughput.py, each pair side by side in one process; the target is a
 #      ratio >= 0.9): MLP 784-400-50 and the conv network in float32; the IAF guide;
@@ -35,6 +36,10 @@ TIME_LIMIT=${TIME_LIMIT:-0}
 smoke=0
 [[ "${1:-}" == "--smoke" ]] && smoke=1
 
+if ! [[ "$TIME_LIMIT" =~ ^[0-9]+$ ]]; then
+    echo "gpu.sh: TIME_LIMIT must be whole seconds (0: none), got '$TIME_LIMIT'" >&2
+    exit 1
+fi
 known="fp32 iaf quality evaluate bf16 compile cudagraphs"
 for name in $STEPS; do
     [[ " $known " == *" $name "* ]] || { echo "gpu.sh: unknown step '$name' in STEPS (known: $known)" >&2; exit 1; }
