@@ -50,12 +50,13 @@ def test_the_plain_loss_is_pyrovaes_step_loss(guide):
 def test_data_dir_reaches_both_sides_and_the_memory_runs(
     tmp_path, monkeypatch, capsys, write_idx_set
 ):
-    # The machine's own Fashion-MNIST (Debian package, user cache) is kept out, so the run
-    # can only read the files --data-dir names. gpu.sh passes its DATA_DIR this way.
+    # The machine's own Fashion-MNIST (Debian package, user cache, download) is kept out, so
+    # the run can only read the files --data-dir names. gpu.sh passes its DATA_DIR this way.
     from pyrovae.data import idx
 
     monkeypatch.setattr(idx, "_SYSTEM_DIRS", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "_download_idx_set", None)  # nor from the network
     write_idx_set(tmp_path / "fmnist", gz=True, n_train=64, n_test=8)
     children, run = [], subprocess.run
 
