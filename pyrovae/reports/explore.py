@@ -39,6 +39,7 @@ from pyrovae.files import atomic_write, check_output_folder
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
 from pyrovae.reports.encode import Encoding, encode_points
+from pyrovae.reports.figures import display_values
 from pyrovae.reports.style import in_style
 from pyrovae.runtime import eval_mode, module_device
 
@@ -96,9 +97,9 @@ def activity(vae: VAE, x: torch.Tensor, encoding: Encoding) -> tuple[torch.Tenso
 
 
 def decode(vae: VAE, z: torch.Tensor) -> torch.Tensor:
-    """The likelihood's mean E[x|z] for codes ``(n, n_latent)``, clamped to [0, 1] to show."""
+    """The likelihood's mean E[x|z] for codes ``(n, n_latent)``, on the CPU."""
     with torch.no_grad(), eval_mode(vae):
-        return vae.px(z.to(module_device(vae))).mean.float().clamp(0, 1).cpu()
+        return vae.px(z.to(module_device(vae))).mean.float().cpu()
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -121,7 +122,7 @@ def image_grid(
     from torchvision.utils import make_grid
 
     pad = 2
-    grid = make_grid(images.float().clamp(0, 1), nrow=ncol, padding=pad, pad_value=1.0)
+    grid = make_grid(display_values(images), nrow=ncol, padding=pad, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     height, width = images.shape[-2:]
     nrow = -(-images.shape[0] // ncol)

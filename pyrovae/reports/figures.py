@@ -3,7 +3,11 @@
 Grids are drawn pixel for pixel (``torchvision.utils.make_grid``), in colour
 for RGB images; small images are enlarged by whole factors (nearest
 neighbour) so that every tile is at least :data:`MIN_DISPLAY_SIZE` pixels a
-side. Labels and plots take the look of :mod:`pyrovae.reports.style`.
+side. Values in [0, 1] are drawn as they are, 0 black and 1 white; a figure
+with a value outside (a Gaussian likelihood on standardized data, say) is
+drawn on its own range instead, its least value black and its greatest white,
+rather than clipped. Labels and plots take the look of
+:mod:`pyrovae.reports.style`.
 """
 
 from __future__ import annotations
@@ -196,10 +200,22 @@ def _image_format(path: str | Path) -> str:
     return IMAGE_FORMATS[suffix]
 
 
+def display_values(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as float values in [0, 1] on the CPU, to draw: as they are where all lie
+    in [0, 1], else all of them mapped from their finite range (least 0, greatest 1)."""
+    images = images.detach().float().cpu()
+    finite = images[torch.isfinite(images)]
+    if finite.numel():
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo < 0 or hi > 1:
+            images = (images - lo) / max(hi - lo, 1e-12)
+    return images.clamp(0, 1)
+
+
 def _displayable(images: torch.Tensor) -> torch.Tensor:
-    """Float pixels in [0, 1] on the CPU; small images enlarged pixel for pixel to at least
+    """:func:`display_values`; small images enlarged pixel for pixel to at least
     :data:`MIN_DISPLAY_SIZE` (less where that would pass :data:`MAX_DISPLAY_VALUES`)."""
-    images = images.detach().float().clamp(0, 1).cpu()
+    images = display_values(images)
     factor = max(1, math.ceil(MIN_DISPLAY_SIZE / max(images.shape[-2:])))
     while factor > 1 and images.numel() * factor**2 > MAX_DISPLAY_VALUES:
         factor -= 1

@@ -200,3 +200,15 @@ def test_run_figures_label_the_curve_from_the_runs_config(tmp_path, monkeypatch)
     vectors = torch.rand(4, 5)  # not images: the loss curve only
     assert figures.save_run_figures(None, vectors, [], tmp_path) == [tmp_path / "loss_curve.png"]
     assert seen == {"objective": "elbo", "kl_warmup": 3}
+
+
+def test_values_outside_the_unit_interval_are_drawn_on_their_own_range(tmp_path):
+    # Standardized data (a Gaussian likelihood's): clipped, these would be black and white
+    # alone. The originals and reconstructions share one range, so they stay comparable.
+    originals = torch.linspace(-2.0, 2.0, 5).view(5, 1, 1, 1).expand(5, 1, 8, 8).clone()
+    recons = originals / 2
+    levels, _ = read_labelled(save_reconstructions(originals, recons, tmp_path / "r.png"), 2, 5)
+    assert levels[0].tolist() == [0, 64, 128, 191, 255]  # -2 .. 2 over 0 .. 255
+    assert levels[1].tolist() == [64, 96, 128, 159, 191]  # -1 .. 1 on the same scale
+    grid, _, _ = read_tiles(save_grid(originals * 3 + 1, tmp_path / "g.png"))
+    assert grid.tolist() == [[0, 64, 128], [191, 255, 255]]  # a grid alone: its own range
