@@ -34,6 +34,7 @@ from pyrovae.data.prepare import check_support, prepare_data, prepare_source
 from pyrovae.data.validation import hold_out_validation
 from pyrovae.errors import (
     CheckpointError,
+    ConfigError,
     DataError,
     FileWriteError,
     TrainingError,
@@ -156,6 +157,7 @@ def fit(
     vae = build_vae(config.model, device, modules=modules)
     # The data were checked to be finite when read; here against the likelihood.
     check_in_support(vae, data, config, validation=held.validation)
+    check_prior_range(vae, data, config)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     training.validation, training.validation_labels = held.validation, held.validation_labels
@@ -314,6 +316,28 @@ def check_in_support(
         support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
     if support is not None:
         check_support(data, support, config.model.likelihood, validation)
+
+
+def check_prior_range(vae: VAE, data: ArrayData, config: RunConfig) -> None:
+    """Refuse data outside the interval a prior's data-space parameters lie in (a
+    VampPrior's pseudo-inputs in [0, 1]): no pseudo-input could resemble them."""
+    interval = getattr(getattr(vae, "prior", None), "input_range", None)
+    if interval is None:
+        return
+    lo, hi = interval
+    for split, x in (("training", data.train), ("test", data.test)):
+        if x.dtype in (torch.uint8, torch.bool):  # read as k/255, in [0, 1]
+            continue
+        for start in range(0, x.shape[0], 4096):
+            chunk = x[start : start + 4096].float()
+            outside = (chunk < lo) | (chunk > hi)  # NaN (missing) is neither
+            if bool(outside.any()):
+                first = start + int(outside.reshape(chunk.shape[0], -1).any(1).nonzero()[0, 0])
+                raise ConfigError(
+                    f"prior {config.model.prior} has pseudo-inputs in [{lo:g}, {hi:g}], but the "
+                    f"{split} set of {data.name} has values outside (first in point {first}): "
+                    "choose pseudo-inputs linear (--pseudo-inputs linear), or rescale the data"
+                )
 
 
 def write_start(

@@ -329,6 +329,22 @@ def test_a_gaussian_trains_on_a_float_file_of_any_range(runner, tmp_path):
     assert not out.exists()
 
 
+def test_a_vampprior_in_the_unit_interval_refuses_data_outside_it(runner, tmp_path):
+    # Its pseudo-inputs could not resemble standardized data; the linear ones can.
+    values = np.random.default_rng(0).normal(0.0, 1.0, (40, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "z.npy", values)
+    common = ["train", "--dataset", str(tmp_path / "z.npy"), "--likelihood", "gaussian",
+              "--prior", "vamp", "--prior-components", "4", "--epochs", "1",
+              "--no-progress"]  # fmt: skip
+    out = tmp_path / "sigmoid"
+    result = runner.invoke(main, [*common, "--out", str(out)])
+    _assert_one_line_error(result)
+    assert "--pseudo-inputs linear" in result.output and not out.exists()
+    out = tmp_path / "linear"
+    result = runner.invoke(main, [*common, "--pseudo-inputs", "linear", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+
 def test_the_likelihoods_support_is_checked_on_every_split_and_on_reloading(runner, tmp_path):
     # A continuous Bernoulli needs [0, 1]: a bad point among those --val-fraction holds
     # out is refused before training; a file changed after training, by the commands

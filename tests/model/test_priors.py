@@ -127,6 +127,20 @@ def test_vamp_prior_mixes_the_guide_over_pseudo_inputs() -> None:
         assert torch.allclose(prior().log_prob(z), expected, atol=1e-5)
 
 
+def test_vamp_linear_pseudo_inputs_are_the_layer_unclipped_for_data_of_any_range() -> None:
+    vae = vae_2d("vamp", pseudo_inputs="linear")
+    prior = vae.prior
+    assert isinstance(prior, VampPrior) and prior.input_range is None
+    assert vae_2d("vamp", **HARDTANH).prior.input_range == (0.0, 1.0)
+    assert vae_2d("vamp").prior.input_range == (0.0, 1.0)
+    layer = prior.input_layer
+    with torch.no_grad():
+        layer.weight.mul_(20.0)
+        expected = (layer.weight.T + layer.bias).reshape(3, 1, 4, 4)
+        u = prior.pseudo_inputs()
+    assert torch.equal(u, expected) and (u < 0).any() and (u > 1).any()
+
+
 def test_vamp_hardtanh_pseudo_inputs_are_a_clipped_linear_layer_of_one_hot_inputs() -> None:
     vae = vae_2d("vamp", **HARDTANH)
     prior = vae.prior

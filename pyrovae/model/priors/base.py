@@ -49,6 +49,12 @@ class Prior(nn.Module, Component):
         super().__init__()
         self.n_latent = context.n_latent
 
+    @property
+    def input_range(self) -> tuple[float, float] | None:
+        """An interval the data must lie in for this prior to fit them (a VampPrior's
+        bounded pseudo-inputs); ``None``: no bound, as for a prior on z alone."""
+        return None
+
     def forward(self) -> dist.TorchDistribution:
         raise NotImplementedError
 

@@ -2,11 +2,13 @@
 (1/K) sum_k q(z | u_k) over learned pseudo-inputs u_k, evaluated with the
 VAE's own encoder and guide.
 
-Two parameterizations of the pseudo-inputs (the option ``pseudo_inputs``):
+Three parameterizations of the pseudo-inputs (the option ``pseudo_inputs``):
 ``sigmoid`` (the default, and every run before the option) keeps one free
 tensor per pseudo-input and squashes it, u_k = sigmoid(r_k); ``hardtanh`` is
 Tomczak & Welling's own and pythae's: a linear layer applied to the one-hot
-vector e_k and clipped to [0, 1], u_k = hardtanh(W e_k + b).
+vector e_k and clipped to [0, 1], u_k = hardtanh(W e_k + b); ``linear`` is that
+layer unclipped, u_k = W e_k + b, for data of any range (a Gaussian likelihood
+on standardized data), where the other two cannot reach the data.
 """
 
 from __future__ import annotations
@@ -29,17 +31,19 @@ from pyrovae.model.priors.mixture import COMPONENTS
 PSEUDO_INPUTS = Option(
     "pseudo_inputs",
     "sigmoid",
-    "VampPrior pseudo-inputs: sigmoid (of free parameters) or hardtanh "
-    "(of a linear layer applied to one-hot inputs, as pythae).",
-    choice("sigmoid", "hardtanh"),
+    "VampPrior pseudo-inputs: sigmoid (of free parameters), hardtanh "
+    "(of a linear layer applied to one-hot inputs, as pythae), both in [0, 1], or "
+    "linear (that layer unclipped, for data of any range).",
+    choice("sigmoid", "hardtanh", "linear"),
 )
 
 
 class VampPrior(Prior):
     """The VampPrior: a mixture of q(z|u_k) over learned pseudo-inputs u_k.
 
-    The pseudo-inputs are data points in [0, 1]: a sigmoid of free parameters,
-    or a hardtanh of a linear layer on one-hot inputs (``pseudo_inputs``). q
+    The pseudo-inputs are data points: in [0, 1], a sigmoid of free parameters
+    or a hardtanh of a linear layer on one-hot inputs, or of any value, that
+    layer alone (``pseudo_inputs``; :attr:`input_range`). q
     is the VAE's own encoder and guide, handed over with
     :meth:`attach_posterior` after the VAE is built: the prior keeps a plain
     reference to it rather than the VAE as a submodule, which would make the
@@ -87,11 +91,19 @@ class VampPrior(Prior):
     def attach_posterior(self, qz: Posterior) -> None:
         self._qz = qz
 
+    @property
+    def input_range(self) -> tuple[float, float] | None:
+        """The interval the pseudo-inputs lie in (``None``: any value); the data must
+        lie in it too, or no pseudo-input can resemble them."""
+        return None if self.parameterization == "linear" else (0.0, 1.0)
+
     def pseudo_inputs(self) -> torch.Tensor:
-        """u_k, ``(K, *data_shape)`` in [0, 1]."""
+        """u_k, ``(K, *data_shape)``, in :attr:`input_range`."""
         if self.parameterization == "sigmoid":
             return torch.sigmoid(self.raw_inputs)
-        u = F.hardtanh(self.input_layer(self.one_hot), 0.0, 1.0)  # (K, prod(data_shape))
+        u = self.input_layer(self.one_hot)  # (K, prod(data_shape))
+        if self.parameterization == "hardtanh":
+            u = F.hardtanh(u, 0.0, 1.0)
         return u.reshape(-1, *self.data_shape)
 
     def _mixture(self, temperature: float = 1.0) -> dist.TorchDistribution:
