@@ -259,3 +259,15 @@ def convert_images(
             chunk = TF.center_crop(TF.resize(chunk, [image_size], antialias=True), [image_size])
         parts.append(chunk.contiguous())
     return torch.cat(parts)
+
+
+def display_values(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as float values in [0, 1] on the CPU, to draw: as they are where all lie
+    in [0, 1], else all of them mapped from their finite range (least 0, greatest 1)."""
+    images = images.detach().float().cpu()
+    finite = images[torch.isfinite(images)]
+    if finite.numel():
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo < 0 or hi > 1:
+            images = (images - lo) / max(hi - lo, 1e-12)
+    return images.clamp(0, 1)

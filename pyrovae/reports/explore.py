@@ -33,13 +33,12 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from pyrovae.data.dataset import is_image_shape
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.pixels import display_values, to_unit_float
 from pyrovae.errors import DataError
 from pyrovae.files import atomic_write, check_output_folder
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
 from pyrovae.reports.encode import Encoding, encode_points
-from pyrovae.reports.figures import display_values
 from pyrovae.reports.style import in_style
 from pyrovae.runtime import eval_mode, module_device
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import is_image_shape
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.pixels import display_values, to_unit_float
 from pyrovae.errors import ConfigError, FileWriteError
 from pyrovae.files import atomic_write
 from pyrovae.reports.style import save_figure, styled_figure
@@ -198,18 +198,6 @@ def _image_format(path: str | Path) -> str:
     if suffix not in IMAGE_FORMATS:
         raise FileWriteError(f"{path} must end in {', '.join(IMAGE_FORMATS)}")
     return IMAGE_FORMATS[suffix]
-
-
-def display_values(images: torch.Tensor) -> torch.Tensor:
-    """``images`` as float values in [0, 1] on the CPU, to draw: as they are where all lie
-    in [0, 1], else all of them mapped from their finite range (least 0, greatest 1)."""
-    images = images.detach().float().cpu()
-    finite = images[torch.isfinite(images)]
-    if finite.numel():
-        lo, hi = float(finite.min()), float(finite.max())
-        if lo < 0 or hi > 1:
-            images = (images - lo) / max(hi - lo, 1e-12)
-    return images.clamp(0, 1)
 
 
 def _displayable(images: torch.Tensor) -> torch.Tensor:

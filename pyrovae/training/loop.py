@@ -29,7 +29,7 @@ import torch
 from pyrovae.config import TOML_CONFIG_NAME, RunConfig, TrainConfig
 from pyrovae.data.dataset import ArrayData, is_image_shape
 from pyrovae.data.missing import data_has_missing
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.pixels import display_values, to_unit_float
 from pyrovae.data.prepare import check_support, prepare_data, prepare_source
 from pyrovae.data.validation import hold_out_validation
 from pyrovae.errors import (
@@ -781,11 +781,11 @@ class Training:
         if not is_image_shape(self.data.data_shape):
             return
         with forked_rng(self.vae_device), eval_mode(self.vae), torch.no_grad():
-            samples = self.vae.sample(64).clamp(0, 1)
+            samples = display_values(self.vae.sample(64))  # as the figures draw them
             x = to_unit_float(self.data.test[:8])
-            recon = self.vae.reconstruct(x).clamp(0, 1)
-        self.logger.images(step, epoch + 1, "samples", make_grid(samples.cpu(), nrow=8))
-        pairs = make_grid(torch.cat([x, recon]).cpu(), nrow=8)
+            pairs = display_values(torch.cat([x, self.vae.reconstruct(x)]))
+        self.logger.images(step, epoch + 1, "samples", make_grid(samples, nrow=8))
+        pairs = make_grid(pairs, nrow=8)
         self.logger.images(step, epoch + 1, "reconstructions", pairs)
 
     def log_row(self, row: dict[str, Any]) -> None:
