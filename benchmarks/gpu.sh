@@ -36,7 +36,7 @@ TIME_LIMIT=${TIME_LIMIT:-0}
 smoke=0
 [[ "${1:-}" == "--smoke" ]] && smoke=1
 
-if ! [[ "$TIME_LIMIT" =~ ^[0-9]+$ ]]; then
+if ! [[ "$TIME_LIMIT" =~ ^(0|[1-9][0-9]*)$ ]]; then
     echo "gpu.sh: TIME_LIMIT must be whole seconds (0: none), got '$TIME_LIMIT'" >&2
     exit 1
 fi

@@ -133,7 +133,7 @@ def sample_command(
         progress=progress and not quiet(),
         label=label,
     )
-    save_grid(images[:shown], out)
+    save_grid(images[:shown], out, value_range=run.config.data.display_range)
     if save_array:
         array = images.numpy()
         # Through a handle, np.save writes exactly the path given (no ".npy" added).
@@ -222,7 +222,7 @@ def reconstruct_command(
         run, min(n, most), split=split, mean=mode == "mean", seed=seed,
         progress=progress and not quiet(),
     )  # fmt: skip
-    save_reconstructions(originals, reconstructions, out)
+    save_reconstructions(originals, reconstructions, out, value_range=run.config.data.display_range)
     shown = originals.shape[0]
     note = ""
     if shown < n:
@@ -246,7 +246,7 @@ def _reconstruct_corrupted(
     result = reconstruct_corrupted(
         run, min(n, most), corrupt=corrupt, split=split, mean=mean, seed=seed
     )
-    save_labelled_rows(result.rows, out)
+    save_labelled_rows(result.rows, out, value_range=run.config.data.display_range)
     shown = result.clean.shape[0]
     note = f" ({n} asked; {'the split holds' if shown < min(n, most) else 'at most'} {shown})"
     _log.info(

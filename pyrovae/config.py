@@ -117,6 +117,11 @@ class DataConfig:
     memory
         For data passed from Python (``dataset`` is ``"<memory>"``), what
         they were, for information: shape, dtype and the sizes of the splits.
+    display_range
+        Recorded in training: ``[least, greatest]`` of the test set's values
+        where they leave [0, 1] (a Gaussian likelihood on standardized data),
+        the range the run's figures are drawn on; ``None``: [0, 1], values
+        beyond it clipped.
     """
 
     dataset: str = "digits"
@@ -127,6 +132,7 @@ class DataConfig:
     image_size: int | None = None
     channels: int | None = None
     memory: dict[str, Any] | None = None
+    display_range: list[float] | None = None
     test_fraction: float = 0.1
     #: For ``--model m2``: keep this many class-balanced training labels (seeded), the
     #: rest unlabelled; ``None`` keeps the data's own (``-1`` marks an unlabelled point).
@@ -497,7 +503,9 @@ class RunConfig:
 
 
 #: Config fields that are no ``pyrovae train`` option: read off the data, or records.
-_NOT_OPTIONS = frozenset({"memory", "data_shape", "options", "providers", "missing", "n_classes"})
+_NOT_OPTIONS = frozenset(
+    {"memory", "display_range", "data_shape", "options", "providers", "missing", "n_classes"}
+)
 
 
 def _with_test_fraction(data: Any) -> Any:

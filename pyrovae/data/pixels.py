@@ -10,6 +10,7 @@ slices along dim 0 so memory stays bounded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -261,13 +262,25 @@ def convert_images(
     return torch.cat(parts)
 
 
-def display_values(images: torch.Tensor) -> torch.Tensor:
-    """``images`` as float values in [0, 1] on the CPU, to draw: as they are where all lie
-    in [0, 1], else all of them mapped from their finite range (least 0, greatest 1)."""
+def display_range(x: torch.Tensor) -> list[float] | None:
+    """``[least, greatest]`` of the finite values of ``x`` on the :func:`to_unit_float`
+    scale where they leave [0, 1] (data a Gaussian likelihood takes), else ``None``."""
+    if not x.dtype.is_floating_point:  # uint8 (k/255) and bool lie in [0, 1]
+        return None
+    lo, hi = _finite_min_max(x)
+    if math.isinf(lo) or (lo >= 0 and hi <= 1):  # no finite value, or all in [0, 1]
+        return None
+    return [lo, hi]
+
+
+def display_values(
+    images: torch.Tensor, value_range: Sequence[float] | None = None
+) -> torch.Tensor:
+    """``images`` as float values in [0, 1] on the CPU, to draw: ``value_range``
+    ``(least, greatest)`` mapped onto [0, 1] (a run's :func:`display_range`), or with
+    ``None`` as they are; either way clipped to [0, 1]."""
     images = images.detach().float().cpu()
-    finite = images[torch.isfinite(images)]
-    if finite.numel():
-        lo, hi = float(finite.min()), float(finite.max())
-        if lo < 0 or hi > 1:
-            images = (images - lo) / max(hi - lo, 1e-12)
+    if value_range is not None:
+        lo, hi = value_range
+        images = (images - lo) / max(hi - lo, 1e-12)
     return images.clamp(0, 1)

@@ -95,6 +95,17 @@ def _check_observed(data: ArrayData) -> None:
             check_observed_rows(x, f"the {split} set of {data.name}")
 
 
+def elementwise_constraint(support: Constraint) -> Constraint:
+    """The constraint on each value of a support: ``independent`` (a point's event
+    dimensions) and a mixture's (cvae, m2: ``MixtureSameFamily``) unwrapped."""
+    while True:
+        inner = getattr(support, "base_constraint", None)
+        inner = getattr(support, "_base_constraint", None) if inner is None else inner
+        if inner is None:
+            return support
+        support = inner
+
+
 def check_support(
     data: ArrayData,
     support: Constraint,
@@ -105,13 +116,16 @@ def check_support(
     continuous Bernoulli), checked in slices of the test set, the ``validation``
     points (held out of the training set) and the training set."""
     # Element by element (a missing value, NaN, is not scored), then per point.
-    elementwise = getattr(support, "base_constraint", support)
+    elementwise = elementwise_constraint(support)
     if elementwise is constraints.real:  # every finite value, which the data were checked for
         return
     # 8-bit pixels are read as k/255: when the support holds all 256, none can leave it,
     # and a streamed file is not read again to find that out.
     pixel_values = torch.arange(256, dtype=torch.float32) / 255
-    eight_bit_fits = bool(elementwise.check(pixel_values).all())
+    try:
+        eight_bit_fits = bool(elementwise.check(pixel_values).all())
+    except RuntimeError:  # bounds of their own per value (a plugin's): check the data
+        eight_bit_fits = False
     splits = [("test", data.test), ("validation", validation), ("training", data.train)]
     for split, x in splits:
         if x is None or (eight_bit_fits and x.dtype in (torch.uint8, torch.bool)):

@@ -33,7 +33,7 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from pyrovae.data.dataset import is_image_shape
-from pyrovae.data.pixels import display_values, to_unit_float
+from pyrovae.data.pixels import display_range, display_values, to_unit_float
 from pyrovae.errors import DataError
 from pyrovae.files import atomic_write, check_output_folder
 from pyrovae.inference.moments import DEFAULT_DRAWS
@@ -116,12 +116,15 @@ def image_grid(
     ncol: int,
     row_labels: Sequence[str] = (),
     col_labels: Sequence[str] = (),
+    value_range: Sequence[float] | None = None,
 ) -> None:
-    """``images`` ``(rows * ncol, C, H, W)`` as one grid on ``ax``, rows and columns labelled."""
+    """``images`` ``(rows * ncol, C, H, W)`` as one grid on ``ax``, rows and columns labelled;
+    values drawn on [0, 1] or ``value_range`` (the data's, where they leave [0, 1])."""
     from torchvision.utils import make_grid
 
     pad = 2
-    grid = make_grid(display_values(images), nrow=ncol, padding=pad, pad_value=1.0)
+    shown = display_values(images, value_range)
+    grid = make_grid(shown, nrow=ncol, padding=pad, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     height, width = images.shape[-2:]
     nrow = -(-images.shape[0] // ncol)
@@ -156,6 +159,7 @@ def interpolation_figure(
     means: torch.Tensor,
     labels: torch.Tensor | None = None,
     names: Sequence[str] | None = None,
+    value_range: Sequence[float] | None = None,
 ) -> Any:
     """Rows of decoded codes between pairs of test images (of two classes where there
     are labels): linear, and spherical for a Gaussian prior (in the prior's
@@ -179,7 +183,7 @@ def interpolation_figure(
     columns = ["x start"] + [f"{v:.2g}" for v in t.tolist()] + ["x end"]
     fig = Figure(figsize=(STEPS + 2, 0.9 * len(rows) + 1.2))
     ax = fig.subplots()
-    image_grid(ax, torch.cat(rows), STEPS + 2, row_labels, columns)
+    image_grid(ax, torch.cat(rows), STEPS + 2, row_labels, columns, value_range)
     ax.set_xlabel("interpolation weight t between the posterior means of two test images")
     ax.set_title("interpolation in the latent space (decoded E[x|z])")
     return fig
@@ -193,7 +197,12 @@ def _pair_name(labels: torch.Tensor, names: Sequence[str] | None, i: int, j: int
 
 
 def traversal_figure(
-    vae: VAE, means: torch.Tensor, score: torch.Tensor, measure: str, order: list[int]
+    vae: VAE,
+    means: torch.Tensor,
+    score: torch.Tensor,
+    measure: str,
+    order: list[int],
+    value_range: Sequence[float] | None = None,
 ) -> Any:
     """Each row varies one dimension of the first test image's code over the 2nd to
     98th percentile of that dimension's test posterior means."""
@@ -211,7 +220,7 @@ def traversal_figure(
     fig = Figure(figsize=(TRAVERSAL_STEPS, 0.9 * len(rows) + 1.3))
     ax = fig.subplots()
     percentiles = [f"{round(100 * v)}%" for v in levels.tolist()]
-    image_grid(ax, torch.cat(rows), TRAVERSAL_STEPS, labels, percentiles)
+    image_grid(ax, torch.cat(rows), TRAVERSAL_STEPS, labels, percentiles, value_range)
     ax.set_xlabel("percentile of the dimension's test posterior means (others held at one code)")
     ax.set_ylabel(f"dimension: {measure}")
     ax.set_title("latent traversals, most active dimensions first")
@@ -258,13 +267,15 @@ def prior_quantiles(vae: VAE, levels: torch.Tensor) -> torch.Tensor:
     return torch.quantile(draws, levels.double(), dim=0).float()
 
 
-def manifold_figure(vae: VAE, means: torch.Tensor) -> Any:
+def manifold_figure(
+    vae: VAE, means: torch.Tensor, value_range: Sequence[float] | None = None
+) -> Any:
     from matplotlib.figure import Figure
 
     codes, xticks, yticks, xname, yname = manifold_codes(vae, means)
     fig = Figure(figsize=(9, 9.4))
     ax = fig.subplots()
-    image_grid(ax, decode(vae, codes), GRID_SIDE, yticks, xticks)
+    image_grid(ax, decode(vae, codes), GRID_SIDE, yticks, xticks, value_range)
     ax.tick_params(axis="x", labelrotation=90)
     ax.set_xlabel(xname)
     ax.set_ylabel(yname)
@@ -364,12 +375,15 @@ def write_latent_figures(
     result = ExploreResult([], [float(s) for s in score], measure, order)
     figures: dict[str, Callable[[], Any]] = {}
     if is_image_shape(vae.data_shape):
+        shown = display_range(x)  # data that leave [0, 1] are drawn on their range
         figures["interpolation.png"] = lambda: interpolation_figure(
-            vae, x, means, labels, class_names
+            vae, x, means, labels, class_names, shown
         )
-        figures["traversal.png"] = lambda: traversal_figure(vae, means, score, measure, order)
+        figures["traversal.png"] = lambda: traversal_figure(
+            vae, means, score, measure, order, shown
+        )
         if vae.n_latent >= 2:
-            figures["manifold.png"] = lambda: manifold_figure(vae, means)
+            figures["manifold.png"] = lambda: manifold_figure(vae, means, shown)
     else:
         result.notes.append(f"points of shape {vae.data_shape} are not images: no image grids")
     if vae.n_latent >= 2:

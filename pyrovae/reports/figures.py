@@ -3,10 +3,10 @@
 Grids are drawn pixel for pixel (``torchvision.utils.make_grid``), in colour
 for RGB images; small images are enlarged by whole factors (nearest
 neighbour) so that every tile is at least :data:`MIN_DISPLAY_SIZE` pixels a
-side. Values in [0, 1] are drawn as they are, 0 black and 1 white; a figure
-with a value outside (a Gaussian likelihood on standardized data, say) is
-drawn on its own range instead, its least value black and its greatest white,
-rather than clipped. Labels and plots take the look of
+side. Values are drawn on [0, 1], 0 black and 1 white, clipped beyond; a run
+whose data leave [0, 1] (a Gaussian likelihood on standardized data, say) is
+drawn on its data's range instead, ``value_range`` (recorded in training as
+``config.data.display_range``). Labels and plots take the look of
 :mod:`pyrovae.reports.style`.
 """
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import is_image_shape
-from pyrovae.data.pixels import display_values, to_unit_float
+from pyrovae.data.pixels import display_range, display_values, to_unit_float
 from pyrovae.errors import ConfigError, FileWriteError
 from pyrovae.files import atomic_write
 from pyrovae.reports.style import save_figure, styled_figure
@@ -64,8 +64,16 @@ def grid_columns(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write ``images`` ``(n, C, H, W)`` in [0, 1] as one image grid; return ``path``.
+def save_grid(
+    images: torch.Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    value_range: Sequence[float] | None = None,
+) -> Path:
+    """Write ``images`` ``(n, C, H, W)`` as one image grid; return ``path``.
+
+    Values are drawn on [0, 1], or on ``value_range`` ``(least, greatest)`` where
+    given (the run's ``config.data.display_range``), clipped beyond it.
 
     The grid has ``nrow`` columns (default :func:`grid_columns`) and is always
     rectangular: blank tiles fill its last row. The file is written through
@@ -78,7 +86,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     _check_images(tuple(images.shape))
     image_format = _image_format(path)
     nrow = nrow or grid_columns(images.shape[0])
-    tiles = _blank_filled(_displayable(images), nrow)
+    tiles = _blank_filled(_displayable(images, value_range), nrow)
 
     def write(handle: IO[bytes]) -> None:
         save_image(
@@ -90,7 +98,10 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 
 
 def save_reconstructions(
-    originals: torch.Tensor, reconstructions: torch.Tensor, path: str | Path
+    originals: torch.Tensor,
+    reconstructions: torch.Tensor,
+    path: str | Path,
+    value_range: Sequence[float] | None = None,
 ) -> Path:
     """Labelled rows of up to 8 originals, each above the row of their reconstructions
     (:func:`save_labelled_rows` with ``original`` and ``reconstruction``)."""
@@ -98,13 +109,15 @@ def save_reconstructions(
         raise ValueError(
             f"{tuple(originals.shape)} originals but {tuple(reconstructions.shape)} reconstructions"
         )
-    return save_labelled_rows([("original", originals), ("reconstruction", reconstructions)], path)
+    rows = [("original", originals), ("reconstruction", reconstructions)]
+    return save_labelled_rows(rows, path, value_range=value_range)
 
 
 def save_labelled_rows(
     rows: Sequence[tuple[str, torch.Tensor]],
     path: str | Path,
     columns: int = RECONSTRUCTION_COLUMNS,
+    value_range: Sequence[float] | None = None,
 ) -> Path:
     """Rows of images with their label written on the left, aligned column by column.
 
@@ -118,12 +131,15 @@ def save_labelled_rows(
     Parameters
     ----------
     rows
-        ``(label, images)`` pairs; every ``images`` is ``(n, C, H, W)`` in
-        [0, 1] with the same shape.
+        ``(label, images)`` pairs; every ``images`` is ``(n, C, H, W)``, all of
+        one shape.
     path
         Where to write it; its suffix names the format (:data:`IMAGE_FORMATS`).
     columns
         Images per row.
+    value_range
+        ``(least, greatest)`` drawn as black and white, for every row alike
+        (as :func:`save_grid`); ``None``: [0, 1].
 
     Returns
     -------
@@ -139,7 +155,8 @@ def save_labelled_rows(
     _check_images(shape)
     image_format = _image_format(path)
     ncol = max(1, min(shape[0], columns))
-    displayed = _displayable(torch.stack([x.detach().cpu() for _, x in rows]).flatten(0, 1))
+    stacked = torch.stack([x.detach().cpu() for _, x in rows]).flatten(0, 1)
+    displayed = _displayable(stacked, value_range)
     displayed = displayed.unflatten(0, (len(rows), shape[0]))  # (rows, n, C, H', W')
     groups = [
         _grid_pixels(
@@ -200,10 +217,10 @@ def _image_format(path: str | Path) -> str:
     return IMAGE_FORMATS[suffix]
 
 
-def _displayable(images: torch.Tensor) -> torch.Tensor:
-    """:func:`display_values`; small images enlarged pixel for pixel to at least
+def _displayable(images: torch.Tensor, value_range: Sequence[float] | None) -> torch.Tensor:
+    """:func:`display_values` on ``value_range``; small images enlarged pixel for pixel to at least
     :data:`MIN_DISPLAY_SIZE` (less where that would pass :data:`MAX_DISPLAY_VALUES`)."""
-    images = display_values(images)
+    images = display_values(images, value_range)
     factor = max(1, math.ceil(MIN_DISPLAY_SIZE / max(images.shape[-2:])))
     while factor > 1 and images.numel() * factor**2 > MAX_DISPLAY_VALUES:
         factor -= 1
@@ -289,13 +306,12 @@ def save_run_figures(
     paths = []
     if is_image_shape(tuple(test_images.shape[1:])):
         originals = to_unit_float(test_images[:16])
+        shown = display_range(test_images)  # the config's display_range
         if vae.has_prior:  # an autoencoder has no prior to sample from
-            paths.append(save_grid(vae.sample(64), run_dir / "samples.png"))
-        paths.append(
-            save_reconstructions(
-                originals, vae.reconstruct(originals), run_dir / "reconstructions.png"
-            )
-        )
+            paths.append(save_grid(vae.sample(64), run_dir / "samples.png", value_range=shown))
+        reconstructions = vae.reconstruct(originals)
+        path = run_dir / "reconstructions.png"
+        paths.append(save_reconstructions(originals, reconstructions, path, value_range=shown))
     objective, kl_warmup = "elbo", 0
     if (run_dir / "config.json").is_file():
         train = RunConfig.load(run_dir / "config.json").train

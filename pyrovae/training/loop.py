@@ -29,8 +29,13 @@ import torch
 from pyrovae.config import TOML_CONFIG_NAME, RunConfig, TrainConfig
 from pyrovae.data.dataset import ArrayData, is_image_shape
 from pyrovae.data.missing import data_has_missing
-from pyrovae.data.pixels import display_values, to_unit_float
-from pyrovae.data.prepare import check_support, prepare_data, prepare_source
+from pyrovae.data.pixels import display_range, display_values, to_unit_float
+from pyrovae.data.prepare import (
+    check_support,
+    elementwise_constraint,
+    prepare_data,
+    prepare_source,
+)
 from pyrovae.data.validation import hold_out_validation
 from pyrovae.errors import (
     CheckpointError,
@@ -155,9 +160,7 @@ def fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
-    # The data were checked to be finite when read; here against the likelihood.
-    check_in_support(vae, data, config, validation=held.validation)
-    check_prior_range(vae, data, config)
+    check_data_fits(vae, data, config, held.validation, resumed=checkpoint is not None)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     training.validation, training.validation_labels = held.validation, held.validation_labels
@@ -295,6 +298,7 @@ def load_data(
     if source is not None:
         check_same_sizes(config, data, resumed=checkpoint is not None)
         config.data.memory = describe_memory(data)
+    config.data.display_range = display_range(data.test)  # for the run's figures
     config.model.data_shape = data.data_shape
     # NaN marks missing values: the model is built to leave them out (config.json records it).
     config.model.missing = config.model.missing or data_has_missing(data)
@@ -318,15 +322,37 @@ def check_in_support(
         check_support(data, support, config.model.likelihood, validation)
 
 
-def check_prior_range(vae: VAE, data: ArrayData, config: RunConfig) -> None:
+def check_data_fits(
+    vae: VAE,
+    data: ArrayData,
+    config: RunConfig,
+    validation: torch.Tensor | None,
+    *,
+    resumed: bool,
+) -> None:
+    """The data (checked to be finite when read) against the likelihood's support and,
+    on a fresh run, the prior's :func:`check_prior_range` (a run trained on its data
+    resumes on them as it was)."""
+    check_in_support(vae, data, config, validation=validation)
+    if not resumed:
+        check_prior_range(vae, data, config, validation=validation)
+
+
+def check_prior_range(
+    vae: VAE, data: ArrayData, config: RunConfig, *, validation: torch.Tensor | None = None
+) -> None:
     """Refuse data outside the interval a prior's data-space parameters lie in (a
-    VampPrior's pseudo-inputs in [0, 1]): no pseudo-input could resemble them."""
+    VampPrior's pseudo-inputs in [0, 1]): no pseudo-input could resemble them.
+    ``validation``: the points held out of the training set, checked too."""
     interval = getattr(getattr(vae, "prior", None), "input_range", None)
     if interval is None:
         return
     lo, hi = interval
-    for split, x in (("training", data.train), ("test", data.test)):
-        if x.dtype in (torch.uint8, torch.bool):  # read as k/255, in [0, 1]
+    if _support_within(vae, config, lo, hi):  # the data were checked against it
+        return
+    splits = [("training", data.train), ("test", data.test), ("validation", validation)]
+    for split, x in splits:
+        if x is None or x.dtype in (torch.uint8, torch.bool):  # read as k/255, in [0, 1]
             continue
         for start in range(0, x.shape[0], 4096):
             chunk = x[start : start + 4096].float()
@@ -338,6 +364,22 @@ def check_prior_range(vae: VAE, data: ArrayData, config: RunConfig) -> None:
                     f"{split} set of {data.name} has values outside (first in point {first}): "
                     "choose pseudo-inputs linear (--pseudo-inputs linear), or rescale the data"
                 )
+
+
+def _support_within(vae: VAE, config: RunConfig, lo: float, hi: float) -> bool:
+    """Whether the likelihood keeps the data within [lo, hi]: a binary one's values are
+    in [0, 1], a continuous Bernoulli's support is [0, 1]."""
+    if component_class(config.model, "likelihood").binary:
+        return lo <= 0.0 and hi >= 1.0
+    with eval_mode(vae), torch.no_grad():
+        px = vae.px(torch.zeros(2, config.model.latent_dim, device=module_device(vae)))
+    if px.support is None:
+        return False
+    bounds = elementwise_constraint(px.support)
+    low, high = getattr(bounds, "lower_bound", None), getattr(bounds, "upper_bound", None)
+    if not (isinstance(low, (int, float)) and isinstance(high, (int, float))):
+        return False
+    return lo <= low and high <= hi
 
 
 def write_start(
@@ -781,9 +823,10 @@ class Training:
         if not is_image_shape(self.data.data_shape):
             return
         with forked_rng(self.vae_device), eval_mode(self.vae), torch.no_grad():
-            samples = display_values(self.vae.sample(64))  # as the figures draw them
+            shown = self.config.data.display_range  # as the figures draw them
+            samples = display_values(self.vae.sample(64), shown)
             x = to_unit_float(self.data.test[:8])
-            pairs = display_values(torch.cat([x, self.vae.reconstruct(x)]))
+            pairs = display_values(torch.cat([x, self.vae.reconstruct(x)]), shown)
         self.logger.images(step, epoch + 1, "samples", make_grid(samples, nrow=8))
         pairs = make_grid(pairs, nrow=8)
         self.logger.images(step, epoch + 1, "reconstructions", pairs)

@@ -54,8 +54,9 @@ def test_steps_past_the_time_limit_are_skipped_and_reported(gpu_sh):
     assert "failed or past their cap: fp32 evaluate" in done.stderr
 
 
-def test_a_time_limit_that_is_not_whole_seconds_is_refused(gpu_sh):
-    done = gpu_sh(TIME_LIMIT="10m")
+@pytest.mark.parametrize("limit", ["10m", "08"])  # bash reads 08 as a bad octal number
+def test_a_time_limit_that_is_not_whole_seconds_is_refused(gpu_sh, limit):
+    done = gpu_sh(TIME_LIMIT=limit)
     assert done.returncode == 1 and "TIME_LIMIT must be whole seconds" in done.stderr
 
 

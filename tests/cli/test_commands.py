@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -320,6 +321,9 @@ def test_a_gaussian_trains_on_a_float_file_of_any_range(runner, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["evaluate", "--run", str(out), "-k", "5", "--metrics", "logpx"])
     assert result.exit_code == 0, result.output
+    # Its figures are drawn on the test set's range (the points the run held out).
+    lo, hi = json.loads((out / "config.json").read_text())["data"]["display_range"]
+    assert values.min() <= lo < hi <= values.max() and lo < 5 and hi > 15
     out = tmp_path / "cb"
     result = runner.invoke(
         main, [*common, "--likelihood", "continuous-bernoulli", "--out", str(out)]
@@ -327,6 +331,28 @@ def test_a_gaussian_trains_on_a_float_file_of_any_range(runner, tmp_path):
     _assert_one_line_error(result)
     assert "outside the support of likelihood continuous-bernoulli" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["cvae", "m2"])
+def test_labelled_models_check_a_mixtures_support(runner, tmp_path, model):
+    # p(x) of cvae and m2 is a mixture over the labels: its support is unwrapped to the
+    # values' (it ended in a traceback before any non-binary likelihood could train).
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 8, 8)).astype(np.float32), rng.integers(0, 3, 60)
+    np.savez(tmp_path / "l.npz", x=x, y=y)
+    common = ["train", "--dataset", str(tmp_path / "l.npz"), "--model", model,
+              "--epochs", "1", "--no-progress"]  # fmt: skip
+    for likelihood in ("gaussian", "continuous-bernoulli"):
+        out = tmp_path / likelihood
+        result = runner.invoke(main, [*common, "--likelihood", likelihood, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    np.savez(tmp_path / "l.npz", x=x * 3, y=y)
+    out = tmp_path / "outside"
+    result = runner.invoke(
+        main, [*common, "--likelihood", "continuous-bernoulli", "--out", str(out)]
+    )
+    _assert_one_line_error(result)
+    assert "outside the support" in result.output and not out.exists()
 
 
 def test_a_vampprior_in_the_unit_interval_refuses_data_outside_it(runner, tmp_path):
@@ -342,6 +368,13 @@ def test_a_vampprior_in_the_unit_interval_refuses_data_outside_it(runner, tmp_pa
     assert "--pseudo-inputs linear" in result.output and not out.exists()
     out = tmp_path / "linear"
     result = runner.invoke(main, [*common, "--pseudo-inputs", "linear", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # A run trained before the check resumes as it was (its options cannot change then).
+    np.save(tmp_path / "z.npy", np.clip(values, 0, 1))
+    out = tmp_path / "before"
+    assert runner.invoke(main, [*common, "--out", str(out)]).exit_code == 0
+    np.save(tmp_path / "z.npy", values)
+    result = runner.invoke(main, ["train", "--resume", str(out), "--epochs", "2"])
     assert result.exit_code == 0, result.output
 
 

@@ -202,13 +202,23 @@ def test_run_figures_label_the_curve_from_the_runs_config(tmp_path, monkeypatch)
     assert seen == {"objective": "elbo", "kl_warmup": 3}
 
 
-def test_values_outside_the_unit_interval_are_drawn_on_their_own_range(tmp_path):
-    # Standardized data (a Gaussian likelihood's): clipped, these would be black and white
-    # alone. The originals and reconstructions share one range, so they stay comparable.
+def test_a_value_range_draws_data_beyond_the_unit_interval_and_none_clips(tmp_path):
+    # Standardized data (a Gaussian likelihood's) are drawn on the data's range, the
+    # originals and reconstructions alike; without one, values are clipped to [0, 1].
     originals = torch.linspace(-2.0, 2.0, 5).view(5, 1, 1, 1).expand(5, 1, 8, 8).clone()
     recons = originals / 2
-    levels, _ = read_labelled(save_reconstructions(originals, recons, tmp_path / "r.png"), 2, 5)
+    path = save_reconstructions(originals, recons, tmp_path / "r.png", value_range=(-2.0, 2.0))
+    levels, _ = read_labelled(path, 2, 5)
     assert levels[0].tolist() == [0, 64, 128, 191, 255]  # -2 .. 2 over 0 .. 255
     assert levels[1].tolist() == [64, 96, 128, 159, 191]  # -1 .. 1 on the same scale
-    grid, _, _ = read_tiles(save_grid(originals * 3 + 1, tmp_path / "g.png"))
-    assert grid.tolist() == [[0, 64, 128], [191, 255, 255]]  # a grid alone: its own range
+    grid, _, _ = read_tiles(save_grid(originals, tmp_path / "g.png"))
+    assert grid.tolist() == [[0, 0, 0], [255, 255, 255]]  # clipped: 0, 0, 0, 1, 1, blank
+
+
+def test_display_range_is_the_datas_where_they_leave_the_unit_interval():
+    from pyrovae.data.pixels import display_range
+
+    assert display_range(torch.rand(4, 1, 3, 3)) is None
+    assert display_range(torch.full((2, 1, 3, 3), 255, dtype=torch.uint8)) is None
+    x = torch.tensor([[-1.5, 0.2], [float("nan"), 3.0]])
+    assert display_range(x) == [-1.5, 3.0]  # missing values (NaN) left out
