@@ -37,7 +37,7 @@ smoke=0
 [[ "${1:-}" == "--smoke" ]] && smoke=1
 
 if ! [[ "$TIME_LIMIT" =~ ^(0|[1-9][0-9]*)$ ]]; then
-    echo "gpu.sh: TIME_LIMIT must be whole seconds (0: none), got '$TIME_LIMIT'" >&2
+    echo "gpu.sh: TIME_LIMIT must be whole seconds, no leading zeros (0: none), got '$TIME_LIMIT'" >&2
     exit 1
 fi
 known="fp32 iaf quality evaluate bf16 compile cudagraphs"

@@ -140,6 +140,14 @@ class DataConfig:
 
     def validate(self) -> None:
         _choice(self.binarize, BINARIZE, "--binarize")
+        shown = self.display_range
+        if shown is not None and not (
+            isinstance(shown, (list, tuple))
+            and len(shown) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in shown)
+            and shown[0] < shown[1]
+        ):
+            raise ConfigError(f"data.display_range must be [least, greatest], got {shown!r}")
         if self.labeled is not None:
             _positive(self.labeled, "--labeled", integer=True)
         _choice(self.stream, STREAMS, "--stream")

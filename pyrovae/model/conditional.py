@@ -76,6 +76,11 @@ class LabelledVAE(VAE):
         spec = resolve(config)
         classes: Mapping[str, Any] = spec.classes
         options = spec.options
+        if classes["prior"].needs_posterior:
+            raise ConfigError(
+                f"--model {config.kind} cannot take the prior {config.prior!r}: it is built on "
+                "q(z|x), which a labelled model replaces with q(z|x,y); choose another --prior"
+            )
         wide = dataclasses.replace(spec.context, n_latent=config.latent_dim + config.n_classes)
         self.encoder_z, self.decoder = classes["network"](**options["network"]).build(wide)
         features = int(self.encoder_z.out_features) + config.n_classes

@@ -306,7 +306,7 @@ def save_run_figures(
     paths = []
     if is_image_shape(tuple(test_images.shape[1:])):
         originals = to_unit_float(test_images[:16])
-        shown = display_range(test_images)  # the config's display_range
+        shown = display_range(test_images)  # as training records it (config.data)
         if vae.has_prior:  # an autoencoder has no prior to sample from
             paths.append(save_grid(vae.sample(64), run_dir / "samples.png", value_range=shown))
         reconstructions = vae.reconstruct(originals)

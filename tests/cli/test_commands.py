@@ -353,6 +353,12 @@ def test_labelled_models_check_a_mixtures_support(runner, tmp_path, model):
     )
     _assert_one_line_error(result)
     assert "outside the support" in result.output and not out.exists()
+    # A prior built on q(z|x) has none to build on (q(z|x,y) replaces it).
+    np.savez(tmp_path / "l.npz", x=x, y=y)
+    out = tmp_path / "vamp"
+    result = runner.invoke(main, [*common, "--prior", "vamp", "--out", str(out)])
+    _assert_one_line_error(result)
+    assert "cannot take the prior 'vamp'" in result.output and not out.exists()
 
 
 def test_a_vampprior_in_the_unit_interval_refuses_data_outside_it(runner, tmp_path):
@@ -420,6 +426,18 @@ def test_a_point_with_every_value_missing(runner, tmp_path):
     )
     _assert_one_line_error(result)
     assert "every value missing" in result.output and not out.exists()
+
+
+def test_a_malformed_display_range_is_one_line(runner, trained, tmp_path):
+    run = tmp_path / "malformed"
+    shutil.copytree(trained, run)
+    config = json.loads((run / "config.json").read_text())
+    for bad in ([1.0], "abc", [2.0, 1.0]):
+        config["data"]["display_range"] = bad
+        (run / "config.json").write_text(json.dumps(config))
+        result = runner.invoke(main, ["sample", "--run", str(run), "-n", "4"])
+        _assert_one_line_error(result)
+        assert "data.display_range must be [least, greatest]" in result.output
 
 
 def test_corrupted_and_malicious_checkpoints(runner, trained):
