@@ -413,7 +413,10 @@ class RunConfig:
             raise ConfigError(f"--model {kind} trains on the ELBO: leave out --objective")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        raw = {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        if raw["data"]["display_range"] is None:  # data in [0, 1]: what earlier versions read
+            del raw["data"]["display_range"]
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:

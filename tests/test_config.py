@@ -22,6 +22,16 @@ def test_round_trip_through_json(tmp_path):
     assert isinstance(loaded.model.data_shape, tuple)
 
 
+def test_a_display_range_is_written_only_where_the_data_leave_the_unit_interval(tmp_path):
+    # Runs on data in [0, 1] write the config earlier versions read (no such key).
+    config = RunConfig()
+    config.save(tmp_path / "config.json")
+    assert "display_range" not in json.loads((tmp_path / "config.json").read_text())["data"]
+    config.data.display_range = [-2.5, 3.0]
+    config.save(tmp_path / "config.json")
+    assert RunConfig.load(tmp_path / "config.json").data.display_range == [-2.5, 3.0]
+
+
 def test_missing_keys_take_defaults():
     config = RunConfig.from_dict({"train": {"epochs": 3}})
     assert config.train.epochs == 3
