@@ -120,8 +120,8 @@ class DataConfig:
     display_range
         Recorded in training: ``[least, greatest]`` of the test set's values
         where they leave [0, 1] (a Gaussian likelihood on standardized data),
-        the range the run's figures are drawn on; ``None``: [0, 1], values
-        beyond it clipped.
+        the range the run's figures are drawn on and whose ends
+        salt-and-pepper noise sets; ``None``: [0, 1], values beyond it clipped.
     """
 
     dataset: str = "digits"

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import torch
 
+from pyrovae.config import RunConfig
 from pyrovae.data.dataset import ArrayData
 from pyrovae.data.memory import DataSource
 from pyrovae.data.pixels import to_unit_float
@@ -35,6 +36,7 @@ class LoadedRun(Protocol):
     :mod:`pyrovae.api` imports this module)."""
 
     vae: VAE
+    config: RunConfig
 
     @property
     def device(self) -> torch.device: ...
@@ -90,7 +92,7 @@ def reconstruct_corrupted(
     mean, seed, data, test_data
         As for :func:`pyrovae.reconstruct`; ``seed`` fixes the corruption too.
     """
-    corruption = parse_corruption(corrupt)
+    corruption = parse_corruption(corrupt, run.config.data.display_range)
     if corruption is None:
         raise ConfigError(f"--corrupt takes {CORRUPT_HELP} (e.g. mask:0.3), got nothing")
     if n < 1:

@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -91,10 +92,13 @@ class GaussianNoise(Corruption):
 
 @dataclass(frozen=True)
 class SaltPepperNoise(Corruption):
-    """Each value, with probability ``value``, replaced by 0 or 1 (even odds)."""
+    """Each value, with probability ``value``, replaced by the data's least or greatest
+    value (even odds): ``low`` and ``high``, 0 and 1 for data in [0, 1]."""
 
     name = "salt-pepper"
     meaning = "P, the share of values set to 0 or 1, must be in (0, 1]"
+    low: float = 0.0
+    high: float = 1.0
 
     @staticmethod
     def valid(value: float) -> bool:
@@ -102,9 +106,10 @@ class SaltPepperNoise(Corruption):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # One uniform draw decides both whether a value is hit (u < p) and how:
-        # pepper (0) below p/2, salt (1) from p/2 to p.
+        # pepper (low) below p/2, salt (high) from p/2 to p.
         u = torch.rand_like(x)
-        return torch.where(u < self.value, (u >= self.value / 2).to(x.dtype), x)
+        ends = torch.where(u >= self.value / 2, self.high, self.low).to(x.dtype)
+        return torch.where(u < self.value, ends, x)
 
 
 CORRUPTIONS: dict[str, type[Corruption]] = {
@@ -112,8 +117,13 @@ CORRUPTIONS: dict[str, type[Corruption]] = {
 }
 
 
-def parse_corruption(spec: str | None) -> Corruption | None:
+def parse_corruption(
+    spec: str | None, value_range: Sequence[float] | None = None
+) -> Corruption | None:
     """The corruption ``spec`` (``"mask:0.3"``) names; ``None`` for none.
+
+    ``value_range`` ``(least, greatest)``: the data's, where they leave [0, 1] (a
+    run's ``config.data.display_range``), the values salt-and-pepper noise sets.
 
     Raises
     ------
@@ -130,4 +140,6 @@ def parse_corruption(spec: str | None) -> Corruption | None:
     cls = CORRUPTIONS.get(name.strip())
     if cls is None or not colon or math.isnan(value):
         raise ConfigError(f"--corrupt takes {CORRUPT_HELP} (e.g. mask:0.3), got {spec!r}")
+    if cls is SaltPepperNoise and value_range is not None:
+        return SaltPepperNoise(value, low=float(value_range[0]), high=float(value_range[1]))
     return cls(value)

@@ -227,7 +227,7 @@ def make_step(
     :class:`~pyrovae.training.step.TrainStep`, or one that reads each batch's labels."""
     clip = config.train.clip_grad_norm
     if not uses_labels(config):
-        corruption, sparsity = check_regularizers(config.train)
+        corruption, sparsity = check_regularizers(config.train, config.data.display_range)
         return TrainStep(
             vae,
             objective,

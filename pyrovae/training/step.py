@@ -100,10 +100,13 @@ def make_optimizer(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim
         return torch.optim.Adam(parameters, lr=lr)
 
 
-def check_regularizers(config: TrainConfig) -> tuple[Corruption | None, SparsityPenalty | None]:
+def check_regularizers(
+    config: TrainConfig, value_range: Sequence[float] | None = None
+) -> tuple[Corruption | None, SparsityPenalty | None]:
     """The corruption and the sparsity penalty ``config`` asks for (each ``None`` when
-    not); a bad ``--corrupt`` or ``--sparsity`` is a :class:`~pyrovae.errors.ConfigError`."""
-    corruption = parse_corruption(config.corrupt)
+    not); a bad ``--corrupt`` or ``--sparsity`` is a :class:`~pyrovae.errors.ConfigError`.
+    ``value_range``: the data's where they leave [0, 1] (salt-and-pepper noise's ends)."""
+    corruption = parse_corruption(config.corrupt, value_range)
     sparsity = None
     if config.sparsity is None and config.sparsity_weight != TrainConfig.sparsity_weight:
         raise ConfigError("--sparsity-weight weights the --sparsity penalty: give --sparsity too")

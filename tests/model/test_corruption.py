@@ -46,6 +46,16 @@ def test_salt_pepper_hits_a_share_p_half_salt_half_pepper():
     assert set(x_tilde[hit].unique().tolist()) == {0.0, 1.0}
 
 
+def test_salt_pepper_takes_the_datas_ends_where_they_leave_the_unit_interval():
+    # Standardized data: 0 and 1 are ordinary values there, not salt and pepper.
+    corrupt = parse_corruption("salt-pepper:0.5", value_range=(-2.5, 4.0))
+    assert isinstance(corrupt, SaltPepperNoise) and corrupt.spec == "salt-pepper:0.5"
+    x_tilde = corrupt(torch.zeros(10_000, dtype=torch.float64))
+    assert set(x_tilde.unique().tolist()) == {-2.5, 0.0, 4.0}
+    assert x_tilde.dtype == torch.float64
+    assert parse_corruption("mask:0.5", value_range=(-2.5, 4.0)) == MaskNoise(0.5)
+
+
 def test_gaussian_noise_has_mean_zero_and_the_given_spread():
     sigma = 0.3
     x = torch.rand(N)
