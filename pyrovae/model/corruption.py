@@ -108,7 +108,7 @@ class SaltPepperNoise(Corruption):
         # One uniform draw decides both whether a value is hit (u < p) and how:
         # pepper (low) below p/2, salt (high) from p/2 to p.
         u = torch.rand_like(x)
-        ends = torch.where(u >= self.value / 2, self.high, self.low).to(x.dtype)
+        ends = torch.full_like(x, self.low).masked_fill_(u >= self.value / 2, self.high)
         return torch.where(u < self.value, ends, x)
 
 
