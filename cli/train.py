@@ -203,7 +203,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     default=None,
     help="Denoising: the encoder reads a freshly corrupted copy of each batch, the "
     "likelihood scores the clean one; mask:P (values set to 0 with probability P), "
-    "gaussian:SIGMA (added noise) or salt-pepper:P (values set to 0 or 1).",
+    "gaussian:SIGMA (added noise) or salt-pepper:P (values set to the data's least or "
+    "greatest, 0 or 1 for data in [0, 1]).",
 )
 @click.option(
     "--sparsity",

@@ -144,7 +144,10 @@ class DataConfig:
         if shown is not None and not (
             isinstance(shown, (list, tuple))
             and len(shown) == 2
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in shown)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in shown
+            )
             and shown[0] < shown[1]
         ):
             raise ConfigError(f"data.display_range must be [least, greatest], got {shown!r}")

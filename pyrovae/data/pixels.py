@@ -270,8 +270,9 @@ def display_range(x: torch.Tensor) -> list[float] | None:
     lo, hi = _finite_min_max(x)
     if math.isinf(lo) or (lo >= 0 and hi <= 1):  # no finite value, or all in [0, 1]
         return None
-    if hi - lo < 1e-6:  # one value: drawn mid-grey, not black or white
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo <= 1e-6 * max(1.0, abs(lo)):  # one value: drawn mid-grey, not black or white
+        pad = 0.5 * max(1.0, abs(lo))
+        lo, hi = lo - pad, hi + pad
     return [lo, hi]
 
 

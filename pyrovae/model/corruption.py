@@ -96,7 +96,7 @@ class SaltPepperNoise(Corruption):
     value (even odds): ``low`` and ``high``, 0 and 1 for data in [0, 1]."""
 
     name = "salt-pepper"
-    meaning = "P, the share of values set to 0 or 1, must be in (0, 1]"
+    meaning = "P, the share of values set to the data's least or greatest, must be in (0, 1]"
     low: float = 0.0
     high: float = 1.0
 

@@ -86,3 +86,32 @@ def test_reconstruct_corrupt_draws_three_labelled_rows(denoising_ae, tmp_path):
         assert image.size[0] > 0
     bad = CliRunner().invoke(main, [*command[:4], "blur:1", "--out", str(out)])
     _assert_one_line_error(bad, "blur:1")
+
+
+def test_salt_pepper_on_standardized_data_sets_the_test_sets_ends(tmp_path):
+    # In training (the step's corruption) and in reconstruct --corrupt alike; 0 and 1
+    # are ordinary values of such data.
+    import torch
+
+    import pyrovae
+    from pyrovae.inference.objectives import make_objective
+    from pyrovae.training.labelled import make_step
+    from pyrovae.training.step import make_optimizer
+
+    x = np.random.default_rng(0).normal(0.0, 2.0, (60, 1, 8, 8)).astype(np.float32)
+    pyrovae.train(data=x, likelihood="gaussian", corrupt="salt-pepper:0.5", hidden=(8,),
+                  latent_dim=2, epochs=1, device="cpu", out=tmp_path / "run", progress=False,
+                  log=lambda line: None)  # fmt: skip
+    run = pyrovae.load_run(tmp_path / "run")
+    lo, hi = run.config.data.display_range
+    assert lo < -2 and hi > 2
+    vae, config = run.vae, run.config
+    optimizer = make_optimizer(vae.parameters(), lr=1e-3)
+    data = run.data(x)
+    step = make_step(config, vae, make_objective(config.train), optimizer, data, binarize=False)
+    assert (step.corruption.low, step.corruption.high) == (lo, hi)
+    result = pyrovae.reconstruct_corrupted(run, 4, corrupt="salt-pepper:0.5", data=x, seed=0)
+    hit = result.corrupted != result.clean
+    values = set(result.corrupted[hit].tolist())
+    assert hit.any() and values <= {lo, hi} and len(values) == 2
+    assert torch.equal(result.corrupted[~hit], result.clean[~hit])

@@ -222,4 +222,6 @@ def test_display_range_is_the_datas_where_they_leave_the_unit_interval():
     assert display_range(torch.full((2, 1, 3, 3), 255, dtype=torch.uint8)) is None
     x = torch.tensor([[-1.5, 0.2], [float("nan"), 3.0]])
     assert display_range(x) == [-1.5, 3.0]  # missing values (NaN) left out
-    assert display_range(torch.full((2, 3), 2.0)) == [1.5, 2.5]  # one value: mid-grey
+    # One value: drawn mid-grey, the range padded in proportion to its size.
+    assert display_range(torch.full((2, 3), 2.0)) == [1.0, 3.0]
+    assert display_range(torch.full((2, 3), -1e8)) == [-1.5e8, -0.5e8]
