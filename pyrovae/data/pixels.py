@@ -121,6 +121,17 @@ def check_finite(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
     _check_values(x, what, missing=missing, unit_interval=False)
 
 
+def check_for_likelihood(
+    x: torch.Tensor, what: str, unit_interval_for: str | None, *, missing: bool = False
+) -> None:
+    """:func:`check_finite_unit_interval` where ``unit_interval_for`` names a likelihood
+    that needs [0, 1] (a binary one), else :func:`check_finite`."""
+    unit_interval = unit_interval_for is not None
+    _check_values(
+        x, what, missing=missing, unit_interval=unit_interval, likelihood=unit_interval_for
+    )
+
+
 def _check_values(
     x: torch.Tensor,
     what: str,

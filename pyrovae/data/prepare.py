@@ -9,6 +9,7 @@ binarized once (``--binarize static``) or per batch by the trainer
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 from torch.distributions import constraints
@@ -18,7 +19,12 @@ from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, Rows
 from pyrovae.data.load import load_dataset
 from pyrovae.data.missing import bernoulli_observed, check_observed_rows
-from pyrovae.data.pixels import check_finite, check_finite_unit_interval, is_binary, to_unit_float
+from pyrovae.data.pixels import (
+    check_finite_unit_interval,
+    check_for_likelihood,
+    is_binary,
+    to_unit_float,
+)
 from pyrovae.data.streams import check_rows, rows_are_binary
 from pyrovae.errors import (
     ConfigError,
@@ -61,12 +67,10 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
     needs_unit = config.model.likelihood if binary else None
     for split, x in (("training", data.train), ("test", data.test)):
         what = f"the {split} set of {data.name}"
-        if not isinstance(x, torch.Tensor):
-            check_rows(x, what, unit_interval_for=needs_unit)
-        elif needs_unit is None:
-            check_finite(x, what, missing=True)
+        if isinstance(x, torch.Tensor):
+            check_for_likelihood(x, what, needs_unit, missing=True)
         else:
-            check_finite_unit_interval(x, what, missing=True, likelihood=needs_unit)
+            check_rows(x, what, unit_interval_for=needs_unit)
     _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 
@@ -115,18 +119,33 @@ def check_support(
     """Refuse data outside the likelihood's support (e.g. values beyond [0, 1] for a
     continuous Bernoulli), checked in slices of the test set, the ``validation``
     points (held out of the training set) and the training set."""
-    # Element by element (a missing value, NaN, is not scored), then per point.
     elementwise = elementwise_constraint(support)
+    splits = [("test", data.test), ("validation", validation), ("training", data.train)]
+    found = first_outside(splits, elementwise)
+    if found is not None:
+        split, first = found
+        raise DataError(
+            f"the {split} set of {data.name} has values outside the support of likelihood "
+            f"{likelihood} ({elementwise}; first in point {first}); rescale the data or "
+            "choose another likelihood"
+        )
+
+
+def first_outside(
+    splits: Sequence[tuple[str, torch.Tensor | Rows | None]], elementwise: Constraint
+) -> tuple[str, int] | None:
+    """The first split, in the order given, with a value outside ``elementwise`` (on the
+    :func:`to_unit_float` scale; a missing value, NaN, is not judged), and the index of
+    its first such point; ``None`` when all fit. Read in slices; a split ``None`` is none."""
     if elementwise is constraints.real:  # every finite value, which the data were checked for
-        return
-    # 8-bit pixels are read as k/255: when the support holds all 256, none can leave it,
+        return None
+    # 8-bit pixels are read as k/255: when the constraint holds all 256, none can leave it,
     # and a streamed file is not read again to find that out.
     pixel_values = torch.arange(256, dtype=torch.float32) / 255
     try:
         eight_bit_fits = bool(elementwise.check(pixel_values).all())
     except RuntimeError:  # bounds of their own per value (a plugin's): check the data
         eight_bit_fits = False
-    splits = [("test", data.test), ("validation", validation), ("training", data.train)]
     for split, x in splits:
         if x is None or (eight_bit_fits and x.dtype in (torch.uint8, torch.bool)):
             continue
@@ -134,12 +153,8 @@ def check_support(
             chunk = to_unit_float(x[start : start + 4096])
             ok = elementwise.check(chunk) | torch.isnan(chunk)
             if not bool(ok.all()):
-                first = start + int((~ok).reshape(chunk.shape[0], -1).any(dim=1).nonzero()[0, 0])
-                raise DataError(
-                    f"the {split} set of {data.name} has values outside the support of likelihood "
-                    f"{likelihood} ({elementwise}; first in point {first}); rescale the data or "
-                    "choose another likelihood"
-                )
+                return split, start + int((~ok).reshape(chunk.shape[0], -1).any(1).nonzero()[0, 0])
+    return None
 
 
 def _for_likelihood(data: ArrayData, config: RunConfig, binary: bool) -> ArrayData:

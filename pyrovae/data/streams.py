@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyrovae.data.folders import ImageReader
-from pyrovae.data.pixels import check_finite, check_finite_unit_interval, is_binary
+from pyrovae.data.pixels import check_for_likelihood, is_binary
 from pyrovae.errors import DataError, describe_exception
 
 #: ``--stream auto`` streams data that would take more than this share of available memory.
@@ -177,11 +177,7 @@ class NpyRows(Dataset):
                         f"{what} (rows from {start}) holds missing values (NaN), which a "
                         "streamed file cannot train on: train with --stream no"
                     )
-                where = f"{what} (rows from {start})"
-                if unit_interval_for is None:
-                    check_finite(values, where)
-                else:
-                    check_finite_unit_interval(values, where, likelihood=unit_interval_for)
+                check_for_likelihood(values, f"{what} (rows from {start})", unit_interval_for)
                 continue
             raw = self._read(self.rows[chunk])
             lo, hi = int(raw.min()), int(raw.max())

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from torch.distributions import constraints
+from torch.distributions.constraints import Constraint
 
 from pyrovae.config import TOML_CONFIG_NAME, RunConfig, TrainConfig
 from pyrovae.data.dataset import ArrayData, is_image_shape
@@ -33,6 +35,7 @@ from pyrovae.data.pixels import display_range, display_values, to_unit_float
 from pyrovae.data.prepare import (
     check_support,
     elementwise_constraint,
+    first_outside,
     prepare_data,
     prepare_source,
 )
@@ -315,11 +318,15 @@ def check_in_support(
     the training set, checked too."""
     if component_class(config.model, "likelihood").binary:
         return
-    device = module_device(vae)
-    with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
-        support = vae.px(torch.zeros(2, config.model.latent_dim, device=device)).support
+    support = _likelihood_support(vae, config)
     if support is not None:
         check_support(data, support, config.model.likelihood, validation)
+
+
+def _likelihood_support(vae: VAE, config: RunConfig) -> Constraint | None:
+    """The support of the VAE's p(x|z), read off the distribution it makes."""
+    with eval_mode(vae), torch.no_grad():  # batch norm's statistics stay as built
+        return vae.px(torch.zeros(2, config.model.latent_dim, device=module_device(vae))).support
 
 
 def check_data_fits(
@@ -351,19 +358,14 @@ def check_prior_range(
     if _support_within(vae, config, lo, hi):  # the data were checked against it
         return
     splits = [("training", data.train), ("test", data.test), ("validation", validation)]
-    for split, x in splits:
-        if x is None or x.dtype in (torch.uint8, torch.bool):  # read as k/255, in [0, 1]
-            continue
-        for start in range(0, x.shape[0], 4096):
-            chunk = x[start : start + 4096].float()
-            outside = (chunk < lo) | (chunk > hi)  # NaN (missing) is neither
-            if bool(outside.any()):
-                first = start + int(outside.reshape(chunk.shape[0], -1).any(1).nonzero()[0, 0])
-                raise ConfigError(
-                    f"prior {config.model.prior} has pseudo-inputs in [{lo:g}, {hi:g}], but the "
-                    f"{split} set of {data.name} has values outside (first in point {first}): "
-                    "choose pseudo-inputs linear (--pseudo-inputs linear), or rescale the data"
-                )
+    found = first_outside(splits, constraints.interval(lo, hi))
+    if found is not None:
+        split, first = found
+        raise ConfigError(
+            f"prior {config.model.prior} has pseudo-inputs in [{lo:g}, {hi:g}], but the "
+            f"{split} set of {data.name} has values outside (first in point {first}): "
+            "choose pseudo-inputs linear (--pseudo-inputs linear), or rescale the data"
+        )
 
 
 def _support_within(vae: VAE, config: RunConfig, lo: float, hi: float) -> bool:
@@ -371,11 +373,10 @@ def _support_within(vae: VAE, config: RunConfig, lo: float, hi: float) -> bool:
     in [0, 1], a continuous Bernoulli's support is [0, 1]."""
     if component_class(config.model, "likelihood").binary:
         return lo <= 0.0 and hi >= 1.0
-    with eval_mode(vae), torch.no_grad():
-        px = vae.px(torch.zeros(2, config.model.latent_dim, device=module_device(vae)))
-    if px.support is None:
+    support = _likelihood_support(vae, config)
+    if support is None:
         return False
-    bounds = elementwise_constraint(px.support)
+    bounds = elementwise_constraint(support)
     low, high = getattr(bounds, "lower_bound", None), getattr(bounds, "upper_bound", None)
     if not (isinstance(low, (int, float)) and isinstance(high, (int, float))):
         return False
