@@ -65,6 +65,12 @@ class LabelledVAE(VAE):
         Not taken: a caller's encoder and decoder do not read labels.
     """
 
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse, before any data is read, a guide other than ``normal`` and a prior
+        built on q(z|x), with a :class:`~pyrovae.errors.ConfigError`."""
+        check_labelled_components(config)
+
     def __init__(self, config: ModelConfig, *, modules: Networks | None = None) -> None:
         nn.Module.__init__(self)  # VAE.__init__ builds the unconditional networks
         check_labelled_config(config)
@@ -76,11 +82,6 @@ class LabelledVAE(VAE):
         spec = resolve(config)
         classes: Mapping[str, Any] = spec.classes
         options = spec.options
-        if classes["prior"].needs_posterior:
-            raise ConfigError(
-                f"--model {config.kind} cannot take the prior {config.prior!r}: it is built on "
-                "q(z|x), which a labelled model replaces with q(z|x,y); choose another --prior"
-            )
         wide = dataclasses.replace(spec.context, n_latent=config.latent_dim + config.n_classes)
         self.encoder_z, self.decoder = classes["network"](**options["network"]).build(wide)
         features = int(self.encoder_z.out_features) + config.n_classes
@@ -166,10 +167,20 @@ def check_labelled_config(config: ModelConfig) -> None:
         raise ConfigError(
             f"--model {config.kind} needs at least two classes, read from the data's labels"
         )
+    check_labelled_components(config)
+
+
+def check_labelled_components(config: ModelConfig) -> None:
+    """Refuse a guide and a prior a labelled model cannot take, in one line."""
     if config.guide not in LABELLED_GUIDES:
         raise ConfigError(
             f"--model {config.kind} takes the guide {' or '.join(LABELLED_GUIDES)}, "
             f"got {config.guide!r}: leave out --guide"
+        )
+    if resolve(config).classes["prior"].needs_posterior:
+        raise ConfigError(
+            f"--model {config.kind} cannot take the prior {config.prior!r}: it is built on "
+            "q(z|x), which a labelled model replaces with q(z|x,y); choose another --prior"
         )
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
+from pyrovae.model.build import check_model_config
 from pyrovae.model.conditional import ConditionalVAE
 from pyrovae.model.spec import model_config
 
@@ -55,6 +56,16 @@ def test_refuses_a_guide_it_cannot_condition_and_a_label_out_of_range():
         make_cvae(guide="iaf")
     with pytest.raises(ConfigError, match="--label must be from 0 to 2"):
         make_cvae().sample(2, label=3)
+
+
+@pytest.mark.parametrize("kind", ["cvae", "m2"])
+def test_guide_and_prior_are_refused_before_the_data_are_read(kind):
+    # No data_shape nor n_classes yet: the check that runs before the data load.
+    with pytest.raises(ConfigError, match="takes the guide normal"):
+        check_model_config(model_config(kind=kind, guide="iaf"))
+    with pytest.raises(ConfigError, match="cannot take the prior 'vamp'"):
+        check_model_config(model_config(kind=kind, prior="vamp"))
+    check_model_config(model_config(kind=kind, prior="flow"))
 
 
 def test_elbo_terms_take_the_kl_in_closed_form_or_from_the_draw():
