@@ -71,8 +71,8 @@ class Duration(click.ParamType):
 
 
 #: Options that may be given with --resume; the rest come from the run's config.json.
-RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "max_time",
-                  "precision", "compile"}  # fmt: skip
+RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "particles", "progress", "devices",
+                  "max_time", "precision", "compile"}  # fmt: skip
 
 
 @click.command("train", cls=ComponentCommand)
@@ -181,7 +181,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "progress", "devices", "ma
     type=int,
     default=TrainConfig.particles,
     show_default=True,
-    help="Samples of z per data point, vectorized.",
+    help="Samples of z per data point, vectorized (with --resume: the count from here on, "
+    "e.g. IWAE-5 fine-tuned with IWAE-50).",
 )
 @click.option(
     "--beta",
@@ -487,7 +488,8 @@ def _resume(
     if extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
         raise click.UsageError(
-            "with --resume only --epochs, --device, --lr, --max-time, --precision, --compile, "
+            "with --resume only --epochs, --device, --lr, --particles, --max-time, --precision, "
+            "--compile, "
             f"--threads and --devices may be given, not {flags}"
         )
     if ctx.meta.get("pyrovae.config_file"):
@@ -496,6 +498,7 @@ def _resume(
         "epochs": options["epochs"],
         "device": options["device"],
         "lr": options["lr"] if "lr" in given else None,
+        "particles": options["particles"] if "particles" in given else None,
         "max_time": options["max_time"] if "max_time" in given else None,
         "precision": options["precision"] if "precision" in given else None,
         "compile": options["compile"] if "compile" in given else None,

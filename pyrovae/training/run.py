@@ -184,6 +184,7 @@ def resume(
     device: str | None = None,
     lr: float | None = None,
     max_time: float | None = None,
+    particles: int | None = None,
     progress: bool = True,
     log: Logger = print,
     finish: Finish | None = None,
@@ -198,6 +199,8 @@ def resume(
     ``epochs`` raises the total number of epochs (the run's own by default);
     ``device`` moves it to another device; ``lr`` changes Adam's step size
     from here on (e.g. after the loss diverged; config.json records it);
+    ``particles`` the objective's sample count from here on (``--particles``:
+    e.g. a run trained with IWAE-5 fine-tuned with more; config.json records it);
     ``max_time`` is this call's time budget in seconds (the run's
     ``max_time`` by default; 0: none). ``precision`` and ``compile`` change
     how the steps run from here on (``--precision``, ``--compile``; the
@@ -218,8 +221,8 @@ def resume(
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
     changes: dict[str, Any] = {"epochs": epochs, "device": device, "lr": lr, "max_time": max_time,
-                               "precision": precision, "compile": compile,
-                               "threads": threads}  # fmt: skip
+                               "particles": particles, "precision": precision,
+                               "compile": compile, "threads": threads}  # fmt: skip
     config = resumed_config(run_dir, **changes)
     check_available(config.train.logger)
     with distributed.session(resolve_device(config.train.device)) as context:
@@ -291,6 +294,7 @@ def resumed_config(
     device: str | None,
     lr: float | None,
     max_time: float | None,
+    particles: int | None = None,
     precision: str | None = None,
     compile: bool | None = None,
     threads: int | None = None,
@@ -312,6 +316,8 @@ def resumed_config(
         config.train.device = device  # type: ignore[assignment]
     if lr is not None:
         config.train.lr = lr
+    if particles is not None:
+        config.train.particles = particles
     try:
         check_model_config(config.validate().model)
         check_regularizers(config.train)

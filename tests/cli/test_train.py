@@ -61,7 +61,7 @@ def test_an_out_that_cannot_be_made_is_one_line_before_the_data_load(runner, tmp
         assert f"cannot create the run directory {out}" in line
 
 
-def test_resume_takes_a_new_learning_rate_but_not_other_options(runner, tmp_path):
+def test_resume_takes_a_new_learning_rate_and_particles_but_not_other_options(runner, tmp_path):
     from pyrovae.config import RunConfig
 
     run_dir = tmp_path / "run"
@@ -72,6 +72,18 @@ def test_resume_takes_a_new_learning_rate_but_not_other_options(runner, tmp_path
     assert result.exit_code == 0, result.output
     assert "lr 0.001 -> 0.0003" in result.output
     assert RunConfig.load(run_dir / "config.json").train.lr == 3e-4
+    resumed = [
+        "train",
+        "--resume",
+        str(run_dir),
+        "--epochs",
+        "3",
+        "--particles",
+        "3",
+        "--no-progress",
+    ]
+    assert runner.invoke(main, resumed).exit_code == 0
+    assert RunConfig.load(run_dir / "config.json").train.particles == 3
     result = runner.invoke(main, ["train", "--resume", str(run_dir), "--hidden", "64"])
     assert result.exit_code != 0 and "--hidden" in result.output
 

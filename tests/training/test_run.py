@@ -671,3 +671,23 @@ def test_a_model_too_large_for_memory_is_one_line_before_allocating(
     assert time.perf_counter() - started < 30  # nothing allocated (or zeroed)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_more_particles_trains_on_them_from_there(tiny_config, tmp_path):
+    """``--resume --particles``: an IWAE run fine-tuned with more samples. config.json
+    records the new count, and the epochs from there differ from a resume that kept it."""
+    import shutil
+
+    tiny_config.train.epochs = 1
+    tiny_config.train.objective = "iwae"
+    tiny_config.train.particles = 2
+    train(tiny_config, tmp_path / "a", progress=False, log=_quiet)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    kept = resume(tmp_path / "a", epochs=2, progress=False, log=_quiet)
+    more = resume(tmp_path / "b", epochs=2, particles=8, progress=False, log=_quiet)
+    assert RunConfig.load(tmp_path / "a" / "config.json").train.particles == 2
+    assert RunConfig.load(tmp_path / "b" / "config.json").train.particles == 8
+    assert kept.history[0] == more.history[0]
+    assert kept.history[1]["train_elbo"] != more.history[1]["train_elbo"]
+    with pytest.raises(ConfigError, match="--particles"):
+        resume(tmp_path / "b", epochs=3, particles=0, progress=False, log=_quiet)
