@@ -85,12 +85,6 @@ def plain_log_px(
     return torch.cat(out)
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the GPU's queued work, so that a clock read after it counts it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def memory_budget(device: torch.device, text: str | None = None) -> int:
     """Bytes a chunk of draws may take: ``text`` (``--memory-budget``), else the device's
     default, read once, as the free memory a GPU reports shrinks while torch's cache fills."""
@@ -111,6 +105,7 @@ def side_by_side(
     """Alternated repetitions of pyrovae's estimator and :func:`plain_log_px`."""
     from pyrovae.api import load_run
     from pyrovae.inference.importance import auto_chunk_size, importance_all
+    from pyrovae.runtime import synchronize
 
     run = load_run(run_dir, device=device)
     images = run.data().test[:n]
@@ -134,10 +129,10 @@ def side_by_side(
         order = list(runners) if rep % 2 == 0 else list(reversed(runners))
         for name in order:
             torch.manual_seed(rep)
-            _sync(run.device)
+            synchronize(run.device)
             started, cpu_started = time.perf_counter(), time.process_time()
             log_px = runners[name]()
-            _sync(run.device)
+            synchronize(run.device)
             times[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - cpu_started)
             values[name] = float(log_px.mean())
@@ -181,6 +176,7 @@ def memory_worker(
     before (the CPU's peak RSS; on a GPU, the peak of ``torch.cuda.memory_allocated``)."""
     from pyrovae.api import load_run
     from pyrovae.inference.importance import auto_chunk_size, importance_all
+    from pyrovae.runtime import synchronize
 
     run = load_run(run_dir, device=device)
     images = run.data().test[:n]
@@ -188,7 +184,7 @@ def memory_worker(
     importance_all(run.vae, images[:4], 8, None, 4, False)  # warm-up
     cuda = run.device.type == "cuda"
     if cuda:
-        _sync(run.device)
+        synchronize(run.device)
         before = torch.cuda.memory_allocated(run.device) / 2**20
         torch.cuda.reset_peak_memory_stats(run.device)
     else:
@@ -197,7 +193,7 @@ def memory_worker(
     torch.manual_seed(0)
     started = time.perf_counter()
     estimate = importance_all(run.vae, images, k, None, batch_size, False, memory_budget=budget)
-    _sync(run.device)
+    synchronize(run.device)
     seconds = time.perf_counter() - started
     peak = (
         torch.cuda.max_memory_allocated(run.device) / 2**20 if cuda else _status_kib("VmHWM") / 1024
@@ -226,6 +222,7 @@ def full_test_set(
     from pyrovae.api import load_run
     from pyrovae.inference.importance import ImportanceEstimate, auto_chunk_size, importance_all
     from pyrovae.inference.stats import mc_standard_error, standard_error
+    from pyrovae.runtime import synchronize
 
     run = load_run(run_dir, device=device)
     images = run.data().test
@@ -239,7 +236,7 @@ def full_test_set(
         batch = images[start : start + step]
         part = importance_all(run.vae, batch, k, None, batch_size, False, memory_budget=budget)
         parts.append(part)
-        _sync(run.device)  # the clock below counts the GPU's queued work
+        synchronize(run.device)  # the clock below counts the GPU's queued work
         done = ImportanceEstimate.cat(parts)
         row = {
             "images": done.log_px.shape[0],

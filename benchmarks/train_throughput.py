@@ -70,6 +70,7 @@ from pyrovae.model.flows import conditional_made
 from pyrovae.model.networks import NETWORKS
 from pyrovae.model.spec import component_class, model_config
 from pyrovae.model.vae import VAE
+from pyrovae.runtime import synchronize
 from pyrovae.training.acceleration import accelerate
 from pyrovae.training.schedules import kl_weight
 from pyrovae.training.step import TrainStep, make_optimizer, train_epoch
@@ -315,17 +316,12 @@ class CaseResult:
     plain_loop_mb: float | None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(side: Any, steps: int, device: torch.device) -> tuple[float, float]:
     """Wall-clock and process CPU seconds of ``steps`` steps (the loss read once at the end)."""
-    _sync(device)
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     side.run(steps).item()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 

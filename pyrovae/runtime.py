@@ -67,6 +67,13 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a GPU's kernels run after the call that
+    launched them returns), so that a clock read after this counts it; nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def set_threads(n: int | None) -> None:
     """Run torch's operators on ``n`` threads (``None``: leave torch's choice)."""
     if n is None:

@@ -177,7 +177,8 @@ def check_labelled_components(config: ModelConfig) -> None:
             f"--model {config.kind} takes the guide {' or '.join(LABELLED_GUIDES)}, "
             f"got {config.guide!r}: leave out --guide"
         )
-    if resolve(config).classes["prior"].needs_posterior:
+    classes: Mapping[str, Any] = resolve(config).classes
+    if classes["prior"].needs_posterior:
         raise ConfigError(
             f"--model {config.kind} cannot take the prior {config.prior!r}: it is built on "
             "q(z|x), which a labelled model replaces with q(z|x,y); choose another --prior"

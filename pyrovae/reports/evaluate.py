@@ -33,7 +33,7 @@ from pyrovae.inference.objectives import average_elbo_terms
 from pyrovae.inference.stats import mc_standard_error, standard_error
 from pyrovae.inference.surgery import SURGERY_FLOPS, SurgeryResult, elbo_surgery
 from pyrovae.model.vae import VAE
-from pyrovae.runtime import eval_mode, module_device
+from pyrovae.runtime import eval_mode, module_device, synchronize
 
 __all__ = [
     "DEFAULT_K",
@@ -421,8 +421,7 @@ def evaluate(
     )
     for name in chosen:
         METRIC_STEPS[name](result, inputs)
-    if module_device(vae).type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(module_device(vae))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -62,6 +62,7 @@ from pyrovae.runtime import (
     forked_rng,
     module_device,
     resolve_device,
+    synchronize,
 )
 from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.acceleration import accelerate, is_compile_error, release
@@ -567,8 +568,7 @@ class Training:
             group["lr"] = lr
         started = time.perf_counter()
         train_loss = self.train_loss(epoch)
-        if self.vae_device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(self.vae_device)
         seconds = time.perf_counter() - started
         self.clock.train += seconds
         self.clock.epochs += 1
