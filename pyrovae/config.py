@@ -431,6 +431,11 @@ class RunConfig:
         raw = dict(raw)
         version = raw.pop("version", CONFIG_VERSION)
         old_model = {"arch", "hidden", "image_shape"} & set(raw.get("model", {}))
+        if isinstance(version, int) and version > CONFIG_VERSION and not old_model:
+            raise ConfigError(
+                f"it was written by a newer pyrovae (config version {version}, this one reads "
+                f"{CONFIG_VERSION}): read it with that version or a later one"
+            )
         if version != CONFIG_VERSION or old_model:
             raise ConfigError(
                 "it was written by an older pyrovae "

@@ -67,6 +67,14 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says an allocation failed (host memory or a GPU's)."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on ``device`` (a GPU's kernels run after the call that
     launched them returns), so that a clock read after this counts it; nothing on the CPU."""

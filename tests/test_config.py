@@ -126,3 +126,13 @@ def test_model_config_changes_a_base_and_drops_what_no_component_takes():
     normal = model_config(iaf, guide="normal")
     assert "guide" not in normal.options
     assert normal.options["likelihood"] == {"obs_scale": "shared"}
+
+
+@pytest.mark.parametrize(
+    "version, message",
+    [(1, "older pyrovae (config version 1"), (99, "newer pyrovae (config version 99")],
+)
+def test_a_config_of_another_version_says_whether_it_is_older_or_newer(version, message):
+    raw = RunConfig().to_dict() | {"version": version}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        RunConfig.from_dict(raw)

@@ -25,6 +25,7 @@ from pyrovae.model.networks.base import Networks
 from pyrovae.model.semi_supervised import SemiSupervisedVAE
 from pyrovae.model.spec import resolve
 from pyrovae.model.vae import VAE
+from pyrovae.runtime import is_out_of_memory
 
 #: The class that builds each model kind (``ModelConfig.kind``, ``--model``).
 #: The class of each model kind (``--model``; see :data:`pyrovae.config.MODEL_KINDS`).
@@ -60,7 +61,7 @@ def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | 
     try:
         return make_model(config, modules=modules).to(device)
     except (RuntimeError, MemoryError) as err:
-        if not _out_of_memory(err):
+        if not is_out_of_memory(err):
             raise
         raise ConfigError(
             f"the model does not fit in memory ({first_line(err, 120)}): "
@@ -117,13 +118,6 @@ def available_memory(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
-        "out of memory" in text or "can't allocate memory" in text
-    )
 
 
 def _bytes(n: float) -> str:

@@ -778,6 +778,7 @@ class Training:
             "rng": rng_states[0],
             "history": history,
             "lr": self.config.train.lr,  # the step size before any schedule, for --resume
+            "particles": self.config.train.particles,  # to say when --resume changes it
         }
         ema = self.step.ema
         if ema is not None:
@@ -929,8 +930,11 @@ def restore(
         group["lr"] = config.train.lr
     if epoch < config.train.epochs:
         changed = saved_lr is not None and saved_lr != config.train.lr
-        lr_note = f", lr {saved_lr:g} -> {config.train.lr:g}" if changed else ""
-        log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{lr_note}")
+        note = f", lr {saved_lr:g} -> {config.train.lr:g}" if changed else ""
+        particles = checkpoint.get("particles", config.train.particles)
+        if particles != config.train.particles:
+            note += f", particles {particles} -> {config.train.particles}"
+        log(f"resuming {run_dir} after epoch {epoch} of {config.train.epochs}{note}")
     return history, epoch
 
 

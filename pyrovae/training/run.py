@@ -19,14 +19,11 @@ from typing import Any
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.load import absolute_locations
-from pyrovae.errors import (
-    CheckpointError,
-    ConfigError,
-)
+from pyrovae.errors import CheckpointError, ConfigError, TrainingError, first_line
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
-from pyrovae.runtime import resolve_device
+from pyrovae.runtime import is_out_of_memory, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
@@ -152,6 +149,14 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
                 claim.discard()
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
             raise TrainingInterrupted(interrupted_message(run_dir)) from None
+        if is_out_of_memory(err):  # one line, not the allocator's traceback
+            raise TrainingError(
+                stopped_message(
+                    run_dir,
+                    f"out of memory ({first_line(err, 120)}; a smaller --batch-size or "
+                    "--particles needs less)",
+                )
+            ) from None
         raise
     finally:
         for claim in claimed:
@@ -160,21 +165,25 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
 
 def interrupted_message(run_dir: Path) -> str:
     """What an interruption leaves in ``run_dir``, and how to go on from it."""
+    return stopped_message(run_dir, "interrupted")
+
+
+def stopped_message(run_dir: Path, what: str) -> str:
+    """``what`` stopped the run in ``run_dir``: what it leaves there, and how to go on."""
     if (run_dir / CHECKPOINT_NAME).exists():
         try:
             kept = f"the checkpoint of epoch {load_checkpoint(run_dir / CHECKPOINT_NAME)['epoch']}"
         except (CheckpointError, KeyError):
             kept = "its last checkpoint"
         return (
-            f"interrupted; {kept} in {run_dir} is kept: continue with "
-            f"`pyrovae train --resume {run_dir}`"
+            f"{what}; {kept} in {run_dir} is kept: continue with `pyrovae train --resume {run_dir}`"
         )
     if (run_dir / CONFIG_NAME).exists():
         return (
-            f"interrupted before the first checkpoint; `pyrovae train --resume {run_dir}` "
+            f"{what} before the first checkpoint; `pyrovae train --resume {run_dir}` "
             "starts the run over from its config.json"
         )
-    return "interrupted before training started; nothing was written: run the command again"
+    return f"{what} before training started; nothing was written: run the command again"
 
 
 def resume(

@@ -684,10 +684,36 @@ def test_resume_with_more_particles_trains_on_them_from_there(tiny_config, tmp_p
     train(tiny_config, tmp_path / "a", progress=False, log=_quiet)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     kept = resume(tmp_path / "a", epochs=2, progress=False, log=_quiet)
-    more = resume(tmp_path / "b", epochs=2, particles=8, progress=False, log=_quiet)
+    lines: list[str] = []
+    more = resume(tmp_path / "b", epochs=2, particles=8, progress=False, log=lines.append)
+    assert any(line.endswith("after epoch 1 of 2, particles 2 -> 8") for line in lines), lines
     assert RunConfig.load(tmp_path / "a" / "config.json").train.particles == 2
     assert RunConfig.load(tmp_path / "b" / "config.json").train.particles == 8
     assert kept.history[0] == more.history[0]
     assert kept.history[1]["train_elbo"] != more.history[1]["train_elbo"]
     with pytest.raises(ConfigError, match="--particles"):
         resume(tmp_path / "b", epochs=3, particles=0, progress=False, log=_quiet)
+
+
+def test_running_out_of_memory_is_one_line_that_says_what_is_kept(
+    tiny_config, tmp_path, monkeypatch
+):
+    """An allocation that fails (a GPU's or the host's) ends in a TrainingError of one
+    line that names the allocator's message and what the run keeps, not a traceback."""
+    from pyrovae.training import labelled
+
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore")
+
+    monkeypatch.setattr(labelled, "untrained_loss", exhausted)
+    with pytest.raises(TrainingError) as resumed:
+        resume(tmp_path / "run", epochs=3, progress=False, log=_quiet)
+    message = str(resumed.value)
+    assert "\n" not in message
+    assert message.startswith("out of memory (CUDA out of memory. Tried to allocate 20.00 GiB;")
+    assert "--particles" in message and "the checkpoint of epoch 2" in message
+    with pytest.raises(TrainingError, match="out of memory .* nothing was written"):
+        train(tiny_config, tmp_path / "fresh", progress=False, log=_quiet)
+    assert not (tmp_path / "fresh").exists()
