@@ -19,7 +19,13 @@ from typing import Any
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.load import absolute_locations
-from pyrovae.errors import CheckpointError, ConfigError, TrainingError, first_line
+from pyrovae.errors import (
+    CheckpointError,
+    ConfigError,
+    PyrovaeError,
+    TrainingError,
+    first_line,
+)
 from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
@@ -149,7 +155,8 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
                 claim.discard()
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
             raise TrainingInterrupted(interrupted_message(run_dir)) from None
-        if is_out_of_memory(err):  # one line, not the allocator's traceback
+        # One line, not the allocator's traceback (pyrovae's own errors are one line already).
+        if is_out_of_memory(err) and not isinstance(err, PyrovaeError):
             raise TrainingError(
                 stopped_message(
                     run_dir,

@@ -717,3 +717,10 @@ def test_running_out_of_memory_is_one_line_that_says_what_is_kept(
     with pytest.raises(TrainingError, match="out of memory .* nothing was written"):
         train(tiny_config, tmp_path / "fresh", progress=False, log=_quiet)
     assert not (tmp_path / "fresh").exists()
+
+    def own_error(*args, **kwargs):
+        raise DataError("ran out of memory reading the data")
+
+    monkeypatch.setattr(labelled, "untrained_loss", own_error)
+    with pytest.raises(DataError, match="^ran out of memory reading the data$"):
+        resume(tmp_path / "run", epochs=3, progress=False, log=_quiet)
