@@ -75,7 +75,7 @@ _progress_option = click.option(
     type=click.IntRange(min=0),
     default=0,
     help="Inference gaps on the first N images (adds gaps to --metrics; with gaps in "
-    "--metrics and no --gaps: 8 images).",
+    "--metrics and no --gaps, or --gaps 0: 8 images).",
 )
 @click.option(
     "--memory-budget",
