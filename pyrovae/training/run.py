@@ -269,6 +269,7 @@ def resume(
                         f"pass --epochs N with N > {done} to train further"
                     )
                 log(f"{run_dir} has trained its {done} epochs; drawing its missing figures")
+                config = _figures_only_config(run_dir, changes, log)
             return fit(
                 config,
                 run_dir,
@@ -279,6 +280,19 @@ def resume(
                 finish=finish,
                 source=source,
             )
+
+
+#: What a resume changes only in training steps: a run that only draws its figures
+#: does not record them (its config.json would say the run trained with them).
+TRAINING_ONLY = ("lr", "particles")
+
+
+def _figures_only_config(run_dir: Path, changes: dict[str, Any], log: Logger) -> RunConfig:
+    """The resumed config without :data:`TRAINING_ONLY` changes, saying which were given."""
+    given = [name for name in TRAINING_ONLY if changes[name] is not None]
+    if given:
+        log(f"not recorded, as no epoch is left to train: {', '.join(given)}")
+    return resumed_config(run_dir, **{**changes, **dict.fromkeys(TRAINING_ONLY)})
 
 
 def run_figures(config: RunConfig) -> tuple[str, ...]:

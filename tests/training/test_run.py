@@ -374,6 +374,24 @@ def test_resume_with_no_new_epochs_draws_the_figures_a_killed_run_lacks(tiny_con
     assert [row["epoch"] for row in result.history] == [1, 2]
 
 
+def test_a_finished_run_drawing_figures_does_not_record_a_new_lr_or_particles(
+    tiny_config, tmp_path
+):
+    from pyrovae.config import RunConfig
+    from pyrovae.files import CONFIG_NAME
+
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    run_dir = tmp_path / "run"
+    before = RunConfig.load(run_dir / CONFIG_NAME)
+    (run_dir / "samples.png").unlink()  # killed while drawing
+    lines: list[str] = []
+    resume(run_dir, lr=0.123, particles=7, progress=False, log=lines.append)
+    after = RunConfig.load(run_dir / CONFIG_NAME)
+    assert (after.train.lr, after.train.particles) == (before.train.lr, before.train.particles)
+    assert (run_dir / "samples.png").is_file()
+    assert any("not recorded" in line and "lr, particles" in line for line in lines)
+
+
 def test_run_figures_names_what_the_run_draws(tiny_config, tmp_path):
     from pyrovae.files import RUN_FIGURES
 
