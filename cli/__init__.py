@@ -7,6 +7,10 @@ heavy imports (torch, Pyro, ArviZ) happen inside the command, so that
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import click
 
 from pyrovae import __version__
@@ -19,7 +23,35 @@ from pyrovae.cli.latent import encode_command, explore_command, probe_command
 from pyrovae.cli.train import train_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """A usage error (an unknown option, a value out of range) as one line,
+    ``Error: ... (see 'pyrovae train --help')``, with click's exit status 2; click
+    would print the usage and a hint first, three lines for one mistake."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:  # ``pyrovae`` alone: the help, as it is
+        raise
+    except click.UsageError as err:
+        if err.ctx is None:
+            raise
+        message = f"{err.format_message()} (see '{err.ctx.command_path} --help')"
+        raise click.UsageError(message) from None
+
+
+class _Commands(click.Group):
+    """pyrovae's command group: usage errors of it and of its commands are one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyrovae")
 def main() -> None:
     """pyrovae: variational autoencoders on Pyro.

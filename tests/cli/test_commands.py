@@ -491,3 +491,26 @@ def test_bad_option_with_devices_fails_once_before_launching(runner, tmp_path):
     result = runner.invoke(main, ["train", "--devices", "2", "--beta", "0", "--out", str(tmp_path)])
     _assert_one_line_error(result)
     assert result.output.count("Error:") == 1 and "--beta" in result.output
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["sample", "-n", "0"], ["'-n'", "pyrovae sample --help"]),
+        (["train", "--likelihood", "nope"], ["'nope'", "pyrovae train --help"]),
+        (["components", "--threads", "1"], ["--threads", "pyrovae components --help"]),
+        (["train", "--quiet", "--verbose"], ["not both", "pyrovae train --help"]),
+        (["nope"], ["'nope'", "pyrovae --help"]),
+    ],
+)
+def test_a_usage_error_is_one_error_line_with_exit_status_2(argv, names):
+    result = CliRunner().invoke(main, argv, prog_name="pyrovae")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert all(name in lines[0] for name in names), lines[0]
+
+
+def test_pyrovae_alone_still_shows_the_help():
+    result = CliRunner().invoke(main, [])
+    assert "Commands:" in result.output and "Error" not in result.output

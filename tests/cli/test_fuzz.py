@@ -97,6 +97,7 @@ def assert_clean_strict(result: Result, shown: str) -> None:
     assert isinstance(result.exception, SystemExit), f"{shown}\n{result.exc_info!r}"
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("Error:"), shown
+    assert not any(line.startswith("Usage:") for line in lines), shown  # one line, not three
 
 
 # --------------------------------------------------------------------------- #
