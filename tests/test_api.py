@@ -354,6 +354,12 @@ def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
     originals, recons = reconstruct(run, 2, data=x)
     assert recons.shape == (2, 3) and torch.equal(originals, load_run(run_dir).data(x).test[:2])
     assert math.isfinite(evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"])
+    # A Run from load_run stands for its folder, as docs/data.md writes the calls.
+    by_run = evaluate_run(run, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"]
+    assert by_run == evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"]
+    assert diagnose_run(run, data=x, n=2, draws=10, nuts=0, out=tmp_path / "d") is not None
+    with pytest.raises(ConfigError, match="expected a run folder .* got int"):
+        evaluate_run(5, k=2, n=3)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="same data"):
         resume(run_dir, epochs=2, data=x[:40], progress=False, log=lambda _: None)
     resumed = resume(run_dir, epochs=2, data=x, progress=False, log=lambda _: None)

@@ -385,13 +385,32 @@ def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
     return checkpoints[-1].parent
 
 
+#: A run folder (``None``: :func:`latest_run`), or a :class:`Run` (its folder is read again).
+RunSource = str | Path | Run | None
+
+
+def run_folder(run_dir: RunSource) -> Path:
+    """The folder of ``run_dir`` (see :data:`RunSource`)."""
+    if run_dir is None:
+        return latest_run()
+    if isinstance(run_dir, Run):
+        return run_dir.run_dir
+    if not isinstance(run_dir, (str, Path)):
+        raise ConfigError(
+            f"expected a run folder (a str or Path) or a Run from load_run, "
+            f"got {type(run_dir).__name__}"
+        )
+    return Path(run_dir)
+
+
 def load_run(
-    run_dir: str | Path | None = None,
+    run_dir: RunSource = None,
     device: str = "auto",
     checkpoint: CheckpointName = "best",
     weights: WeightsName = "average",
 ) -> Run:
-    """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`) from a checkpoint.
+    """Rebuild the VAE of ``run_dir`` (default: :func:`latest_run`; a :class:`Run` is
+    loaded again from its folder) from a checkpoint.
 
     ``checkpoint="best"`` (default) takes the epoch with the best validation
     ELBO of a run trained with a validation split (``--val-fraction``), and the
@@ -407,7 +426,7 @@ def load_run(
         raise ConfigError(f"--checkpoint must be best or last, got {checkpoint!r}")
     if weights not in WEIGHT_CHOICES:
         raise ConfigError(f"--weights must be average or trained, got {weights!r}")
-    run_dir = Path(run_dir) if run_dir is not None else latest_run()
+    run_dir = run_folder(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
     config = RunConfig.load(run_dir / CONFIG_NAME)
@@ -603,7 +622,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def evaluate_run(
-    run_dir: str | Path | None = None,
+    run_dir: RunSource = None,
     *,
     split: str = "test",
     k: int | None = None,
@@ -670,7 +689,7 @@ def evaluate_run(
     return result
 
 
-def diagnose_run(run_dir: str | Path | None = None, **options: Any) -> az.InferenceData:
+def diagnose_run(run_dir: RunSource = None, **options: Any) -> az.InferenceData:
     """Diagnose a trained run and return the ArviZ ``InferenceData`` it wrote to
     ``diagnostics.nc``: ``az.loo``, ``az.waic``, ``az.compare``, ``az.summary`` and
     ``az.plot_ppc`` take it as it is.
@@ -685,7 +704,7 @@ def diagnose_run(run_dir: str | Path | None = None, **options: Any) -> az.Infere
 
 
 def diagnose_report(
-    run_dir: str | Path | None = None,
+    run_dir: RunSource = None,
     *,
     out: str | Path | None = None,
     split: str = "test",

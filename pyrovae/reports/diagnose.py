@@ -467,11 +467,11 @@ def _predictive_check(vae: VAE, x: torch.Tensor, z: torch.Tensor) -> _Predictive
     samples = vae.px(z).sample()  # (draws, n, *data_shape)
     seen = ~torch.isnan(x)
     if bool(seen.all()):
-        replicated = samples.flatten(-3).mean(-1).cpu().numpy()  # (draws, n)
+        replicated = samples.flatten(2).mean(-1).cpu().numpy()  # (draws, n)
         observed = x.flatten(1).mean(-1).cpu().numpy()  # (n,)
     else:  # incomplete data: both means over each image's observed values
         count = seen.flatten(1).sum(-1)  # (n,)
-        replicated = (torch.where(seen, samples, 0.0).flatten(-3).sum(-1) / count).cpu().numpy()
+        replicated = (torch.where(seen, samples, 0.0).flatten(2).sum(-1) / count).cpu().numpy()
         observed = (torch.where(seen, x, 0.0).flatten(1).sum(-1) / count).cpu().numpy()
     return _PredictiveCheck(
         observed, replicated, posterior_predictive_summary(observed, replicated)
