@@ -546,11 +546,13 @@ def _launch(ctx: click.Context, devices: int) -> None:
 
 @contextmanager
 def _interruptible() -> Iterator[None]:
-    """Ctrl-C: a one-line message saying what is kept and how to go on, not a traceback."""
-    from pyrovae.training.run import TrainingInterrupted
+    """Ctrl-C or SIGTERM: a one-line message saying what is kept and how to go on, not a
+    traceback (nor, for SIGTERM, silence)."""
+    from pyrovae.training.run import TrainingInterrupted, sigterm_stops_as_ctrl_c
 
     try:
-        yield
+        with sigterm_stops_as_ctrl_c():
+            yield
     except TrainingInterrupted as err:
         raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:

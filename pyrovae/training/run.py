@@ -9,6 +9,8 @@ what is kept on disk and how to go on.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -136,8 +138,33 @@ def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.C
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`train` or :func:`resume`; the message says what is kept
-    in the run directory and how to go on."""
+    """Ctrl-C (or SIGTERM, see :func:`sigterm_stops_as_ctrl_c`) during :func:`train` or
+    :func:`resume`; the message says what is kept in the run directory and how to go on."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler's end of job) within
+    :func:`sigterm_stops_as_ctrl_c`."""
+
+
+@contextmanager
+def sigterm_stops_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM stops training as Ctrl-C does: :class:`Terminated`, then
+    one line saying which checkpoint is kept, where the default would end the process
+    without a word. For the command line, which owns its process; a library call leaves
+    the caller's handlers alone. The previous handler is restored after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can be set from the main thread only
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -154,7 +181,8 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
             if fresh and not (run_dir / CONFIG_NAME).exists():
                 claim.discard()
         if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
-            raise TrainingInterrupted(interrupted_message(run_dir)) from None
+            what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            raise TrainingInterrupted(stopped_message(run_dir, what)) from None
         # One line, not the allocator's traceback (pyrovae's own errors are one line already).
         if is_out_of_memory(err) and not isinstance(err, PyrovaeError):
             raise TrainingError(
@@ -168,11 +196,6 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
     finally:
         for claim in claimed:
             claim.release()
-
-
-def interrupted_message(run_dir: Path) -> str:
-    """What an interruption leaves in ``run_dir``, and how to go on from it."""
-    return stopped_message(run_dir, "interrupted")
 
 
 def stopped_message(run_dir: Path, what: str) -> str:

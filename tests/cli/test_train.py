@@ -269,3 +269,49 @@ def test_a_warning_is_one_line_without_the_source_line(runner, tmp_path):
     for failing in (["--verbose", "--threads", "0"], ["--quiet", "--verbose"], ["--epochs", "x"]):
         assert runner.invoke(main, ["train", *failing]).exit_code != 0
         assert warnings.showwarning is not _show_warning
+
+
+def test_sigterm_stops_a_training_in_one_line_that_says_what_is_kept(tmp_path):
+    """``kill``, ``timeout`` and batch schedulers send SIGTERM: the run stops as for Ctrl-C,
+    with its last checkpoint kept and the way to go on, not silently."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pyrovae.files import CHECKPOINT_NAME
+    from pyrovae.training.checkpoint import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "pyrovae", "train", *TINY, "--epochs", "100000",
+               "--threads", "1", "--out", str(run_dir)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (run_dir / CHECKPOINT_NAME).exists(), "no checkpoint within 120 s"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert process.returncode == 1, output
+    assert "Traceback" not in output
+    assert lines[-1].startswith("Error: terminated (SIGTERM); the checkpoint of epoch"), output
+    assert f"pyrovae train --resume {run_dir}" in lines[-1]
+    assert load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"] >= 1
+
+
+def test_sigterm_handler_is_set_for_the_block_only():
+    import os
+    import signal
+
+    from pyrovae.training.run import Terminated, sigterm_stops_as_ctrl_c
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), sigterm_stops_as_ctrl_c():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) == before
