@@ -223,9 +223,9 @@ class Component:
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the class docstring."""
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The first paragraph of the class docstring, on one line."""
+        paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in paragraph.splitlines())
 
     @classmethod
     def option(cls, name: str) -> Option | None:

@@ -104,3 +104,15 @@ def test_a_missing_component_names_its_provider() -> None:
         PRIORS.get("nope")
     with pytest.raises(ComponentMissingError, match="comes from some-plugin, which is not"):
         PRIORS.get("nope", "some-plugin")
+
+
+def test_a_summary_is_the_docstrings_first_paragraph_on_one_line():
+    from pyrovae.components import Component
+
+    class Wrapped(Component):
+        """A first sentence that a line break
+        wraps.
+
+        Details that are not the summary."""
+
+    assert Wrapped.summary() == "A first sentence that a line break wraps."

@@ -243,6 +243,14 @@ def test_amortized_guide_does_not_take_a_module_models_parameters() -> None:
     assert {id(p) for p in guide.parameters()}.isdisjoint(id(p) for p in model.parameters())
 
 
+def test_amortized_guide_asks_for_the_encoders_out_features():
+    from pyrovae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="out_features") as info:
+        AmortizedGuide(lambda x: None, nn.Sequential(nn.Linear(6, 8)), "normal")
+    assert "\n" not in str(info.value)
+
+
 # --------------------------------------------------------------------------- #
 # Closing the ELBO gap of a correlated posterior (probabilistic PCA)
 # --------------------------------------------------------------------------- #

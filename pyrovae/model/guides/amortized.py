@@ -16,6 +16,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyrovae.errors import ConfigError
 from pyrovae.model.context import ModelContext
 from pyrovae.model.guides.base import GUIDES, Guide
 from pyrovae.sites import DATA_PLATE, LATENT
@@ -88,6 +89,12 @@ class AmortizedGuide(nn.Module):
         # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
         # must not become a submodule, or its parameters would be the guide's too.
         self._model = (model,)
+        if not isinstance(getattr(encoder, "out_features", None), int):
+            raise ConfigError(
+                f"the encoder ({type(encoder).__name__}) needs an integer out_features "
+                "attribute, the size of the features h(x) it returns: set "
+                "encoder.out_features = N"
+            )
         self.encoder = encoder
         self.head_class: type[Guide] = GUIDES.get(guide) if isinstance(guide, str) else guide
         self.head_options = self.head_class.resolve_options(options)
