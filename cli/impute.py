@@ -41,7 +41,7 @@ _log = logging.getLogger("pyrovae")
     required=True,
     help="Where to write: X.npy gets the input with each NaN replaced by its posterior-"
     "predictive mean (with --draws also X-draws.npz); X.npz gets the arrays mean, std, "
-    "lower, upper (90% interval) and draws.",
+    "lower, upper (90% interval), and draws with --draws.",
 )
 @click.option(
     "--draws",

@@ -403,7 +403,7 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "particles", "progress", "
 def train_command(ctx: click.Context, **options: Any) -> None:
     """Train a VAE with Pyro SVI and write a run directory.
 
-    The options after --prior are those of the installed components (plugins
+    The options after --verbose are those of the installed components (plugins
     included): each goes to the chosen components that declare it. Any option
     can come from a TOML file (--config); each run writes its own as
     RUN/config.toml.

@@ -318,7 +318,8 @@ def impute_file(
 
     ``out`` ending ``.npy`` gets the filled data, and with draws a file
     ``<out>-draws.npz`` (:func:`draws_path`) gets ``mean``, ``std``, ``lower``,
-    ``upper`` and ``draws``; ``out`` ending ``.npz`` gets all of them.
+    ``upper`` and ``draws``; ``out`` ending ``.npz`` gets all of them (``draws`` only
+    with draws).
     ``json_path`` gets :meth:`ImputeResult.to_dict`.
     """
     out = check_output_file(out, suffixes=OUT_SUFFIXES)
