@@ -59,12 +59,19 @@ class TrainedRun(Protocol):
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
-def _check_run(run: Any) -> None:
-    """A path where a loaded run belongs is a one-line error, not an AttributeError."""
+def _check_run(run: Any, operation: str) -> None:
+    """A path where a loaded run belongs is a one-line error, not an AttributeError; so
+    is a CVAE or M2 run, whose encoder reads (or gives) the label y besides x."""
     if not all(hasattr(run, name) for name in ("vae", "config", "split")):
         raise ConfigError(
             f"expected a run from pyrovae.load_run(...), got {type(run).__name__}: "
             f"pass pyrovae.load_run({run!r})"[:200]
+        )
+    kind = run.config.model.kind
+    if kind in ("cvae", "m2"):
+        raise ConfigError(
+            f"{operation} does not support --model {kind} runs: their q(z|x, y) needs the "
+            "label y as well as x"
         )
 
 
@@ -104,7 +111,7 @@ def encode(
         Also write the result as an ``.npz`` (keys ``mean``, ``std``,
         ``labels``, ``method``; ``mean_se``, ``std_se``, ``draws`` when sampled).
     """
-    _check_run(run)
+    _check_run(run, "encode")
     if out is not None:
         check_output_file(out, suffixes=(".npz",))
     if x is None:
@@ -222,7 +229,7 @@ def probe(
     json_path
         Also write the result as JSON here.
     """
-    _check_run(run)
+    _check_run(run, "probe")
     folder = None if out is None else check_output_folder(out)
     if json_path is not None:
         check_output_file(json_path)
@@ -264,7 +271,7 @@ def explore(
     MNIST, digits); ``log`` receives the progress lines of the slow parts
     (t-SNE; default: printed when ``progress``).
     """
-    _check_run(run)
+    _check_run(run, "explore")
     images, labels = run.split("test")
     if log is None:
         log = print if progress else _quiet

@@ -112,3 +112,13 @@ def test_one_line_errors(runs, data, tmp_path):
     _one_line_error(runner.invoke(main, [*train, *cvae_iaf]), "takes the guide normal")
     evaluate = ["evaluate", "--run", str(runs / "cvae")]
     _one_line_error(runner.invoke(main, evaluate), "does not support --model cvae")
+
+
+@pytest.mark.parametrize("kind", ["m2", "cvae"])
+@pytest.mark.parametrize("command", ["encode", "probe", "explore"])
+def test_the_latent_space_commands_refuse_a_labelled_run_in_one_line(runs, tmp_path, kind, command):
+    out = ["--out", str(tmp_path / ("z.npz" if command == "encode" else "figs"))]
+    result = CliRunner().invoke(main, [command, "--run", str(runs / kind), *out])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert lines[-1].startswith(f"Error: {command} does not support --model {kind} runs")
