@@ -28,13 +28,13 @@ from pyrovae.errors import (
     TrainingError,
     first_line,
 )
-from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, RUN_FIGURES
+from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, RUN_FIGURES
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
 from pyrovae.runtime import is_out_of_memory, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
-from pyrovae.training.checkpoint import load_checkpoint
+from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
 from pyrovae.training.loggers import check_available
 from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 from pyrovae.training.step import check_regularizers
@@ -276,6 +276,8 @@ def resume(
             # A run stopped before its first epoch ended has its config but no
             # checkpoint: it starts over from that config.
             has_checkpoint = (run_dir / CHECKPOINT_NAME).exists()
+            if not has_checkpoint:
+                _check_nothing_trained(run_dir)
             checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
             done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
             early = checkpoint is not None and _stopped_early(checkpoint)
@@ -316,6 +318,22 @@ def _figures_only_config(run_dir: Path, changes: dict[str, Any], log: Logger) ->
     if given:
         log(f"not recorded, as no epoch is left to train: {', '.join(given)}")
     return resumed_config(run_dir, **{**changes, **dict.fromkeys(TRAINING_ONLY)})
+
+
+def _check_nothing_trained(run_dir: Path) -> None:
+    """A run without its last checkpoint starts over only if nothing says it trained:
+    starting over would overwrite a best checkpoint and the metrics of earlier epochs."""
+    trained = [
+        name
+        for name in (BEST_CHECKPOINT_NAME, METRICS_NAME)
+        if (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0
+    ]
+    if trained:
+        raise CheckpointError(
+            f"{run_dir} has no {CHECKPOINT_NAME}, but its {' and '.join(trained)} say it "
+            f"trained: resuming would start over and overwrite them; put {CHECKPOINT_NAME} "
+            "back, or train a new run with --out"
+        )
 
 
 def run_figures(config: RunConfig) -> tuple[str, ...]:

@@ -742,3 +742,18 @@ def test_running_out_of_memory_is_one_line_that_says_what_is_kept(
     monkeypatch.setattr(labelled, "untrained_loss", own_error)
     with pytest.raises(DataError, match="^ran out of memory reading the data$"):
         resume(tmp_path / "run", epochs=3, progress=False, log=_quiet)
+
+
+def test_resume_refuses_to_start_over_a_run_whose_last_checkpoint_is_gone(tiny_config, tmp_path):
+    from pyrovae.errors import CheckpointError
+    from pyrovae.files import METRICS_NAME
+
+    tiny_config.train.epochs = 2
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    run_dir = tmp_path / "run"
+    metrics = (run_dir / METRICS_NAME).read_text()
+    (run_dir / CHECKPOINT_NAME).unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint.pt, but its metrics.jsonl") as info:
+        resume(run_dir, epochs=3, progress=False, log=_quiet)
+    assert "\n" not in str(info.value) and "--out" in str(info.value)
+    assert (run_dir / METRICS_NAME).read_text() == metrics  # nothing overwritten
