@@ -607,17 +607,35 @@ def _read_config_file(ctx: click.Context, value: str | None) -> None:
                     names[flag.lstrip("-").replace("-", "_")] = param.name or ""
     components = {option.name for option in component_options()}
     defaults: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, given in raw.items():
         name = names.get(key.replace("-", "_"))
-        if name is None or isinstance(given, dict):
+        if name is None or (isinstance(given, dict) and name not in components):
             raise click.BadParameter(
                 f"{value}: {key!r} is not an option of pyrovae train (keys are option names, "
                 "e.g. latent_dim = 4, at the top level)"
             )
-        defaults[name] = _as_text(given) if name in components else given
+        if name in keys:
+            raise click.BadParameter(f"{value}: {keys[name]!r} and {key!r} name one option")
+        keys[name] = key
+        defaults[name] = _as_text(given) if name in components else _scalar(value, key, given)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["pyrovae.config_file"] = value
     ctx.meta["pyrovae.config_names"] = set(defaults)
+
+
+def _scalar(file: str, key: str, given: Any) -> str:
+    """A config file's value of an option that takes one value, as the command line
+    gives it: as text, so that the option's own type reads it and says what is wrong
+    (``epochs = 1.7`` is not a whole number; ``latent_dim = true`` is not one either)."""
+    if isinstance(given, bool):
+        return "true" if given else "false"
+    if isinstance(given, (str, int, float)):
+        return str(given)
+    raise click.BadParameter(
+        f"{file}: {key} = {given} is a {type(given).__name__}: give a number, a string "
+        "or true/false"
+    )
 
 
 def _as_text(value: Any) -> Any:

@@ -69,6 +69,12 @@ def test_a_config_file_its_overrides_and_the_runs_own_toml_reproducing_it(tmp_pa
         ("[train]\nepochs = 1\n", "'train' is not an option"),
         ("latent_dim = \n", "cannot read"),
         ('likelihood = "nope"\n', "nope"),
+        ("latent_dim = [8]\n", "latent_dim = [8] is a list"),
+        ("lr = 2024-01-01\n", "lr = 2024-01-01 is a date"),
+        ("compile = [true]\n", "is a list"),
+        ("epochs = 1.7\n", "'1.7' is not a valid integer"),
+        ("kl_warmup = true\n", "'true' is not a valid integer"),
+        ("latent-dim = 4\nlatent_dim = 5\n", "'latent-dim' and 'latent_dim' name one option"),
     ],
 )
 def test_a_bad_config_file_is_one_line(tmp_path, text, message):
@@ -202,3 +208,24 @@ def test_an_unknown_preset_is_one_line(tmp_path):
     assert "'nope' is not one of 'fast', 'best', 'paper'" in _one_line_error(result)
     help_text = CliRunner().invoke(main, ["train", "--help"]).output
     assert all(name in help_text for name in ("fast:", "best:", "paper:", "--free-bits", "--ema"))
+
+
+def test_a_module_networks_config_toml_trains_the_same_run_again(tmp_path, monkeypatch):
+    """Its encoder and decoder are TOML tables ({"class" = ..., "kwargs" = ...})."""
+    import json
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    network = ["--network", "module", "--encoder", "own_networks:SmallEncoder",
+               "--decoder", "own_networks:SmallDecoder"]  # fmt: skip
+    first, second = tmp_path / "first", tmp_path / "second"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", *TINY, *network, "--latent-dim", "4", "--epochs", "1",
+                                  "--out", str(first)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = str(first / "config.toml")
+    result = runner.invoke(main, ["train", "--config", config, "--out", str(second)])
+    assert result.exit_code == 0, result.output
+    a, b = (json.loads((run / "config.json").read_text()) for run in (first, second))
+    assert a["model"] == b["model"] and a["train"] == b["train"]
