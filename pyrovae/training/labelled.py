@@ -83,6 +83,12 @@ def prepare_labels(config: RunConfig, data: ArrayData) -> ArrayData:
         )
     if missing == train.numel():
         raise DataError(f"--model {kind} needs some labelled training points; all are -1")
+    if kind == "cvae" and (test is None or not bool((test >= 0).any())):
+        has = "no labels" if test is None else "only -1 (unlabelled)"
+        raise DataError(
+            f"--model cvae scores test points given their labels, and the test split of "
+            f"{data.name} has {has}: give test labels (y_test), or train --model m2"
+        )
     n_classes = 1 + max(int(t.max()) for t in (train, test) if t is not None and t.numel())
     recorded = config.model.n_classes
     if recorded is not None and recorded != n_classes:

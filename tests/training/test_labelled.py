@@ -56,6 +56,13 @@ def test_labels_a_kind_needs_are_one_line_errors():
         prepare_labels(_config("m2"), ArrayData("toy", torch.zeros(3, 2), torch.zeros(1, 2)))
     with pytest.raises(DataError, match="-1 \\(unlabelled\\)"):
         prepare_labels(_config("m2"), _data([0, -2, 1]))
+    unlabelled_test = ArrayData("toy", torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 2, 2),
+                                torch.tensor([0, 1]), None)  # fmt: skip
+    with pytest.raises(DataError, match="test split of toy has no labels"):
+        prepare_labels(_config("cvae"), unlabelled_test)
+    with pytest.raises(DataError, match="has only -1 \\(unlabelled\\)"):
+        prepare_labels(_config("cvae"), _data([0, 1], torch.tensor([-1, -1])))
+    assert prepare_labels(_config("m2"), unlabelled_test).test_labels is None  # y summed out
     vae = _config("vae")
     assert prepare_labels(vae, _data([0, -1])).train_labels.tolist() == [0, -1]
     assert vae.model.n_classes is None
