@@ -376,9 +376,6 @@ class TrainConfig:
             raise ConfigError(f"--ema must be a decay in [0, 1) (0: off), got {self.ema!r}")
 
 
-#: The run's options as TOML, beside ``config.json``: ``pyrovae train --config`` reads it.
-TOML_CONFIG_NAME = "config.toml"
-
 #: The layout of ``config.json``; 2 since components declare their own options.
 CONFIG_VERSION = 2
 

@@ -107,6 +107,11 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
         raise FileWriteError(f"{path} must end in {', '.join(suffixes)}")
     target = resolve_output(path)
     check_output_folder(target.parent, "the output folder")
+    if target.name in RUN_STATE_FILES and (target.parent / CONFIG_NAME).is_file():
+        raise FileWriteError(
+            f"{path} is the {target.name} of the run in {target.parent}: writing it would "
+            "break the run; pick another name"
+        )
     if target.exists() and not os.access(target, os.W_OK):
         raise FileWriteError(f"cannot write {path}: permission denied")
     return target
@@ -296,10 +301,19 @@ def describe_holder(text: str) -> str:
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
+#: The checkpoint of the epoch with the best validation ELBO (runs with a validation split).
+BEST_CHECKPOINT_NAME = "checkpoint-best.pt"
 
 CONFIG_NAME = "config.json"
 
+#: The run's options as a file ``pyrovae train --config`` reads.
+TOML_CONFIG_NAME = "config.toml"
+
 METRICS_NAME = "metrics.jsonl"
+
+#: The files a run cannot lose: what ``--resume``, ``load_run`` and every command read.
+RUN_STATE_FILES = (CONFIG_NAME, TOML_CONFIG_NAME, CHECKPOINT_NAME, BEST_CHECKPOINT_NAME,
+                   METRICS_NAME)  # fmt: skip
 
 #: What :func:`pyrovae.reports.figures.save_run_figures` draws at the end of a run.
 RUN_FIGURES = ("samples.png", "reconstructions.png", "loss_curve.png")

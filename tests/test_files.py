@@ -178,3 +178,18 @@ def test_run_lock_is_released_when_the_holder_is_killed(tmp_path):
         holder.wait()
     with RunLock(tmp_path):
         pass
+
+
+@pytest.mark.parametrize("name", ["config.json", "config.toml", "checkpoint.pt",
+                                  "checkpoint-best.pt", "metrics.jsonl"])  # fmt: skip
+def test_an_output_may_not_be_a_file_a_run_needs(tmp_path, name):
+    from pyrovae.errors import FileWriteError
+    from pyrovae.files import check_output_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(FileWriteError, match=f"is the {name} of the run in"):
+        check_output_file(run / name)
+    assert check_output_file(run / "samples-2.png") == (run / "samples-2.png").resolve()
+    assert check_output_file(tmp_path / name).name == name  # not in a run's folder

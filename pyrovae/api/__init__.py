@@ -44,7 +44,13 @@ from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
 from pyrovae.errors import CheckpointError, ConfigError, DataError, first_line
-from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_text, check_output_file
+from pyrovae.files import (
+    BEST_CHECKPOINT_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    atomic_write_text,
+    check_output_file,
+)
 from pyrovae.model.build import make_model
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.networks.module import module_spec
@@ -63,7 +69,7 @@ from pyrovae.reports.figures import save_run_figures
 from pyrovae.runtime import forked_rng, isolated_rng, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import run as training_run
-from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
+from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loop import Finish, Logger, TrainResult, check_in_support
 
 if TYPE_CHECKING:

@@ -19,9 +19,8 @@ from pyrovae.errors import CheckpointError, first_line
 from pyrovae.files import atomic_write_bytes
 
 FORMAT = "pyrovae-checkpoint"
-#: The checkpoint of the epoch with the best validation ELBO (runs with --val-fraction),
-#: beside the last one (:data:`pyrovae.files.CHECKPOINT_NAME`): ``epoch``, ``model``, ``history``.
-BEST_CHECKPOINT_NAME = "checkpoint-best.pt"
+# The best checkpoint (:data:`pyrovae.files.BEST_CHECKPOINT_NAME`, runs with --val-fraction)
+# holds ``epoch``, ``model`` and ``history``.
 
 #: 2: the encoder and guide head live under ``amortized_guide`` in the state dict.
 #: 3: components declare their options; the config records them and their providers.

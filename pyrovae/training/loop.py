@@ -28,7 +28,7 @@ import torch
 from torch.distributions import constraints
 from torch.distributions.constraints import Constraint
 
-from pyrovae.config import TOML_CONFIG_NAME, RunConfig, TrainConfig
+from pyrovae.config import RunConfig, TrainConfig
 from pyrovae.data.dataset import ArrayData, is_image_shape
 from pyrovae.data.missing import data_has_missing
 from pyrovae.data.pixels import display_range, display_values, to_unit_float
@@ -48,7 +48,14 @@ from pyrovae.errors import (
     TrainingError,
     first_line,
 )
-from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, atomic_write_text
+from pyrovae.files import (
+    BEST_CHECKPOINT_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    TOML_CONFIG_NAME,
+    atomic_write_text,
+)
 from pyrovae.inference.objectives import (
     make_objective,
 )
@@ -66,7 +73,7 @@ from pyrovae.runtime import (
 )
 from pyrovae.training import distributed, divergence, labelled
 from pyrovae.training.acceleration import accelerate, is_compile_error, release
-from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from pyrovae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.training.ema import WeightAverage
 from pyrovae.training.loggers import RunLogger, open_logger
 from pyrovae.training.schedules import kl_weight, learning_rate

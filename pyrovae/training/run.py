@@ -28,13 +28,19 @@ from pyrovae.errors import (
     TrainingError,
     first_line,
 )
-from pyrovae.files import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, RUN_FIGURES
+from pyrovae.files import (
+    BEST_CHECKPOINT_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    RUN_FIGURES,
+)
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
 from pyrovae.runtime import is_out_of_memory, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
-from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
+from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loggers import check_available
 from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 from pyrovae.training.step import check_regularizers

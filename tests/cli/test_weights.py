@@ -21,7 +21,7 @@ def ema_run(tmp_path_factory):
     whose best checkpoint is the one its trainer wrote after epoch 1: kept aside while
     the run resumes for epoch 2 and put back, so that best and last differ."""
     import pyrovae
-    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
+    from pyrovae.files import BEST_CHECKPOINT_NAME
 
     out = tmp_path_factory.mktemp("ema") / "run"
     quiet = {"progress": False, "log": lambda line: None}

@@ -190,7 +190,8 @@ def test_evaluations_off_the_schedule_count_for_neither_patience_nor_plateau():
 
 def test_evaluations_at_intervals_the_best_checkpoint_and_the_csv_log(tmp_path):
     from pyrovae.api import load_run
-    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME, load_checkpoint
+    from pyrovae.files import BEST_CHECKPOINT_NAME
+    from pyrovae.training.checkpoint import load_checkpoint
 
     config = _tiny(tmp_path, "r", epochs=3, eval_every=2, val_fraction=0.2, logger="csv",
                    lr_schedule="cosine")  # fmt: skip

@@ -471,9 +471,8 @@ def test_the_best_checkpoint_is_written_after_the_last(tiny_config, tmp_path, mo
     which the resumed run's history still holds."""
     import errno
 
-    from pyrovae.files import atomic_write
+    from pyrovae.files import BEST_CHECKPOINT_NAME, atomic_write
     from pyrovae.training import loop as training
-    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
 
     real = training.save_checkpoint
     written: list[str] = []
@@ -514,8 +513,8 @@ def test_an_evaluation_forced_by_the_time_budget_is_not_picked_as_the_best(
 ):
     """The best checkpoint of a run stopped by --max-time and resumed is that of the
     uninterrupted run: the forced evaluation (epoch 3, the highest) is not a candidate."""
+    from pyrovae.files import BEST_CHECKPOINT_NAME
     from pyrovae.training import loop as training
-    from pyrovae.training.checkpoint import BEST_CHECKPOINT_NAME
 
     val = {1: -50.0, 2: -45.0, 3: -40.0, 4: -44.0}
     real_evaluate = training.Training.evaluate_checked
