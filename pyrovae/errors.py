@@ -42,9 +42,14 @@ class RunLockedError(PyrovaeError):
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (or its type's name), for one-line errors."""
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+    """The first line of an exception's message (or its type's name), for one-line errors;
+    with the next line when the first only announces it (torch's ``Error(s) in loading
+    state_dict for VAE:`` says what differs on the line after)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return text[:limit]
 
 
 def describe_exception(exc: BaseException) -> str:

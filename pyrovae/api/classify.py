@@ -105,9 +105,9 @@ def as_points(x: Any, data_shape: tuple[int, ...], *, binary: bool) -> torch.Ten
         return torch.from_numpy(array.astype(np.uint8))
     points = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if binary:
-        check_finite_unit_interval(points, "the points")
+        check_finite_unit_interval(points, "the input")
     elif not bool(torch.isfinite(points).all()):
-        raise DataError("the points hold NaN or infinite values")
+        raise DataError("the input holds NaN or infinite values")
     return points
 
 

@@ -165,7 +165,9 @@ def impute(
 def _check_kind(run: Run) -> None:
     kind = run.config.model.kind
     if kind != "vae":
-        raise ConfigError(f"impute needs a VAE run (--model vae), but {run.run_dir} is a {kind}")
+        raise ConfigError(
+            f"impute needs a VAE run (--model vae), but {run.run_dir} is a --model {kind} run"
+        )
 
 
 def _as_float_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
@@ -241,9 +243,17 @@ def _check_support(run: Run, points: torch.Tensor) -> None:
     if not bool(ok.all()):
         raise DataError(
             f"the input has values outside the support of likelihood "
-            f"{run.config.model.likelihood} ({support}); give them on the scale the run was "
-            "trained on (8-bit images as floats in [0, 1])"
+            f"{run.config.model.likelihood} ({_shown(support)}); give them on the scale the "
+            "run was trained on (8-bit images as floats in [0, 1])"
         )
+
+
+def _shown(support: constraints.Constraint) -> str:
+    """``[0, 1]`` for an interval, else the constraint's name (``real``, ``boolean``)."""
+    low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"[{low:g}, {high:g}]"
+    return type(support).__name__.strip("_").lower()
 
 
 def _to_cpu(imputation: Imputation) -> Imputation:

@@ -165,7 +165,7 @@ def _check_values(
         raise DataError(
             f"{what} has {n_nonfinite} {'inf' if missing else 'NaN/inf'} values "
             f"(first at index {first_nonfinite}); "
-            "remove or repair those images before training"
+            "remove or repair those points first"
         )
     if n_outside:
         lo, hi = _finite_min_max(x)

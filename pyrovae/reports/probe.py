@@ -155,6 +155,11 @@ def probe_features(
     wanted = sorted({n_train if n is None else n for n in counts})
     if not wanted or min(wanted) < 2:
         raise ConfigError(f"label counts must be at least 2, got {list(counts)}")
+    if min(wanted) > n_train:
+        raise ConfigError(
+            f"every label count ({', '.join(map(str, wanted))}) is more than the {n_train} "
+            "training labels: nothing to fit"
+        )
     rows = []
     for n in (n for n in wanted if n <= n_train):
         index = balanced_subset(train_labels, n, seed)

@@ -34,6 +34,8 @@ from pyrovae.files import (
     CONFIG_NAME,
     METRICS_NAME,
     RUN_FIGURES,
+    TOML_CONFIG_NAME,
+    atomic_write_bytes,
 )
 from pyrovae.model.build import check_model_config
 from pyrovae.model.networks.base import Networks
@@ -296,21 +298,22 @@ def resume(
                     )
                 if checkpoint is None or not missing or (done > config.train.epochs and not early):
                     raise ConfigError(
-                        f"{run_dir} has trained {done} epochs already; "
+                        f"{run_dir} has trained {done} epoch{'s' if done != 1 else ''} already; "
                         f"pass --epochs N with N > {done} to train further"
                     )
                 log(f"{run_dir} has trained its {done} epochs; drawing its missing figures")
                 config = _figures_only_config(run_dir, changes, log)
-            return fit(
-                config,
-                run_dir,
-                checkpoint=checkpoint,
-                progress=progress,
-                log=log,
-                context=context,
-                finish=finish,
-                source=source,
-            )
+            with _options_kept_only_if_trained(run_dir, done, main=context.is_main):
+                return fit(
+                    config,
+                    run_dir,
+                    checkpoint=checkpoint,
+                    progress=progress,
+                    log=log,
+                    context=context,
+                    finish=finish,
+                    source=source,
+                )
 
 
 #: What a resume changes only in training steps: a run that only draws its figures
@@ -324,6 +327,31 @@ def _figures_only_config(run_dir: Path, changes: dict[str, Any], log: Logger) ->
     if given:
         log(f"not recorded, as no epoch is left to train: {', '.join(given)}")
     return resumed_config(run_dir, **{**changes, **dict.fromkeys(TRAINING_ONLY)})
+
+
+@contextmanager
+def _options_kept_only_if_trained(run_dir: Path, done: int, *, main: bool) -> Iterator[None]:
+    """config.json and config.toml as they were before a resume that fails (diverges,
+    is interrupted) before it checkpoints an epoch: the options it was given (``--lr``,
+    ``--particles``, ``--epochs``) trained nothing, and a plain ``--resume`` would
+    otherwise take them again."""
+    files = (run_dir / CONFIG_NAME, run_dir / TOML_CONFIG_NAME)
+    saved = {path: path.read_bytes() for path in files if main and path.is_file()}
+    try:
+        yield
+    except BaseException:
+        if saved and _checkpointed_epoch(run_dir) <= done:
+            for path, data in saved.items():
+                atomic_write_bytes(path, data)
+        raise
+
+
+def _checkpointed_epoch(run_dir: Path) -> int:
+    """The epoch of the run's last checkpoint; 0 without a readable one."""
+    try:
+        return int(load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return 0
 
 
 def _check_nothing_trained(run_dir: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.errors import DataError
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
 from pyrovae.reports.probe import balanced_subset, linear_probe, probe_features
@@ -52,6 +52,8 @@ def test_the_probe_scores_each_feature_and_reports_its_binomial_error():
     table = result.format_table()
     assert "20 labels" in table and "all 200" in table and "skipped" in table
     json.dumps(result.to_dict())
+    with pytest.raises(ConfigError, match="more than the 200 training labels: nothing to fit"):
+        probe_features(features, train_y, test_features, test_y, counts=[500, 1000])
 
 
 def test_a_run_without_labels_is_a_one_line_error():

@@ -756,3 +756,36 @@ def test_resume_refuses_to_start_over_a_run_whose_last_checkpoint_is_gone(tiny_c
         resume(run_dir, epochs=3, progress=False, log=_quiet)
     assert "\n" not in str(info.value) and "--out" in str(info.value)
     assert (run_dir / METRICS_NAME).read_text() == metrics  # nothing overwritten
+
+
+def test_a_resume_that_fails_before_a_new_checkpoint_leaves_the_options_as_they_were(
+    tiny_config, tmp_path, monkeypatch
+):
+    """--lr that diverges at once trained nothing: a plain --resume must not take it again.
+    A resume that checkpoints an epoch keeps its options."""
+    from pyrovae.config import RunConfig
+    from pyrovae.errors import TrainingError
+    from pyrovae.files import CONFIG_NAME, TOML_CONFIG_NAME
+    from pyrovae.training import loop as training
+    from pyrovae.training.run import TrainingInterrupted
+
+    tiny_config.train.epochs = 1
+    run_dir = tmp_path / "run"
+    train(tiny_config, run_dir, progress=False, log=_quiet)
+    before = [(run_dir / name).read_bytes() for name in (CONFIG_NAME, TOML_CONFIG_NAME)]
+    with pytest.raises(TrainingError, match="diverged; the checkpoint of epoch 1"):
+        resume(run_dir, epochs=4, lr=0.5, progress=False, log=_quiet)
+    assert [(run_dir / name).read_bytes() for name in (CONFIG_NAME, TOML_CONFIG_NAME)] == before
+    real, calls = training.train_epoch, []
+
+    def interrupted_in_the_second_new_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", interrupted_in_the_second_new_epoch)
+    with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 2"):
+        resume(run_dir, epochs=4, lr=0.002, progress=False, log=_quiet)
+    kept = RunConfig.load(run_dir / CONFIG_NAME)
+    assert (kept.train.lr, kept.train.epochs) == (0.002, 4)  # epoch 2 trained with them
