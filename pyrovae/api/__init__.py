@@ -470,7 +470,10 @@ def load_run(
     loaded: WeightsName = "average" if averaged and weights == "average" else "trained"
     # Said where there is a choice (a validation split, an EMA); a detail otherwise.
     level = logging.INFO if best.is_file() or averaged else logging.DEBUG
-    line = _loaded_line(run_dir, chosen, checkpoint, epoch, history)
+    lost_best = checkpoint == "best" and chosen == "last" and config.data.val_fraction > 0
+    if lost_best:  # trained with a validation split, yet its best checkpoint is gone
+        level = logging.WARNING
+    line = _loaded_line(run_dir, chosen, checkpoint, epoch, history, lost_best=lost_best)
     _logger.log(level, line + (_WEIGHTS_NOTE[loaded] if averaged else ""))
     return Run(run_dir=run_dir, config=config, vae=vae, history=history, checkpoint=chosen,
                epoch=epoch, weights=loaded)  # fmt: skip
@@ -490,7 +493,13 @@ _WEIGHTS_NOTE = {
 
 
 def _loaded_line(
-    run_dir: Path, chosen: str, asked: str, epoch: int, history: list[dict[str, Any]]
+    run_dir: Path,
+    chosen: str,
+    asked: str,
+    epoch: int,
+    history: list[dict[str, Any]],
+    *,
+    lost_best: bool = False,
 ) -> str:
     """The log line saying which checkpoint of ``run_dir`` was loaded."""
     if chosen == "best":
@@ -501,6 +510,8 @@ def _loaded_line(
             "--checkpoint last for the last)"
         )
     why = " (no validation split, so no best one)" if asked == "best" else ""
+    if lost_best:
+        why = f" ({BEST_CHECKPOINT_NAME} is missing, though the run has a validation split)"
     return f"using the last checkpoint of {run_dir} (epoch {epoch}){why}"
 
 

@@ -155,3 +155,17 @@ def test_impute_refuses_its_draws_before_it_loads_the_run(tmp_path, monkeypatch)
             "--out", str(tmp_path / "f.npy"), "--draws", "200", "--particles", "100"]  # fmt: skip
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 1 and "--draws 200 is more than --particles 100" in result.output
+
+
+def test_a_missing_best_checkpoint_is_said_not_passed_over(ema_run, tmp_path):
+    import shutil
+
+    from pyrovae.files import BEST_CHECKPOINT_NAME
+
+    copy = tmp_path / "run"
+    shutil.copytree(ema_run, copy)
+    (copy / BEST_CHECKPOINT_NAME).unlink()
+    output = _invoke("sample", "--run", str(copy), "-n", "4", "--out", str(tmp_path / "s.png"))
+    assert f"using the last checkpoint of {copy} (epoch 2) ({BEST_CHECKPOINT_NAME} is missing" in (
+        output
+    )
