@@ -70,6 +70,8 @@ def read_points(input_path: str | Path) -> np.ndarray:
     """The array of a ``.npy`` file, or a one-line :class:`DataError`."""
     from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
 
+    if Path(input_path).suffix.lower() != ".npy":
+        raise DataError(f"{input_path} must be a .npy array file")
     try:
         array = np.load(input_path, allow_pickle=False)
     except _ARRAY_FILE_ERRORS as err:

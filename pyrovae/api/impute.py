@@ -358,6 +358,8 @@ def impute_file(
 
 
 def _read_array(path: str | Path, option: str) -> np.ndarray:
+    if Path(path).suffix.lower() not in (".npy", ".npz"):
+        raise DataError(f"{option} {path} must be a .npy or .npz array file")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):

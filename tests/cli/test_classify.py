@@ -122,3 +122,10 @@ def test_the_latent_space_commands_refuse_a_labelled_run_in_one_line(runs, tmp_p
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert lines[-1].startswith(f"Error: {command} does not support --model {kind} runs")
+
+
+def test_classify_takes_a_npy_file_only(runs, tmp_path):
+    (tmp_path / "points.csv").write_text("1,2\n")
+    args = ["classify", "--run", str(runs / "m2"), "--input", str(tmp_path / "points.csv"),
+            "--out", str(tmp_path / "y.npy")]  # fmt: skip
+    _one_line_error(CliRunner().invoke(main, args), "must be a .npy array file")

@@ -105,7 +105,9 @@ def test_bad_input_is_a_one_line_error(incomplete, tmp_path):
     np.save(tmp_path / "text.npy", np.array(["a", "b"]))
     np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.float32))
     np.savez(tmp_path / "none.npz")
-    for name, message in (("garbage.npz", "cannot read a numpy array"),
+    (tmp_path / "points.csv").write_text("1,2\n")
+    for name, message in (("points.csv", "must be a .npy or .npz array file"),
+                          ("garbage.npz", "cannot read a numpy array"),
                           ("text.npy", "expected numbers"), ("empty.npy", "holds no values"),
                           ("none.npz", "holds no arrays")):  # fmt: skip
         args = [*base, "--input", str(tmp_path / name)]
