@@ -416,19 +416,24 @@ def test_ctrl_c_during_the_data_load_leaves_nothing_and_says_so(tiny_config, tmp
     assert not (tmp_path / "run").exists()
 
 
+def _ctrl_c_in_call(n: int, real):
+    """``real``, but Ctrl-C (KeyboardInterrupt) in its ``n``-th call."""
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return interrupted
+
+
 def test_ctrl_c_in_a_later_epoch_names_the_checkpoint_kept(tiny_config, tmp_path, monkeypatch):
     from pyrovae.training import loop as training
     from pyrovae.training.run import TrainingInterrupted
 
-    real, calls = training.train_epoch, []
-
-    def interrupted_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(training, "train_epoch", _ctrl_c_in_call(2, training.train_epoch))
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 1") as info:
         train(tiny_config, run_dir, progress=False, log=_quiet)
@@ -776,15 +781,7 @@ def test_a_resume_that_fails_before_a_new_checkpoint_leaves_the_options_as_they_
     with pytest.raises(TrainingError, match="diverged; the checkpoint of epoch 1"):
         resume(run_dir, epochs=4, lr=0.5, progress=False, log=_quiet)
     assert [(run_dir / name).read_bytes() for name in (CONFIG_NAME, TOML_CONFIG_NAME)] == before
-    real, calls = training.train_epoch, []
-
-    def interrupted_in_the_second_new_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "train_epoch", interrupted_in_the_second_new_epoch)
+    monkeypatch.setattr(training, "train_epoch", _ctrl_c_in_call(2, training.train_epoch))
     with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 2"):
         resume(run_dir, epochs=4, lr=0.002, progress=False, log=_quiet)
     kept = RunConfig.load(run_dir / CONFIG_NAME)
