@@ -27,7 +27,9 @@ and ``pyrovae train --likelihood laplace`` then lists its options in ``--help``.
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -224,7 +226,7 @@ class Component:
     @classmethod
     def summary(cls) -> str:
         """The first paragraph of the class docstring, on one line."""
-        paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        paragraph = re.split(r"\n\s*\n", inspect.cleandoc(cls.__doc__ or ""))[0]
         return " ".join(line.strip() for line in paragraph.splitlines())
 
     @classmethod

@@ -107,7 +107,7 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
         raise FileWriteError(f"{path} must end in {', '.join(suffixes)}")
     target = resolve_output(path)
     check_output_folder(target.parent, "the output folder")
-    if target.name in RUN_STATE_FILES and (target.parent / CONFIG_NAME).is_file():
+    if target.name in RUN_STATE_FILES and _is_run_folder(target.parent):
         raise FileWriteError(
             f"{path} is the {target.name} of the run in {target.parent}: writing it would "
             "break the run; pick another name"
@@ -115,6 +115,12 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
     if target.exists() and not os.access(target, os.W_OK):
         raise FileWriteError(f"cannot write {path}: permission denied")
     return target
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a run: its config as JSON and as TOML, which training
+    writes first (a folder of another command's ``config.json`` output is not one)."""
+    return (folder / CONFIG_NAME).is_file() and (folder / TOML_CONFIG_NAME).is_file()
 
 
 def _umask() -> int:

@@ -354,9 +354,14 @@ def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
     originals, recons = reconstruct(run, 2, data=x)
     assert recons.shape == (2, 3) and torch.equal(originals, load_run(run_dir).data(x).test[:2])
     assert math.isfinite(evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"])
-    # A Run from load_run stands for its folder, as docs/data.md writes the calls.
-    by_run = evaluate_run(run, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"]
-    assert by_run == evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"]
+    # A Run from load_run, as docs/data.md writes the calls, is evaluated as loaded.
+    by_folder = evaluate_run(run_dir, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"]
+    assert evaluate_run(run, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"] == by_folder
+    changed = load_run(run_dir, device="cpu")
+    with torch.no_grad():
+        for parameter in changed.vae.parameters():
+            parameter.zero_()
+    assert evaluate_run(changed, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"] != by_folder
     assert diagnose_run(run, data=x, n=2, draws=10, nuts=0, out=tmp_path / "d") is not None
     with pytest.raises(ConfigError, match="expected a run folder .* got int"):
         evaluate_run(5, k=2, n=3)  # type: ignore[arg-type]

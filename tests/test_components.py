@@ -116,3 +116,9 @@ def test_a_summary_is_the_docstrings_first_paragraph_on_one_line():
         Details that are not the summary."""
 
     assert Wrapped.summary() == "A first sentence that a line break wraps."
+
+    class Spaced(Component):
+        pass
+
+    Spaced.__doc__ = "One line.\n    \n    A blank line of spaces ends the paragraph too."
+    assert Spaced.summary() == "One line."

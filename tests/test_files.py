@@ -189,6 +189,8 @@ def test_an_output_may_not_be_a_file_a_run_needs(tmp_path, name):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text("{}")
+    assert check_output_file(run / name).name == name  # another command's config.json
+    (run / "config.toml").write_text("")
     with pytest.raises(FileWriteError, match=f"is the {name} of the run in"):
         check_output_file(run / name)
     assert check_output_file(run / "samples-2.png") == (run / "samples-2.png").resolve()

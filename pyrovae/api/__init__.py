@@ -391,7 +391,8 @@ def latest_run(root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
     return checkpoints[-1].parent
 
 
-#: A run folder (``None``: :func:`latest_run`), or a :class:`Run` (its folder is read again).
+#: A run folder (``None``: :func:`latest_run`), or a :class:`Run` from :func:`load_run`:
+#: evaluated as it was loaded; :func:`load_run` given one reads its folder again.
 RunSource = str | Path | Run | None
 
 
@@ -407,6 +408,16 @@ def run_folder(run_dir: RunSource) -> Path:
             f"got {type(run_dir).__name__}"
         )
     return Path(run_dir)
+
+
+def _loaded(
+    run_dir: RunSource, *, device: str, checkpoint: CheckpointName, weights: WeightsName
+) -> Run:
+    """A :class:`Run` given is used as it was loaded (its checkpoint, weights and device);
+    a folder is loaded with ``checkpoint``, ``weights`` and ``device``."""
+    if isinstance(run_dir, Run):
+        return run_dir
+    return load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
 
 
 def load_run(
@@ -680,7 +691,7 @@ def evaluate_run(
     parse_metrics(metrics)
     budget = parse_memory_budget(memory_budget)
     with isolated_rng(device, seed):
-        run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
+        run = _loaded(run_dir, device=device, checkpoint=checkpoint, weights=weights)
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)
@@ -753,7 +764,7 @@ def diagnose_report(
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
     with isolated_rng(device, seed):
-        run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
+        run = _loaded(run_dir, device=device, checkpoint=checkpoint, weights=weights)
         check_diagnosable(run.config)
         images, labels = run.split(split, data, test_data)
         return diagnose(

@@ -249,11 +249,19 @@ def _check_support(run: Run, points: torch.Tensor) -> None:
 
 
 def _shown(support: constraints.Constraint) -> str:
-    """``[0, 1]`` for an interval, else the constraint's name (``real``, ``boolean``)."""
+    """``[0, 1]``, ``[0, 1)``, ``> 0`` or ``>= 0`` for the constraints of those kinds, else
+    the constraint's own text."""
     low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
-    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+    kind = type(support)
+    if kind is constraints.interval and isinstance(low, (int, float)):
         return f"[{low:g}, {high:g}]"
-    return type(support).__name__.strip("_").lower()
+    if kind is constraints.half_open_interval and isinstance(low, (int, float)):
+        return f"[{low:g}, {high:g})"
+    if kind is constraints.greater_than and isinstance(low, (int, float)):
+        return f"> {low:g}"
+    if kind is constraints.greater_than_eq and isinstance(low, (int, float)):
+        return f">= {low:g}"
+    return str(support)
 
 
 def _to_cpu(imputation: Imputation) -> Imputation:

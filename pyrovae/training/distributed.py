@@ -23,8 +23,10 @@ same number of processes continues exactly (on CPU).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +143,11 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_rank() -> int:
+    """``RANK`` as set by torchrun (0 when not launched by it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @contextmanager
 def session(device: torch.device) -> Iterator[Context]:
     """Join the process group that torchrun set up, for the length of the block.
@@ -230,4 +237,14 @@ def launch(nproc: int, args: Sequence[str], threads: int | None = None) -> int:
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.call(torchrun_command(nproc, args), env=env)
+    process = subprocess.Popen(torchrun_command(nproc, args), env=env)
+    # SIGTERM from kill or timeout reaches this process alone (Ctrl-C reaches the
+    # whole group): pass it on, or torchrun and its processes would train on, orphaned.
+    forwarding = threading.current_thread() is threading.main_thread()
+    if forwarding:
+        previous = signal.signal(signal.SIGTERM, lambda signum, _: process.send_signal(signum))
+    try:
+        return process.wait()
+    finally:
+        if forwarding:
+            signal.signal(signal.SIGTERM, previous)

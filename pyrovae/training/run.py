@@ -161,8 +161,10 @@ def sigterm_stops_as_ctrl_c() -> Iterator[None]:
     one line saying which checkpoint is kept, where the default would end the process
     without a word. For the command line, which owns its process; a library call leaves
     the caller's handlers alone. The previous handler is restored after the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can be set from the main thread only
+    # Handlers can be set from the main thread only. Under torchrun only rank 0 says what
+    # is kept; the others stop without a word (one line, not one per process).
+    if threading.current_thread() is not threading.main_thread() or distributed.env_rank() > 0:
+        yield
         return
 
     def terminate(signum: int, frame: object) -> None:
@@ -341,8 +343,11 @@ def _options_kept_only_if_trained(run_dir: Path, done: int, *, main: bool) -> It
         yield
     except BaseException:
         if saved and _checkpointed_epoch(run_dir) <= done:
-            for path, data in saved.items():
-                atomic_write_bytes(path, data)
+            try:
+                for path, data in saved.items():
+                    atomic_write_bytes(path, data)
+            except PyrovaeError:  # a full disk: the error that stopped the run says more
+                pass
         raise
 
 

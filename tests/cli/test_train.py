@@ -134,6 +134,24 @@ def test_a_resume_in_several_processes_keeps_torchruns_one_thread_each():
     assert _thread_count(RunConfig(), given=None, several=False) is None
 
 
+def _fake_torchrun(monkeypatch) -> dict[str, str]:
+    """``launch``'s torchrun process replaced by one that exits 0 at once; the environment
+    it was given lands in the dict returned."""
+    from pyrovae.training import distributed
+
+    seen: dict[str, str] = {}
+
+    class Process:
+        def __init__(self, command, env):
+            seen.update(env)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", Process)
+    return seen
+
+
 def test_resume_with_devices_checks_the_config_with_the_options_given(
     runner, tmp_path, monkeypatch, restore_threads
 ):
@@ -141,21 +159,13 @@ def test_resume_with_devices_checks_the_config_with_the_options_given(
     --threads (and the other options a resume takes) applied."""
     import json
 
-    from pyrovae.training import distributed
-
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "1", "--threads", "1", "--out", str(out)]
     assert runner.invoke(main, args).exit_code == 0
     edited = json.loads((out / "config.json").read_text())
     edited["train"]["threads"] = 0
     (out / "config.json").write_text(json.dumps(edited))
-    seen = {}
-
-    def call(command, env):
-        seen.update(env)
-        return 0
-
-    monkeypatch.setattr(distributed.subprocess, "call", call)
+    seen = _fake_torchrun(monkeypatch)
     resumed = ["train", "--resume", str(out), "--epochs", "2", "--devices", "2"]
     line = _one_line_error(runner.invoke(main, resumed))
     assert "--threads" in line and "config.json" in line and not seen
@@ -195,13 +205,7 @@ def test_threads_must_be_positive_and_not_huge(runner, tmp_path):
 def test_devices_gives_each_process_the_thread_count(monkeypatch):
     from pyrovae.training import distributed
 
-    seen = {}
-
-    def call(command, env):
-        seen.update(env)
-        return 0
-
-    monkeypatch.setattr(distributed.subprocess, "call", call)
+    seen = _fake_torchrun(monkeypatch)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     distributed.launch(2, ["train"], threads=3)
     assert seen["OMP_NUM_THREADS"] == "3"

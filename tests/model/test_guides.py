@@ -12,6 +12,7 @@ import json
 import math
 import warnings
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -249,6 +250,9 @@ def test_amortized_guide_asks_for_the_encoders_out_features():
     with pytest.raises(ConfigError, match="out_features") as info:
         AmortizedGuide(lambda x: None, nn.Sequential(nn.Linear(6, 8)), "normal")
     assert "\n" not in str(info.value)
+    numpy_sized = nn.Sequential(nn.Linear(6, 8))
+    numpy_sized.out_features = np.int64(8)  # e.g. np.prod of a shape
+    assert AmortizedGuide(lambda x: None, numpy_sized, "normal").encoder is numpy_sized
 
 
 # --------------------------------------------------------------------------- #

@@ -268,3 +268,40 @@ def test_only_rank_zero_does_the_main_work_and_every_rank_gets_its_result(monkey
     for rank in (0, 1):
         with pytest.raises(RunLockedError, match="in use"):
             Context(rank=rank, world_size=2).on_main(refused)
+
+
+def test_launch_passes_sigterm_on_to_torchrun(tmp_path):
+    """kill and timeout signal the launching process alone: torchrun must hear it too, or
+    it and its processes train on, orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    marker, ready = tmp_path / "got-sigterm", tmp_path / "ready"
+    child = textwrap.dedent(f"""
+        import pathlib, signal, sys, time
+        def stop(signum, frame):
+            pathlib.Path({str(marker)!r}).write_text("yes")
+            sys.exit(7)
+        signal.signal(signal.SIGTERM, stop)
+        pathlib.Path({str(ready)!r}).write_text("")
+        time.sleep(60)
+    """)
+    launcher = textwrap.dedent(f"""
+        import sys
+        from pyrovae.training import distributed
+        distributed.torchrun_command = lambda nproc, args: [sys.executable, "-c", {child!r}]
+        sys.exit(distributed.launch(2, ["train"]))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 7
+    finally:
+        process.kill()
+    assert marker.read_text() == "yes"

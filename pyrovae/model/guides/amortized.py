@@ -6,6 +6,7 @@ autoguides do; :class:`pyrovae.model.vae.VAE` uses it as its guide.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -89,7 +90,8 @@ class AmortizedGuide(nn.Module):
         # In a tuple, as Pyro's autoguides keep it: a model that is an nn.Module
         # must not become a submodule, or its parameters would be the guide's too.
         self._model = (model,)
-        if not isinstance(getattr(encoder, "out_features", None), int):
+        n_features = getattr(encoder, "out_features", None)
+        if not isinstance(n_features, numbers.Integral) or isinstance(n_features, bool):
             raise ConfigError(
                 f"the encoder ({type(encoder).__name__}) needs an integer out_features "
                 "attribute, the size of the features h(x) it returns: set "
@@ -119,7 +121,7 @@ class AmortizedGuide(nn.Module):
             data_shape=data_shape or (), n_latent=math.prod(event_shape)
         )
         self.head_class.check(self.head_options, context)
-        n_features = cast(int, self.encoder.out_features)
+        n_features = int(cast(int, self.encoder.out_features))
         self.head = self.head_class(context, n_features, **self.head_options)
         return self.head
 
