@@ -90,8 +90,8 @@ def check_image_layout(shape: tuple[int, ...], where: str) -> bool:
     if len(shape) == 4 and shape[1] not in (1, 3):
         if shape[3] not in (1, 3):
             raise DataError(
-                f"{where}: images of shape {shape} have {shape[1]} channels; "
-                "expected 1 (grayscale) or 3 (RGB), as N x C x H x W or N x H x W x C"
+                f"{where}: images of shape {shape} have {shape[1]} channels if they are "
+                f"N x C x H x W, {shape[3]} if N x H x W x C; expected 1 (grayscale) or 3 (RGB)"
             )
         channels_last = True  # N x H x W x C, as PIL/matplotlib store it
     elif len(shape) not in (3, 4):

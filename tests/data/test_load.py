@@ -289,6 +289,12 @@ def test_npy_n_c_h_w_float_and_channels_last(tmp_path: Path) -> None:
     assert torch.equal(torch.cat([first.train, first.test]).sort(0).values, expected.sort(0).values)
 
 
+def test_an_rgba_array_names_its_channels_first_and_last(tmp_path: Path) -> None:
+    np.save(tmp_path / "rgba.npy", np.zeros((4, 8, 8, 4), np.uint8))  # N x H x W x RGBA
+    with pytest.raises(DataError, match="8 channels if they are N x C x H x W, 4 if N x H x W x C"):
+        load_dataset(tmp_path / "rgba.npy")
+
+
 def test_npy_relative_path_under_data_dir(tmp_path: Path) -> None:
     np.save(tmp_path / "small.npy", np.zeros((4, 3, 3), np.uint8))
     assert load_dataset("small.npy", tmp_path).data_shape == (1, 3, 3)
