@@ -211,10 +211,8 @@ def _holding(claimed: list[rundir.Claim], run_dir: Path, *, fresh: bool) -> Iter
 def stopped_message(run_dir: Path, what: str) -> str:
     """``what`` stopped the run in ``run_dir``: what it leaves there, and how to go on."""
     if (run_dir / CHECKPOINT_NAME).exists():
-        try:
-            kept = f"the checkpoint of epoch {load_checkpoint(run_dir / CHECKPOINT_NAME)['epoch']}"
-        except (CheckpointError, KeyError):
-            kept = "its last checkpoint"
+        epoch = _checkpointed_epoch(run_dir)
+        kept = "its last checkpoint" if epoch is None else f"the checkpoint of epoch {epoch}"
         return (
             f"{what}; {kept} in {run_dir} is kept: continue with `pyrovae train --resume {run_dir}`"
         )
@@ -342,7 +340,7 @@ def _options_kept_only_if_trained(run_dir: Path, done: int, *, main: bool) -> It
     try:
         yield
     except BaseException:
-        if saved and _checkpointed_epoch(run_dir) <= done:
+        if saved and (_checkpointed_epoch(run_dir) or 0) <= done:
             try:
                 for path, data in saved.items():
                     atomic_write_bytes(path, data)
@@ -351,12 +349,12 @@ def _options_kept_only_if_trained(run_dir: Path, done: int, *, main: bool) -> It
         raise
 
 
-def _checkpointed_epoch(run_dir: Path) -> int:
-    """The epoch of the run's last checkpoint; 0 without a readable one."""
+def _checkpointed_epoch(run_dir: Path) -> int | None:
+    """The epoch of the run's last checkpoint; ``None`` without a readable one."""
     try:
         return int(load_checkpoint(run_dir / CHECKPOINT_NAME)["epoch"])
     except (CheckpointError, KeyError, TypeError, ValueError):
-        return 0
+        return None
 
 
 def _check_nothing_trained(run_dir: Path) -> None:
