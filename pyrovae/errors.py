@@ -49,7 +49,12 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     text = lines[0] if lines else type(err).__name__
     if text.endswith(":") and len(lines) > 1:
         text = f"{text} {lines[1]}"
-    return text[:limit]
+    if len(text) <= limit:
+        return text
+    # Cut at the last sentence that fits, or else the last word, never mid-word.
+    cut = text[:limit]
+    end = cut.rfind(". ")
+    return cut[: end + 1] if end > limit // 3 else cut[: cut.rfind(" ")].rstrip(",;:") + " ..."
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -42,6 +42,7 @@ def test_truncated_file(tmp_path):
     with pytest.raises(CheckpointError, match="cannot load checkpoint") as info:
         load_checkpoint(tmp_path / "c.pt")
     assert "\n" not in str(info.value)
+    assert "it is truncated, corrupted or not a torch checkpoint (" in str(info.value)
 
 
 def test_garbage_and_missing_files(tmp_path):
