@@ -512,6 +512,12 @@ class RunConfig:
             raise CheckpointError(f"cannot read {path}: {err}") from None
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a pyrovae config")
+        # A run's config records the shape of its data points, read from the data.
+        if not isinstance(raw.get("model"), dict) or raw["model"].get("data_shape") is None:
+            raise CheckpointError(
+                f"{path} is not a valid pyrovae config: it does not record the shape of "
+                "the data points (model.data_shape), which every run's config.json does"
+            )
         try:
             return cls.from_dict(raw)
         except (ConfigError, TypeError) as err:

@@ -24,7 +24,7 @@ def test_round_trip_through_json(tmp_path):
 
 def test_a_display_range_is_written_only_where_the_data_leave_the_unit_interval(tmp_path):
     # Runs on data in [0, 1] write the config earlier versions read (no such key).
-    config = RunConfig()
+    config = RunConfig(model=ModelConfig(data_shape=(1, 8, 8)))
     config.save(tmp_path / "config.json")
     assert "display_range" not in json.loads((tmp_path / "config.json").read_text())["data"]
     config.data.display_range = [-2.5, 3.0]
@@ -136,3 +136,12 @@ def test_a_config_of_another_version_says_whether_it_is_older_or_newer(version, 
     raw = RunConfig().to_dict() | {"version": version}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         RunConfig.from_dict(raw)
+
+
+def test_a_run_config_without_the_shape_of_its_data_points_is_refused(tmp_path):
+    # A run's config.json always records it; "shape None" was said without this check.
+    raw = RunConfig(model=ModelConfig(data_shape=(1, 8, 8))).to_dict()
+    raw.pop("model")
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"does not record the shape .*model.data_shape"):
+        RunConfig.load(tmp_path / "config.json")

@@ -186,10 +186,11 @@ def _device_png(tmp_path: Path) -> Path:
 
 
 def test_run_figures_label_the_curve_from_the_runs_config(tmp_path, monkeypatch):
-    from pyrovae.config import RunConfig, TrainConfig
+    from pyrovae.config import ModelConfig, RunConfig, TrainConfig
     from pyrovae.reports import figures
 
-    RunConfig(train=TrainConfig(kl_warmup=3)).save(tmp_path / "config.json")
+    model = ModelConfig(data_shape=(5,))
+    RunConfig(model=model, train=TrainConfig(kl_warmup=3)).save(tmp_path / "config.json")
     seen = {}
 
     def record(history, path, **options):
