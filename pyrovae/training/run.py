@@ -43,7 +43,7 @@ from pyrovae.runtime import is_out_of_memory, resolve_device
 from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
-from pyrovae.training.loggers import check_available
+from pyrovae.training.loggers import CSV_FOLDER, TENSORBOARD_FOLDER, check_available
 from pyrovae.training.loop import Finish, Logger, TrainResult, fit
 from pyrovae.training.step import check_regularizers
 
@@ -141,8 +141,20 @@ def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.C
             f"{claim.path} already holds a run; resume it with --resume {claim.path}"
             " or pick another --out"
         )
+    kept = [name for name in _WRITTEN if (claim.path / name).exists()]
+    if kept:  # not a run, yet files a run writes: another tool's, or a run's leftovers
+        claim.release()
+        raise ConfigError(
+            f"{claim.path} is not a run folder but holds {', '.join(kept)}, which training "
+            "would overwrite; pick another --out or move them"
+        )
     claimed.append(claim)
     return claim.path
+
+
+#: What a new run writes in its folder, besides config.json and checkpoint.pt.
+_WRITTEN = (TOML_CONFIG_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, *RUN_FIGURES, CSV_FOLDER,
+            TENSORBOARD_FOLDER)  # fmt: skip
 
 
 class TrainingInterrupted(KeyboardInterrupt):
