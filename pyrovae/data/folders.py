@@ -150,8 +150,8 @@ def check_headers(files: list[Path], folder: Path, reader: ImageReader) -> None:
         if reader.channels is None and this[2] != first[2]:
             a, b = files[0].relative_to(folder), path.relative_to(folder)
             raise DataError(
-                f"images in {folder} mix grayscale and RGB: {a} is {_MODES[first[2]]} "
-                f"but {b} is {_MODES[this[2]]}; pass --channels 1 or --channels 3 to "
+                f"images in {folder} mix grayscale and RGB: {a} is {_mode(first)} "
+                f"but {b} is {_mode(this)}; pass --channels 1 or --channels 3 to "
                 "convert them all"
             )
         if reader.image_size is None and this[:2] != first[:2]:
@@ -163,8 +163,14 @@ def check_headers(files: list[Path], folder: Path, reader: ImageReader) -> None:
             )
 
 
-def _header(path: Path) -> tuple[int, int, int]:
-    """``(height, width, channels)`` from the file's header."""
+def _mode(header: tuple[int, int, int, str]) -> str:
+    """What an image of this header is read as, with PIL's mode where that differs."""
+    read = _MODES[header[2]]
+    return read if header[3] in ("L", read) else f"{header[3]}, read as {read}"
+
+
+def _header(path: Path) -> tuple[int, int, int, str]:
+    """``(height, width, channels, PIL mode)`` from the file's header."""
     from PIL import Image
 
     try:
@@ -175,7 +181,7 @@ def _header(path: Path) -> tuple[int, int, int]:
                 channels = 1 if image.mode in ("1", "L", "LA") else 3
     except Exception as exc:  # PIL's decoders raise many types on a corrupt file
         raise _unreadable(path, exc) from exc
-    return height, width, channels
+    return height, width, channels, image.mode
 
 
 def read_pil_image(path: Path, channels: int | None = None, at_least: int | None = None) -> Any:

@@ -419,6 +419,10 @@ def test_folder_mixed_modes(tmp_path: Path) -> None:
     save_png(tmp_path / "b.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(DataError, match="mix grayscale and RGB"):
         load_dataset(tmp_path)
+    # A mode read as another (alpha dropped) is named as it is in the file.
+    save_png(tmp_path / "b.png", np.zeros((4, 4, 4), np.uint8))  # RGBA
+    with pytest.raises(DataError, match="a.png is grayscale but b.png is RGBA, read as RGB;"):
+        load_dataset(tmp_path)
 
 
 def test_folder_image_modes(tmp_path: Path) -> None:
