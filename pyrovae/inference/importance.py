@@ -243,7 +243,10 @@ class ImportanceEstimate:
     proposal r, the guide by default). ``*_var`` are Monte Carlo variances: for
     ``log_px`` by the delta method, Var(w) / (K mean(w)^2), which is itself
     unreliable when the weights have a heavy tail (see
-    :func:`pyrovae.inference.psis.psis_khat`).
+    :func:`pyrovae.inference.psis.psis_khat`). ``log_px_elbo_cov`` and
+    ``log_px_recon_cov`` are the Monte Carlo covariances of ``log_px`` with
+    ``elbo`` and with ``recon`` (the same draws make them correlated, with either
+    sign), by the same delta method: (sum_k w_k e_k / sum_k w_k - mean(e)) / (K - 1).
     """
 
     log_px: torch.Tensor
@@ -254,6 +257,8 @@ class ImportanceEstimate:
     recon_var: torch.Tensor
     kl: torch.Tensor
     kl_var: torch.Tensor
+    log_px_elbo_cov: torch.Tensor
+    log_px_recon_cov: torch.Tensor
 
     @staticmethod
     def cat(parts: Sequence[ImportanceEstimate]) -> ImportanceEstimate:
@@ -317,6 +322,8 @@ def importance_batch(
     shape = (x.shape[0],)
     lse = torch.full(shape, -math.inf, dtype=torch.float64, device=x.device)
     lse2 = lse.clone()
+    # sum_k w_k e_k / exp(lse) for e = log w and log p(x|z), rescaled as lse grows.
+    weighted = {"log_w": torch.zeros_like(lse), "recon": torch.zeros_like(lse)}
     moments = {name: _ChunkMoments(shape, x.device) for name in ("log_w", "recon", "kl")}
     # The first chunk, of one draw, checks the arguments and values of every
     # distribution (when validation is on); the others, of the same images, skip the
@@ -329,7 +336,11 @@ def importance_batch(
         with pyro.validation_enabled(start == 0 and validate):
             recon, kl, log_w = _chunk_terms(vae, x, r, n)
         start += n
-        lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+        grown = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+        kept, share = torch.exp(lse - grown), torch.exp(log_w - grown)
+        weighted = {name: total * kept + (share * (recon if name == "recon" else log_w)).sum(0)
+                    for name, total in weighted.items()}  # fmt: skip
+        lse = grown
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, dim=0))
         for name, values in (("log_w", log_w), ("recon", recon), ("kl", kl)):
             moments[name].add(values)
@@ -338,6 +349,8 @@ def importance_batch(
         log_px_var = (torch.exp(math.log(k) + lse2 - 2 * lse) - 1).clamp(min=0) / (k - 1)
     else:
         log_px_var = torch.full(shape, math.nan, dtype=torch.float64, device=x.device)
+    cov = {name: (weighted[name] - moments[name].mean) / (k - 1) if k > 1 else log_px_var
+           for name in weighted}  # fmt: skip
     return ImportanceEstimate(
         log_px=lse - math.log(k),
         elbo=moments["log_w"].mean,
@@ -347,6 +360,8 @@ def importance_batch(
         recon_var=moments["recon"].var_of_mean(),
         kl=moments["kl"].mean,
         kl_var=moments["kl"].var_of_mean(),
+        log_px_elbo_cov=cov["log_w"],
+        log_px_recon_cov=cov["recon"],
     )
 
 

@@ -98,8 +98,8 @@ class EvaluationResult:
     - ``elbo``: ``elbo`` = ``recon`` - ``kl``, each image's terms averaged over
       ``elbo_draws`` draws of z (those of ``logpx`` when it is computed too), the
       KL in closed form where torch has it. With ``logpx`` too,
-      ``log_px_minus_elbo`` (its Monte Carlo standard error ignores the two
-      estimates' positive correlation: an upper bound).
+      ``log_px_minus_elbo``, whose Monte Carlo standard error counts the two
+      estimates' covariance (they share their draws).
     - ``active``: ``unit_variances`` = Cov_x(E_q[z_u|x]) and ``active_units``,
       the number above :data:`ACTIVE_UNIT_THRESHOLD`. Where q has no closed-form
       mean (flow guides) E_q is a mean of draws: ``unit_variances_mc_stderr`` is
@@ -539,11 +539,13 @@ def _add_elbo(result: EvaluationResult, inputs: _Inputs) -> None:
         analytic = _analytic_kl(vae, images, inputs.batch_size)
         if analytic is None:
             kl, kl_var, elbo_var = draws.kl, draws.kl_var, draws.elbo_var
+            cov = draws.log_px_elbo_cov
         else:
             kl, kl_var, elbo_var = analytic, torch.zeros_like(analytic), recon_var
+            cov = draws.log_px_recon_cov  # the KL is exact: the ELBO varies as recon does
     figures = [("elbo", recon - kl, elbo_var), ("recon", recon, recon_var), ("kl", kl, kl_var)]
     if draws is not None:
-        gap_var = draws.log_px_var + elbo_var
+        gap_var = (draws.log_px_var + elbo_var - 2 * cov).clamp(min=0)
         figures.append(("log_px_minus_elbo", draws.log_px - (recon - kl), gap_var))
     for name, values, var in figures:
         setattr(result, name, float(values.mean()))

@@ -26,8 +26,9 @@ from pyrovae.model.vae import VAE
 from pyrovae.reports.evaluate import EvaluationResult, evaluate
 
 
-def ppca_with_marginal_guide(n_dims: int = 12, n_latent: int = 2, n: int = 16):
-    """A PPCA VAE whose amortized guide is N(exact posterior mean, exact marginal sds).
+def ppca_with_marginal_guide(n_dims: int = 12, n_latent: int = 2, n: int = 16, widen: float = 1.0):
+    """A PPCA VAE whose amortized guide is N(exact posterior mean, exact marginal sds),
+    the sds times ``widen`` (< 1: q narrower than the posterior).
 
     The linear encoder computes the posterior mean M^-1 W^T (x - b) exactly; the
     diagonal scales are the posterior's marginal standard deviations, which are
@@ -39,7 +40,7 @@ def ppca_with_marginal_guide(n_dims: int = 12, n_latent: int = 2, n: int = 16):
     posterior = ppca.posterior(x)
     m = ppca.weight.T @ ppca.weight + ppca.sigma**2 * torch.eye(n_latent)
     a = torch.linalg.solve(m, ppca.weight.T)  # (n_latent, n_dims)
-    marginal_sd = posterior.covariance_matrix[0].diagonal().sqrt()
+    marginal_sd = posterior.covariance_matrix[0].diagonal().sqrt() * widen
     head = vae.guide_net
     with torch.no_grad():
         vae.encoder.net.weight.zero_()
@@ -127,6 +128,27 @@ def test_importance_mc_stderr_covers_the_error_against_exact_ppca():
     assert abs(float((estimate.log_px - exact).mean())) < 3 * stderr
     # The ELBO's standard error, from the same draws: the mean log-ratio's spread.
     assert bool((estimate.elbo_var > 0).all())
+
+
+@pytest.mark.parametrize("widen", [1.2, 0.8])
+def test_monte_carlo_standard_errors_match_the_spread_of_repeated_estimates(widen):
+    # Two-sided: each reported Monte Carlo standard error against the spread of 200
+    # repeats. log p(x) and the ELBO share their draws, so the error of their
+    # difference counts their covariance, positive where q is wider than the
+    # posterior and negative where narrower (the sum of the variances was 0.75 and
+    # 1.36 times the spread). Chunks of 64 draws exercise the running sums.
+    _, vae, x, _ = ppca_with_marginal_guide(n_latent=1, widen=widen)
+    names = ["log_px", "elbo", "log_px_minus_elbo"]
+    rows = []
+    for repeat in range(200):
+        torch.manual_seed(repeat)
+        result = evaluate(vae, x, k=200, metrics="logpx,elbo", chunk_size=64)
+        rows.append(
+            [getattr(result, n) for n in names] + [getattr(result, f"{n}_mc_stderr") for n in names]
+        )
+    values = torch.tensor(rows, dtype=torch.float64)
+    ratios = values[:, :3].std(0) / values[:, 3:].mean(0)
+    assert bool(((ratios > 0.8) & (ratios < 1.25)).all()), dict(zip(names, ratios.tolist()))
 
 
 def _binary_images(n: int = 12) -> torch.Tensor:
