@@ -111,8 +111,8 @@ def _reference_groups(vae: VAE, x: torch.Tensor, nuts_z: np.ndarray, full: bool)
     chains, n_draws, m, _ = nuts_z.shape
     x_m = x[:m]  # (M, *data_shape)
     z = torch.as_tensor(nuts_z, dtype=x.dtype, device=x.device)  # (chain, draw, M, L)
-    px = vae.px(z.flatten(0, 1))  # batch (chain * draw, M)
-    log_lik = px.log_prob(x_m).reshape(chains, n_draws, m)  # summed over pixels
+    # Summed over the observed pixels (NaN marks a missing one in incomplete data).
+    log_lik = vae.log_px(x_m, z.flatten(0, 1)).reshape(chains, n_draws, m)
     kept = n_draws if full else min(n_draws, COMPACT_PPC_DRAWS)
     replicated = vae.px(z[:, :kept].flatten(0, 1)).sample()  # (chain * kept, M, *shape)
     replicated = replicated.reshape(chains, kept, *x_m.shape)

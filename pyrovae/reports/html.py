@@ -63,7 +63,8 @@ def image_png(pixels: np.ndarray, size: int = 84) -> str:
     (nearest neighbour) so that an 8 x 8 digit stays readable."""
     from PIL import Image
 
-    array = np.clip(np.asarray(pixels, dtype=float), 0.0, 1.0)
+    # A missing value (NaN, in incomplete data) is drawn black.
+    array = np.clip(np.nan_to_num(np.asarray(pixels, dtype=float), nan=0.0), 0.0, 1.0)
     array = (array * 255).round().astype(np.uint8)
     image = Image.fromarray(array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1))
     scale = max(1, round(size / max(image.size)))

@@ -400,3 +400,21 @@ def test_class_names_of_named_data_sets():
     assert _class_names(RunConfig(data=DataConfig(dataset="digits"))) is None
     # Spelled as load_dataset takes it too.
     assert _class_names(RunConfig(data=DataConfig(dataset="Fashion_MNIST"))) == fashion
+
+
+def test_incomplete_data_are_scored_on_their_observed_values(tmp_path):
+    # NaN marks a missing value: the NUTS points' log-likelihoods (what az.loo reads)
+    # leave it out; scored with all values, Pyro's validation refused the NaN.
+    from pyrovae.model.spec import model_config
+    from pyrovae.model.vae import VAE
+    from pyrovae.reports.diagnose import diagnose
+
+    config = model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, missing=True,
+                          likelihood="gaussian")  # fmt: skip
+    vae = VAE(config).eval()
+    x = torch.rand(6, 1, 4, 4)
+    x[0, 0, :2] = torch.nan
+    result = diagnose(vae, x, tmp_path, n=6, draws=50, nuts=2, nuts_draws=10, nuts_warmup=10,
+                      chains=2, ppc_draws=5, latent_points=6)  # fmt: skip
+    assert len(result.khat) == 6
+    assert np.isfinite(result.inference_data.log_likelihood["x"].values).all()
