@@ -84,10 +84,11 @@ def surgery_pair_flops(vae: VAE, images: torch.Tensor) -> float:
     """
     m = min(4, images.shape[0])
     x = to_unit_float(images[:m].to(module_device(vae)))
-    qz = vae.qz(x)
-    z = qz.sample()  # (m, L)
-    with MatmulFlops() as counter:
-        _pair_log_q(qz, z)  # the encoder's cost is per image, not per pair: not counted
+    with eval_mode(vae):  # as surgery runs: dropout off, no batch statistics updated
+        qz = vae.qz(x)
+        z = qz.sample()  # (m, L)
+        with MatmulFlops() as counter:
+            _pair_log_q(qz, z)  # the encoder's cost is per image, not per pair: not counted
     return counter.count / (m * m)
 
 
