@@ -86,7 +86,7 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "particles", "progress", "
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder with the IDX files of MNIST / Fashion-MNIST.",
+    help="Folder with the IDX files of MNIST / Fashion-MNIST, or holding cifar-10-batches-py/.",
 )
 @click.option(
     "--binarize",

@@ -87,7 +87,8 @@ class DataConfig:
         ``digits`` (default, bundled with scikit-learn), ``mnist``,
         ``fashion-mnist``, a ``.npy``/``.npz`` file or a folder of images.
     data_dir
-        Folder holding the IDX files of MNIST / Fashion-MNIST.
+        Folder holding the IDX files of MNIST / Fashion-MNIST, or CIFAR-10's
+        ``cifar-10-batches-py/``.
     binarize
         For binary likelihoods: resample pixels as Bernoulli draws every batch
         (``dynamic``), once at load time (``static``), or not at all (``none``;

@@ -148,7 +148,8 @@ def test_monte_carlo_standard_errors_match_the_spread_of_repeated_estimates(wide
         )
     values = torch.tensor(rows, dtype=torch.float64)
     ratios = values[:, :3].std(0) / values[:, 3:].mean(0)
-    assert bool(((ratios > 0.8) & (ratios < 1.25)).all()), dict(zip(names, ratios.tolist()))
+    shown = dict(zip(names, ratios.tolist(), strict=True))
+    assert bool(((ratios > 0.8) & (ratios < 1.25)).all()), shown
 
 
 def _binary_images(n: int = 12) -> torch.Tensor:
