@@ -134,6 +134,8 @@ class EvaluationResult:
     kl_stderr: float | None = None
     kl_mc_stderr: float | None = None
     elbo_draws: int | None = None
+    #: False for an autoencoder: z is a function of x and the ELBO its reconstruction term.
+    has_prior: bool = True
     log_px_minus_elbo: float | None = None
     log_px_minus_elbo_stderr: float | None = None
     log_px_minus_elbo_mc_stderr: float | None = None
@@ -159,7 +161,9 @@ class EvaluationResult:
             rows.append((f"log p(x) (IS, K={self.k})", *self._triple("log_px")))
             if self.elbo is None:
                 rows.append((f"ELBO (mean of the K={self.k} log-ratios)", *self._triple("elbo_k")))
-        if self.elbo is not None:
+        if self.elbo is not None and not self.has_prior:
+            rows.append(("reconstruction log p(x|z(x)) (autoencoder)", *self._triple("recon")))
+        elif self.elbo is not None:
             rows += [
                 (f"ELBO ({self.elbo_draws} draws of z per image)", *self._triple("elbo")),
                 ("  reconstruction E_q[log p(x|z)]", *self._triple("recon")),
@@ -403,6 +407,7 @@ def evaluate(
         n_latent=vae.n_latent,
         metrics=chosen,
         warnings=warnings,
+        has_prior=vae.has_prior,
     )
     inputs = _Inputs(
         vae=vae,

@@ -57,6 +57,9 @@ def test_an_autoencoder_has_no_prior_to_sample_or_score():
     result = evaluate(ae, _binary(10), k=2)  # the default metrics: the ELBO alone
     assert result.metrics == ["elbo"] and result.log_px is None
     assert result.kl == 0.0 and result.recon == pytest.approx(result.elbo)
+    # Its table has the reconstruction alone: no draws of z, no KL.
+    table = result.format_table()
+    assert "reconstruction log p(x|z(x))" in table and "KL" not in table and "draws" not in table
 
 
 @pytest.mark.parametrize(("kind", "name"), [("guide", "iaf"), ("prior", "vamp")])
