@@ -225,9 +225,11 @@ class Component:
 
     @classmethod
     def summary(cls) -> str:
-        """The first paragraph of the class docstring, on one line."""
+        """The first paragraph of the class docstring, on one line, its reST literals
+        (````x````) written as Markdown's (```x```) for the terminal and components.md."""
         paragraph = re.split(r"\n\s*\n", inspect.cleandoc(cls.__doc__ or ""))[0]
-        return " ".join(line.strip() for line in paragraph.splitlines())
+        line = " ".join(line.strip() for line in paragraph.splitlines())
+        return re.sub(r"``([^`]+)``", r"`\1`", line)
 
     @classmethod
     def option(cls, name: str) -> Option | None:

@@ -122,3 +122,8 @@ def test_a_summary_is_the_docstrings_first_paragraph_on_one_line():
 
     Spaced.__doc__ = "One line.\n    \n    A blank line of spaces ends the paragraph too."
     assert Spaced.summary() == "One line."
+
+    class Literal(Component):
+        """The ``mlp`` network's layers, ``x`` and ``y``."""
+
+    assert Literal.summary() == "The `mlp` network's layers, `x` and `y`."
