@@ -489,7 +489,10 @@ class RunConfig:
             "# pyrovae train options of this run: `pyrovae train --config THIS_FILE` trains it",
             "# again (options given on the command line override these).",
         ]
-        lines += [f"{name} = {toml_value(value)}" for name, value in self.to_options().items()]
+        options = self.to_options()
+        # Keyed by option name: --model sets ModelConfig.kind.
+        lines += [f"{_OPTION_NAMES.get(name, name)} = {toml_value(value)}"
+                  for name, value in options.items()]  # fmt: skip
         atomic_write_text(path, "\n".join(lines) + "\n")
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -524,6 +527,9 @@ class RunConfig:
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"{path} is not a valid pyrovae config: {err}") from None
 
+
+#: Config fields whose ``pyrovae train`` option has another name.
+_OPTION_NAMES = {"kind": "model"}
 
 #: Config fields that are no ``pyrovae train`` option: read off the data, or records.
 _NOT_OPTIONS = frozenset(
