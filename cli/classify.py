@@ -63,9 +63,10 @@ def classify_command(
     """Classify points with an m2 run's q(y|x) and write the classes as .npy."""
     from pyrovae.api import load_run
     from pyrovae.api.classify import classify, read_points, write_classes
-    from pyrovae.files import check_output_file
+    from pyrovae.files import check_distinct_files, check_output_file
 
-    check_output_file(out)  # before the run is loaded
+    check_output_file(out, suffixes=(".npy",))  # before the run is loaded
+    check_distinct_files({"--out": out}, {"--input": input_path})
     run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     result = classify(run, read_points(input_path), probabilities=probabilities)
     write_classes(out, result)

@@ -98,11 +98,12 @@ def encode_command(
     """
     from pyrovae.api import encode, load_run
     from pyrovae.errors import ConfigError
-    from pyrovae.files import check_output_file
+    from pyrovae.files import check_distinct_files, check_output_file
 
     if input_path is not None and dataset is not None:
         raise ConfigError("give --input or --dataset, not both")
     check_output_file(out, suffixes=(".npz",))
+    check_distinct_files({"--out": out}, {"--input": input_path, "--dataset": dataset})
     run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
     result = encode(
         run,

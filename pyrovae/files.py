@@ -117,6 +117,37 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
     return target
 
 
+def check_distinct_files(
+    outputs: dict[str, object], inputs: dict[str, object] | None = None
+) -> None:
+    """Refuse, before any work, an output that names the same file as another output or
+    as an input (by option, e.g. ``{"--out": out}``; ``None`` values are left out):
+    the write would destroy the input, or one output the other.
+
+    Raises
+    ------
+    FileWriteError
+        Naming the two options.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in (inputs or {}).items():
+        if path is not None:
+            seen.setdefault(Path(os.path.realpath(path)), option)
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        target = Path(os.path.realpath(path))  # symlinks and relative paths resolved
+        if target in seen:
+            other = seen[target]
+            if inputs and other in inputs:
+                raise FileWriteError(
+                    f"{option} {path} is the file of {other}: writing it would overwrite "
+                    "that input; pick another name"
+                )
+            raise FileWriteError(f"{option} {path} is the file of {other} too; pick another name")
+        seen[target] = option
+
+
 def _is_run_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a run: its config as JSON and as TOML, which training
     writes first (a folder of another command's ``config.json`` output is not one)."""

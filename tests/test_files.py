@@ -15,6 +15,7 @@ from pyrovae.files import (
     atomic_write,
     atomic_write_text,
     atomic_write_via_name,
+    check_distinct_files,
     check_output_file,
     check_output_folder,
     remove_stale_temporaries,
@@ -195,3 +196,14 @@ def test_an_output_may_not_be_a_file_a_run_needs(tmp_path, name):
         check_output_file(run / name)
     assert check_output_file(run / "samples-2.png") == (run / "samples-2.png").resolve()
     assert check_output_file(tmp_path / name).name == name  # not in a run's folder
+
+
+def test_an_output_may_name_neither_an_input_nor_another_output(tmp_path):
+    (tmp_path / "x.npy").write_bytes(b"points")
+    (tmp_path / "link.npy").symlink_to(tmp_path / "x.npy")
+    with pytest.raises(FileWriteError, match=r"--out .*link.npy is the file of --input: writing"):
+        check_distinct_files({"--out": tmp_path / "link.npy"}, {"--input": tmp_path / "x.npy"})
+    with pytest.raises(FileWriteError, match=r"--json .*a.npy is the file of --out too"):
+        check_distinct_files({"--out": tmp_path / "a.npy", "--json": tmp_path / "b/../a.npy"})
+    (tmp_path / "b").mkdir()
+    check_distinct_files({"--out": tmp_path / "a.npy", "--json": None}, {"--input": None})

@@ -30,7 +30,12 @@ from torch.distributions import constraints
 from pyrovae.api import CheckpointName, Run, WeightsName, load_run
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
 from pyrovae.errors import ConfigError, DataError, describe_exception
-from pyrovae.files import atomic_write, atomic_write_text, check_output_file
+from pyrovae.files import (
+    atomic_write,
+    atomic_write_text,
+    check_distinct_files,
+    check_output_file,
+)
 from pyrovae.inference.impute import (
     DEFAULT_PARTICLES,
     INTERVAL,
@@ -343,6 +348,9 @@ def impute_file(
     out = check_output_file(out, suffixes=OUT_SUFFIXES)
     for path in (json_path,) if json_path is not None else ():
         check_output_file(path)
+    draws_file = draws_path(out) if out.suffix == ".npy" and options.get("draws", 0) else None
+    check_distinct_files({"--out": out, "the draws' file": draws_file, "--json": json_path},
+                         {"--input": input_path, "--truth": truth_path})  # fmt: skip
     x = _read_array(input_path, "--input")
     truth = None if truth_path is None else _read_array(truth_path, "--truth")
     _check_draws(options.get("draws", 0), options.get("particles", DEFAULT_PARTICLES))

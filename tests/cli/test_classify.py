@@ -129,3 +129,15 @@ def test_classify_takes_a_npy_file_only(runs, tmp_path):
     args = ["classify", "--run", str(runs / "m2"), "--input", str(tmp_path / "points.csv"),
             "--out", str(tmp_path / "y.npy")]  # fmt: skip
     _one_line_error(CliRunner().invoke(main, args), "must be a .npy array file")
+
+
+def test_classify_never_writes_over_its_input_and_writes_npy_only(runs, data, tmp_path):
+    # --out x.npy replaced the points with their classes, exit 0; --out y.npz wrote
+    # .npy bytes under another name.
+    x = tmp_path / "x.npy"
+    x.write_bytes((data / "x.npy").read_bytes())
+    m2 = ["classify", "--run", str(runs / "m2"), "--input", str(x), "--out"]
+    runner = CliRunner()
+    _one_line_error(runner.invoke(main, [*m2, str(x)]), "is the file of --input")
+    assert x.read_bytes() == (data / "x.npy").read_bytes()
+    _one_line_error(runner.invoke(main, [*m2, str(tmp_path / "y.npz")]), "must end in .npy")

@@ -129,3 +129,27 @@ def test_complete_input_is_returned_with_a_note(incomplete, tmp_path):
     assert "no missing values" in result.output
     with np.load(out) as arrays:
         assert np.array_equal(arrays["mean"], truth[0])
+
+
+@pytest.mark.parametrize(
+    "outputs, message",
+    [
+        (["--out", "x.npy"], "--out x.npy is the file of --input: writing it would overwrite"),
+        (["--out", "t.npy", "--truth", "t.npy"], "--out t.npy is the file of --truth"),
+        (["--out", "f.npy", "--json", "f.npy"], "--json f.npy is the file of --out too"),
+        (["--out", "f.npy", "--draws", "2", "--json", "f-draws.npz"], "of the draws' file too"),
+    ],
+)
+def test_no_output_names_an_input_or_another_output(
+    incomplete, tmp_path, monkeypatch, outputs, message
+):
+    # Each wrote over the other with exit 0: the input's NaN (what was missing) were lost.
+    _, run, x, truth = incomplete
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", x)
+    np.save("t.npy", truth)
+    result = CliRunner().invoke(main, ["impute", "--run", str(run), "--input", "x.npy", *outputs])
+    assert message in _one_line_error(result)
+    assert np.array_equal(np.load("x.npy"), x, equal_nan=True)
+    assert np.array_equal(np.load("t.npy"), truth)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["t.npy", "x.npy"]

@@ -80,3 +80,13 @@ def test_explore_writes_the_labelled_figures(tiny_digits_run, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "most active dimensions (average KL (nats))" in result.output
     assert "t-SNE" not in result.output  # --no-progress: no progress lines
+
+
+def test_encode_never_writes_over_its_input(tiny_digits_run, tmp_path):
+    # --out equal to --input replaced the points with their codes, exit 0.
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 8, 8), np.float32))
+    before = (tmp_path / "x.npz").read_bytes()
+    path = str(tmp_path / "x.npz")
+    result = _run("encode", "--run", str(tiny_digits_run), "--input", path, "--out", path)
+    assert result.exit_code == 1 and "is the file of --input" in result.output
+    assert (tmp_path / "x.npz").read_bytes() == before
