@@ -75,6 +75,7 @@ def resolve_output(path: str | os.PathLike[str]) -> Path:
 
 def check_output_folder(folder: str | os.PathLike[str], what: str = "the output folder") -> Path:
     """Create ``folder`` (and its parents) if needed and check that files can be made in it."""
+    _check_not_empty(folder, what)
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,12 +97,19 @@ def check_output_folder(folder: str | os.PathLike[str], what: str = "the output 
     return folder
 
 
+def _check_not_empty(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse an empty path, which ``Path`` reads as the current folder."""
+    if not os.fspath(path).strip():
+        raise FileWriteError(f"{what} is an empty path; give a name")
+
+
 def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = ()) -> Path:
     """Check, before any work, that ``path`` can be written; return the path to write.
 
     The folder is created if missing; ``suffixes`` (e.g. ``(".png",)``), when
     given, are the file endings the writer understands.
     """
+    _check_not_empty(path, "the output file")
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise FileWriteError(f"{path} must end in {', '.join(suffixes)}")

@@ -207,3 +207,12 @@ def test_an_output_may_name_neither_an_input_nor_another_output(tmp_path):
         check_distinct_files({"--out": tmp_path / "a.npy", "--json": tmp_path / "b/../a.npy"})
     (tmp_path / "b").mkdir()
     check_distinct_files({"--out": tmp_path / "a.npy", "--json": None}, {"--input": None})
+
+
+def test_an_empty_output_path_is_refused(tmp_path, monkeypatch):
+    # Path("") is the current folder: explore --out "" wrote its figures there.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileWriteError, match="the output file is an empty path"):
+        check_output_file("")
+    with pytest.raises(FileWriteError, match="the output folder is an empty path"):
+        check_output_folder(" ")

@@ -9,6 +9,7 @@ what is kept on disk and how to go on.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -134,6 +135,8 @@ def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.C
             except FileExistsError:
                 continue
     else:
+        if not os.fspath(out).strip():  # Path("") is the current folder
+            raise ConfigError("--out is an empty path; give the run folder's name")
         claim = rundir.claim(out, create=True)
     if (claim.path / CONFIG_NAME).exists() or (claim.path / CHECKPOINT_NAME).exists():
         claim.release()

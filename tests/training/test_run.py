@@ -298,6 +298,13 @@ def test_an_out_that_cannot_be_created_fails_before_the_data_load(
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="--out is an empty path"):
+        train(tiny_config, "", progress=False, log=_quiet)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_fresh_run_that_fails_on_bad_input_removes_the_folders_it_made(tiny_config, tmp_path):
     np.save(tmp_path / "bad.npy", np.full((20, 8, 8), np.nan, dtype=np.float32))
     tiny_config.data.dataset = str(tmp_path / "bad.npy")
