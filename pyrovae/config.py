@@ -14,9 +14,10 @@ import dataclasses
 import json
 import math
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pyrovae.components import MAX_COUNT
 from pyrovae.errors import ConfigError
@@ -445,11 +446,17 @@ class RunConfig:
         parts: dict[str, Any] = {}
         for part in dataclasses.fields(cls):
             sub_cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[part.name]
-            values = dict(raw.get(part.name, {}))
+            section = raw.get(part.name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(
+                    f"the {part.name} section must be a table of options, got {section!r}"
+                )
+            values = dict(section)
             known = {f.name for f in dataclasses.fields(sub_cls)}
             unknown = set(values) - known
             if unknown:
                 raise ConfigError(f"unknown {part.name} option(s): {', '.join(sorted(unknown))}")
+            _check_types(sub_cls, values, part.name)
             if values.get("data_shape") is not None:
                 values["data_shape"] = tuple(values["data_shape"])
             parts[part.name] = sub_cls(**values)
@@ -535,6 +542,38 @@ _OPTION_NAMES = {"kind": "model"}
 _NOT_OPTIONS = frozenset(
     {"memory", "display_range", "data_shape", "options", "providers", "missing", "n_classes"}
 )
+
+
+def _check_types(sub_cls: type, values: dict[str, Any], section: str) -> None:
+    """Refuse a value whose JSON type is not its field's (a hand-edited config.json):
+    the checks and code downstream take the types as declared."""
+    hints = get_type_hints(sub_cls)
+    for name, value in values.items():
+        if not _conforms(value, hints[name]):
+            hint = hints[name]
+            shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ConfigError(f"{section}.{name} must be of type {shown}, got {value!r}")
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON has the type ``hint`` (literals: their base type;
+    a whole number is a float too)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if origin is Literal:
+        return isinstance(value, tuple({type(arg) for arg in args}))
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    if hint is float:
+        return isinstance(value, (int, float))
+    return hint is Any or isinstance(value, hint)
 
 
 def _with_test_fraction(data: Any) -> Any:

@@ -32,7 +32,7 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -126,7 +126,8 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
 
 
 def check_distinct_files(
-    outputs: dict[str, object], inputs: dict[str, object] | None = None
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> None:
     """Refuse, before any work, an output that names the same file as another output or
     as an input (by option, e.g. ``{"--out": out}``; ``None`` values are left out):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -145,3 +146,30 @@ def test_a_run_config_without_the_shape_of_its_data_points_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match=r"does not record the shape .*model.data_shape"):
         RunConfig.load(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"train": {"lr": None}}, "train.lr must be of type float, got None"),
+        ({"train": {"epochs": 3.0}}, "train.epochs must be of type int, got 3.0"),
+        ({"train": {"pyro_step": "x"}}, "train.pyro_step must be of type bool"),
+        ({"train": []}, "the train section must be a table of options"),
+        ({"data": {"dataset": None}}, "data.dataset must be of type str"),
+        ({"data": {"binarize": 3}}, "data.binarize must be of type Literal"),
+        ({"model": {"options": None}}, "model.options must be of type dict"),
+        ({"model": {"providers": []}}, "model.providers must be of type dict"),
+        ({"model": {"latent_dim": True}}, "model.latent_dim must be of type int"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_when_read(raw, message):
+    # A hand-edited config.json: these were TypeError or AttributeError tracebacks.
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunConfig.from_dict(raw)
+
+
+def test_values_of_their_json_types_are_read():
+    config = RunConfig.from_dict(
+        {"train": {"lr": 1, "max_time": float("inf")}, "model": {"data_shape": [1, 8, 8]}}
+    )
+    assert config.train.lr == 1 and config.model.data_shape == (1, 8, 8)
