@@ -184,7 +184,8 @@ def linear_probe(
     progress: bool = False,
 ) -> ProbeResult:
     """The probe of ``vae``'s posterior means against pixels and PCA, on ``(points,
-    labels)`` of a training and a test split; the PCA has ``n_latent`` components."""
+    labels)`` of a training and a test split; the PCA has ``n_latent`` components.
+    Points labelled -1 (unlabelled) are encoded but neither fitted nor scored."""
     from sklearn.decomposition import PCA
 
     (train_x, train_y), (test_x, test_y) = train, test
@@ -202,14 +203,20 @@ def linear_probe(
     pca = PCA(n_components=n_components, random_state=seed).fit(features[0]["pixels"])
     for part in features:
         part["pca"] = pca.transform(part["pixels"])
+    # The encoder and the PCA see every point; the classifiers only the labelled ones
+    # (-1 marks an unlabelled point, as --model m2 reads it).
+    labelled = []
+    for split, part, y in (("training", features[0], train_y), ("test", features[1], test_y)):
+        keep = y.cpu().numpy() >= 0
+        if not keep.any():
+            raise DataError(
+                f"the probe needs class labels, and the {split} split has none (all -1)"
+            )
+        labelled.append(
+            ({kind: values[keep] for kind, values in part.items()}, y.cpu().numpy()[keep])
+        )
     return probe_features(
-        features[0],
-        train_y.cpu().numpy(),
-        features[1],
-        test_y.cpu().numpy(),
-        counts=counts,
-        seed=seed,
-        encoding=encodings[0].method,
+        *labelled[0], *labelled[1], counts=counts, seed=seed, encoding=encodings[0].method
     )
 
 

@@ -64,6 +64,17 @@ def test_a_run_without_labels_is_a_one_line_error():
     assert "\n" not in str(info.value)
 
 
+def test_unlabelled_points_are_neither_fitted_nor_scored():
+    # -1 marks an unlabelled point: it was fitted and scored as a class of its own.
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
+    x = torch.rand(40, 1, 4, 4)
+    y = torch.tensor([0, 1, -1, -1] * 10)
+    result = linear_probe(vae, (x, y), (x, y), counts=[None])
+    assert result.n_train == 20 and result.n_test == 20
+    with pytest.raises(DataError, match="the test split has none"):
+        linear_probe(vae, (x, y), (x, torch.full((40,), -1)))
+
+
 def test_the_api_probes_a_digits_run(tiny_digits_run, tmp_path):
     run = pyrovae.load_run(tiny_digits_run, device="cpu")
     with threads(1):  # the classifier's BLAS follows torch's thread count
