@@ -109,6 +109,13 @@ def list_image_folder(folder: Path) -> FolderListing:
         )
     files = [Path(path) for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    counts = torch.bincount(labels, minlength=len(classes))
+    if (counts == 0).any():  # a class no model could learn (torchvision refuses it too)
+        empty = classes[int((counts == 0).nonzero()[0, 0])]
+        raise DataError(
+            f"the class folder {folder / empty} holds no PNG or JPEG images: remove it, "
+            "or add its images (every subfolder is a class)"
+        )
     return FolderListing(files, labels, classes)
 
 

@@ -404,6 +404,15 @@ def test_folder_of_rgb_class_subfolders(tmp_path: Path) -> None:
         assert torch.equal(x[:, 0, 0, 0].long(), y * 100)
 
 
+def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path: Path) -> None:
+    # It became a class no model could learn: cvae and m2 trained on without a word.
+    for cls in ("cat", "dog"):
+        save_png(tmp_path / cls / "0.png", np.zeros((3, 3), np.uint8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="class folder .*empty holds no PNG or JPEG images"):
+        load_dataset(tmp_path)
+
+
 def test_folder_inconsistent_sizes(tmp_path: Path) -> None:
     save_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
     save_png(tmp_path / "b.png", np.zeros((5, 4), np.uint8))
