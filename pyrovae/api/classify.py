@@ -20,7 +20,7 @@ import torch
 
 from pyrovae.config import RunConfig
 from pyrovae.data.pixels import check_finite_unit_interval
-from pyrovae.errors import ConfigError, DataError, describe_exception
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.files import atomic_write
 from pyrovae.inference.classification import accuracy, class_probabilities
 from pyrovae.model.conditional import LabelledVAE
@@ -68,14 +68,14 @@ def classify(run: LoadedRun, x: Any, *, probabilities: bool = False) -> torch.Te
 
 def read_points(input_path: str | Path) -> np.ndarray:
     """The array of a ``.npy`` file, or a one-line :class:`DataError`."""
-    from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
+    from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
 
     if Path(input_path).suffix.lower() != ".npy":
         raise DataError(f"{input_path} must be a .npy array file")
     try:
         array = np.load(input_path, allow_pickle=False)
     except _ARRAY_FILE_ERRORS as err:
-        raise DataError(f"could not read {input_path}: {describe_exception(err)}") from None
+        raise DataError(f"could not read {input_path}: {array_file_reason(err)}") from None
     if not isinstance(array, np.ndarray):
         raise DataError(f"{input_path} is not a .npy array (an .npz holds several)")
     return array

@@ -28,8 +28,8 @@ import torch
 from torch.distributions import constraints
 
 from pyrovae.api import CheckpointName, Run, WeightsName, load_run
-from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
-from pyrovae.errors import ConfigError, DataError, describe_exception
+from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.files import (
     atomic_write,
     atomic_write_text,
@@ -390,7 +390,7 @@ def _read_array(path: str | Path, option: str) -> np.ndarray:
             return loaded[key]
     except _ARRAY_FILE_ERRORS as err:
         raise DataError(
-            f"{option} {path}: cannot read a numpy array of numbers ({describe_exception(err)})"
+            f"{option} {path}: cannot read a numpy array of numbers ({array_file_reason(err)})"
         ) from None
 
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from pyrovae.config import RunConfig
-from pyrovae.data.arrays import _ARRAY_FILE_ERRORS
+from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
 from pyrovae.data.classes import class_names
 from pyrovae.data.memory import to_points
 from pyrovae.data.prepare import prepare_data, split_images
-from pyrovae.errors import ConfigError, DataError, describe_exception
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.files import atomic_write_text, check_output_file, check_output_folder
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
@@ -178,7 +178,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with loaded:
             arrays = {key: loaded[key] for key in loaded.files}
     except _ARRAY_FILE_ERRORS as exc:
-        raise DataError(f"could not read {path} ({describe_exception(exc)})") from None
+        raise DataError(f"could not read {path} ({array_file_reason(exc)})") from None
     candidates = ["x"] if "x" in arrays else [k for k in arrays if k not in _LABEL_KEYS]
     if len(candidates) != 1:
         raise DataError(

@@ -34,13 +34,21 @@ _ARRAY_FILE_ERRORS = (
 )
 
 
+def array_file_reason(exc: BaseException) -> str:
+    """Why numpy could not read an array file, for a one-line error: numpy's own words,
+    but not its advice to unpickle a file that holds objects (or is no numpy file)."""
+    if "pickle" in str(exc) or "Python objects" in str(exc):
+        return "not an array of numbers: it holds Python objects, or is no numpy file at all"
+    return describe_exception(exc)
+
+
 def read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """One ``(images, labels)`` part, or two if the file holds its own split."""
     try:
         loaded = np.load(path, allow_pickle=False)
     except _ARRAY_FILE_ERRORS as exc:
         raise DataError(
-            f"could not read {path} ({describe_exception(exc)}); expected a numpy .npy/.npz "
+            f"could not read {path} ({array_file_reason(exc)}); expected a numpy .npy/.npz "
             "file of numeric arrays (no pickled objects)"
         ) from exc
     if isinstance(loaded, np.ndarray):
@@ -51,7 +59,7 @@ def read_array_file(path: Path) -> list[tuple[torch.Tensor, torch.Tensor | None]
             keys = list(loaded.files)
             arrays = {k: loaded[k] for k in keys}
         except _ARRAY_FILE_ERRORS as exc:
-            raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
+            raise DataError(f"could not read {path} ({array_file_reason(exc)})") from exc
     if not keys:
         raise DataError(f"{path} holds no arrays: the data set is empty")
 

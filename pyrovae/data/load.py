@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, check_image_layout, read_array_file
+from pyrovae.data.arrays import (
+    _ARRAY_FILE_ERRORS,
+    array_file_reason,
+    check_image_layout,
+    read_array_file,
+)
 from pyrovae.data.cifar import load_cifar10
 from pyrovae.data.dataset import (
     MEMORY,
@@ -214,7 +219,7 @@ def _streamed_npy(
     try:
         header = np.load(path, mmap_mode="r", allow_pickle=False)
     except _ARRAY_FILE_ERRORS as exc:
-        raise DataError(f"could not read {path} ({describe_exception(exc)})") from exc
+        raise DataError(f"could not read {path} ({array_file_reason(exc)})") from exc
     check_image_layout(header.shape, str(path))
     nbytes, n = int(header.nbytes), int(header.shape[0])
     del header
