@@ -48,7 +48,13 @@ class _Commands(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         with _one_line_usage_errors():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:  # click would print a bare "Aborted!"
+                # pyrovae writes each file whole or not at all (train says what it kept).
+                raise click.ClickException(
+                    "interrupted (Ctrl-C); no file was left half-written"
+                ) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

@@ -514,3 +514,16 @@ def test_a_usage_error_is_one_error_line_with_exit_status_2(argv, names):
 def test_pyrovae_alone_still_shows_the_help():
     result = CliRunner().invoke(main, [])
     assert "Commands:" in result.output and "Error" not in result.output
+
+
+def test_ctrl_c_in_a_command_is_one_error_line(runner, monkeypatch):
+    # click printed a bare "Aborted!" after an empty line.
+    import pyrovae.api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyrovae.api, "evaluate_run", interrupted)
+    result = runner.invoke(main, ["evaluate", "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output == "Error: interrupted (Ctrl-C); no file was left half-written\n"
