@@ -136,6 +136,9 @@ class DataConfig:
     memory: dict[str, Any] | None = None
     display_range: list[float] | None = None
     test_fraction: float = 0.1
+    #: Recorded in training on data read from files: the points of the training and test
+    #: splits, ``[n_train, n_test]``, which ``--resume`` finds again or refuses.
+    sizes: list[int] | None = None
     #: For ``--model m2``: keep this many class-balanced training labels (seeded), the
     #: rest unlabelled; ``None`` keeps the data's own (``-1`` marks an unlabelled point).
     labeled: int | None = None
@@ -540,7 +543,16 @@ _OPTION_NAMES = {"kind": "model"}
 
 #: Config fields that are no ``pyrovae train`` option: read off the data, or records.
 _NOT_OPTIONS = frozenset(
-    {"memory", "display_range", "data_shape", "options", "providers", "missing", "n_classes"}
+    {
+        "memory",
+        "sizes",
+        "display_range",
+        "data_shape",
+        "options",
+        "providers",
+        "missing",
+        "n_classes",
+    }
 )
 
 

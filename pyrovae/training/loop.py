@@ -309,6 +309,8 @@ def load_data(
     if source is not None:
         check_same_sizes(config, data, resumed=checkpoint is not None)
         config.data.memory = describe_memory(data)
+    else:
+        config.data.sizes = check_same_files(config, data, resumed=checkpoint is not None)
     config.data.display_range = display_range(data.test)  # for the run's figures
     config.model.data_shape = data.data_shape
     # NaN marks missing values: the model is built to leave them out (config.json records it).
@@ -446,6 +448,21 @@ def check_same_sizes(config: RunConfig, data: ArrayData, *, resumed: bool) -> No
             f"(train + test) but got {now['n_train']} + {now['n_test']}: pass the same "
             "data= (and test_data= or test_fraction=) as when it was trained"
         )
+
+
+def check_same_files(config: RunConfig, data: ArrayData, *, resumed: bool) -> list[int]:
+    """The sizes of the training and test splits of data read from files, which a
+    resumed run must find again: a file changed since, with other points, would be
+    trained and scored on without a word (a run recorded before them is not checked)."""
+    now = [int(data.train.shape[0]), int(data.test.shape[0])]
+    recorded = config.data.sizes
+    if resumed and recorded is not None and list(recorded) != now:
+        raise DataError(
+            f"{config.data.dataset} has changed since the run was trained: it had "
+            f"{recorded[0]} + {recorded[1]} points (train + test), now {now[0]} + {now[1]}; "
+            "train a new run on these data, or put the old data back"
+        )
+    return now
 
 
 @dataclass

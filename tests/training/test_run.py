@@ -273,6 +273,20 @@ def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_config, tmp_path):
     assert (tmp_path / "run" / "config.json").read_text() == config_before
 
 
+def test_a_resume_refuses_a_data_file_changed_since(tiny_config, tmp_path):
+    # It trained and scored the new points, under the old test-ELBO history, silently.
+    images = np.random.default_rng(0).random((50, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    tiny_config.data.dataset = str(tmp_path / "x.npy")
+    train(tiny_config, tmp_path / "run", progress=False, log=_quiet)
+    assert RunConfig.load(tmp_path / "run" / "config.json").data.sizes == [45, 5]
+    np.save(tmp_path / "x.npy", images[:20])
+    with pytest.raises(DataError, match=r"has changed since .* 45 \+ 5 points .*, now 18 \+ 2"):
+        resume(tmp_path / "run", epochs=3, progress=False, log=_quiet)
+    np.save(tmp_path / "x.npy", images)  # put back: the run goes on
+    assert resume(tmp_path / "run", epochs=3, progress=False, log=_quiet).history[-1]["epoch"] == 3
+
+
 # --- the run directory: claimed before the data load, locked, cleaned up ---------------
 
 
