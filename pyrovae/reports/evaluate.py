@@ -399,6 +399,11 @@ def evaluate(
                 f"({draw_flops(vae) / 1e6:.0f} MFLOP a draw), so the default K is sized to "
                 f"{EVALUATION_FLOPS:.0e} flops; pass -k for more"
             )
+    if k == 1 and "logpx" in chosen:
+        warnings.append(
+            "K = 1: log p(x) is then a one-draw ELBO, a lower bound with no Monte Carlo "
+            "error to report; pass -k 2 or more"
+        )
     result = EvaluationResult(
         split=split,
         n=images.shape[0],

@@ -201,6 +201,7 @@ def test_one_importance_sample_gives_json_without_nan(make_vae):
     assert math.isnan(result.log_px_mc_stderr)  # one draw: no spread to estimate it from
     assert result.to_dict()["log_px_mc_stderr"] is None
     json.dumps(result.to_dict(), allow_nan=False)
+    assert any(w.startswith("K = 1: log p(x) is then a one-draw ELBO") for w in result.warnings)
 
 
 def test_metrics_choose_what_is_computed(make_vae):
