@@ -173,6 +173,19 @@ def test_patience_counts_evaluations_since_the_best():
     assert not out_of_patience([*rows, {"val_elbo": -4.2}], 0)
 
 
+def test_plateau_without_validation_skips_the_kl_warm_up():
+    # The β-weighted training ELBO falls as β rises: the rate was halved during warm-up
+    # while the test ELBO improved every epoch.
+    from pyrovae.training.schedules import learning_rate
+
+    plateau = TrainConfig(lr=1.0, lr_schedule="plateau", kl_warmup=4)
+    warm_up = [{"epoch": e, "train_elbo": -10.0 - e, "test_elbo": -30.0, "beta": e / 4}
+               for e in range(1, 4)]  # fmt: skip
+    assert learning_rate(plateau, 3, warm_up) == 1.0
+    after = [{"epoch": e, "train_elbo": -20.0, "test_elbo": -30.0, "beta": 1.0} for e in (4, 5, 6)]
+    assert learning_rate(plateau, 6, warm_up + after) == 0.5  # a plateau after it still counts
+
+
 def test_evaluations_off_the_schedule_count_for_neither_patience_nor_plateau():
     """An epoch evaluated only because --max-time stopped there: an uninterrupted run
     has no such evaluation, so the resumed one must not count it."""
