@@ -332,8 +332,9 @@ def resume(
 
 
 #: What a resume changes only in training steps: a run that only draws its figures
-#: does not record them (its config.json would say the run trained with them).
-TRAINING_ONLY = ("lr", "particles")
+#: does not record them (its config.json would say the run trained with them, or, for
+#: a run stopped early, for more epochs than it ever will).
+TRAINING_ONLY = ("lr", "particles", "epochs")
 
 
 def _figures_only_config(run_dir: Path, changes: dict[str, Any], log: Logger) -> RunConfig:

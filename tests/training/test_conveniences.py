@@ -351,9 +351,13 @@ def test_a_run_stopped_by_its_patience_is_not_trained_further(tmp_path, monkeypa
     config = _tiny(tmp_path, "p", epochs=4, val_fraction=0.2, patience=1)
     result = _train(config, tmp_path / "p")
     assert len(result.history) == 2 and result.history[-1]["stopped"] == "patience"
-    # Its figures missing (this run drew none), a resume draws them and trains nothing.
-    again = resume(tmp_path / "p", progress=False, log=lambda line: None)
+    # Its figures missing (this run drew none), a resume draws them and trains nothing;
+    # it neither records an --epochs it will never train nor says it is "resuming".
+    lines: list[str] = []
+    again = resume(tmp_path / "p", epochs=100, progress=False, log=lines.append)
     assert again.history == result.history
+    assert not any(line.startswith("resuming") for line in lines), lines
+    assert RunConfig.load(tmp_path / "p" / "config.json").train.epochs == 4
     for name in ("samples.png", "reconstructions.png", "loss_curve.png"):
         (tmp_path / "p" / name).write_bytes(b"")
     with pytest.raises(ConfigError, match="stopped early after epoch 2"):
