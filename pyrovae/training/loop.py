@@ -575,7 +575,7 @@ class Training:
                 )
             if stopped:
                 break
-        if history and self.context.is_main:
+        if history and self.clock.train > 0 and self.context.is_main:  # epochs of this call
             self.log(describe_timing(self.clock.summary()))
 
     def epoch(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -44,11 +44,11 @@ def kl_weight(config: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def monitored(row: dict[str, Any]) -> float | None:
-    """What ``plateau`` watches in a metrics row (the best checkpoint watches the same,
-    off-schedule rows included): the validation ELBO, or the training ELBO where the
-    run has no validation split; ``None`` in rows of epochs that were not evaluated,
-    or evaluated off the ``--eval-every`` schedule only because ``--max-time``
-    stopped there (an uninterrupted run has no such evaluation)."""
+    """What ``plateau`` watches in a metrics row: the validation ELBO, or the training
+    ELBO where the run has no validation split; ``None`` in rows of epochs that were
+    not evaluated, or evaluated off the ``--eval-every`` schedule only because
+    ``--max-time`` stopped there (an uninterrupted run has no such evaluation; the
+    best checkpoint too passes over such a row unless it has no other)."""
     if row.get("off_schedule"):
         return None
     if "val_elbo" in row:
