@@ -168,7 +168,7 @@ def probe_command(
     from pyrovae.api import load_run, probe
 
     run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
-    folder = Path(out) if out is not None else run.run_dir / "probe"
+    folder = out if out is not None else run.run_dir / "probe"  # an empty --out is refused
     result = probe(
         run,
         counts=counts,
@@ -179,7 +179,7 @@ def probe_command(
         json_path=json_path,
     )
     click.echo(result.format_table())
-    _log.info(f"wrote {folder / 'probe.png'}" + (f" and {json_path}" if json_path else ""))
+    _log.info(f"wrote {Path(folder) / 'probe.png'}" + (f" and {json_path}" if json_path else ""))
 
 
 @click.command("explore")

@@ -35,7 +35,7 @@ from pyrovae.api.classify import (
 )
 from pyrovae.api.denoise import CorruptedReconstructions as CorruptedReconstructions
 from pyrovae.api.denoise import reconstruct_corrupted as reconstruct_corrupted
-from pyrovae.api.latent import encode, explore, probe  # noqa: F401 (re-exported)
+from pyrovae.api.latent import check_outputs_spare_the_data, encode, explore, probe  # noqa: F401 (re-exported)
 from pyrovae.config import RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS
@@ -695,6 +695,7 @@ def evaluate_run(
         if json_path is not None:
             # Before the evaluation, which can take long, rather than after it.
             check_output_file(json_path)
+            check_outputs_spare_the_data(run.config, {"--json": json_path})
         images, labels = run.split(split, data, test_data)
         if n is not None:
             images = images[:n]

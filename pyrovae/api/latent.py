@@ -33,7 +33,12 @@ from pyrovae.data.classes import class_names
 from pyrovae.data.memory import to_points
 from pyrovae.data.prepare import prepare_data, split_images
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.files import atomic_write_text, check_output_file, check_output_folder
+from pyrovae.files import (
+    atomic_write_text,
+    check_distinct_files,
+    check_output_file,
+    check_output_folder,
+)
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
 from pyrovae.reports.encode import Encoding, check_points, encode_points
@@ -44,6 +49,18 @@ from pyrovae.training.loop import check_in_support
 
 #: Keys of an ``.npz`` that hold labels rather than points.
 _LABEL_KEYS = ("y", "labels")
+
+
+def check_outputs_spare_the_data(
+    config: RunConfig,
+    outputs: dict[str, str | os.PathLike[str] | None],
+    inputs: dict[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """:func:`~pyrovae.files.check_distinct_files` with the run's own data file among the
+    inputs: a command that reads it (evaluate, encode, probe) must not write over it."""
+    data = config.data.dataset
+    data_file = {"the run's data": data} if Path(data).is_file() else {}
+    check_distinct_files(outputs, {**(inputs or {}), **data_file})
 
 
 class TrainedRun(Protocol):
@@ -114,6 +131,8 @@ def encode(
     _check_run(run, "encode")
     if out is not None:
         check_output_file(out, suffixes=(".npz",))
+        given = {"--input": x if isinstance(x, (str, os.PathLike)) else None, "--dataset": dataset}
+        check_outputs_spare_the_data(run.config, {"--out": out}, given)
     if x is None:
         if labels is not None:
             raise ConfigError("labels= goes with x=; a data set brings its own labels")
@@ -233,6 +252,8 @@ def probe(
     folder = None if out is None else check_output_folder(out)
     if json_path is not None:
         check_output_file(json_path)
+    figure = None if folder is None else Path(folder) / "probe.png"
+    check_outputs_spare_the_data(run.config, {"the figure": figure, "--json": json_path})
     with isolated_rng(run.device, seed):
         result = linear_probe(
             run.vae,
@@ -243,8 +264,8 @@ def probe(
             draws=draws,
             progress=progress,
         )
-    if folder is not None:
-        save_probe_plot(result, Path(folder) / "probe.png")
+    if figure is not None:
+        save_probe_plot(result, figure)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -90,3 +90,23 @@ def test_encode_never_writes_over_its_input(tiny_digits_run, tmp_path):
     result = _run("encode", "--run", str(tiny_digits_run), "--input", path, "--out", path)
     assert result.exit_code == 1 and "is the file of --input" in result.output
     assert (tmp_path / "x.npz").read_bytes() == before
+
+
+def test_no_output_writes_over_the_runs_own_data_file(tmp_path):
+    # encode --out, evaluate --json and probe --json named the .npz the run trained on:
+    # it was replaced with exit 0, and the run could not be resumed.
+    data = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((60, 8, 8)).astype(np.float32), y=rng.integers(0, 3, 60))
+    before = data.read_bytes()
+    run = str(tmp_path / "run")
+    tiny = ["--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-progress"]
+    assert _run("train", "--dataset", str(data), "--out", run, *tiny).exit_code == 0
+    for command in (["encode", "--out"], ["evaluate", "--json"], ["probe", "--json"]):
+        result = _run(*command[:1], "--run", run, *command[1:], str(data))
+        assert result.exit_code == 1 and "is the file of the run's data" in result.output
+    assert data.read_bytes() == before
+    result = _run("probe", "--run", run, "--out", str(tmp_path / "p"), "--json",
+                  str(tmp_path / "p" / "probe.png"))  # fmt: skip
+    assert result.exit_code == 1 and "is the file of the figure too" in result.output
+    assert _run("probe", "--run", run, "--out", "").output.startswith("Error: the output folder")
