@@ -526,16 +526,17 @@ class RunConfig:
             raise CheckpointError(f"cannot read {path}: {err}") from None
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a pyrovae config")
+        try:
+            config = cls.from_dict(raw)  # an older version's config is refused first
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{path} is not a valid pyrovae config: {err}") from None
         # A run's config records the shape of its data points, read from the data.
-        if not isinstance(raw.get("model"), dict) or raw["model"].get("data_shape") is None:
+        if config.model.data_shape is None:
             raise CheckpointError(
                 f"{path} is not a valid pyrovae config: it does not record the shape of "
                 "the data points (model.data_shape), which every run's config.json does"
             )
-        try:
-            return cls.from_dict(raw)
-        except (ConfigError, TypeError) as err:
-            raise CheckpointError(f"{path} is not a valid pyrovae config: {err}") from None
+        return config
 
 
 #: Config fields whose ``pyrovae train`` option has another name.

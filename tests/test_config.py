@@ -139,6 +139,15 @@ def test_a_config_of_another_version_says_whether_it_is_older_or_newer(version, 
         RunConfig.from_dict(raw)
 
 
+def test_a_run_of_the_first_config_version_is_told_to_train_again(tmp_path):
+    # Its model section has image_shape, not data_shape: the version, not the
+    # shape, is what to say.
+    old = {"version": 1, "model": {"arch": "mlp", "hidden": [400], "image_shape": [1, 8, 8]}}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(CheckpointError, match="written by an older pyrovae .*train the run again"):
+        RunConfig.load(tmp_path / "config.json")
+
+
 def test_a_run_config_without_the_shape_of_its_data_points_is_refused(tmp_path):
     # A run's config.json always records it; "shape None" was said without this check.
     raw = RunConfig(model=ModelConfig(data_shape=(1, 8, 8))).to_dict()

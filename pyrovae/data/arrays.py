@@ -37,7 +37,8 @@ _ARRAY_FILE_ERRORS = (
 def array_file_reason(exc: BaseException) -> str:
     """Why numpy could not read an array file, for a one-line error: numpy's own words,
     but not its advice to unpickle a file that holds objects (or is no numpy file)."""
-    if "pickle" in str(exc) or "Python objects" in str(exc):
+    numpy_says = ("allow_pickle", "pickled data", "Python objects in dtype")
+    if isinstance(exc, ValueError) and any(words in str(exc) for words in numpy_says):
         return "not an array of numbers: it holds Python objects, or is no numpy file at all"
     return describe_exception(exc)
 

@@ -50,7 +50,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same here
         reason = f"it is truncated, corrupted or not a torch checkpoint ({first_line(err, 120)})"
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        if isinstance(err, PermissionError):
+            reason = "permission denied"
+        elif "weights_only" in str(err) or "Unsupported global" in str(err):
             reason = "it contains pickled objects other than tensors, refused for safety"
         raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

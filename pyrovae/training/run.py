@@ -144,7 +144,7 @@ def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.C
             f"{claim.path} already holds a run; resume it with --resume {claim.path}"
             " or pick another --out"
         )
-    kept = [name for name in _WRITTEN if (claim.path / name).exists()]
+    kept = [name for name in _written(config) if (claim.path / name).exists()]
     if kept:  # not a run, yet files a run writes: another tool's, or a run's leftovers
         claim.release()
         raise ConfigError(
@@ -155,9 +155,16 @@ def _claim_new(out: str | Path | None, config: RunConfig, claimed: list[rundir.C
     return claim.path
 
 
-#: What a new run writes in its folder, besides config.json and checkpoint.pt.
-_WRITTEN = (TOML_CONFIG_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, *RUN_FIGURES, CSV_FOLDER,
-            TENSORBOARD_FOLDER)  # fmt: skip
+def _written(config: RunConfig) -> list[str]:
+    """What a new run of ``config`` writes in its folder, besides config.json and
+    checkpoint.pt: its logger's files only with that logger (a ``logs/`` of the user's
+    own, say a batch job's, is no run's)."""
+    written = [TOML_CONFIG_NAME, BEST_CHECKPOINT_NAME, METRICS_NAME, *RUN_FIGURES]
+    if config.train.logger == "csv":
+        written += [f"{CSV_FOLDER}/steps.csv", f"{CSV_FOLDER}/epochs.csv"]
+    elif config.train.logger == "tensorboard":
+        written.append(TENSORBOARD_FOLDER)  # its event files would join the old ones
+    return written
 
 
 class TrainingInterrupted(KeyboardInterrupt):

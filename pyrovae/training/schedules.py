@@ -70,10 +70,10 @@ def learning_rate(
         progress = schedule_progress(train, epoch, time_share)
         return train.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if train.lr_schedule == "plateau":
-        # The training ELBO of a KL warm-up epoch is weighted by a β still rising, so it
-        # falls while the model improves: such epochs are no plateau (validation ELBOs
-        # are unweighted and all count).
-        rows = [r for r in history if "val_elbo" in r or r.get("beta", train.beta) >= train.beta]
+        # The training ELBO of a KL warm-up epoch (its last one included) is weighted by
+        # a β still rising, so it falls while the model improves: such epochs are no
+        # plateau (validation ELBOs are unweighted and all count).
+        rows = [r for r in history if "val_elbo" in r or r["epoch"] > train.kl_warmup]
         return _plateau(train.lr, [v for v in map(monitored, rows) if v is not None])
     return train.lr
 

@@ -23,3 +23,11 @@ def test_a_file_that_is_no_array_of_numbers_is_named_so(tmp_path: Path, content,
     with pytest.raises(DataError, match="not an array of numbers: it holds Python objects") as info:
         load_dataset(path, stream=stream)
     assert "allow_pickle" not in str(info.value)
+
+
+def test_another_error_is_not_blamed_on_python_objects(tmp_path: Path):
+    # The reason matched "pickle" anywhere, the path in an OSError's text included.
+    from pyrovae.data.arrays import array_file_reason
+
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "pickled.npy"))
+    assert array_file_reason(missing).startswith("FileNotFoundError")

@@ -81,3 +81,15 @@ def test_old_checkpoint_version_is_named(tmp_path):
     torch.save({"format": "pyrovae-checkpoint", "version": 1}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="version 1"):
         load_checkpoint(tmp_path / "c.pt")
+
+
+def test_a_checkpoint_that_cannot_be_read_for_permissions_says_so(tmp_path, monkeypatch):
+    # It was called "truncated, corrupted or not a torch checkpoint".
+    save_checkpoint(tmp_path / "c.pt", {"model": {}})
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "c.pt"))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(CheckpointError, match=r"c.pt: permission denied$"):
+        load_checkpoint(tmp_path / "c.pt")

@@ -178,11 +178,13 @@ def test_plateau_without_validation_skips_the_kl_warm_up():
     # while the test ELBO improved every epoch.
     from pyrovae.training.schedules import learning_rate
 
-    plateau = TrainConfig(lr=1.0, lr_schedule="plateau", kl_warmup=4)
-    warm_up = [{"epoch": e, "train_elbo": -10.0 - e, "test_elbo": -30.0, "beta": e / 4}
+    plateau = TrainConfig(lr=1.0, lr_schedule="plateau", kl_warmup=3)
+    # Its last epoch ends at β = 1 but trained on a β rising to it: it does not count.
+    warm_up = [{"epoch": e, "train_elbo": -10.0 - e, "test_elbo": -30.0, "beta": e / 3}
                for e in range(1, 4)]  # fmt: skip
     assert learning_rate(plateau, 3, warm_up) == 1.0
     after = [{"epoch": e, "train_elbo": -20.0, "test_elbo": -30.0, "beta": 1.0} for e in (4, 5, 6)]
+    assert learning_rate(plateau, 5, warm_up + after[:2]) == 1.0  # one epoch without gain
     assert learning_rate(plateau, 6, warm_up + after) == 0.5  # a plateau after it still counts
 
 

@@ -105,15 +105,24 @@ def test_existing_run_is_not_overwritten(tiny_config, tmp_path):
     assert (tmp_path / "run" / CHECKPOINT_NAME).read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "samples.png", "logs"])
+@pytest.mark.parametrize("name", ["metrics.jsonl", "samples.png", "logs/epochs.csv"])
 def test_a_folder_with_files_a_run_writes_is_not_overwritten(tiny_config, tmp_path, name):
     # Not a run (no config.json), yet training would overwrite what it holds.
-    (tmp_path / "out").mkdir()
+    tiny_config.train.logger = "csv"
+    (tmp_path / "out" / "logs").mkdir(parents=True)
     (tmp_path / "out" / name).write_text("the user's")
     with pytest.raises(ConfigError, match=f"not a run folder but holds {name}, which training"):
         train(tiny_config, tmp_path / "out", progress=False, log=_quiet)
     assert (tmp_path / "out" / name).read_text() == "the user's"
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [name]
+    assert {path.name for path in (tmp_path / "out").iterdir()} <= {name, "logs"}
+
+
+def test_a_folder_of_the_users_own_logs_is_no_run_of_another_logger(tiny_config, tmp_path):
+    # A batch job's logs/ beside the run: refused though --logger none writes none there.
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    (tmp_path / "out" / "logs" / "job.log").write_text("the scheduler's")
+    train(tiny_config, tmp_path / "out", progress=False, log=_quiet)
+    assert (tmp_path / "out" / "logs" / "job.log").read_text() == "the scheduler's"
 
 
 @pytest.mark.parametrize(
