@@ -548,12 +548,15 @@ def _launch(ctx: click.Context, devices: int) -> None:
 def _interruptible() -> Iterator[None]:
     """Ctrl-C or SIGTERM: a one-line message saying what is kept and how to go on, not a
     traceback (nor, for SIGTERM, silence)."""
+    from pyrovae.training import distributed
     from pyrovae.training.run import TrainingInterrupted, sigterm_stops_as_ctrl_c
 
     try:
         with sigterm_stops_as_ctrl_c():
             yield
     except TrainingInterrupted as err:
+        if distributed.env_rank() > 0:  # Ctrl-C reaches every process: rank 0 says it
+            raise SystemExit(1) from None
         raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
         raise click.ClickException(

@@ -244,7 +244,12 @@ def launch(nproc: int, args: Sequence[str], threads: int | None = None) -> int:
     if forwarding:
         previous = signal.signal(signal.SIGTERM, lambda signum, _: process.send_signal(signum))
     try:
-        return process.wait()
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached torchrun too: its processes say what they kept; wait for them
+            # rather than add a line of this one's and leave them writing.
+            return process.wait()
     finally:
         if forwarding:
             signal.signal(signal.SIGTERM, previous)

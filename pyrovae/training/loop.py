@@ -952,7 +952,7 @@ def restore(
         saved_lr = optimizer.param_groups[0]["lr"]
     for group in optimizer.param_groups:
         group["lr"] = config.train.lr
-    if epoch < config.train.epochs and history[-1].get("stopped") != "patience":
+    if epoch < config.train.epochs and not (history and history[-1].get("stopped") == "patience"):
         changed = saved_lr is not None and saved_lr != config.train.lr
         note = f", lr {saved_lr:g} -> {config.train.lr:g}" if changed else ""
         if changed and config.train.lr_schedule != "constant":  # not the rate of this epoch
