@@ -10,6 +10,7 @@ binary one, the likelihood's support) run in :mod:`pyrovae.data.prepare`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,9 @@ def _from_dataset(dataset: Dataset, what: str) -> tuple[np.ndarray, torch.Tensor
     if n == 0:
         raise DataError(f"{what}= is an empty Dataset: the data set is empty")
     items = [dataset[i] for i in range(n)]
+    # (x, label) pairs; a TensorDataset of points alone gives 1-tuples.
+    if isinstance(items[0], (tuple, list)) and len(items[0]) == 1:
+        items = [item[0] for item in items]
     paired = isinstance(items[0], (tuple, list))
     xs = [item[0] if paired else item for item in items]
     arrays = [_as_array(x, f"{what}[{i}]") for i, x in enumerate(xs)]
@@ -176,6 +180,13 @@ def _checked(points: np.ndarray, what: str) -> torch.Tensor:
         if lo < 0 or hi > 255:
             raise DataError(
                 f"{what}: integers run from {lo} to {hi}; pass floats, or uint8 pixels in 0..255"
+            )
+        if hi == 1:  # as the file reader says it
+            warnings.warn(
+                f"{what}: integers are all 0 or 1 but are read as 0..255 pixels, where 1 is "
+                "nearly black; pass binary images as bool or float",
+                UserWarning,
+                stacklevel=4,
             )
         points = points.astype(np.uint8)
     if kind in "bf":

@@ -65,6 +65,17 @@ def test_datasets_and_loaders_give_their_points_and_labels():
     assert torch.equal(from_loader.train, labelled.train)  # the loader's own order is not kept
     plain = from_python(Items(x.numpy()), DataLoader(Items(x[:4].numpy())))
     assert plain.train_labels is None and plain.test.shape == (4, 2, 3, 3)
+    # A TensorDataset of points alone gives 1-tuples (an IndexError before).
+    alone = from_python(TensorDataset(x), val_fraction=0.25, seed=1)
+    assert torch.equal(alone.train, labelled.train) and alone.train_labels is None
+
+
+def test_integers_of_0_and_1_are_said_to_be_read_as_pixels():
+    # As the file reader says it: each 1 is 1/255, near black, and training binarized
+    # almost empty images without a word.
+    with pytest.warns(UserWarning, match="integers are all 0 or 1 but are read as 0..255"):
+        data = from_python(torch.randint(0, 2, (20, 1, 3, 3)))
+    assert data.train.dtype == torch.uint8
 
 
 def test_mixed_uint8_and_float_splits_meet_on_the_unit_scale():
