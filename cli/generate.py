@@ -26,15 +26,13 @@ from pyrovae.cli._common import (
     verbosity_options,
     weights_option,
 )
+from pyrovae.config import MAX_SAMPLES
 
 if TYPE_CHECKING:
     from pyrovae.api import CheckpointName, WeightsName
 
 _log = logging.getLogger("pyrovae")
 
-#: The most images one ``pyrovae sample`` draws (the array of 100000 MNIST
-#: images is 314 MB of float32).
-MAX_SAMPLES = 100_000
 
 _mode_option = click.option(
     "--mode",

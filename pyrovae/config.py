@@ -65,6 +65,9 @@ MAX_IMAGE_SIZE = 4096
 
 #: Seeds, as every command takes them.
 MAX_SEED = 2**32 - 1
+#: The most images one ``pyrovae sample -n`` (or :func:`pyrovae.sample`) draws: 100000
+#: MNIST images are 314 MB of float32.
+MAX_SAMPLES = 100_000
 #: The most ``--threads`` (torch's count is a C int, and each thread is started).
 MAX_THREADS = 1024
 

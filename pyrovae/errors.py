@@ -8,6 +8,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import numbers
+
 
 class PyrovaeError(Exception):
     """Base class of every error caused by user input."""
@@ -61,3 +63,15 @@ def describe_exception(exc: BaseException) -> str:
     """``"TypeName: message"`` on one line, for errors that wrap a library's exception."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_count(value: object, name: str, least: int = 1, most: int | None = None) -> int:
+    """``value`` as an ``int`` if it is a whole number (numpy's too, not a bool) from
+    ``least`` to ``most``; else a one-line :class:`ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    count = int(value)
+    if count < least or (most is not None and count > most):
+        bound = f"at least {least}" if most is None else f"from {least} to {most}"
+        raise ConfigError(f"{name} must be {bound}, got {count}")
+    return count

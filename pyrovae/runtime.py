@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, check_count
 
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
@@ -198,6 +198,7 @@ def isolated_rng(device: torch.device | str, seed: int | None) -> Iterator[None]
     if seed is None:
         yield
         return
+    seed = check_count(seed, "the seed", 0, 2**32 - 1)  # numpy's range (config.MAX_SEED)
     with forked_rng(device):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)

@@ -4,12 +4,14 @@ import math
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 from tqdm import tqdm
 
 from pyrovae.api import (
     TEMPERATURE_RANGE,
+    evaluate_run,
     latest_run,
     load_run,
     read_metrics,
@@ -74,6 +76,23 @@ def test_bad_sample_arguments(run_dir):
         sample(run, 0)
     with pytest.raises(ConfigError, match="split"):
         reconstruct(run, 2, split="validation")
+    # Each was a TypeError, a numpy ValueError, or an allocation of 10^9 images.
+    for n, message in [("5", "whole number"), (2.5, "whole number"), (10**9, "from 1 to 100000")]:
+        with pytest.raises(ConfigError, match=f"-n must be .*{message}"):
+            sample(run, n)
+        if n != 10**9:
+            with pytest.raises(ConfigError, match="-n must be a whole number"):
+                reconstruct(run, n)
+    for seed in (1.5, "a", 2**70, -1):
+        with pytest.raises(ConfigError, match="the seed must be"):
+            sample(run, 2, seed=seed)
+    assert torch.equal(sample(run, 2, seed=np.int64(3)), sample(run, 2, seed=3))
+    with pytest.raises(ConfigError, match="--temperature must be a number"):
+        sample(run, 2, temperature="1")
+    with pytest.raises(ConfigError, match="-n must be at least 2, got -5"):
+        evaluate_run(run, k=5, n=-5)  # a slice of all but 5 images before
+    with pytest.raises(ConfigError, match="-k must be a whole number"):
+        evaluate_run(run, k=2.5)
 
 
 def test_reconstruct_gives_what_the_split_holds(run_dir):

@@ -36,14 +36,14 @@ from pyrovae.api.classify import (
 from pyrovae.api.denoise import CorruptedReconstructions as CorruptedReconstructions
 from pyrovae.api.denoise import reconstruct_corrupted as reconstruct_corrupted
 from pyrovae.api.latent import check_outputs_spare_the_data, encode, explore, probe  # noqa: F401 (re-exported)
-from pyrovae.config import RunConfig
+from pyrovae.config import MAX_SAMPLES, RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS
 from pyrovae.data.load import dataset_key
 from pyrovae.data.memory import DataSource, from_python
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
-from pyrovae.errors import CheckpointError, ConfigError, DataError, first_line
+from pyrovae.errors import CheckpointError, ConfigError, DataError, check_count, first_line
 from pyrovae.files import (
     BEST_CHECKPOINT_NAME,
     CHECKPOINT_NAME,
@@ -547,8 +547,7 @@ def sample(
     progress bar if ``progress``. ``label`` draws that class from a ``cvae`` or
     ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
-    if n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
+    n = check_count(n, "-n", 1, MAX_SAMPLES)
     check_temperature(temperature)
     prior = run.vae.prior
     if temperature != 1.0 and not prior.temperable:
@@ -571,7 +570,8 @@ def sample(
 def check_temperature(temperature: float) -> float:
     """``temperature`` if it is within :data:`TEMPERATURE_RANGE`, else a :class:`ConfigError`."""
     low, high = TEMPERATURE_RANGE
-    if not (math.isfinite(temperature) and low <= temperature <= high):
+    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not (number and math.isfinite(temperature) and low <= temperature <= high):
         raise ConfigError(
             f"--temperature must be a number from {low:g} to {high:g} "
             f"(1 samples the prior as trained), got {temperature}"
@@ -596,8 +596,7 @@ def reconstruct(
     of the result is the number of points shown. ``data`` and ``test_data``:
     as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
-    if n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
+    n = check_count(n, "-n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     prepared = run.data(data, test_data)
@@ -689,6 +688,9 @@ def evaluate_run(
         raise ConfigError(f"--split must be test or train, got {split!r}")
     # Bad names and sizes fail before the run is loaded.
     parse_metrics(metrics)
+    k = None if k is None else check_count(k, "-k")
+    n = None if n is None else check_count(n, "-n", 2)
+    gaps = check_count(gaps, "--gaps", 0)
     budget = parse_memory_budget(memory_budget)
     with isolated_rng(device, seed):
         run = _loaded(run_dir, device=device, checkpoint=checkpoint, weights=weights)

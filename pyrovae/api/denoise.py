@@ -25,7 +25,7 @@ from pyrovae.config import RunConfig
 from pyrovae.data.dataset import ArrayData
 from pyrovae.data.memory import DataSource
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, check_count
 from pyrovae.model.corruption import CORRUPT_HELP, parse_corruption
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import isolated_rng
@@ -95,8 +95,7 @@ def reconstruct_corrupted(
     corruption = parse_corruption(corrupt, run.config.data.display_range)
     if corruption is None:
         raise ConfigError(f"--corrupt takes {CORRUPT_HELP} (e.g. mask:0.3), got nothing")
-    if n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
+    n = check_count(n, "-n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     prepared = run.data(data, test_data)

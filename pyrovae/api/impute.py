@@ -29,7 +29,7 @@ from torch.distributions import constraints
 
 from pyrovae.api import CheckpointName, Run, WeightsName, load_run
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.errors import ConfigError, DataError, check_count
 from pyrovae.files import (
     atomic_write,
     atomic_write_text,
@@ -316,8 +316,7 @@ def draws_path(out: str | Path) -> Path:
 
 def _check_draws(draws: int, particles: int) -> None:
     """Refuse draws and particles that :func:`impute` cannot use, before a run is loaded."""
-    if draws < 0 or particles < 2:
-        raise ConfigError(f"--draws must be >= 0 and --particles >= 2, got {draws}, {particles}")
+    draws, particles = check_count(draws, "--draws", 0), check_count(particles, "--particles", 2)
     if draws > particles:
         raise ConfigError(
             f"--draws {draws} is more than --particles {particles}: raise --particles"

@@ -32,7 +32,7 @@ from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
 from pyrovae.data.classes import class_names
 from pyrovae.data.memory import to_points
 from pyrovae.data.prepare import prepare_data, split_images
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.errors import ConfigError, DataError, check_count
 from pyrovae.files import (
     atomic_write_text,
     check_distinct_files,
@@ -293,6 +293,7 @@ def explore(
     (t-SNE; default: printed when ``progress``).
     """
     _check_run(run, "explore")
+    tsne_points = check_count(tsne_points, "--tsne-points", 4)
     images, labels = run.split("test")
     if log is None:
         log = print if progress else _quiet

@@ -148,7 +148,7 @@ def encode_points(
     (:func:`pyrovae.inference.moments.posterior_moments`), batch by batch."""
     device = module_device(vae)
     if not vae.amortized_guide.head_class.has_closed_form_mean:
-        batch_size = max(1, min(batch_size, _SAMPLED_ELEMENTS // (draws * vae.n_latent)))
+        batch_size = max(1, min(batch_size, _SAMPLED_ELEMENTS // (max(draws, 1) * vae.n_latent)))
     starts = range(0, x.shape[0], batch_size)
     parts: list[PosteriorMoments] = []
     with eval_mode(vae):

@@ -62,6 +62,9 @@ def test_labels_a_kind_needs_are_one_line_errors():
         prepare_labels(_config("cvae"), unlabelled_test)
     with pytest.raises(DataError, match="has only -1 \\(unlabelled\\)"):
         prepare_labels(_config("cvae"), _data([0, 1], torch.tensor([-1, -1])))
+    # Ids up to 900000 for 2 classes: a network output each, out of memory (killed).
+    with pytest.raises(DataError, match="0..900000, but only 2 of them appear: number"):
+        prepare_labels(_config("cvae"), _data([0, 900_000, 0], torch.tensor([0, 900_000])))
     assert prepare_labels(_config("m2"), unlabelled_test).test_labels is None  # y summed out
     vae = _config("vae")
     assert prepare_labels(vae, _data([0, -1])).train_labels.tolist() == [0, -1]
