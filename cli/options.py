@@ -110,7 +110,7 @@ class ComponentCommand(click.Command):
         if not hasattr(self, "_own_params"):
             self._own_params = list(self.params)
         own = {flag for param in self._own_params for flag in getattr(param, "opts", ())}
-        generated = component_options()
+        generated = _installed_options()
         for option in generated:
             clash = own.intersection(option.opts)
             if clash:
@@ -120,6 +120,23 @@ class ComponentCommand(click.Command):
                 )
         self.params = [*self._own_params, *generated]
         return super().get_params(ctx)
+
+
+def _installed_options() -> list[click.Option]:
+    """:func:`component_options`, or one line naming what is wrong with an installed
+    component (a broken plugin would otherwise end every `train`, `--help` too, in a
+    traceback)."""
+    from pyrovae.errors import PyrovaeError, describe_exception, first_line
+
+    try:
+        return component_options()
+    except PyrovaeError as err:
+        raise click.ClickException(first_line(err)) from None
+    except (AttributeError, TypeError, ValueError) as err:  # a plugin class that is no component
+        raise click.ClickException(
+            f"an installed component is broken ({describe_exception(err)}): fix or uninstall "
+            "its plugin (`pyrovae components` lists them)"
+        ) from None
 
 
 def component_values(options: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrovae.cli import main
+from pyrovae.errors import ConfigError
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--no-progress"]
 
@@ -319,3 +320,25 @@ def test_sigterm_handler_is_set_for_the_block_only():
         for _ in range(1000):  # the handler runs between bytecodes
             pass
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (ConfigError("likelihood 'bernoulli' is declared by both a and b"), "declared by both"),
+        (AttributeError("type object 'X' has no attribute 'options'"), "component is broken"),
+    ],
+)
+def test_a_broken_installed_component_is_one_line_not_a_traceback(monkeypatch, error, message):
+    # One bad plugin ended every `pyrovae train`, --help too, in a traceback.
+    from pyrovae.cli import options
+
+    def broken():
+        raise error
+
+    monkeypatch.setattr(options, "component_options", broken)
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert (
+        result.exit_code == 1 and result.output.startswith("Error: ") and message in result.output
+    )
+    assert result.output.count("\n") == 1
