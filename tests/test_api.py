@@ -237,6 +237,40 @@ class Flat(_Decoder):
         return self.net(z)  # (batch, 64), not (batch, 1, 8, 8)
 
 
+class OddEncoder(_Encoder):
+    """An encoder that breaks the contract in the way ``odd`` names."""
+
+    def __init__(self, odd: str = "float64") -> None:
+        super().__init__()
+        self.odd = odd
+        if odd == "declared":
+            self.out_features = 99  # it returns 12
+
+    def forward(self, x):
+        h = super().forward(x)
+        return {"float64": h.double(), "nan": h * math.nan, "declared": h, "3-d": h[:, None]}[
+            self.odd
+        ]
+
+
+@pytest.mark.parametrize(
+    "odd, message",
+    [
+        ("float64", "must return finite float32 features, got torch.float64 values"),
+        ("nan", "must return finite float32 features, got torch.float32 NaN or inf"),
+        ("declared", "declares out_features = 99 but returns 12 features"),
+        ("3-d", r"must return \(batch, n_features\), got \(2, 1, 12\)"),
+    ],
+)
+def test_an_encoder_that_breaks_the_contract_is_refused_before_training(tmp_path, odd, message):
+    # Each was a torch or Pyro traceback in the first step (a 3-D output at the first
+    # evaluation), with a run folder left holding only its config.
+    with pytest.raises(ConfigError, match=message):
+        train(out=tmp_path / "run", encoder=OddEncoder(odd), decoder=_Decoder(), latent_dim=2,
+              epochs=1, device="cpu", progress=False, log=lambda _: None)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def _vectors(tmp_path):
     """A data set whose images are not the decoder's (1, 8, 8)."""
     import numpy as np

@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -218,13 +217,16 @@ def _probe_decoder(decoder: BatchFlattened, n_latent: int) -> None:
 
 
 def _feature_size(encoder: nn.Module, data_shape: tuple[int, ...]) -> int:
+    """The encoder's feature count, from one call on zeros (checked against its
+    ``out_features`` where it declares one, which serves when the call fails)."""
     declared = getattr(encoder, "out_features", None)
-    if isinstance(declared, int):
-        return declared
+    declared = declared if isinstance(declared, int) else None
     with torch.no_grad():
         try:
             features = encoder(torch.zeros(2, *data_shape))
         except Exception as err:
+            if declared is not None:
+                return declared
             raise ConfigError(
                 f"the encoder failed on a batch of shape (2, {', '.join(map(str, data_shape))}): "
                 f"{type(err).__name__}: {err}"
@@ -234,4 +236,15 @@ def _feature_size(encoder: nn.Module, data_shape: tuple[int, ...]) -> int:
             f"the encoder must return (batch, n_features), got {tuple(features.shape)} "
             f"for a batch of 2; flatten its output"
         )
-    return int(math.prod(features.shape[1:]))
+    if features.dtype != torch.float32 or not torch.isfinite(features).all():
+        raise ConfigError(
+            f"the encoder must return finite float32 features, got {features.dtype} "
+            f"{'values' if torch.isfinite(features.double()).all() else 'NaN or inf'} "
+            "for a batch of zeros"
+        )
+    if declared is not None and declared != features.shape[1]:
+        raise ConfigError(
+            f"the encoder declares out_features = {declared} but returns "
+            f"{features.shape[1]} features"
+        )
+    return int(features.shape[1])
