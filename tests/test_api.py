@@ -150,6 +150,10 @@ def test_configure_routes_fields_and_component_options():
     assert config.train.lr == 1e-3  # the given config is not changed
     with pytest.raises(ConfigError, match="--learning-rate is not an option"):
         configure(learning_rate=0.1)
+    # As the command line and config.toml spell it ("--model is not an option" before).
+    assert configure(model="m2").model.kind == "m2"
+    with pytest.raises(ConfigError, match="model= or kind="):
+        configure(model="m2", kind="vae")
 
 
 def test_train_takes_keyword_options(tmp_path):

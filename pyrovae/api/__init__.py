@@ -100,8 +100,9 @@ def configure(config: RunConfig | None = None, /, **options: Any) -> RunConfig:
 
     Every field of :class:`~pyrovae.config.DataConfig`,
     :class:`~pyrovae.config.TrainConfig` and :class:`~pyrovae.config.ModelConfig`
-    is a keyword (``dataset="digits", epochs=2, latent_dim=8``), and so is every
-    option of the chosen components (``obs_scale=0.1``, ``flows=2``; ``pyrovae
+    is a keyword (``dataset="digits", epochs=2, latent_dim=8``; ``model="m2"``, as
+    the command line spells it, is ``kind``), and so is every option of the chosen
+    components (``obs_scale=0.1``, ``flows=2``; ``pyrovae
     components`` lists them). With ``config`` the options change a copy of it.
 
     Raises
@@ -117,6 +118,10 @@ def configure(config: RunConfig | None = None, /, **options: Any) -> RunConfig:
     (2, {'obs_scale': 0.1})
     """
     config = RunConfig() if config is None else config
+    if "model" in options:  # the command line's and config.toml's name of ModelConfig.kind
+        if "kind" in options:
+            raise ConfigError("give model= or kind= (the same option), not both")
+        options["kind"] = options.pop("model")
     sections: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
     model_options: dict[str, Any] = {}
     for name, value in options.items():
