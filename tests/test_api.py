@@ -467,3 +467,15 @@ def test_a_run_whose_data_file_changed_shape_says_so_in_one_line(tmp_path):
                        r"has \(1, 7, 7\)") as info:  # fmt: skip
         load_run(tmp_path / "run", device="cpu").data()
     assert "\n" not in str(info.value)
+
+
+def test_explore_and_probe_of_a_run_on_python_data_point_to_encode(tmp_path):
+    # They said to pass the data again with data=, which neither takes.
+    import pyrovae
+
+    result = train(data=torch.rand(40, 1, 8, 8), out=tmp_path / "run", hidden=16, latent_dim=2,
+                   epochs=1, device="cpu", progress=False, log=lambda _: None)  # fmt: skip
+    run = load_run(result.run_dir, device="cpu")
+    for call in (lambda: pyrovae.explore(run, tmp_path / "figures"), lambda: pyrovae.probe(run)):
+        with pytest.raises(DataError, match=r"passed from Python: encode your points with"):
+            call()

@@ -30,6 +30,7 @@ import torch
 from pyrovae.config import RunConfig
 from pyrovae.data.arrays import _ARRAY_FILE_ERRORS, array_file_reason
 from pyrovae.data.classes import class_names
+from pyrovae.data.dataset import MEMORY
 from pyrovae.data.memory import to_points
 from pyrovae.data.prepare import prepare_data, split_images
 from pyrovae.errors import ConfigError, DataError, check_count
@@ -74,6 +75,16 @@ class TrainedRun(Protocol):
     def device(self) -> torch.device: ...
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+def _check_own_data(run: TrainedRun, operation: str) -> None:
+    """explore and probe read the run's own splits, which a run trained on data passed
+    from Python does not have on disk (and they take no ``data=``)."""
+    if run.config.data.dataset == MEMORY:
+        raise DataError(
+            f"{operation} reads the data the run was trained on, and this run's were passed "
+            "from Python: encode your points with pyrovae.encode(run, x) instead"
+        )
 
 
 def _check_run(run: Any, operation: str) -> None:
@@ -249,6 +260,7 @@ def probe(
         Also write the result as JSON here.
     """
     _check_run(run, "probe")
+    _check_own_data(run, "probe")
     folder = None if out is None else check_output_folder(out)
     if json_path is not None:
         check_output_file(json_path)
@@ -293,6 +305,7 @@ def explore(
     (t-SNE; default: printed when ``progress``).
     """
     _check_run(run, "explore")
+    _check_own_data(run, "explore")
     tsne_points = check_count(tsne_points, "--tsne-points", 4)
     images, labels = run.split("test")
     if log is None:
