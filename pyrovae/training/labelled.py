@@ -89,8 +89,9 @@ def prepare_labels(config: RunConfig, data: ArrayData) -> ArrayData:
             f"--model cvae scores test points given their labels, and the test split of "
             f"{data.name} has {has}: give test labels (y_test), or train --model m2"
         )
-    n_classes = 1 + max(int(t.max()) for t in (train, test) if t is not None and t.numel())
-    seen = torch.unique(torch.cat([t[t >= 0] for t in (train, test) if t is not None]))
+    given = (data.train_labels, test)  # before --labeled hid some: every class that appears
+    n_classes = 1 + max(int(t.max()) for t in given if t is not None and t.numel())
+    seen = torch.unique(torch.cat([t[t >= 0] for t in given if t is not None]))
     if n_classes > 2 * seen.numel():  # a network output per id up to the largest
         raise DataError(
             f"--model {kind} takes one class per id 0..{n_classes - 1}, but only "

@@ -45,6 +45,12 @@ def test_labeled_keeps_n_labels_and_the_classes_are_recorded():
     data = prepare_labels(config, _data([0, 1, 2, 0, 1, 2, 0, 1]))
     assert data.train_labels is not None and int((data.train_labels >= 0).sum()) == 4
     assert config.model.n_classes == 3
+    # Classes are counted before --labeled hides labels: 4 labels of 10 classes, no
+    # test labels, made a classifier of 4 classes.
+    config = _config("m2", labeled=4)
+    ten = ArrayData("toy", torch.zeros(20, 1, 2, 2), torch.zeros(2, 1, 2, 2), torch.arange(20) % 10)
+    prepare_labels(config, ten)
+    assert config.model.n_classes == 10
 
 
 def test_labels_a_kind_needs_are_one_line_errors():
