@@ -93,6 +93,9 @@ def test_bad_sample_arguments(run_dir):
         evaluate_run(run, k=5, n=-5)  # a slice of all but 5 images before
     with pytest.raises(ConfigError, match="-k must be a whole number"):
         evaluate_run(run, k=2.5)
+    for call in (lambda: sample(str(run_dir), 2), lambda: reconstruct(None, 2)):
+        with pytest.raises(ConfigError, match="expected a Run from pyrovae.load_run"):
+            call()  # an AttributeError before
 
 
 def test_reconstruct_gives_what_the_split_holds(run_dir):
@@ -479,3 +482,12 @@ def test_explore_and_probe_of_a_run_on_python_data_point_to_encode(tmp_path):
     for call in (lambda: pyrovae.explore(run, tmp_path / "figures"), lambda: pyrovae.probe(run)):
         with pytest.raises(DataError, match=r"passed from Python: encode your points with"):
             call()
+
+
+def test_resume_takes_a_run_from_load_run(run_dir):
+    # evaluate_run and diagnose_run took one; resume raised a TypeError.
+    from pyrovae.api import resume
+
+    run = load_run(run_dir, device="cpu")
+    result = resume(run, epochs=run.epoch + 1, progress=False, log=lambda _: None)
+    assert result.run_dir == run_dir and result.history[-1]["epoch"] == run.epoch + 1

@@ -260,7 +260,7 @@ def _given_networks(encoder: nn.Module | None, decoder: nn.Module | None) -> Net
 
 
 def resume(
-    run_dir: str | Path,
+    run_dir: str | Path | Run,
     *,
     epochs: int | None = None,
     device: str | None = None,
@@ -283,8 +283,10 @@ def resume(
     trained; a run of a file or named set takes no ``data=``. ``precision``
     (``"fp32"``, ``"bf16"``) and ``compile`` change how its steps run from
     here on (:mod:`pyrovae.training.acceleration`). ``threads`` is the CPU
-    thread count from here on (the run's own by default).
+    thread count from here on (the run's own by default). ``run_dir`` may be a
+    :class:`Run` from :func:`load_run`: its folder is resumed.
     """
+    run_dir = run_folder(run_dir)
     source = None
     if data is not None:
         config = RunConfig.load(Path(run_dir) / CONFIG_NAME)
@@ -552,6 +554,7 @@ def sample(
     progress bar if ``progress``. ``label`` draws that class from a ``cvae`` or
     ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
+    _check_is_run(run)
     n = check_count(n, "-n", 1, MAX_SAMPLES)
     check_temperature(temperature)
     prior = run.vae.prior
@@ -570,6 +573,15 @@ def sample(
         )
     _check_finite(images, temperature)
     return images
+
+
+def _check_is_run(run: object) -> None:
+    """A folder where a loaded run belongs is one line, not an AttributeError."""
+    if not isinstance(run, Run):
+        raise ConfigError(
+            f"expected a Run from pyrovae.load_run(...), got {type(run).__name__}: "
+            "load the run first"
+        )
 
 
 def check_temperature(temperature: float) -> float:
@@ -601,6 +613,7 @@ def reconstruct(
     of the result is the number of points shown. ``data`` and ``test_data``:
     as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
+    _check_is_run(run)
     n = check_count(n, "-n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
