@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, check_count
 from pyrovae.files import atomic_write_text, atomic_write_via_name, check_output_folder
 from pyrovae.inference.importance import auto_chunk_size
 from pyrovae.inference.nuts import R_HAT_OK, NutsReference, gaussian_w2, nuts_reference
@@ -343,9 +343,15 @@ def diagnose(
             "diagnose checks q(z|x) against the posterior p(z|x), which needs a prior; an "
             "autoencoder (--model ae) has none: use pyrovae evaluate --metrics elbo"
         )
-    if n < 1 or draws < 10:
-        raise ConfigError("diagnose needs -n >= 1 and --draws >= 10")
-    if nuts < 0 or nuts > n:
+    # Whole numbers (NUTS checks its own settings where it runs).
+    n, draws = check_count(n, "-n"), check_count(draws, "--draws", 10)
+    nuts, chains = check_count(nuts, "--nuts", 0), check_count(chains, "--chains")
+    nuts_draws = check_count(nuts_draws, "--nuts-draws")
+    nuts_warmup, ppc_draws = (
+        check_count(nuts_warmup, "nuts_warmup", 0),
+        check_count(ppc_draws, "ppc_draws"),
+    )
+    if nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
     out = check_output_folder(out)
     stage = _Stages(progress)
