@@ -35,7 +35,13 @@ from pyrovae.api.classify import (
 )
 from pyrovae.api.denoise import CorruptedReconstructions as CorruptedReconstructions
 from pyrovae.api.denoise import reconstruct_corrupted as reconstruct_corrupted
-from pyrovae.api.latent import check_outputs_spare_the_data, encode, explore, probe  # noqa: F401 (re-exported)
+from pyrovae.api.latent import (  # noqa: F401 (re-exported)
+    check_loaded_run,
+    check_outputs_spare_the_data,
+    encode,
+    explore,
+    probe,
+)
 from pyrovae.config import MAX_SAMPLES, RunConfig
 from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS
@@ -554,7 +560,7 @@ def sample(
     progress bar if ``progress``. ``label`` draws that class from a ``cvae`` or
     ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
-    _check_is_run(run)
+    check_loaded_run(run)
     n = check_count(n, "-n", 1, MAX_SAMPLES)
     check_temperature(temperature)
     prior = run.vae.prior
@@ -573,15 +579,6 @@ def sample(
         )
     _check_finite(images, temperature)
     return images
-
-
-def _check_is_run(run: object) -> None:
-    """A folder where a loaded run belongs is one line, not an AttributeError."""
-    if not isinstance(run, Run):
-        raise ConfigError(
-            f"expected a Run from pyrovae.load_run(...), got {type(run).__name__}: "
-            "load the run first"
-        )
 
 
 def check_temperature(temperature: float) -> float:
@@ -613,7 +610,7 @@ def reconstruct(
     of the result is the number of points shown. ``data`` and ``test_data``:
     as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
-    _check_is_run(run)
+    check_loaded_run(run)
     n = check_count(n, "-n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")

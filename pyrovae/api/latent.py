@@ -87,14 +87,20 @@ def _check_own_data(run: TrainedRun, operation: str) -> None:
         )
 
 
-def _check_run(run: Any, operation: str) -> None:
-    """A path where a loaded run belongs is a one-line error, not an AttributeError; so
-    is a CVAE or M2 run, whose encoder reads (or gives) the label y besides x."""
+def check_loaded_run(run: Any) -> None:
+    """A path (or anything else) where a loaded run belongs is a one-line error, not an
+    AttributeError."""
     if not all(hasattr(run, name) for name in ("vae", "config", "split")):
         raise ConfigError(
-            f"expected a run from pyrovae.load_run(...), got {type(run).__name__}: "
+            f"expected a Run from pyrovae.load_run(...), got {type(run).__name__}: "
             f"pass pyrovae.load_run({run!r})"[:200]
         )
+
+
+def _check_run(run: Any, operation: str) -> None:
+    """:func:`check_loaded_run`, and a CVAE or M2 run is a one-line error: its encoder
+    reads (or gives) the label y besides x."""
+    check_loaded_run(run)
     kind = run.config.model.kind
     if kind in ("cvae", "m2"):
         raise ConfigError(

@@ -306,11 +306,11 @@ def load_data(
             f"the run was trained on data points of shape {config.model.data_shape}, "
             f"but {config.data.dataset} now has {data.data_shape}"
         )
+    sizes = check_same_sizes(config, data, resumed=checkpoint is not None)
     if source is not None:
-        check_same_sizes(config, data, resumed=checkpoint is not None)
-        config.data.memory = describe_memory(data)
+        config.data.memory = describe_memory(data)  # its sizes among the rest
     else:
-        config.data.sizes = check_same_files(config, data, resumed=checkpoint is not None)
+        config.data.sizes = sizes
     config.data.display_range = display_range(data.test)  # for the run's figures
     config.model.data_shape = data.data_shape
     # NaN marks missing values: the model is built to leave them out (config.json records it).
@@ -436,33 +436,32 @@ def describe_memory(data: ArrayData) -> dict[str, Any]:
     }
 
 
-def check_same_sizes(config: RunConfig, data: ArrayData, *, resumed: bool) -> None:
-    """A resumed run must get the data it was trained on (as far as their sizes tell)."""
-    recorded = config.data.memory
-    if not resumed or recorded is None:
-        return
-    now = describe_memory(data)
-    if (recorded["n_train"], recorded["n_test"]) != (now["n_train"], now["n_test"]):
+def stopped_early(history: list[dict[str, Any]]) -> bool:
+    """Whether the run's last epoch ended it by ``--patience`` (it trains no further)."""
+    return bool(history) and history[-1].get("stopped") == "patience"
+
+
+def check_same_sizes(config: RunConfig, data: ArrayData, *, resumed: bool) -> list[int]:
+    """The sizes of the training and test splits, ``[n_train, n_test]``, which a resumed
+    run must find again as far as its config recorded them (``data.memory`` for data
+    passed from Python, ``data.sizes`` for files; a run recorded before either is not
+    checked): other points would be trained and scored on without a word."""
+    now = [int(data.train.shape[0]), int(data.test.shape[0])]
+    memory = config.data.memory
+    recorded = config.data.sizes if memory is None else [memory["n_train"], memory["n_test"]]
+    if not resumed or recorded is None or list(recorded) == now:
+        return now
+    if memory is not None:
         raise DataError(
-            f"the run was trained on {recorded['n_train']} + {recorded['n_test']} points "
-            f"(train + test) but got {now['n_train']} + {now['n_test']}: pass the same "
+            f"the run was trained on {recorded[0]} + {recorded[1]} points "
+            f"(train + test) but got {now[0]} + {now[1]}: pass the same "
             "data= (and test_data= or test_fraction=) as when it was trained"
         )
-
-
-def check_same_files(config: RunConfig, data: ArrayData, *, resumed: bool) -> list[int]:
-    """The sizes of the training and test splits of data read from files, which a
-    resumed run must find again: a file changed since, with other points, would be
-    trained and scored on without a word (a run recorded before them is not checked)."""
-    now = [int(data.train.shape[0]), int(data.test.shape[0])]
-    recorded = config.data.sizes
-    if resumed and recorded is not None and list(recorded) != now:
-        raise DataError(
-            f"{config.data.dataset} has changed since the run was trained: it had "
-            f"{recorded[0]} + {recorded[1]} points (train + test), now {now[0]} + {now[1]}; "
-            "train a new run on these data, or put the old data back"
-        )
-    return now
+    raise DataError(
+        f"{config.data.dataset} has changed since the run was trained: it had "
+        f"{recorded[0]} + {recorded[1]} points (train + test), now {now[0]} + {now[1]}; "
+        "train a new run on these data, or put the old data back"
+    )
 
 
 @dataclass
@@ -554,7 +553,7 @@ class Training:
     def run_epochs(self, start_epoch: int, history: list[dict[str, Any]]) -> None:
         """Train from epoch ``start_epoch`` (0-based) on, appending rows to ``history``,
         until the last epoch, the time budget or the patience ends it."""
-        if history and history[-1].get("stopped") == "patience":
+        if stopped_early(history):
             return  # stopped early: a resumed run draws its figures and ends
         for epoch in range(start_epoch, self.config.train.epochs):
             row = self.epoch(epoch, history)
@@ -952,7 +951,7 @@ def restore(
         saved_lr = optimizer.param_groups[0]["lr"]
     for group in optimizer.param_groups:
         group["lr"] = config.train.lr
-    if epoch < config.train.epochs and not (history and history[-1].get("stopped") == "patience"):
+    if epoch < config.train.epochs and not stopped_early(history):
         changed = saved_lr is not None and saved_lr != config.train.lr
         note = f", lr {saved_lr:g} -> {config.train.lr:g}" if changed else ""
         if changed and config.train.lr_schedule != "constant":  # not the rate of this epoch

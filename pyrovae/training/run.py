@@ -45,7 +45,7 @@ from pyrovae.runtime import threads as on_threads
 from pyrovae.training import distributed, rundir
 from pyrovae.training.checkpoint import load_checkpoint
 from pyrovae.training.loggers import CSV_FOLDER, TENSORBOARD_FOLDER, check_available
-from pyrovae.training.loop import Finish, Logger, TrainResult, fit
+from pyrovae.training.loop import Finish, Logger, TrainResult, fit, stopped_early
 from pyrovae.training.step import check_regularizers
 
 
@@ -310,7 +310,7 @@ def resume(
                 _check_nothing_trained(run_dir)
             checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME) if has_checkpoint else None
             done = int(checkpoint.get("epoch", 0)) if checkpoint is not None else 0
-            early = checkpoint is not None and _stopped_early(checkpoint)
+            early = checkpoint is not None and stopped_early(checkpoint.get("history") or [])
             if done >= config.train.epochs or early:
                 missing = [name for name in run_figures(config) if not (run_dir / name).exists()]
                 if early and not missing:
@@ -401,11 +401,6 @@ def run_figures(config: RunConfig) -> tuple[str, ...]:
     if is_image_shape(config.model.data_shape):
         return RUN_FIGURES
     return tuple(name for name in RUN_FIGURES if name == "loss_curve.png")
-
-
-def _stopped_early(checkpoint: dict[str, Any]) -> bool:
-    history = checkpoint.get("history") or [{}]
-    return bool(history[-1].get("stopped") == "patience")
 
 
 def _thread_count(config: RunConfig, *, given: int | None, several: bool) -> int | None:
