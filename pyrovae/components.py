@@ -50,6 +50,9 @@ Parser = Callable[[Any], Any]
 #: integers beyond this overflow rather than fail with a message.
 MAX_COUNT = 2**31 - 1
 
+#: What a component's name may be: one word as the command line and config.toml take it.
+COMPONENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
 
 # --------------------------------------------------------------------------- #
 # Option values
@@ -332,9 +335,23 @@ class Registry(Generic[C]):
         name = getattr(cls, "name", "")
         if not name or getattr(cls, "kind", None) != self.kind:
             raise ValueError(f"{cls!r} is not a {self.kind} component with a name")
+        if not isinstance(name, str) or not COMPONENT_NAME.fullmatch(name):
+            raise ValueError(
+                f"{self.kind} name {name!r} must be letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit (as the command line takes it)"
+            )
+        for option in getattr(cls, "options", ()):
+            if not isinstance(option, Option) or not option.name.isidentifier():
+                raise ValueError(
+                    f"{self.kind} {name!r}: each option must be an Option whose name is a "
+                    f"Python identifier, got {option!r}"
+                )
         entries = self._all()
         if name in entries and entries[name].loaded is not cls:
-            raise ValueError(f"{self.kind} {name!r} is registered already")
+            raise ValueError(
+                f"{self.kind} {name!r} is registered already (by {entries[name].provider}): "
+                f"choose another name, or unregister it first"
+            )
         entries[name] = _Entry(name, cls.__module__, lambda: cls, cls)
         return cls
 

@@ -89,8 +89,21 @@ def test_registering_twice_or_without_a_name_is_refused(laplacian: None) -> None
     class Other(_Laplacian):
         pass
 
-    with pytest.raises(ValueError, match="registered already"):
+    with pytest.raises(ValueError, match="registered already .*unregister it first"):
         PRIORS.register(Other)
+
+    class Spaced(_Laplacian):
+        name = "my prior"
+
+    with pytest.raises(ValueError, match="name 'my prior' must be letters, digits"):
+        PRIORS.register(Spaced)
+
+    class BadOption(_Laplacian):
+        name = "test-bad-option"
+        options = (Option("not an identifier", 1.0, "h", float),)
+
+    with pytest.raises(ValueError, match="whose name is a Python identifier"):
+        PRIORS.register(BadOption)
 
     class Nameless(Prior):
         pass

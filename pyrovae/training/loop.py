@@ -60,6 +60,7 @@ from pyrovae.inference.objectives import (
     make_objective,
 )
 from pyrovae.model.build import build_vae
+from pyrovae.model.contract import check_contract
 from pyrovae.model.networks.base import Networks
 from pyrovae.model.spec import completed, component_class
 from pyrovae.model.vae import VAE
@@ -347,9 +348,11 @@ def check_data_fits(
     *,
     resumed: bool,
 ) -> None:
-    """The data (checked to be finite when read) against the likelihood's support and,
-    on a fresh run, the prior's :func:`check_prior_range` (a run trained on its data
-    resumes on them as it was)."""
+    """The model's components against their contract (:func:`check_contract`), the data
+    (checked to be finite when read) against the likelihood's support and, on a fresh
+    run, the prior's :func:`check_prior_range` (a run trained on its data resumes on
+    them as it was)."""
+    check_contract(vae)
     check_in_support(vae, data, config, validation=validation)
     if not resumed:
         check_prior_range(vae, data, config, validation=validation)
