@@ -33,7 +33,8 @@ def from_python(
     Parameters
     ----------
     data
-        A tensor or NumPy array ``(N, ...)``; a :class:`torch.utils.data.Dataset`
+        A tensor (dense or sparse) or NumPy array ``(N, ...)``, or a SciPy sparse
+        matrix ``(N, D)``; a :class:`torch.utils.data.Dataset`
         whose items are a tensor/array or an ``(x, label)`` pair; or a
         :class:`~torch.utils.data.DataLoader`, of which only the dataset is
         used (batch size, shuffling, sampler and workers are the run's own).
@@ -82,7 +83,7 @@ def to_points(source: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None
     if isinstance(source, DataLoader):
         source = source.dataset
     labels = None
-    if isinstance(source, (torch.Tensor, np.ndarray)):
+    if isinstance(source, (torch.Tensor, np.ndarray)) or _is_sparse_matrix(source):
         points = _as_array(source, what)
     elif isinstance(source, Dataset):
         points, labels = _from_dataset(source, what)
@@ -95,14 +96,28 @@ def to_points(source: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None
 
 
 def _as_array(x: Any, what: str) -> np.ndarray:
+    """``x`` as a NumPy array: sparse tensors and SciPy sparse matrices made dense."""
     if isinstance(x, torch.Tensor):
+        if x.is_meta:
+            raise DataError(f"{what} is a tensor on the meta device, which holds no values")
         x = x.detach().cpu()
+        if x.layout != torch.strided:  # sparse COO/CSR/...: the points, dense
+            x = x.to_dense()
+        if x.is_quantized:
+            x = x.dequantize()
         if x.dtype == torch.bfloat16:  # NumPy has no bfloat16
             x = x.float()
         return x.numpy()
     if isinstance(x, np.ma.MaskedArray):
         return _unmasked(x, what)
+    if _is_sparse_matrix(x):
+        x = x.toarray()
     return np.asarray(x)
+
+
+def _is_sparse_matrix(x: Any) -> bool:
+    """Whether ``x`` is a SciPy sparse matrix or array (without importing SciPy)."""
+    return type(x).__module__.startswith("scipy.sparse") and callable(getattr(x, "toarray", None))
 
 
 def _unmasked(x: np.ma.MaskedArray, what: str) -> np.ndarray:

@@ -129,3 +129,18 @@ def test_items_of_different_shapes_and_bad_fractions():
         from_python(ragged)
     with pytest.raises(ConfigError, match="val_fraction"):
         from_python(torch.zeros(4, 2), val_fraction=1.0)
+
+
+def test_sparse_tensors_and_scipy_matrices_are_read_dense():
+    import scipy.sparse
+
+    x = (torch.rand(40, 30, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    for sparse in (x.to_sparse(), scipy.sparse.csr_matrix(x.numpy())):
+        data = from_python(sparse, x[:5])
+        assert torch.equal(data.train, x)
+        assert data.train.layout == torch.strided and data.train.dtype == torch.float32
+
+
+def test_a_meta_tensor_is_one_line():
+    with pytest.raises(DataError, match="on the meta device, which holds no values"):
+        from_python(torch.empty(10, 4, device="meta"))
