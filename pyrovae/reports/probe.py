@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pyrovae.data.pixels import to_unit_float
-from pyrovae.errors import ConfigError, DataError
+from pyrovae.errors import ConfigError, DataError, check_count
 from pyrovae.files import atomic_write
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
@@ -152,9 +152,21 @@ def probe_features(
 ) -> ProbeResult:
     """Fit the classifier on each kind of features with each number of labels."""
     n_train = len(train_labels)
-    wanted = sorted({n_train if n is None else n for n in counts})
-    if not wanted or min(wanted) < 2:
-        raise ConfigError(f"label counts must be at least 2, got {list(counts)}")
+    if isinstance(counts, (str, bytes)) or not isinstance(counts, Sequence):
+        raise ConfigError(f"label counts must be a list of whole numbers, got {counts!r}")
+    wanted = sorted({n_train if n is None else check_count(n, "a label count", 2) for n in counts})
+    if not wanted:
+        raise ConfigError("label counts must hold at least one count, got none")
+    n_classes = len(np.unique(train_labels))
+    few = [n for n in wanted if n < n_classes]
+    if few:
+        warnings.warn(
+            f"with {few[0]} labels the classifier sees {few[0]} of the {n_classes} classes, so "
+            f"its accuracy is at most about {few[0] / n_classes:.2f}; give at least "
+            f"{n_classes} labels",
+            UserWarning,
+            stacklevel=2,
+        )
     if min(wanted) > n_train:
         raise ConfigError(
             f"every label count ({', '.join(map(str, wanted))}) is more than the {n_train} "

@@ -56,6 +56,26 @@ def test_the_probe_scores_each_feature_and_reports_its_binomial_error():
         probe_features(features, train_y, test_features, test_y, counts=[500, 1000])
 
 
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [([2.5], "a label count must be a whole number, got 2.5"), ([1], "must be at least 2, got 1"),
+     ("100", "must be a list of whole numbers"), ([], "at least one count")],
+)  # fmt: skip
+def test_bad_label_counts_from_python_are_one_line(counts, message):
+    train, train_y = _blobs(40, 10.0, 0)
+    features = {"latent": train, "pixels": train, "pca": train}
+    with pytest.raises(ConfigError, match=message):
+        probe_features(features, train_y, features, train_y, counts=counts)
+
+
+def test_fewer_labels_than_classes_are_warned_of():
+    rng = np.random.default_rng(0)
+    train, train_y = rng.normal(size=(60, 3)), np.arange(60) % 5
+    features = {"latent": train, "pixels": train, "pca": train}
+    with pytest.warns(UserWarning, match="with 3 labels the classifier sees 3 of the 5 classes"):
+        probe_features(features, train_y, features, train_y, counts=[3, None])
+
+
 def test_a_run_without_labels_is_a_one_line_error():
     vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2))
     x = torch.rand(6, 1, 4, 4)
