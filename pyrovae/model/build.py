@@ -64,8 +64,7 @@ def build_vae(config: ModelConfig, device: torch.device, *, modules: Networks | 
         if not is_out_of_memory(err):
             raise
         raise ConfigError(
-            f"the model does not fit in memory ({first_line(err, 120)}): "
-            "lower --hidden or --latent-dim"
+            f"the model does not fit in memory ({first_line(err, 120)}): lower {size_flags(config)}"
         ) from None
 
 
@@ -81,8 +80,24 @@ def check_fits_in_memory(config: ModelConfig, device: torch.device) -> None:
         raise ConfigError(
             f"the model has {n_parameters:.3g} parameters, which need about "
             f"{_bytes(need)} to train (values, gradients and Adam's moments), but {device} has "
-            f"{_bytes(available)} free: lower --hidden or --latent-dim"
+            f"{_bytes(available)} free: lower {size_flags(config)}"
         )
+
+
+def size_flags(config: ModelConfig) -> str:
+    """The options that size the model, as flags: every count or list of sizes its
+    components declare (``--hidden``, ``--channels-base``, ``--prior-components``, ...)
+    and ``--latent-dim``, for a message saying what to lower."""
+    classes = resolve(config).classes
+    flags = []
+    for kind in ("network", "guide", "prior"):
+        for option in getattr(classes[kind], "options", ()):
+            sized = isinstance(option.default, tuple) or type(option.default) is int
+            flag = "--" + option.name.replace("_", "-")
+            if sized and flag not in flags:
+                flags.append(flag)
+    flags.append("--latent-dim")
+    return ", ".join(flags[:-1]) + " or " + flags[-1]
 
 
 def parameter_count(config: ModelConfig) -> int:

@@ -41,6 +41,14 @@ def _one_line_error(result) -> str:
         (["--seed", "99999999999999999999999"], "--seed must be from 0 to 4294967295"),
         (["--latent-dim", "2000000000"], "lower --hidden or --latent-dim"),
         (["--hidden", "2000000000"], "lower --hidden or --latent-dim"),
+        (
+            ["--prior", "mog", "--prior-components", "2000000000"],
+            "lower --hidden, --prior-components or --latent-dim",
+        ),
+        (
+            ["--network", "resnet", "--channels-base", "2000000"],
+            "lower --hidden, --channels-base, --blocks or --latent-dim",
+        ),
     ],
 )
 def test_out_of_range_values_are_one_line_errors(runner, tmp_path, args, message):
