@@ -33,6 +33,7 @@ Example
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -151,12 +152,27 @@ def compile_networks(
     ``mode`` is ``torch.compile``'s: ``"reduce-overhead"`` replays each network's
     kernels as a CUDA graph on a GPU (``benchmarks/train_throughput.py
     --compile-mode`` measures it); ``None`` is its default."""
+    _quiet_cuda_home_notice()
     compiled = networks(vae)
     for module in compiled:
         # An instance attribute: nn.Module.__call__ runs it, hooks included, and
         # state_dict() keeps the module's own parameter names.
         module.forward = torch.compile(module.forward, backend=backend, mode=mode)  # type: ignore[method-assign]
     return compiled
+
+
+def _drop_cuda_home_notice(record: logging.LogRecord) -> bool:
+    """False for torch's notice that it found no CUDA runtime (and where it looked)."""
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def _quiet_cuda_home_notice() -> None:
+    """Leave out of the output the warning torch's C++-extension loader logs when the
+    inductor compiles on a machine without CUDA ("No CUDA runtime is found, using
+    CUDA_HOME=..."): on a CPU run it says nothing about the run. Other records pass."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if _drop_cuda_home_notice not in logger.filters:
+        logger.addFilter(_drop_cuda_home_notice)
 
 
 def accelerate(

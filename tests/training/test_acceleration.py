@@ -342,3 +342,16 @@ def test_a_compiled_bf16_run_trains_evaluates_and_resumes(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3
+
+
+def test_compiling_leaves_out_torchs_no_cuda_notice_and_nothing_else(make_vae):
+    import logging
+
+    compile_networks(make_vae())  # lazy: nothing is compiled until a network runs
+    logger = logging.getLogger("torch.utils.cpp_extension")
+
+    def passes(message: str) -> bool:
+        return bool(logger.filter(logging.makeLogRecord({"msg": message, "levelno": 30})))
+
+    assert not passes("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+    assert passes("Error building extension 'x'")
