@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from pyrovae import __version__
+from pyrovae.cli._pipes import tolerating_closed_stdout
 from pyrovae.cli.classify import classify_command
 from pyrovae.cli.components import components_command
 from pyrovae.cli.evaluate import diagnose_command, evaluate_command
@@ -46,8 +47,23 @@ class _Commands(click.Group):
         with _one_line_usage_errors():
             return super().make_context(*args, **kwargs)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["pyrovae.command"] = name
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
-        with _one_line_usage_errors():
+        def note() -> str | None:
+            if ctx.meta.get("pyrovae.command") != "train":
+                return None
+            return (
+                "standard output was closed; training goes on without printing "
+                "(see the run's metrics.jsonl)"
+            )
+
+        with _one_line_usage_errors(), tolerating_closed_stdout(note):
             try:
                 return super().invoke(ctx)
             except KeyboardInterrupt:  # click would print a bare "Aborted!"

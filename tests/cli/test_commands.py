@@ -528,3 +528,20 @@ def test_ctrl_c_in_a_command_is_one_error_line(runner, monkeypatch):
     result = runner.invoke(main, ["evaluate", "--no-progress"])
     assert result.exit_code == 1
     assert result.output == "Error: interrupted (Ctrl-C); no file was left half-written\n"
+
+
+def test_training_goes_on_when_its_reader_closes_the_pipe(tmp_path):
+    """``pyrovae train | head -1``: the run finishes, with exit 0, and says why on stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyrovae", "train", "--epochs", "6", *TINY, "--out", "run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith("run directory:")
+    process.stdout.close()  # the reader is gone, as head's after one line
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 0, stderr
+    assert "standard output was closed; training goes on" in stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 6
+    assert (tmp_path / "run" / "samples.png").exists()
