@@ -73,10 +73,27 @@ def resolve_output(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def check_output_folder(folder: str | os.PathLike[str], what: str = "the output folder") -> Path:
-    """Create ``folder`` (and its parents) if needed and check that files can be made in it."""
+def check_output_folder(
+    folder: str | os.PathLike[str], what: str = "the output folder", *, create: bool = True
+) -> Path:
+    """Create ``folder`` (and its parents) if needed and check that files can be made in it.
+
+    With ``create=False`` a missing folder is not made yet: the nearest folder
+    above it that exists is checked instead, and the writers make it
+    (:func:`atomic_write` creates a file's folder), so that work that fails or is
+    interrupted before writing leaves no empty folder behind.
+    """
     _check_not_empty(folder, what)
     folder = Path(folder)
+    if not create and not folder.exists():
+        above = next(parent for parent in folder.absolute().parents if parent.exists())
+        if not above.is_dir():
+            raise FileWriteError(
+                f"cannot create {what} {folder}: a file of that name (or of a folder above "
+                "it) exists"
+            )
+        _check_writable(above, f"{what} {folder}")
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -85,16 +102,21 @@ def check_output_folder(folder: str | os.PathLike[str], what: str = "the output 
         ) from None
     except OSError as err:
         raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
+    _check_writable(folder, f"{what} {folder}")
+    return folder
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder in which no file can be made (``what`` names it in the message)."""
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise FileWriteError(f"cannot write into {what} {folder}: permission denied")
+        raise FileWriteError(f"cannot write into {what}: permission denied")
     try:
         # os.access answers yes to root even where no file can be made (/proc,
         # /sys, a read-only mount): make one.
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise FileWriteError(f"cannot write into {what} {folder}: {_reason(err)}") from None
-    return folder
+        raise FileWriteError(f"cannot write into {what}: {_reason(err)}") from None
 
 
 def _check_not_empty(path: str | os.PathLike[str], what: str) -> None:
@@ -114,7 +136,7 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = 
     if suffixes and path.suffix.lower() not in suffixes:
         raise FileWriteError(f"{path} must end in {', '.join(suffixes)}")
     target = resolve_output(path)
-    check_output_folder(target.parent, "the output folder")
+    check_output_folder(target.parent, "the output folder", create=False)
     if target.name in RUN_STATE_FILES and _is_run_folder(target.parent):
         raise FileWriteError(
             f"{path} is the {target.name} of the run in {target.parent}: writing it would "
@@ -180,6 +202,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     """
     path = Path(path)
     target = resolve_output(path)
+    _make_folder_of(target, path)
     try:
         fd, tmp = tempfile.mkstemp(
             dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_MARK + target.suffix
@@ -207,6 +230,7 @@ def atomic_write_via_name(path: str | os.PathLike[str], write: Callable[[str], o
     (e.g. netCDF). The temporary name keeps ``path``'s suffix."""
     path = Path(path)
     target = resolve_output(path)
+    _make_folder_of(target, path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}{TEMP_MARK}{target.suffix}")
     try:
         write(str(tmp))
@@ -218,6 +242,15 @@ def atomic_write_via_name(path: str | os.PathLike[str], write: Callable[[str], o
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _make_folder_of(target: Path, path: Path) -> None:
+    """Create the folder ``target`` goes into, if missing (checked writable beforehand by
+    :func:`check_output_folder` with ``create=False``)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

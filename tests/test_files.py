@@ -99,10 +99,14 @@ def test_write_via_name_keeps_the_suffix(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.nc"]
 
 
-def test_check_output_file_creates_the_folder_and_checks_suffix(tmp_path):
+def test_check_output_file_leaves_the_folder_to_the_writer_and_checks_suffix(tmp_path):
     path = tmp_path / "a" / "b" / "grid.png"
     assert check_output_file(path, (".png",)) == path
-    assert path.parent.is_dir()
+    assert not (tmp_path / "a").exists()  # work that fails before writing leaves no folder
+    atomic_write_text(path, "x")  # the writer makes it
+    assert path.read_text() == "x"
+    assert check_output_folder(tmp_path / "c" / "d", create=False) == tmp_path / "c" / "d"
+    assert not (tmp_path / "c").exists()
     with pytest.raises(FileWriteError, match="must end in .png"):
         check_output_file(tmp_path / "grid.gif", (".png",))
 
@@ -123,14 +127,17 @@ def test_check_output_in_a_read_only_folder(tmp_path):
     try:
         with pytest.raises(FileWriteError, match="permission denied"):
             check_output_folder(folder)
+        with pytest.raises(FileWriteError, match="ro/new/deeper: permission denied"):
+            check_output_folder(folder / "new" / "deeper", create=False)
     finally:
         folder.chmod(0o700)
 
 
 def test_check_output_in_proc_is_one_line():
-    with pytest.raises(FileWriteError) as info:
-        check_output_folder("/proc/pyrovae-test/x")
-    assert "\n" not in str(info.value)
+    for create in (True, False):
+        with pytest.raises(FileWriteError) as info:
+            check_output_folder("/proc/pyrovae-test/x", create=create)
+        assert "\n" not in str(info.value)
 
 
 def test_stale_temporaries_are_removed(tmp_path):

@@ -267,7 +267,7 @@ def probe(
     """
     _check_run(run, "probe")
     _check_own_data(run, "probe")
-    folder = None if out is None else check_output_folder(out)
+    folder = None if out is None else check_output_folder(out, create=False)
     if json_path is not None:
         check_output_file(json_path)
     figure = None if folder is None else Path(folder) / "probe.png"

@@ -353,7 +353,7 @@ def diagnose(
     )
     if nuts > n:
         raise ConfigError(f"--nuts must be between 0 and -n ({n}), got {nuts}")
-    out = check_output_folder(out)
+    out = check_output_folder(out, create=False)  # made when the report is written
     stage = _Stages(progress)
     n, nuts = min(n, images.shape[0]), min(nuts, n, images.shape[0])
     x = to_unit_float(images[:n].to(module_device(vae)))  # (n, C, H, W)

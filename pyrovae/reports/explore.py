@@ -367,7 +367,7 @@ def write_latent_figures(
             f"exploring needs at least {MIN_POINTS} test points (pairs to interpolate, a map "
             f"to draw), got {x.shape[0]}"
         )
-    folder = check_output_folder(out)
+    folder = check_output_folder(out, create=False)  # made with the first figure
     encoding = encode_points(vae, x, labels, draws=draws, progress=progress)
     means = encoding.mean  # (n, n_latent)
     score, measure = activity(vae, x, encoding)

@@ -440,3 +440,17 @@ def test_incomplete_data_are_scored_on_their_observed_values(tmp_path):
                       chains=2, ppc_draws=5, latent_points=6)  # fmt: skip
     assert len(result.khat) == 6
     assert np.isfinite(result.inference_data.log_likelihood["x"].values).all()
+
+
+def test_an_interrupted_diagnose_leaves_no_empty_folder(tmp_path, monkeypatch):
+    from pyrovae.reports import diagnose as module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_psis_draws", interrupted)
+    ppca = PPCA(torch.tensor([[1.0], [0.5], [-0.3]]), torch.zeros(3), 0.5)
+    images = ppca.sample(6, torch.Generator().manual_seed(2)).reshape(6, 1, 1, 3)
+    with pytest.raises(KeyboardInterrupt):
+        module.diagnose(linear_gaussian_vae(ppca), images, tmp_path / "new" / "report", n=6)
+    assert not (tmp_path / "new").exists()
