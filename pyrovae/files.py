@@ -128,8 +128,10 @@ def _check_not_empty(path: str | os.PathLike[str], what: str) -> None:
 def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] = ()) -> Path:
     """Check, before any work, that ``path`` can be written; return the path to write.
 
-    The folder is created if missing; ``suffixes`` (e.g. ``(".png",)``), when
-    given, are the file endings the writer understands.
+    A missing folder is not made here (the atomic writers make it when they write,
+    so work that fails first leaves none): the nearest folder above it is checked
+    writable. ``suffixes`` (e.g. ``(".png",)``), when given, are the file endings
+    the writer understands.
     """
     _check_not_empty(path, "the output file")
     path = Path(path)
