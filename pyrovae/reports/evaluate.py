@@ -561,6 +561,9 @@ def _add_elbo(result: EvaluationResult, inputs: _Inputs) -> None:
         setattr(result, name, float(values.mean()))
         setattr(result, f"{name}_stderr", standard_error(values))
         setattr(result, f"{name}_mc_stderr", mc_standard_error(var))
+    if not vae.has_prior:  # an autoencoder: z is f(x), no draws and no KL term to report
+        result.kl = result.kl_stderr = result.kl_mc_stderr = None
+        result.elbo_draws = None
 
 
 @torch.no_grad()

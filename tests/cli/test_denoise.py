@@ -71,9 +71,14 @@ def test_an_autoencoder_cannot_sample_give_log_px_or_be_diagnosed(denoising_ae):
     _assert_one_line_error(result, "logpx")
     result = runner.invoke(main, ["diagnose", "--run", str(denoising_ae)])
     _assert_one_line_error(result, "prior")
-    result = runner.invoke(main, ["evaluate", "--run", str(denoising_ae), "-n", "20"])
+    json_path = denoising_ae.parent / "ae-evaluation.json"
+    command = ["evaluate", "--run", str(denoising_ae), "-n", "20", "--json", str(json_path)]
+    result = runner.invoke(main, command)
     assert result.exit_code == 0, result.output
-    assert "reconstruction" in result.output
+    assert "reconstruction" in result.output and "KL" not in result.output
+    figures = json.loads(json_path.read_text())
+    assert figures["has_prior"] is False and figures["elbo"] == figures["recon"]
+    assert figures["kl"] is None and figures["elbo_draws"] is None  # no KL term, no draws of z
 
 
 def test_reconstruct_corrupt_draws_three_labelled_rows(denoising_ae, tmp_path):
