@@ -39,7 +39,8 @@ class _ClosedPipeGuard:
 
     def _reader_gone(self) -> None:
         """Point the stream's file descriptor at /dev/null (what it still buffers, and
-        Python's flush at exit, go there), and say so once."""
+        Python's flush at exit, go there), and say so once, on standard error (itself
+        guarded: with ``2>&1`` it is the same closed pipe)."""
         if self._closed:
             return
         self._closed = True
@@ -48,7 +49,8 @@ class _ClosedPipeGuard:
         os.close(devnull)
         note = self._note()
         if note:
-            print(f"pyrovae: {note}", file=sys.stderr, flush=True)
+            sys.stderr.write(f"pyrovae: {note}\n")
+            sys.stderr.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, buffer, ...
         return getattr(self._stream, name)
@@ -57,16 +59,24 @@ class _ClosedPipeGuard:
 @contextmanager
 def tolerating_closed_stdout(note: Callable[[], str | None]) -> Iterator[None]:
     """Within the block, a closed standard output sends further output to /dev/null
-    and prints ``note()`` (if any) on standard error; only for a real file descriptor
-    (not a test's captured output)."""
-    stream = sys.stdout
-    try:
-        stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stdout = _ClosedPipeGuard(stream, note)  # type: ignore[assignment]
+    and prints ``note()`` (if any) on standard error; a closed standard error (``2>&1
+    | head``) sends its own to /dev/null too. Only for streams on a real file
+    descriptor (not a test's captured output)."""
+    stdout, stderr = sys.stdout, sys.stderr
+    if _has_descriptor(stderr):
+        sys.stderr = _ClosedPipeGuard(stderr, lambda: None)  # type: ignore[assignment]
+    if _has_descriptor(stdout):
+        sys.stdout = _ClosedPipeGuard(stdout, note)  # type: ignore[assignment]
     try:
         yield
     finally:
-        sys.stdout = stream
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    """Whether ``stream`` writes to a file descriptor of this process."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

@@ -56,7 +56,11 @@ def resolve_output(path: str | os.PathLike[str]) -> Path:
     and is not a regular file raises :class:`FileWriteError`.
     """
     path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        linked = path.is_symlink()
+    except OSError as err:  # a folder on the way that cannot be searched
+        raise FileWriteError(f"cannot write {path}: {_reason(err)}") from None
+    target = Path(os.path.realpath(path)) if linked else path
     try:
         mode = target.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -85,15 +89,11 @@ def check_output_folder(
     """
     _check_not_empty(folder, what)
     folder = Path(folder)
-    if not create and not folder.exists():
-        above = next(parent for parent in folder.absolute().parents if parent.exists())
-        if not above.is_dir():
-            raise FileWriteError(
-                f"cannot create {what} {folder}: a file of that name (or of a folder above "
-                "it) exists"
-            )
-        _check_writable(above, f"{what} {folder}")
-        return folder
+    if not create:
+        above = _nearest_existing(folder, what)
+        if above != folder:
+            _check_writable(above, f"{what} {folder}")
+            return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -104,6 +104,29 @@ def check_output_folder(
         raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
     _check_writable(folder, f"{what} {folder}")
     return folder
+
+
+def _nearest_existing(folder: Path, what: str) -> Path:
+    """``folder`` if it exists, else the nearest folder above it that does; a file, or a
+    symlink to nothing, in the way (which ``mkdir`` would refuse after the work) or a
+    folder that cannot be searched is a one-line :class:`FileWriteError`."""
+    try:
+        for path in (folder, *folder.absolute().parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise FileWriteError(
+                        f"cannot create {what} {folder}: a file of that name (or of a folder "
+                        "above it) exists"
+                    )
+                return path
+            if path.is_symlink():
+                raise FileWriteError(
+                    f"cannot create {what} {folder}: {path} is a symbolic link to a missing "
+                    f"target ({os.readlink(path)})"
+                )
+    except OSError as err:
+        raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
+    return Path(folder.anchor or "/")
 
 
 def _check_writable(folder: Path, what: str) -> None:

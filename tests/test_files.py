@@ -223,3 +223,43 @@ def test_an_empty_output_path_is_refused(tmp_path, monkeypatch):
         check_output_file("")
     with pytest.raises(FileWriteError, match="the output folder is an empty path"):
         check_output_folder(" ")
+
+
+def test_a_symlink_to_nothing_in_the_way_is_refused_before_the_work(tmp_path):
+    (tmp_path / "dangle").symlink_to(tmp_path / "nothing")
+    for check in (
+        lambda: check_output_folder(tmp_path / "dangle" / "report", create=False),
+        lambda: check_output_file(tmp_path / "dangle" / "grid.png"),
+    ):
+        with pytest.raises(FileWriteError, match="is a symbolic link to a missing target"):
+            check()
+
+
+def test_an_unsearchable_folder_on_the_way_is_one_line(tmp_path):
+    """``Path.exists`` raises under a folder its user cannot search (root can: the check
+    then runs in a child process as nobody)."""
+    locked = tmp_path / "locked"
+    (locked / "inner").mkdir(parents=True)
+    code = (
+        "import os, sys\n"
+        "from pyrovae.files import check_output_file, check_output_folder\n"
+        "from pyrovae.errors import FileWriteError\n"
+        "if os.geteuid() == 0:\n"
+        "    os.setgid(65534); os.setuid(65534)\n"
+        "target = sys.argv[1]\n"
+        "for check in (lambda: check_output_folder(target + '/sub', create=False),\n"
+        "              lambda: check_output_file(target + '/x.json')):\n"
+        "    try:\n"
+        "        check()\n"
+        "    except FileWriteError as err:\n"
+        "        print(err)\n"
+    )
+    locked.chmod(0o000)
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(locked / "inner")],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        locked.chmod(0o700)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all("Permission denied" in line for line in lines), lines

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +152,9 @@ def probe_features(
 ) -> ProbeResult:
     """Fit the classifier on each kind of features with each number of labels."""
     n_train = len(train_labels)
-    if isinstance(counts, (str, bytes)) or not isinstance(counts, Sequence):
+    if isinstance(counts, (str, bytes)) or not isinstance(counts, Iterable):
         raise ConfigError(f"label counts must be a list of whole numbers, got {counts!r}")
+    counts = list(counts)  # a tuple, a set, a NumPy array
     wanted = sorted({n_train if n is None else check_count(n, "a label count", 2) for n in counts})
     if not wanted:
         raise ConfigError("label counts must hold at least one count, got none")

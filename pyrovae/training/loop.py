@@ -348,11 +348,12 @@ def check_data_fits(
     *,
     resumed: bool,
 ) -> None:
-    """The model's components against their contract (:func:`check_contract`), the data
+    """The model's components against their contract (:func:`check_contract`, on two test
+    points), the data
     (checked to be finite when read) against the likelihood's support and, on a fresh
     run, the prior's :func:`check_prior_range` (a run trained on its data resumes on
     them as it was)."""
-    check_contract(vae)
+    check_contract(vae, to_unit_float(data.test[:2]))  # real points: a plugin may need them
     check_in_support(vae, data, config, validation=validation)
     if not resumed:
         check_prior_range(vae, data, config, validation=validation)

@@ -545,3 +545,18 @@ def test_training_goes_on_when_its_reader_closes_the_pipe(tmp_path):
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 6
     assert (tmp_path / "run" / "samples.png").exists()
+
+
+def test_training_goes_on_when_the_pipe_of_both_its_streams_closes(tmp_path):
+    """``pyrovae train 2>&1 | head -1``: the note on standard error meets the same closed
+    pipe; the run still finishes, with exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyrovae", "train", "--epochs", "4", *TINY, "--out", "run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("run directory:")
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "run" / "samples.png").exists()

@@ -68,6 +68,14 @@ def test_bad_label_counts_from_python_are_one_line(counts, message):
         probe_features(features, train_y, features, train_y, counts=counts)
 
 
+def test_label_counts_may_be_any_collection_of_whole_numbers():
+    train, train_y = _blobs(40, 10.0, 0)
+    features = {"latent": train, "pixels": train, "pca": train}
+    for counts in (np.array([10, 20]), {10, 20}, (10, 20)):
+        result = probe_features(features, train_y, features, train_y, counts=counts)
+        assert result.label_counts() == [10, 20]
+
+
 def test_fewer_labels_than_classes_are_warned_of():
     rng = np.random.default_rng(0)
     train, train_y = rng.normal(size=(60, 3)), np.arange(60) % 5
