@@ -78,10 +78,10 @@ def test_bad_sample_arguments(run_dir):
         reconstruct(run, 2, split="validation")
     # Each was a TypeError, a numpy ValueError, or an allocation of 10^9 images.
     for n, message in [("5", "whole number"), (2.5, "whole number"), (10**9, "from 1 to 100000")]:
-        with pytest.raises(ConfigError, match=f"-n must be .*{message}"):
+        with pytest.raises(ConfigError, match=f"^n must be .*{message}"):
             sample(run, n)
         if n != 10**9:
-            with pytest.raises(ConfigError, match="-n must be a whole number"):
+            with pytest.raises(ConfigError, match="^n must be a whole number"):
                 reconstruct(run, n)
     for seed in (1.5, "a", 2**70, -1):
         with pytest.raises(ConfigError, match="the seed must be"):
@@ -89,9 +89,9 @@ def test_bad_sample_arguments(run_dir):
     assert torch.equal(sample(run, 2, seed=np.int64(3)), sample(run, 2, seed=3))
     with pytest.raises(ConfigError, match="--temperature must be a number"):
         sample(run, 2, temperature="1")
-    with pytest.raises(ConfigError, match="-n must be at least 2, got -5"):
+    with pytest.raises(ConfigError, match="^n must be at least 2, got -5"):
         evaluate_run(run, k=5, n=-5)  # a slice of all but 5 images before
-    with pytest.raises(ConfigError, match="-k must be a whole number"):
+    with pytest.raises(ConfigError, match="^k must be a whole number"):
         evaluate_run(run, k=2.5)
     for call in (lambda: sample(str(run_dir), 2), lambda: reconstruct(None, 2)):
         with pytest.raises(ConfigError, match="expected a Run from pyrovae.load_run"):

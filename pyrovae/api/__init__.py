@@ -561,7 +561,7 @@ def sample(
     ``m2`` run (by default a CVAE draws the classes in turn, M2 from p(y)).
     """
     check_loaded_run(run)
-    n = check_count(n, "-n", 1, MAX_SAMPLES)
+    n = check_count(n, "n", 1, MAX_SAMPLES)
     check_temperature(temperature)
     prior = run.vae.prior
     if temperature != 1.0 and not prior.temperable:
@@ -611,7 +611,7 @@ def reconstruct(
     as :meth:`Run.data` (required for a run trained on data passed from Python).
     """
     check_loaded_run(run)
-    n = check_count(n, "-n")
+    n = check_count(n, "n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     prepared = run.data(data, test_data)
@@ -703,9 +703,9 @@ def evaluate_run(
         raise ConfigError(f"--split must be test or train, got {split!r}")
     # Bad names and sizes fail before the run is loaded.
     parse_metrics(metrics)
-    k = None if k is None else check_count(k, "-k")
-    n = None if n is None else check_count(n, "-n", 2)
-    gaps = check_count(gaps, "--gaps", 0)
+    k = None if k is None else check_count(k, "k")
+    n = None if n is None else check_count(n, "n", 2)
+    gaps = check_count(gaps, "gaps", 0)
     budget = parse_memory_budget(memory_budget)
     with isolated_rng(device, seed):
         run = _loaded(run_dir, device=device, checkpoint=checkpoint, weights=weights)

@@ -95,7 +95,7 @@ def reconstruct_corrupted(
     corruption = parse_corruption(corrupt, run.config.data.display_range)
     if corruption is None:
         raise ConfigError(f"--corrupt takes {CORRUPT_HELP} (e.g. mask:0.3), got nothing")
-    n = check_count(n, "-n")
+    n = check_count(n, "n")
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     prepared = run.data(data, test_data)

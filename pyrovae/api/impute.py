@@ -316,7 +316,7 @@ def draws_path(out: str | Path) -> Path:
 
 def _check_draws(draws: int, particles: int) -> None:
     """Refuse draws and particles that :func:`impute` cannot use, before a run is loaded."""
-    draws, particles = check_count(draws, "--draws", 0), check_count(particles, "--particles", 2)
+    draws, particles = check_count(draws, "draws", 0), check_count(particles, "particles", 2)
     if draws > particles:
         raise ConfigError(
             f"--draws {draws} is more than --particles {particles}: raise --particles"

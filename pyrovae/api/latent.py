@@ -312,7 +312,7 @@ def explore(
     """
     _check_run(run, "explore")
     _check_own_data(run, "explore")
-    tsne_points = check_count(tsne_points, "--tsne-points", 4)
+    tsne_points = check_count(tsne_points, "tsne_points", 4)
     images, labels = run.split("test")
     if log is None:
         log = print if progress else _quiet

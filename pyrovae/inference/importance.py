@@ -226,7 +226,7 @@ def index_batches(images: torch.Tensor, batch_size: int) -> Iterator[slice]:
 
 def check_k(k: int, batch_size: int, chunk_size: int | None) -> None:
     if k < 1:
-        raise ConfigError(f"-k must be at least 1, got {k}")
+        raise ConfigError(f"k must be at least 1, got {k}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:

@@ -62,7 +62,7 @@ def posterior_moments(qz: Distribution, draws: int = DEFAULT_DRAWS) -> Posterior
 def sampled_moments(qz: Distribution, draws: int) -> PosteriorMoments:
     """Monte Carlo moments of ``qz`` from ``draws`` samples, with their standard errors."""
     if draws < 2:
-        raise ConfigError(f"--draws must be at least 2 to estimate a spread, got {draws}")
+        raise ConfigError(f"draws must be at least 2 to estimate a spread, got {draws}")
     z = qz.sample((draws,)).double()  # (draws, batch, n_latent)
     mean = z.mean(0)
     centred = z - mean

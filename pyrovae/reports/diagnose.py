@@ -344,9 +344,9 @@ def diagnose(
             "autoencoder (--model ae) has none: use pyrovae evaluate --metrics elbo"
         )
     # Whole numbers (NUTS checks its own settings where it runs).
-    n, draws = check_count(n, "-n"), check_count(draws, "--draws", 10)
-    nuts, chains = check_count(nuts, "--nuts", 0), check_count(chains, "--chains")
-    nuts_draws = check_count(nuts_draws, "--nuts-draws")
+    n, draws = check_count(n, "n"), check_count(draws, "draws", 10)
+    nuts, chains = check_count(nuts, "nuts", 0), check_count(chains, "chains")
+    nuts_draws = check_count(nuts_draws, "nuts_draws")
     nuts_warmup, ppc_draws = (
         check_count(nuts_warmup, "nuts_warmup", 0),
         check_count(ppc_draws, "ppc_draws"),

@@ -383,7 +383,7 @@ def evaluate(
     chosen = parse_metrics(metrics)
     budget = parse_memory_budget(memory_budget)
     if gaps < 0:
-        raise ConfigError(f"--gaps must be >= 0, got {gaps}")
+        raise ConfigError(f"gaps must be >= 0, got {gaps}")
     if gaps and "gaps" not in chosen:
         chosen.append("gaps")
     chosen = _without_prior(vae, chosen)

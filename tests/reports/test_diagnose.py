@@ -306,9 +306,9 @@ def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):
     with pytest.raises(ConfigError, match="--nuts"):
         diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, n=2, nuts=3)
     # From Python, text or fractions were TypeErrors.
-    for options, message in [({"n": "5"}, "-n must be a whole number"),
-                             ({"nuts": 1.5}, "--nuts must be a whole number"),
-                             ({"draws": 5}, "--draws must be at least 10")]:  # fmt: skip
+    for options, message in [({"n": "5"}, "^n must be a whole number"),
+                             ({"nuts": 1.5}, "^nuts must be a whole number"),
+                             ({"draws": 5}, "^draws must be at least 10")]:  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, **options)
     result = CliRunner().invoke(main, ["diagnose", "--run", str(tmp_path / "none")])

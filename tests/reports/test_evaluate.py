@@ -103,7 +103,7 @@ def test_importance_log_marginal_rejects_bad_k():
     from pyrovae.errors import ConfigError
 
     _, vae, x, _ = ppca_with_marginal_guide(n=2)
-    with pytest.raises(ConfigError, match="-k"):
+    with pytest.raises(ConfigError, match="^k must be at least 1"):
         importance_log_marginal(vae, x, k=0)
 
 
