@@ -220,6 +220,13 @@ def _streamed_npy(
         header = np.load(path, mmap_mode="r", allow_pickle=False)
     except _ARRAY_FILE_ERRORS as exc:
         raise DataError(f"could not read {path} ({array_file_reason(exc)})") from exc
+    if not isinstance(header, np.ndarray):  # an .npz archive under a .npy name
+        if stream == "yes":
+            raise DataError(
+                f"{path} is an .npz archive, not a .npy array, and cannot be streamed: name "
+                "it .npz, or train with --stream no"
+            )
+        return None  # read whole, as an .npz
     check_image_layout(header.shape, str(path))
     nbytes, n = int(header.nbytes), int(header.shape[0])
     del header
@@ -227,7 +234,11 @@ def _streamed_npy(
     if not streaming:
         return None
     train_idx, test_idx = split_indices(n, seed, test_fraction)
-    return _with_test_read(name, NpyRows(path, train_idx), NpyRows(path, test_idx), None, reading)
+    train, test = NpyRows(path, train_idx), NpyRows(path, test_idx)
+    # Before the test rows are read as pixels (the training rows are checked a slice at a
+    # time when the run starts): a dtype of numbers, integers that fit in uint8.
+    test.check_stored(f"{path} (its test rows)")
+    return _with_test_read(name, train, test, None, reading)
 
 
 def _streamed_folder(

@@ -160,26 +160,31 @@ class NpyRows(Dataset):
         """The checks a file read whole gets, a slice at a time; float values in [0, 1]
         where ``unit_interval_for`` names a likelihood that needs them (a binary one),
         else any finite value."""
+        self.check_stored(what)
+        if self.file_dtype.kind != "f":
+            return
+        for start in range(0, len(self), CHECK_ROWS):
+            values = self[start : start + CHECK_ROWS]
+            if bool(torch.isnan(values).any()):
+                raise DataError(
+                    f"{what} (rows from {start}) holds missing values (NaN), which a "
+                    "streamed file cannot train on: train with --stream no"
+                )
+            check_for_likelihood(values, f"{what} (rows from {start})", unit_interval_for)
+
+    def check_stored(self, what: str) -> None:
+        """The checks that come before any row is read as pixels: a dtype of numbers, and
+        integers in 0..255 (read as ``uint8``, others would wrap around)."""
         kind = self.file_dtype.kind
         if kind not in "biuf":
             raise DataError(
                 f"{what}: unsupported dtype {self.file_dtype}; expected uint8, integers in "
                 "0..255, bool, or floats"
             )
-        if kind == "u" and self.file_dtype.itemsize == 1 or kind == "b":
+        if kind not in "iu" or self.file_dtype.itemsize == 1 and kind == "u":
             return
         for start in range(0, len(self), CHECK_ROWS):
-            chunk = slice(start, start + CHECK_ROWS)
-            if kind == "f":
-                values = self[chunk]
-                if bool(torch.isnan(values).any()):
-                    raise DataError(
-                        f"{what} (rows from {start}) holds missing values (NaN), which a "
-                        "streamed file cannot train on: train with --stream no"
-                    )
-                check_for_likelihood(values, f"{what} (rows from {start})", unit_interval_for)
-                continue
-            raw = self._read(self.rows[chunk])
+            raw = self._read(self.rows[start : start + CHECK_ROWS])
             lo, hi = int(raw.min()), int(raw.max())
             if lo < 0 or hi > 255:
                 raise DataError(

@@ -9,6 +9,7 @@ from PIL import Image
 
 from pyrovae.config import DataConfig, RunConfig
 from pyrovae.data import streams
+from pyrovae.data.dataset import split_indices
 from pyrovae.data.load import load_dataset
 from pyrovae.data.prepare import prepare_data
 from pyrovae.errors import DataError
@@ -99,6 +100,33 @@ def test_streamed_values_get_the_checks_of_a_file_read_whole(tmp_path):
     config.data.dataset, config.data.binarize = str(tmp_path / "gaps.npy"), "dynamic"
     with pytest.raises(DataError, match=r"missing values \(NaN\).*--stream no"):
         prepare_data(config, torch.device("cpu"), binary=True)
+
+
+def test_bad_values_in_the_test_rows_alone_are_refused_not_wrapped(tmp_path):
+    """The test rows of a streamed file are read whole at once: integers beyond 0..255
+    there wrapped around as uint8 (300 -> 44, -1 -> 255) before any check saw them."""
+    for bad, shown in ((300, "300 to 300"), (-1, "-1 to -1")):
+        values = np.random.default_rng(0).integers(0, 256, size=(40, 3, 3))
+        _, test_rows = split_indices(40, 0, 0.1)
+        values[test_rows.numpy()] = bad  # the training rows are fine
+        np.save(tmp_path / "ints.npy", values)
+        config = RunConfig(data=DataConfig(dataset=str(tmp_path / "ints.npy"), stream="yes"))
+        with pytest.raises(DataError, match=f"its test rows.*integer pixels run from {shown}"):
+            prepare_data(config, torch.device("cpu"), binary=True)
+
+
+def test_odd_files_under_a_npy_name_are_one_line_or_read_whole(tmp_path):
+    np.save(tmp_path / "pairs.npy", np.zeros((10, 3, 3), dtype=[("a", "<f4"), ("b", "<f4")]))
+    config = RunConfig(data=DataConfig(dataset=str(tmp_path / "pairs.npy"), stream="yes"))
+    with pytest.raises(DataError, match="unsupported dtype"):
+        prepare_data(config, torch.device("cpu"), binary=True)
+    with open(tmp_path / "archive.npy", "wb") as handle:  # an .npz under a .npy name
+        np.savez(handle, x=np.random.default_rng(0).random((10, 3, 3)).astype(np.float32))
+    config.data.dataset = str(tmp_path / "archive.npy")
+    with pytest.raises(DataError, match="is an .npz archive.*cannot be streamed"):
+        prepare_data(config, torch.device("cpu"), binary=True)
+    config.data.stream = "auto"  # read whole, as the .npz it is
+    assert prepare_data(config, torch.device("cpu"), binary=True).train.shape[0] == 9
 
 
 def test_only_npy_files_and_folders_stream(tmp_path):
