@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -491,3 +492,29 @@ def test_resume_takes_a_run_from_load_run(run_dir):
     run = load_run(run_dir, device="cpu")
     result = resume(run, epochs=run.epoch + 1, progress=False, log=lambda _: None)
     assert result.run_dir == run_dir and result.history[-1]["epoch"] == run.epoch + 1
+
+
+def test_a_run_whose_data_file_changed_is_warned_of_or_refused(tmp_path):
+    """Scoring a run's own file: more points since training are scored with a warning
+    (other splits); NaN in a run trained on complete data is one line, not a traceback."""
+    from sklearn.datasets import load_digits
+
+    import pyrovae
+    from pyrovae.api import evaluate_run, reconstruct
+
+    images = (load_digits().images[:120, None] / 16).astype(np.float32)
+    path = tmp_path / "digits.npy"
+    np.save(path, images)
+    pyrovae.train(dataset=str(path), hidden=(16,), latent_dim=2, epochs=1, device="cpu",
+                  out=tmp_path / "run", progress=False, log=lambda _: None)  # fmt: skip
+    run = pyrovae.load_run(tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unchanged: no warning
+        evaluate_run(run, k=2, n=4)
+    np.save(path, np.concatenate([images, images[:30]]))
+    with pytest.warns(UserWarning, match=r"has changed since the run was trained \(108 \+ 12"):
+        evaluate_run(run, k=2, n=4)
+    images[3, 0, 2, 2] = np.nan
+    np.save(path, images)
+    with pytest.raises(DataError, match=r"missing values \(NaN\), but the run was trained on"):
+        reconstruct(run, 2)

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from pyrovae.data.dataset import MEMORY, ArrayData, is_image_shape
 from pyrovae.data.idx import TORCHVISION_CLASS
 from pyrovae.data.load import dataset_key
 from pyrovae.data.memory import DataSource, from_python
+from pyrovae.data.missing import data_has_missing
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.data.prepare import prepare_data, prepare_source, split_images
 from pyrovae.errors import CheckpointError, ConfigError, DataError, check_count, first_line
@@ -363,12 +365,7 @@ class Run:
         binary = self.vae.likelihood.binary
         if data is None:
             prepared = prepare_data(self.config, self.device, binary=binary)
-            trained = self.config.model.data_shape
-            if trained is not None and tuple(trained) != tuple(prepared.data_shape):
-                raise DataError(
-                    f"the run was trained on points of shape {tuple(trained)}, but "
-                    f"{self.config.data.dataset} now has {tuple(prepared.data_shape)}"
-                )
+            self._check_unchanged(prepared)
         else:
             source = _source(self.config, data, test_data)
             if source.data_shape != self.config.model.data_shape:
@@ -379,7 +376,33 @@ class Run:
             prepared = prepare_source(source, self.config, self.device, binary=binary)
         # A file may have changed since training; points from Python are new to the run.
         check_in_support(self.vae, prepared, self.config)
+        if not self.vae.missing and data_has_missing(prepared):
+            raise DataError(
+                "the data hold missing values (NaN), but the run was trained on complete "
+                "data and cannot score or encode them: fill them with `pyrovae impute` "
+                "first, or train a run on these data"
+            )
         return prepared
+
+    def _check_unchanged(self, prepared: ArrayData) -> None:
+        """Refuse the run's data file read with another point shape; warn when it holds
+        other numbers of points than at training (``data.sizes``): its splits are others."""
+        trained, dataset = self.config.model.data_shape, self.config.data.dataset
+        if trained is not None and tuple(trained) != tuple(prepared.data_shape):
+            raise DataError(
+                f"the run was trained on points of shape {tuple(trained)}, but "
+                f"{dataset} now has {tuple(prepared.data_shape)}"
+            )
+        then = self.config.data.sizes
+        now = [int(prepared.train.shape[0]), int(prepared.test.shape[0])]
+        if then is not None and list(then) != now:
+            warnings.warn(
+                f"{dataset} has changed since the run was trained ({then[0]} + {then[1]} "
+                f"points, train + test; now {now[0]} + {now[1]}): its splits are not the "
+                "run's, and what is scored here is the points it holds now",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def split(
         self,
