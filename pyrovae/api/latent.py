@@ -194,8 +194,12 @@ def read_points(x: Any, labels: Any = None) -> tuple[torch.Tensor, torch.Tensor 
         x, file_labels = _read_file(Path(x))
         labels = file_labels if labels is None else labels
     array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if array.ndim == 0:
+        raise DataError(
+            f"{what} is a single number; expected points (N, ...) with one data point per row"
+        )
     if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
-        rows = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1) if array.ndim else [0]
+        rows = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
         first = int(np.flatnonzero(rows)[0])
         raise DataError(f"{what} has NaN or infinite values (first in point {first}); repair them")
     points, _ = to_points(array, what)
@@ -228,13 +232,13 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _labels(labels: Any, n: int, what: str) -> torch.Tensor | None:
     if labels is None:
         return None
-    values = torch.as_tensor(np.asarray(labels))
-    if tuple(values.shape) != (n,) or values.dtype.is_floating_point or values.dtype == torch.bool:
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if array.shape != (n,) or array.dtype.kind not in "iu":  # not str, float, complex, bool
         raise DataError(
             f"the labels of {what} must be {n} whole numbers, got shape "
-            f"{tuple(values.shape)} {values.dtype}"
+            f"{tuple(array.shape)} {array.dtype}"
         )
-    return values.to(torch.int64)
+    return torch.from_numpy(array.astype(np.int64))  # native byte order, whatever the file's
 
 
 def probe(

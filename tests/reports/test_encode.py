@@ -122,3 +122,19 @@ def test_the_api_refuses_mixed_sources_and_a_path_for_a_run(tiny_digits_run):
         pyrovae.encode(run, np.zeros((2, 64), np.float32), dataset="digits")
     with pytest.raises(DataError, match=r"labels of x must be 2 whole numbers"):
         pyrovae.encode(run, np.zeros((2, 64), np.float32), labels=[0.5, 1.5])
+
+
+def test_odd_points_and_labels_from_a_file_are_one_line_or_read(tmp_path):
+    from pyrovae.api.latent import read_points
+
+    np.save(tmp_path / "scalar.npy", np.array(np.nan))
+    with pytest.raises(DataError, match="is a single number; expected points"):
+        read_points(tmp_path / "scalar.npy")
+    x = np.random.default_rng(0).random((5, 1, 4, 4)).astype(np.float32)
+    for bad in (np.array(list("abcde")), np.arange(5) + 0j, np.ones(5, dtype=bool)):
+        np.savez(tmp_path / "bad.npz", x=x, y=bad)
+        with pytest.raises(DataError, match="must be 5 whole numbers"):
+            read_points(tmp_path / "bad.npz")
+    np.savez(tmp_path / "big_endian.npz", x=x, y=np.arange(5, dtype=">i4"))
+    _, labels, _ = read_points(tmp_path / "big_endian.npz")
+    assert labels is not None and labels.tolist() == [0, 1, 2, 3, 4]
