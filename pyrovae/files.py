@@ -25,6 +25,7 @@ the lock when the holder dies, even by ``kill -9``, so a lock is never stale.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -32,7 +33,8 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -127,6 +129,26 @@ def _nearest_existing(folder: Path, what: str) -> Path:
     except OSError as err:
         raise FileWriteError(f"cannot create {what} {folder}: {_reason(err)}") from None
     return Path(folder.anchor or "/")
+
+
+@contextmanager
+def new_folders_removed_on_failure(folder: Path) -> Iterator[None]:
+    """Within the block, ``folder`` and the folders above it that do not exist yet may
+    be made (a download's target); if the block fails, those left empty are removed
+    again, so a failed download leaves no empty folders behind."""
+    top = None
+    for path in (folder, *folder.absolute().parents):
+        if os.path.lexists(path):
+            break
+        top = path
+    try:
+        yield
+    except BaseException:
+        if top is not None and top.is_dir():
+            for inner, _, _ in sorted(os.walk(top), key=lambda walked: -len(walked[0])):
+                with contextlib.suppress(OSError):  # a folder holding files is kept
+                    os.rmdir(inner)
+        raise
 
 
 def _check_writable(folder: Path, what: str) -> None:

@@ -232,7 +232,9 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _labels(labels: Any, n: int, what: str) -> torch.Tensor | None:
     if labels is None:
         return None
-    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    array = (
+        labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    )
     if array.shape != (n,) or array.dtype.kind not in "iu":  # not str, float, complex, bool
         raise DataError(
             f"the labels of {what} must be {n} whole numbers, got shape "

@@ -27,6 +27,7 @@ import torch
 from pyrovae.data.dataset import ArrayData
 from pyrovae.data.idx import _DOWNLOAD_TIMEOUT_S, _cache_dir
 from pyrovae.errors import DataError, describe_exception
+from pyrovae.files import new_folders_removed_on_failure
 
 FOLDER = "cifar-10-batches-py"
 FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
@@ -125,14 +126,15 @@ def _download(root: Path) -> None:
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_and_extract_archive
 
-    root.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     # torchvision's downloader sets no timeout: a firewalled machine would hang.
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
-        download_and_extract_archive(
-            CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
-        )
+        with new_folders_removed_on_failure(root):
+            root.mkdir(parents=True, exist_ok=True)
+            download_and_extract_archive(
+                CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
+            )
     finally:
         socket.setdefaulttimeout(previous)
 

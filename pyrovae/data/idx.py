@@ -21,6 +21,7 @@ import torch
 
 from pyrovae.data.dataset import ArrayData
 from pyrovae.errors import DataError, describe_exception
+from pyrovae.files import new_folders_removed_on_failure
 
 # The four IDX files of MNIST and Fashion-MNIST, as LeCun's site and torchvision
 # name them (each may also be gzipped).
@@ -77,14 +78,14 @@ def _find_idx_files(folder: Path) -> tuple[dict[str, Path] | None, str]:
 
 def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ArrayData:
     class_name = TORCHVISION_CLASS[key]
-    candidates: list[Path] = []
+    # A --data-dir given is the one place looked in (and downloaded into): a run records
+    # it as where its data came from, so another copy must not stand in for it unsaid.
     if data_dir is not None:
         root = Path(data_dir).expanduser()
-        candidates += [root, root / class_name / "raw"]
-    candidates += _SYSTEM_DIRS.get(key, ())
-    if data_dir is None:
+        candidates = [root, root / class_name / "raw"]
+    else:
         root = _cache_dir(key)
-        candidates += [root, root / class_name / "raw"]
+        candidates = [*_SYSTEM_DIRS.get(key, ()), root, root / class_name / "raw"]
 
     looked = []
     for folder in candidates:
@@ -107,6 +108,10 @@ def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bo
             outcome = f"download into {root} left no usable files ({problem})"
 
     apt = ", `apt-get install dataset-fashion-mnist`" if key == "fashion-mnist" else ""
+    if data_dir is not None:
+        held = [str(d) for d in _SYSTEM_DIRS.get(key, ()) if _find_idx_files(d)[0] is not None]
+        if held:
+            apt = f", or leave out --data-dir to read the copy in {held[0]}"
     raise DataError(
         f"{key} not found: looked for {', '.join(_IDX_FILES)} (raw or .gz) in "
         f"{'; '.join(looked)}; {outcome}. Fix: pass --data-dir DIR holding those four "
@@ -118,13 +123,14 @@ def _download_idx_set(key: str, root: Path) -> None:
     from torchvision import datasets
 
     dataset_class = getattr(datasets, TORCHVISION_CLASS[key])
-    root.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
     try:
         # Downloads all four files into root/<Class>/raw; we then read them
         # with the same code path as a local copy.
-        dataset_class(root=str(root), train=True, download=True)
+        with new_folders_removed_on_failure(root / TORCHVISION_CLASS[key] / "raw"):
+            root.mkdir(parents=True, exist_ok=True)
+            dataset_class(root=str(root), train=True, download=True)
     finally:
         socket.setdefaulttimeout(previous)
 
