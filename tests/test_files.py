@@ -263,3 +263,23 @@ def test_an_unsearchable_folder_on_the_way_is_one_line(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all("Permission denied" in line for line in lines), lines
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path):
+    from pyrovae.files import new_folders_removed_on_failure
+
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "FashionMNIST" / "raw"
+    with pytest.raises(OSError), new_folders_removed_on_failure(target):
+        target.mkdir(parents=True)
+        raise OSError("no network")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert not any((tmp_path / "kept").iterdir())
+    with pytest.raises(OSError), new_folders_removed_on_failure(target):
+        target.mkdir(parents=True)
+        (target / "part.gz").write_bytes(b"x")  # a folder holding a file is kept
+        raise OSError("cut off")
+    assert (target / "part.gz").exists()
+    with new_folders_removed_on_failure(tmp_path / "ok"):
+        (tmp_path / "ok").mkdir()
+    assert (tmp_path / "ok").is_dir()  # kept when the block succeeds

@@ -153,6 +153,24 @@ def test_fashion_mnist_from_system_dir_is_read_not_written(
         load_dataset("mnist", download=False)
 
 
+def test_a_data_dir_given_is_the_only_place_looked_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_idx_set
+) -> None:
+    """The run records --data-dir as where its data came from: the system copy does not
+    stand in for an incomplete one unsaid, but the message points to it."""
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    write_idx_set(system, gz=True)
+    monkeypatch.setattr(idx, "_SYSTEM_DIRS", {"fashion-mnist": (system,)})
+    given = tmp_path / "mine"
+    write_idx_set(given, gz=False)
+    (given / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError) as exc_info:
+        load_dataset("fashion-mnist", given, download=False)
+    message = assert_one_line(exc_info)
+    assert "missing t10k-labels-idx1-ubyte" in message
+    assert f"leave out --data-dir to read the copy in {system}" in message
+
+
 def test_idx_cache_dir_is_searched_when_no_data_dir(tmp_path: Path, write_idx_set) -> None:
     arrays = write_idx_set(tmp_path / "xdg-cache" / "pyrovae" / "mnist" / "MNIST" / "raw", gz=True)
     assert_matches_idx(load_dataset("mnist", download=False), arrays)
