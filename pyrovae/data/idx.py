@@ -3,8 +3,9 @@
 MNIST: LeCun, Bottou, Bengio & Haffner (1998), "Gradient-based learning
 applied to document recognition", Proc. IEEE 86(11). Fashion-MNIST: Xiao,
 Rasul & Vollgraf (2017), arXiv:1708.07747. The files are looked for in
-``--data-dir``, in Debian's ``/usr/share/datasets/fashion-mnist``, and in a
-cache folder, and downloaded by torchvision when none holds them.
+``--data-dir`` alone when it is given, else in Debian's
+``/usr/share/datasets/fashion-mnist`` and a cache folder, and downloaded by
+torchvision when none holds them.
 """
 
 from __future__ import annotations
