@@ -40,6 +40,9 @@ def array_file_reason(exc: BaseException) -> str:
     numpy_says = ("allow_pickle", "pickled data", "Python objects in dtype")
     if isinstance(exc, ValueError) and any(words in str(exc) for words in numpy_says):
         return "not an array of numbers: it holds Python objects, or is no numpy file at all"
+    said = str(exc)
+    if "mmap length is greater than file size" in said or "Failed to read all data" in said:
+        return "it is shorter than its header says: truncated"
     return describe_exception(exc)
 
 
@@ -156,6 +159,12 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
     # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows,
     # and the range its likelihood takes ([0, 1] for a Bernoulli; any value for a Gaussian).
     check_finite(tensor, where, missing=True)
+    largest = float(np.nanmax(np.abs(arr))) if arr.size and not np.isnan(arr).all() else 0.0
+    if largest > float(np.finfo(np.float32).max):
+        raise DataError(
+            f"{where} has values beyond float32's range (largest magnitude {largest:.3g}); "
+            "rescale the data"
+        )
     return tensor.to(torch.float32)
 
 

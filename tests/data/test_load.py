@@ -393,6 +393,21 @@ def test_truncated_array_file_is_a_one_line_error(tmp_path: Path, suffix: str) -
         assert str(path) in assert_one_line(exc_info), cut
 
 
+@pytest.mark.parametrize("stream", ["no", "yes"])
+def test_an_npy_cut_in_its_payload_says_truncated(tmp_path: Path, stream: str) -> None:
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((40, 8, 8)).astype(np.float32))
+    whole = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "a.npy").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="shorter than its header says: truncated"):
+        load_dataset(tmp_path / "a.npy", stream=stream)
+
+
+def test_float64_beyond_float32s_range_is_said_so_not_inf(tmp_path: Path) -> None:
+    np.save(tmp_path / "huge.npy", np.full((20, 4, 4), 1e300))
+    with pytest.raises(DataError, match="beyond float32's range .largest magnitude 1e\\+300"):
+        load_dataset(tmp_path / "huge.npy")
+
+
 def save_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
