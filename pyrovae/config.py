@@ -539,6 +539,16 @@ class RunConfig:
                 f"{path} is not a valid pyrovae config: it does not record the shape of "
                 "the data points (model.data_shape), which every run's config.json does"
             )
+        # Every run's config.json records its sections whole: one left out (a hand edit)
+        # would silently take the defaults, the digits for a missing data section.
+        missing = [name for name in ("data", "model", "train") if name not in raw]
+        if "data" in raw and isinstance(raw["data"], dict) and "dataset" not in raw["data"]:
+            missing.append("data.dataset")
+        if missing:
+            raise CheckpointError(
+                f"{path} is not a valid pyrovae config: it lacks {', '.join(missing)}, which "
+                "every run's config.json records"
+            )
         return config
 
 

@@ -157,6 +157,20 @@ def test_a_run_config_without_the_shape_of_its_data_points_is_refused(tmp_path):
         RunConfig.load(tmp_path / "config.json")
 
 
+@pytest.mark.parametrize(("drop", "lacks"), [("data", "data"), ("train", "train"),
+                                             ("data.dataset", "data.dataset")])  # fmt: skip
+def test_a_run_config_without_a_section_is_refused_not_defaulted(tmp_path, drop, lacks):
+    # Without its data section a resumed run trained on the digits, and recorded them.
+    raw = RunConfig(model=ModelConfig(data_shape=(1, 8, 8))).to_dict()
+    if drop == "data.dataset":
+        raw["data"].pop("dataset")
+    else:
+        raw.pop(drop)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=f"it lacks {lacks}, which every run's"):
+        RunConfig.load(tmp_path / "config.json")
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
