@@ -101,6 +101,8 @@ def as_points(x: Any, data_shape: tuple[int, ...], *, binary: bool) -> torch.Ten
             f"points of shape {tuple(array.shape[1:])} (array {array.shape}), but the run "
             f"models points of shape {tuple(data_shape)}: pass an (N, {wanted}) array"
         )
+    if array.shape[0] == 0:
+        raise DataError(f"the input holds 0 points (shape {array.shape}): nothing to classify")
     if array.dtype.kind in "iu":
         if array.size and (array.min() < 0 or array.max() > 255):
             raise DataError("integer pixels must be 0..255 (or pass floats in [0, 1])")

@@ -102,6 +102,9 @@ def test_one_line_errors(runs, data, tmp_path):
     _one_line_error(runner.invoke(main, [*m2, str(tmp_path / "bad.npy")]), "shape (1, 8, 8)")
     np.save(tmp_path / "nan.npy", np.full((3, 8, 8), np.nan, np.float32))
     _one_line_error(runner.invoke(main, [*m2, str(tmp_path / "nan.npy")]), "NaN")
+    for dtype in (np.uint8, np.float32):  # uint8 wrote an empty file, with exit 0
+        np.save(tmp_path / "none.npy", np.zeros((0, 8, 8), dtype))
+        _one_line_error(runner.invoke(main, [*m2, str(tmp_path / "none.npy")]), "0 points")
     train = ["train", *TINY, "--out", str(tmp_path / "r")]
     partial = ["--dataset", str(data / "partial.npz")]
     _one_line_error(runner.invoke(main, [*train, *partial, "--model", "cvae"]), "label for every")
