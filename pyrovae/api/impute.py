@@ -188,10 +188,16 @@ def _as_float_tensor(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     tensor = torch.as_tensor(x)
     if tensor.numel() == 0:
         raise DataError(f"{what} holds no values")
-    if tensor.dtype == torch.uint8:
-        return tensor.to(torch.float32) / 255
-    if tensor.dtype == torch.bool or not tensor.dtype.is_floating_point:
-        raise DataError(f"{what} has dtype {tensor.dtype}; expected floats with NaN where missing")
+    if tensor.dtype == torch.bool:  # binary values, as encode and classify read them
+        return tensor.to(torch.float32).cpu()
+    if not tensor.dtype.is_floating_point:  # integer pixels, which hold no NaN to fill
+        low, high = int(tensor.long().min()), int(tensor.long().max())  # uint16 has no min
+        if low < 0 or high > 255:
+            raise DataError(
+                f"{what} has integers from {low} to {high}; expected pixels 0..255, or "
+                "floats with NaN where missing"
+            )
+        return tensor.to(torch.float32).cpu() / 255
     return tensor.detach().to(torch.float32).cpu()
 
 

@@ -112,11 +112,17 @@ def test_bad_input_is_a_one_line_error(incomplete, tmp_path):
                           ("none.npz", "holds no arrays")):  # fmt: skip
         args = [*base, "--input", str(tmp_path / name)]
         assert message in _one_line_error(CliRunner().invoke(main, args)), name
-    # A long double or big-endian input is read as the numbers it holds.
-    for dtype in (np.longdouble, ">f4"):
-        np.save(tmp_path / "odd.npy", x.astype(dtype))
+    # A long double or big-endian input is read as the numbers it holds; integer pixels
+    # (which hold no NaN) as encode and classify read them.
+    pixels = np.nan_to_num(x * 255).round()
+    for odd in (x.astype(np.longdouble), x.astype(">f4"), pixels.astype(np.int64),
+                pixels.astype(np.uint16)):  # fmt: skip
+        np.save(tmp_path / "odd.npy", odd)
         result = CliRunner().invoke(main, [*base, "--input", str(tmp_path / "odd.npy")])
         assert result.exit_code == 0, result.output
+    np.save(tmp_path / "wide.npy", np.full(x.shape, 300))
+    args = [*base, "--input", str(tmp_path / "wide.npy")]
+    assert "integers from 300 to 300" in _one_line_error(CliRunner().invoke(main, args))
 
 
 def test_complete_input_is_returned_with_a_note(incomplete, tmp_path):
