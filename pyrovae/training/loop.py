@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -167,6 +168,13 @@ def fit(
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
     data = labelled.prepare_labels(config, data)  # cvae, m2: the labels and their classes
     binary = component_class(config.model, "likelihood").binary
+    if not binary and config.data.binarize == "static" and checkpoint is None:
+        warnings.warn(
+            f"--binarize static is for binary likelihoods; likelihood "
+            f"{config.model.likelihood} reads the values as they are",
+            UserWarning,
+            stacklevel=2,
+        )
     held = hold_out_validation(data, config.data.val_fraction, config.train.seed, binary=binary)
     data = held.data
     torch.manual_seed(config.train.seed)

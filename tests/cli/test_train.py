@@ -350,3 +350,10 @@ def test_a_broken_installed_component_is_one_line_not_a_traceback(monkeypatch, e
         result.exit_code == 1 and result.output.startswith("Error: ") and message in result.output
     )
     assert result.output.count("\n") == 1
+
+
+def test_static_binarization_with_a_likelihood_that_is_not_binary_is_warned_of(runner, tmp_path):
+    args = ["train", *TINY, "--epochs", "1", "--likelihood", "gaussian", "--binarize", "static"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "--binarize static is for binary likelihoods; likelihood gaussian" in result.output
