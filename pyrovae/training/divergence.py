@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ import torch
 from pyrovae.data.dataset import Rows
 from pyrovae.data.missing import draw_binary_batch
 from pyrovae.data.pixels import to_unit_float
+from pyrovae.errors import DataError
 from pyrovae.model.vae import VAE
 from pyrovae.runtime import forked_rng, module_device
 
@@ -44,11 +46,27 @@ def untrained_loss(
     random stream, so training draws the same numbers with or without it.
     """
     x = to_unit_float(images[:n]).to(module_device(vae))  # streamed rows are read on the CPU
-    with forked_rng(x.device):
+    with forked_rng(x.device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN")  # said below, in one line
         if binarize:
             x = draw_binary_batch(x, vae.missing)
         loss = objective.differentiable_loss(vae.model, vae.guide, x)
+    check_finite_loss(loss, x, f"the untrained model on the first {x.shape[0]} training points")
     return float(loss.item()) / x.shape[0]
+
+
+def check_finite_loss(loss: torch.Tensor, x: torch.Tensor, where: str) -> None:
+    """Refuse a loss that is inf or nan before any update (``where`` says of what): the
+    data, not the step size, are what the model cannot score."""
+    if bool(torch.isfinite(loss)):
+        return
+    finite = x[torch.isfinite(x)]
+    values = f"{finite.min().item():.3g} to {finite.max().item():.3g}" if finite.numel() else "none"
+    raise DataError(
+        f"the loss of {where} is {loss.item()}, before any update (finite values from "
+        f"{values}): no learning rate helps; rescale the data, or choose a likelihood "
+        "that fits them"
+    )
 
 
 def loss_limit(untrained: float, image_shape: tuple[int, ...]) -> float:

@@ -80,6 +80,7 @@ from pyrovae.runtime import eval_mode, forked_rng, module_device
 from pyrovae.sites import LATENT
 from pyrovae.training.acceleration import MixedPrecision
 from pyrovae.training.batches import batch_indices, memory_batches, streamed_batches
+from pyrovae.training.divergence import check_finite_loss
 from pyrovae.training.ema import WeightAverage
 
 #: Objectives whose estimator the direct evaluation reproduces (exact types:
@@ -404,13 +405,15 @@ class TrainStep:
         if x.shape[0] == 0 or not self.vae.qz(x[:1]).has_rsample:
             return False
         x_in = x if x_in is None else x_in
-        with torch.no_grad(), forked_rng(x.device) as rewind:
+        with torch.no_grad(), forked_rng(x.device) as rewind, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")  # said below
             try:
                 direct = self._direct_loss(x, beta, x_in)[0]
             except (RuntimeError, ValueError, NotImplementedError):
                 return False  # a component the direct evaluation cannot broadcast
             rewind()
             reference = self._pyro_loss(x, beta, x_in)[0]
+        check_finite_loss(reference, x, "the first batch")
         matches = bool(torch.isclose(direct, reference, rtol=1e-5, atol=1e-4 * x.shape[0]))
         if not matches:
             warnings.warn(

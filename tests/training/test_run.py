@@ -827,3 +827,16 @@ def test_a_resume_that_fails_before_a_new_checkpoint_leaves_the_options_as_they_
         resume(run_dir, epochs=4, lr=0.002, progress=False, log=_quiet)
     kept = RunConfig.load(run_dir / CONFIG_NAME)
     assert (kept.train.lr, kept.train.epochs) == (0.002, 4)  # epoch 2 trained with them
+
+
+def test_data_the_untrained_model_cannot_score_are_said_so_not_called_divergence(tmp_path):
+    """A loss of nan before any update is no learning-rate problem: it was reported as
+    divergence with a lower --lr to try, after two of Pyro's warnings."""
+    import pyrovae
+    from pyrovae.errors import DataError
+
+    huge = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1e30
+    with pytest.raises(DataError, match=r"is nan, before any update .*no learning rate helps"):
+        pyrovae.train(data=huge, likelihood="gaussian", hidden=(16,), latent_dim=2, epochs=1,
+                      out=tmp_path / "run", progress=False, log=lambda _: None)  # fmt: skip
+    assert not (tmp_path / "run" / "config.json").exists()
