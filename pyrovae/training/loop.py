@@ -168,13 +168,8 @@ def fit(
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
     data = labelled.prepare_labels(config, data)  # cvae, m2: the labels and their classes
     binary = component_class(config.model, "likelihood").binary
-    if not binary and config.data.binarize == "static" and checkpoint is None:
-        warnings.warn(
-            f"--binarize static is for binary likelihoods; likelihood "
-            f"{config.model.likelihood} reads the values as they are",
-            UserWarning,
-            stacklevel=2,
-        )
+    if not binary and checkpoint is None:
+        warn_unused_binarization(config)
     held = hold_out_validation(data, config.data.val_fraction, config.train.seed, binary=binary)
     data = held.data
     torch.manual_seed(config.train.seed)
@@ -225,6 +220,17 @@ def fit(
             log("wrote " + ", ".join(str(path) for path in figures))
     context.barrier()
     return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history, timing=timing)
+
+
+def warn_unused_binarization(config: RunConfig) -> None:
+    """Say that ``--binarize static`` does nothing for a likelihood that is not binary."""
+    if config.data.binarize == "static":
+        warnings.warn(
+            f"--binarize static is for binary likelihoods; likelihood "
+            f"{config.model.likelihood} reads the values as they are",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 @dataclass
