@@ -152,8 +152,10 @@ def check_headers(files: list[Path], folder: Path, reader: ImageReader) -> None:
     if reader.image_size is not None and reader.channels is not None:
         return  # any size and mode will do; unreadable files fail when read
     first = _header(files[0])
+    check_mode_supported(files[0], first[3])
     for path in files[1:]:
         this = _header(path)
+        check_mode_supported(path, this[3])  # before a mix of modes is blamed on --channels
         if reader.channels is None and this[2] != first[2]:
             a, b = files[0].relative_to(folder), path.relative_to(folder)
             raise DataError(
@@ -168,6 +170,19 @@ def check_headers(files: list[Path], folder: Path, reader: ImageReader) -> None:
                 f"but {b} is {this[1]}x{this[0]} (width x height); pass --image-size N "
                 "to resize and center-crop them all to N x N"
             )
+
+
+#: PIL modes read as 8-bit pixels (a palette, "P"/"PA", is read through RGBA).
+READ_MODES = ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "P", "PA")
+
+
+def check_mode_supported(path: Path, mode: str) -> None:
+    """Refuse a PIL mode that is not 8-bit pixels (16-bit, 32-bit integer or float)."""
+    if mode not in READ_MODES:
+        raise DataError(
+            f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
+            "save the images as 8-bit grayscale or RGB"
+        )
 
 
 def _mode(header: tuple[int, int, int, str]) -> str:
@@ -235,11 +250,8 @@ def _converted(image: Any, path: Path, channels: int | None) -> Any:
     if mode in ("P", "PA"):
         # Via RGBA so that palette transparency is resolved, not warned about.
         image, mode = image.convert("RGBA"), "RGBA"
-    elif mode not in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
-        raise DataError(
-            f"{path}: pixel mode {mode} (e.g. 16-bit or float) is not supported; "
-            "save the images as 8-bit grayscale or RGB"
-        )
+    else:
+        check_mode_supported(path, mode)
     gray = mode in ("1", "L", "LA")
     # Binary images become 0/255; alpha is dropped (a VAE models pixels only).
     target = "L" if channels == 1 or (channels is None and gray) else "RGB"

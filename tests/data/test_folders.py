@@ -63,6 +63,17 @@ def test_without_image_size_mixed_sizes_say_to_pass_it(tmp_path):
     assert "\n" not in message and "differ in size" in message and "--image-size" in message
 
 
+@pytest.mark.parametrize("channels", [None, 1])
+def test_a_16_bit_image_among_8_bit_ones_is_named_as_such(tmp_path, channels):
+    """It was blamed on a mix of grey and colour, with --channels to pass, which it
+    refused too."""
+    (tmp_path / "set").mkdir()
+    Image.fromarray(np.full((8, 8), 77, np.uint8)).save(tmp_path / "set" / "a.png")
+    Image.fromarray(np.full((8, 8), 3000, np.uint16)).save(tmp_path / "set" / "b.png")
+    with pytest.raises(DataError, match=r"b.png: pixel mode I;16 .* is not supported"):
+        load_dataset(tmp_path / "set", channels=channels)
+
+
 def test_channels_convert_grey_and_colour_both_ways(tmp_path):
     (tmp_path / "mixed").mkdir()
     grey = np.full((8, 8), 77, np.uint8)
