@@ -178,13 +178,11 @@ def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     reader = read_image_file if images else read_label_file
+    raw = tmp / path.stem if path.suffix == ".gz" else path
     try:
         if path.suffix == ".gz":
-            raw = tmp / path.stem
             with gzip.open(path, "rb") as src, open(raw, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        else:
-            raw = path
         # torchvision's parser signals bad headers with assert and KeyError.
         return reader(str(raw))
     except (
@@ -199,7 +197,24 @@ def _read_idx_file(path: Path, tmp: Path, *, images: bool) -> torch.Tensor:
         RuntimeError,
     ) as exc:
         kind = "image" if images else "label"
+        if _declared_count(raw) == 0:
+            raise DataError(
+                f"{path} holds 0 {kind}s (its header says so): the set is empty; fetch the "
+                "file again"
+            ) from exc
         raise DataError(
             f"could not read {path} as an IDX {kind} file ({describe_exception(exc)}); "
             "it is truncated or not an IDX file: delete it and fetch it again"
         ) from exc
+
+
+def _declared_count(raw: Path) -> int | None:
+    """The item count an IDX file's header declares (its first dimension), if readable."""
+    try:
+        with open(raw, "rb") as handle:
+            header = handle.read(8)
+    except OSError:
+        return None
+    if len(header) < 8 or header[:2] != b"\x00\x00":
+        return None
+    return int.from_bytes(header[4:8], "big")

@@ -171,6 +171,14 @@ def test_a_data_dir_given_is_the_only_place_looked_in(
     assert f"leave out --data-dir to read the copy in {system}" in message
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_idx_file_of_0_images_says_so(tmp_path: Path, write_idx_set, gz: bool) -> None:
+    """torchvision's parser fails on it first: it was called truncated or no IDX file."""
+    write_idx_set(tmp_path, gz=gz, n_test=0)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte(.gz)? holds 0 images"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
 def test_idx_cache_dir_is_searched_when_no_data_dir(tmp_path: Path, write_idx_set) -> None:
     arrays = write_idx_set(tmp_path / "xdg-cache" / "pyrovae" / "mnist" / "MNIST" / "raw", gz=True)
     assert_matches_idx(load_dataset("mnist", download=False), arrays)
