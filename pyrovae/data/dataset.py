@@ -64,6 +64,11 @@ class ArrayData:
     classes
         The name of each label (label ``i`` is ``classes[i]``), where the
         source names them: CIFAR-10's classes, an image folder's subfolders.
+    train_rows, test_rows
+        Where the splits were drawn from one array at random (a file without
+        a split of its own, data from Python): each point's row in that array,
+        so that messages name the row a user can find (:func:`source_row`);
+        ``None`` where a point's index in its split is its row.
     """
 
     name: str
@@ -73,6 +78,15 @@ class ArrayData:
     test_labels: torch.Tensor | None = None
     reading: str = "in memory"
     classes: tuple[str, ...] | None = None
+    train_rows: torch.Tensor | None = None
+    test_rows: torch.Tensor | None = None
+
+    def rows(self, split: str) -> torch.Tensor | None:
+        """:attr:`train_rows` for ``"training"`` (or ``"train"``), :attr:`test_rows` for
+        ``"test"``, else ``None``."""
+        return {"training": self.train_rows, "train": self.train_rows, "test": self.test_rows}.get(
+            split
+        )
 
     def __post_init__(self) -> None:
         # Cheap structural checks only: this also runs on every ``to()``.
@@ -137,6 +151,14 @@ class ArrayData:
         )
 
 
+def source_row(rows: torch.Tensor | None, index: int) -> str:
+    """``" (row R of the data before the split)"`` for point ``index`` of a split whose
+    points are the rows ``rows`` of one array (:attr:`ArrayData.train_rows`), else ``""``."""
+    if rows is None or not 0 <= index < len(rows):
+        return ""
+    return f" (row {int(rows[index])} of the data before the split)"
+
+
 def split_indices(n: int, seed: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded train and test indices of ``n`` points, each sorted (the source's order kept).
 
@@ -155,3 +177,19 @@ def random_split(
     if labels is None:
         return images[train_idx], images[test_idx], None, None
     return images[train_idx], images[test_idx], labels[train_idx], labels[test_idx]
+
+
+def randomly_split(
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    seed: int,
+    test_fraction: float,
+    **fields: object,
+) -> ArrayData:
+    """:func:`random_split` of one array as an :class:`ArrayData` that knows each point's
+    row (``fields``: its other fields, e.g. ``classes``)."""
+    train, test, train_labels, test_labels = random_split(images, labels, seed, test_fraction)
+    train_rows, test_rows = split_indices(images.shape[0], seed, test_fraction)
+    return ArrayData(name, train, test, train_labels, test_labels, train_rows=train_rows,
+                     test_rows=test_rows, **fields)  # type: ignore[arg-type]  # fmt: skip

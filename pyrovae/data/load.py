@@ -29,6 +29,7 @@ from pyrovae.data.dataset import (
     ArrayData,
     is_image_shape,
     random_split,
+    randomly_split,
     split_indices,
 )
 from pyrovae.data.digits import load_digits
@@ -207,7 +208,7 @@ def _array_file(path: Path, text: str, stream: str, seed: int, test_fraction: fl
         (train, train_labels), (test, test_labels) = parts
     else:
         ((images, labels),) = parts
-        train, test, train_labels, test_labels = random_split(images, labels, seed, test_fraction)
+        return randomly_split(text, images, labels, seed, test_fraction)
     return ArrayData(text, train, test, train_labels, test_labels)
 
 
@@ -238,7 +239,8 @@ def _streamed_npy(
     # Before the test rows are read as pixels (the training rows are checked a slice at a
     # time when the run starts): a dtype of numbers, integers that fit in uint8.
     test.check_stored(f"{path} (its test rows)")
-    return _with_test_read(name, train, test, None, reading)
+    data = _with_test_read(name, train, test, None, reading)
+    return dataclasses.replace(data, train_rows=train_idx, test_rows=test_idx)
 
 
 def _streamed_folder(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pyrovae.data.dataset import MEMORY, ArrayData, random_split
+from pyrovae.data.dataset import MEMORY, ArrayData, random_split, split_indices
 from pyrovae.data.pixels import to_unit_float
 from pyrovae.errors import ConfigError, DataError
 
@@ -57,7 +57,9 @@ def from_python(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, train_labels = to_points(data, "data")
+    rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if test_data is None:
+        rows = split_indices(train.shape[0], seed, val_fraction)
         train, test, train_labels, test_labels = random_split(
             train, train_labels, seed, val_fraction
         )
@@ -75,7 +77,8 @@ def from_python(
             )
     if test.dtype != train.dtype:  # uint8 pixels in one split, floats in the other
         train, test = to_unit_float(train), to_unit_float(test)
-    return ArrayData(MEMORY, train, test, train_labels, test_labels)
+    return ArrayData(MEMORY, train, test, train_labels, test_labels, train_rows=rows[0],
+                     test_rows=rows[1])  # fmt: skip
 
 
 def to_points(source: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pyrovae.data.dataset import ArrayData
+from pyrovae.data.dataset import ArrayData, source_row
 from pyrovae.data.pixels import draw_binary
 from pyrovae.errors import DataError
 
@@ -30,7 +30,7 @@ def has_missing(x: torch.Tensor) -> bool:
     )
 
 
-def check_observed_rows(x: torch.Tensor, what: str) -> None:
+def check_observed_rows(x: torch.Tensor, what: str, rows: torch.Tensor | None = None) -> None:
     """Refuse a data point with no observed value: nothing to condition on.
 
     Raises
@@ -51,7 +51,8 @@ def check_observed_rows(x: torch.Tensor, what: str) -> None:
         first = int(empty.nonzero()[0, 0])
         raise DataError(
             f"{what} has {n_empty} point(s) with every value missing (NaN), first at index "
-            f"{first}; drop them: a point with no observed value carries no information"
+            f"{first}{source_row(rows, first)}; drop them: a point with no observed value "
+            "carries no information"
         )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pyrovae.data.dataset import source_row
 from pyrovae.errors import DataError
 
 # Elementwise checks run over slices of dim 0 of about this many elements, so
@@ -122,14 +123,21 @@ def check_finite(x: torch.Tensor, what: str, *, missing: bool = False) -> None:
 
 
 def check_for_likelihood(
-    x: torch.Tensor, what: str, unit_interval_for: str | None, *, missing: bool = False
+    x: torch.Tensor,
+    what: str,
+    unit_interval_for: str | None,
+    *,
+    missing: bool = False,
+    rows: torch.Tensor | None = None,
 ) -> None:
     """:func:`check_finite_unit_interval` where ``unit_interval_for`` names a likelihood
-    that needs [0, 1] (a binary one), else :func:`check_finite`."""
+    that needs [0, 1] (a binary one), else :func:`check_finite`; ``rows``: each point's
+    row before a random split, for the message (:func:`~pyrovae.data.dataset.source_row`)."""
     unit_interval = unit_interval_for is not None
     _check_values(
-        x, what, missing=missing, unit_interval=unit_interval, likelihood=unit_interval_for
-    )
+        x, what, missing=missing, unit_interval=unit_interval, likelihood=unit_interval_for,
+        rows=rows,
+    )  # fmt: skip
 
 
 def _check_values(
@@ -139,6 +147,7 @@ def _check_values(
     missing: bool,
     unit_interval: bool,
     likelihood: str | None = None,
+    rows: torch.Tensor | None = None,
 ) -> None:
     if x.numel() == 0:
         raise DataError(f"{what} is empty (shape {tuple(x.shape)}): expected at least one image")
@@ -164,7 +173,7 @@ def _check_values(
     if n_nonfinite:
         raise DataError(
             f"{what} has {n_nonfinite} {'inf' if missing else 'NaN/inf'} values "
-            f"(first at index {first_nonfinite}); "
+            f"(first at index {first_nonfinite}{source_row(rows, first_nonfinite)}); "
             "remove or repair those points first"
         )
     if n_outside:
@@ -179,7 +188,7 @@ def _check_values(
             fix = f"float pixels must lie in [0, 1]: {fix}"
         raise DataError(
             f"{what} has {n_outside} values outside [0, 1] (min {lo:.4g}, max {hi:.4g}, "
-            f"first at index {first_outside}); {fix}"
+            f"first at index {first_outside}{source_row(rows, first_outside)}); {fix}"
         )
 
 

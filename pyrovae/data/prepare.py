@@ -16,11 +16,10 @@ from torch.distributions import constraints
 from torch.distributions.constraints import Constraint
 
 from pyrovae.config import RunConfig
-from pyrovae.data.dataset import MEMORY, ArrayData, Rows
+from pyrovae.data.dataset import MEMORY, ArrayData, Rows, source_row
 from pyrovae.data.load import load_dataset
 from pyrovae.data.missing import bernoulli_observed, check_observed_rows
 from pyrovae.data.pixels import (
-    check_finite_unit_interval,
     check_for_likelihood,
     is_binary,
     to_unit_float,
@@ -68,7 +67,7 @@ def prepare_data(config: RunConfig, device: torch.device, *, binary: bool) -> Ar
     for split, x in (("training", data.train), ("test", data.test)):
         what = f"the {split} set of {data.name}"
         if isinstance(x, torch.Tensor):
-            check_for_likelihood(x, what, needs_unit, missing=True)
+            check_for_likelihood(x, what, needs_unit, missing=True, rows=data.rows(split))
         else:
             check_rows(x, what, unit_interval_for=needs_unit)
     _check_observed(data)
@@ -85,9 +84,10 @@ def prepare_source(
     any finite value their support holds (:func:`check_support`).
     """
     if binary:
-        for split, x in (("data", data.train), ("test_data", data.test)):
+        for split, x, rows in (("data", data.train, data.train_rows),
+                               ("test_data", data.test, data.test_rows)):  # fmt: skip
             assert isinstance(x, torch.Tensor)  # data from Python is in memory
-            check_finite_unit_interval(x, split, missing=True, likelihood=config.model.likelihood)
+            check_for_likelihood(x, split, config.model.likelihood, missing=True, rows=rows)
     _check_observed(data)
     return _for_likelihood(data, config, binary).to(device)
 
@@ -96,7 +96,7 @@ def _check_observed(data: ArrayData) -> None:
     """NaN marks a missing value; a point with none observed is refused."""
     for split, x in (("training", data.train), ("test", data.test)):
         if isinstance(x, torch.Tensor):
-            check_observed_rows(x, f"the {split} set of {data.name}")
+            check_observed_rows(x, f"the {split} set of {data.name}", data.rows(split))
 
 
 def elementwise_constraint(support: Constraint) -> Constraint:
@@ -115,19 +115,22 @@ def check_support(
     support: Constraint,
     likelihood: str,
     validation: torch.Tensor | None = None,
+    validation_rows: torch.Tensor | None = None,
 ) -> None:
     """Refuse data outside the likelihood's support (e.g. values beyond [0, 1] for a
     continuous Bernoulli), checked in slices of the test set, the ``validation``
-    points (held out of the training set) and the training set."""
+    points (held out of the training set; ``validation_rows`` their rows before the
+    splits) and the training set."""
     elementwise = elementwise_constraint(support)
     splits = [("test", data.test), ("validation", validation), ("training", data.train)]
     found = first_outside(splits, elementwise)
     if found is not None:
         split, first = found
+        rows = validation_rows if split == "validation" else data.rows(split)
         raise DataError(
             f"the {split} set of {data.name} has values outside the support of likelihood "
-            f"{likelihood} ({elementwise}; first in point {first}); rescale the data or "
-            "choose another likelihood"
+            f"{likelihood} ({elementwise}; first in point {first}{source_row(rows, first)}); "
+            "rescale the data or choose another likelihood"
         )
 
 

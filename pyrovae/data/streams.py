@@ -170,7 +170,10 @@ class NpyRows(Dataset):
                     f"{what} (rows from {start}) holds missing values (NaN), which a "
                     "streamed file cannot train on: train with --stream no"
                 )
-            check_for_likelihood(values, f"{what} (rows from {start})", unit_interval_for)
+            check_for_likelihood(
+                values, f"{what} (points from {start})", unit_interval_for,
+                rows=torch.from_numpy(self.rows[start : start + CHECK_ROWS]),
+            )  # fmt: skip
 
     def check_stored(self, what: str) -> None:
         """The checks that come before any row is read as pixels: a dtype of numbers, and

@@ -50,6 +50,8 @@ class Held:
     data: ArrayData
     validation: torch.Tensor | None
     validation_labels: torch.Tensor | None = None
+    #: Each validation point's row before the splits (see :func:`source_row`).
+    validation_rows: torch.Tensor | None = None
 
 
 def hold_out_validation(data: ArrayData, fraction: float, seed: int, *, binary: bool) -> Held:
@@ -83,10 +85,15 @@ def hold_out_validation(data: ArrayData, fraction: float, seed: int, *, binary: 
         if validation.dtype == torch.uint8:
             values = values.mul(255).to(torch.uint8)
         validation = values.to(device)
+    # Each point's row before the splits: of one array split at random, or else of the
+    # training array this split was drawn from (messages name it: source_row).
+    rows = data.train_rows
     kept = dataclasses.replace(
         data,
         train=train,
         train_labels=None if labels is None else labels[train_idx.to(labels.device)],
+        train_rows=train_idx if rows is None else rows[train_idx],
     )
     val_labels = None if labels is None else labels[val_idx.to(labels.device)]
-    return Held(kept, validation.to(data.test.device), val_labels)
+    val_rows = val_idx if rows is None else rows[val_idx]
+    return Held(kept, validation.to(data.test.device), val_labels, val_rows)

@@ -30,7 +30,7 @@ from torch.distributions import constraints
 from torch.distributions.constraints import Constraint
 
 from pyrovae.config import RunConfig, TrainConfig
-from pyrovae.data.dataset import ArrayData, is_image_shape
+from pyrovae.data.dataset import ArrayData, is_image_shape, source_row
 from pyrovae.data.missing import data_has_missing
 from pyrovae.data.pixels import display_range, display_values, to_unit_float
 from pyrovae.data.prepare import (
@@ -40,7 +40,7 @@ from pyrovae.data.prepare import (
     prepare_data,
     prepare_source,
 )
-from pyrovae.data.validation import hold_out_validation
+from pyrovae.data.validation import Held, hold_out_validation
 from pyrovae.errors import (
     CheckpointError,
     ConfigError,
@@ -175,7 +175,7 @@ def fit(
     torch.manual_seed(config.train.seed)
     data_generator = torch.Generator().manual_seed(config.train.seed)
     vae = build_vae(config.model, device, modules=modules)
-    check_data_fits(vae, data, config, held.validation, resumed=checkpoint is not None)
+    check_data_fits(vae, data, config, held, resumed=checkpoint is not None)
     context.broadcast_parameters(vae)
     training = Training.start(config, run_dir, data, vae, data_generator, context, log, progress)
     training.validation, training.validation_labels = held.validation, held.validation_labels
@@ -336,16 +336,21 @@ def load_data(
 
 
 def check_in_support(
-    vae: VAE, data: ArrayData, config: RunConfig, *, validation: torch.Tensor | None = None
+    vae: VAE,
+    data: ArrayData,
+    config: RunConfig,
+    *,
+    validation: torch.Tensor | None = None,
+    validation_rows: torch.Tensor | None = None,
 ) -> None:
     """Refuse data outside the support of a non-binary likelihood (a binary one's data
     are binarized, after the check for [0, 1]); ``validation``: the points held out of
-    the training set, checked too."""
+    the training set, checked too (``validation_rows``: their rows, for the message)."""
     if component_class(config.model, "likelihood").binary:
         return
     support = _likelihood_support(vae, config)
     if support is not None:
-        check_support(data, support, config.model.likelihood, validation)
+        check_support(data, support, config.model.likelihood, validation, validation_rows)
 
 
 def _likelihood_support(vae: VAE, config: RunConfig) -> Constraint | None:
@@ -355,12 +360,7 @@ def _likelihood_support(vae: VAE, config: RunConfig) -> Constraint | None:
 
 
 def check_data_fits(
-    vae: VAE,
-    data: ArrayData,
-    config: RunConfig,
-    validation: torch.Tensor | None,
-    *,
-    resumed: bool,
+    vae: VAE, data: ArrayData, config: RunConfig, held: Held, *, resumed: bool
 ) -> None:
     """The model's components against their contract (:func:`check_contract`, on two test
     points), the data
@@ -368,17 +368,24 @@ def check_data_fits(
     run, the prior's :func:`check_prior_range` (a run trained on its data resumes on
     them as it was)."""
     check_contract(vae, to_unit_float(data.test[:2]))  # real points: a plugin may need them
-    check_in_support(vae, data, config, validation=validation)
+    validation, rows = held.validation, held.validation_rows
+    check_in_support(vae, data, config, validation=validation, validation_rows=rows)
     if not resumed:
-        check_prior_range(vae, data, config, validation=validation)
+        check_prior_range(vae, data, config, validation=validation, validation_rows=rows)
 
 
 def check_prior_range(
-    vae: VAE, data: ArrayData, config: RunConfig, *, validation: torch.Tensor | None = None
+    vae: VAE,
+    data: ArrayData,
+    config: RunConfig,
+    *,
+    validation: torch.Tensor | None = None,
+    validation_rows: torch.Tensor | None = None,
 ) -> None:
     """Refuse data outside the interval a prior's data-space parameters lie in (a
     VampPrior's pseudo-inputs in [0, 1]): no pseudo-input could resemble them.
-    ``validation``: the points held out of the training set, checked too."""
+    ``validation``: the points held out of the training set, checked too
+    (``validation_rows``: their rows, for the message)."""
     interval = getattr(getattr(vae, "prior", None), "input_range", None)
     if interval is None:
         return
@@ -389,9 +396,11 @@ def check_prior_range(
     found = first_outside(splits, constraints.interval(lo, hi))
     if found is not None:
         split, first = found
+        rows = validation_rows if split == "validation" else data.rows(split)
         raise ConfigError(
             f"prior {config.model.prior} has pseudo-inputs in [{lo:g}, {hi:g}], but the "
-            f"{split} set of {data.name} has values outside (first in point {first}): "
+            f"{split} set of {data.name} has values outside (first in point {first}"
+            f"{source_row(rows, first)}): "
             "choose pseudo-inputs linear (--pseudo-inputs linear), or rescale the data"
         )
 

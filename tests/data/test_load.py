@@ -18,7 +18,7 @@ from PIL import Image
 
 from pyrovae.data import idx
 from pyrovae.data import pixels as pixels_module
-from pyrovae.data.dataset import ArrayData
+from pyrovae.data.dataset import ArrayData, split_indices
 from pyrovae.data.load import DATASETS, load_dataset
 from pyrovae.data.pixels import check_finite_unit_interval, is_binary, to_unit_float
 from pyrovae.errors import ConfigError, DataError
@@ -708,3 +708,32 @@ def test_a_path_too_long_to_look_at_is_one_line(tmp_path: Path, name: str) -> No
     with pytest.raises(DataError) as exc_info:
         load_dataset(name, data_dir, download=False)
     assert "File name too long" in assert_one_line(exc_info)
+
+
+def test_a_bad_point_is_named_by_its_row_before_the_random_split(tmp_path: Path) -> None:
+    """Point 53 of the training split was named, where the user's file has it at row 57."""
+    from pyrovae.config import DataConfig, RunConfig
+    from pyrovae.data.prepare import prepare_data
+
+    images = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    images[57, 0, 0] = 2.0
+    np.save(tmp_path / "a.npy", images)
+    for stream in ("no", "yes"):
+        config = RunConfig(data=DataConfig(dataset=str(tmp_path / "a.npy"), stream=stream))
+        train_rows, _ = split_indices(100, 0, 0.1)
+        index = int((train_rows == 57).nonzero()[0, 0])
+        with pytest.raises(DataError, match=f"index {index} \\(row 57 of the data before the"):
+            prepare_data(config, torch.device("cpu"), binary=True)
+
+
+def test_a_point_out_of_the_support_is_named_by_its_row_in_every_split(tmp_path: Path) -> None:
+    import pyrovae
+
+    images = np.random.default_rng(0).random((100, 1, 8, 8)).astype(np.float32)
+    for row in (3, 57, 90):  # in the test, validation or training split, whichever it lands in
+        bad = images.copy()
+        bad[row, 0, 0, 0] = -1.0
+        with pytest.raises(DataError, match=f"\\(row {row} of the data before the split\\)"):
+            pyrovae.train(data=torch.from_numpy(bad), likelihood="continuous-bernoulli",
+                          val_fraction=0.3, hidden=(8,), latent_dim=2, epochs=1,
+                          out=tmp_path / f"r{row}", progress=False, log=lambda _: None)  # fmt: skip
