@@ -377,10 +377,14 @@ class Run:
         # A file may have changed since training; points from Python are new to the run.
         check_in_support(self.vae, prepared, self.config)
         if not self.vae.missing and data_has_missing(prepared):
+            fill = (
+                "fill them with `pyrovae impute` first, or "
+                if self.config.model.kind == "vae"
+                else ""
+            )
             raise DataError(
                 "the data hold missing values (NaN), but the run was trained on complete "
-                "data and cannot score or encode them: fill them with `pyrovae impute` "
-                "first, or train a run on these data"
+                f"data and cannot score or encode them: {fill}train a run on these data"
             )
         return prepared
 

@@ -112,7 +112,11 @@ def load_idx_set(key: str, data_dir: str | os.PathLike[str] | None, download: bo
     if data_dir is not None:
         held = [str(d) for d in _SYSTEM_DIRS.get(key, ()) if _find_idx_files(d)[0] is not None]
         if held:
-            apt = f", or leave out --data-dir to read the copy in {held[0]}"
+            apt = (
+                f", or leave out --data-dir to read the copy in {held[0]} (for a run, set "
+                "data.data_dir to that folder in its config.json: a run trained before "
+                "pyrovae looked in --data-dir alone read that copy)"
+            )
     raise DataError(
         f"{key} not found: looked for {', '.join(_IDX_FILES)} (raw or .gz) in "
         f"{'; '.join(looked)}; {outcome}. Fix: pass --data-dir DIR holding those four "

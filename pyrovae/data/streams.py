@@ -184,6 +184,17 @@ class NpyRows(Dataset):
                 f"{what}: unsupported dtype {self.file_dtype}; expected uint8, integers in "
                 "0..255, bool, or floats"
             )
+        if kind == "f" and self.file_dtype.itemsize > 4:  # float64 that float32 cannot hold
+            limit = float(np.finfo(np.float32).max)
+            for start in range(0, len(self), CHECK_ROWS):
+                raw = np.abs(self._read(self.rows[start : start + CHECK_ROWS]).astype(np.float64))
+                finite = raw[np.isfinite(raw)]  # inf and NaN are judged where they are read
+                if finite.size and float(finite.max()) > limit:
+                    raise DataError(
+                        f"{what} has values beyond float32's range (largest magnitude "
+                        f"{float(finite.max()):.3g}); rescale the data"
+                    )
+            return
         if kind not in "iu" or self.file_dtype.itemsize == 1 and kind == "u":
             return
         for start in range(0, len(self), CHECK_ROWS):

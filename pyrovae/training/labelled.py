@@ -18,6 +18,7 @@ as Pyro's ``ss_vae_M2.py`` alternates labelled and unlabelled batches).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
@@ -284,10 +285,13 @@ def untrained_loss(
     device = module_device(vae)
     x = to_unit_float(data.train[:REFERENCE_IMAGES]).to(device)
     y = data.train_labels[: x.shape[0]].to(device)
-    with forked_rng(device):
+    with forked_rng(device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN")  # said below, in one line
         if binarize:
             x = draw_binary(x)
         loss = _labelled_loss(vae, objective, x, y)
+    where = f"the untrained model on the first {x.shape[0]} training points"
+    divergence.check_finite_loss(loss.detach(), x, where)
     return float(loss.detach()) / x.shape[0]
 
 

@@ -410,10 +410,19 @@ def test_an_npy_cut_in_its_payload_says_truncated(tmp_path: Path, stream: str) -
         load_dataset(tmp_path / "a.npy", stream=stream)
 
 
-def test_float64_beyond_float32s_range_is_said_so_not_inf(tmp_path: Path) -> None:
-    np.save(tmp_path / "huge.npy", np.full((20, 4, 4), 1e300))
-    with pytest.raises(DataError, match="beyond float32's range .largest magnitude 1e\\+300"):
-        load_dataset(tmp_path / "huge.npy")
+@pytest.mark.parametrize("stream", ["no", "yes"])
+def test_float64_beyond_float32s_range_is_said_so_not_inf(tmp_path: Path, stream: str) -> None:
+    from pyrovae.config import DataConfig, RunConfig
+    from pyrovae.data.prepare import prepare_data
+
+    train_rows, test_rows = split_indices(20, 0, 0.1)
+    for row in (int(train_rows[3]), int(test_rows[0])):  # in either split
+        values = np.random.default_rng(0).random((20, 4, 4))
+        values[row, 1, 1] = 1e300
+        np.save(tmp_path / "huge.npy", values)
+        config = RunConfig(data=DataConfig(dataset=str(tmp_path / "huge.npy"), stream=stream))
+        with pytest.raises(DataError, match="beyond float32's range .largest magnitude 1e.300"):
+            prepare_data(config, torch.device("cpu"), binary=False)
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:
