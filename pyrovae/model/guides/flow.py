@@ -37,6 +37,9 @@ class FlowGuide(DiagonalNormalGuide):
 
     options: ClassVar[tuple[Option, ...]] = (FLOWS, FLOW_HIDDEN)
     has_closed_form_mean = False
+    #: The gaps' q* of a flow guide is flexible too (an IAF), not the diagonal Gaussian
+    #: of the class this one builds its base distribution with.
+    local_family = "iaf"
     #: Reverse the coordinates between layers (autoregressive and coupling layers).
     permute_between_layers: ClassVar[bool] = False
     reverse: torch.Tensor
