@@ -160,10 +160,10 @@ def evaluate_command(
 )
 @click.option(
     "--draws",
-    type=click.IntRange(min=10),
+    type=click.IntRange(min=100),  # pyrovae.inference.psis.MIN_PSIS_DRAWS
     default=1000,
     show_default=True,
-    help="Draws of q(z|x) per image for PSIS.",
+    help="Draws of q(z|x) per image for PSIS (at least 100: fewer leave k-hat undefined or noise).",
 )
 @click.option(
     "--nuts",

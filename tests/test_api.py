@@ -423,7 +423,7 @@ def test_a_run_on_python_data_reloads_and_asks_for_its_data_again(tmp_path):
         for parameter in changed.vae.parameters():
             parameter.zero_()
     assert evaluate_run(changed, k=2, n=3, data=x, metrics="elbo").to_dict()["elbo"] != by_folder
-    assert diagnose_run(run, data=x, n=2, draws=10, nuts=0, out=tmp_path / "d") is not None
+    assert diagnose_run(run, data=x, n=2, draws=100, nuts=0, out=tmp_path / "d") is not None
     with pytest.raises(ConfigError, match="expected a run folder .* got int"):
         evaluate_run(5, k=2, n=3)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="same data"):

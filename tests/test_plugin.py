@@ -107,7 +107,7 @@ ok("sample", "--run", str(run), "-n", "4", "--temperature", "0.8")
 ok("reconstruct", "--run", str(run), "-n", "4")
 ok("evaluate", "--run", str(run), "-n", "16", "-k", "20", "--json", str(run / "e.json"),
    "--no-progress", "--device", "cpu")
-ok("diagnose", "--run", str(run), "-n", "4", "--draws", "50", "--nuts", "0",
+ok("diagnose", "--run", str(run), "-n", "4", "--draws", "100", "--nuts", "0",
    "--no-progress", "--device", "cpu")
 assert json.loads((run / "e.json").read_text())
 print(type(load_run(run).vae.prior).__name__, type(load_run(run).vae.likelihood).__name__)

@@ -33,6 +33,7 @@ from pyrovae.inference.nuts import R_HAT_OK, NutsReference, gaussian_w2, nuts_re
 from pyrovae.inference.psis import (
     KHAT_BAD,
     KHAT_GOOD,
+    MIN_PSIS_DRAWS,
     khat_shares,
     psis_khat,
     roundoff_tolerance,
@@ -344,7 +345,7 @@ def diagnose(
             "autoencoder (--model ae) has none: use pyrovae evaluate --metrics elbo"
         )
     # Whole numbers (NUTS checks its own settings where it runs).
-    n, draws = check_count(n, "n"), check_count(draws, "draws", 10)
+    n, draws = check_count(n, "n"), check_count(draws, "draws", MIN_PSIS_DRAWS)
     nuts, chains = check_count(nuts, "nuts", 0), check_count(chains, "chains")
     nuts_draws = check_count(nuts_draws, "nuts_draws")
     nuts_warmup, ppc_draws = (

@@ -85,7 +85,7 @@ def test_sample_reconstruct_and_encode_use_the_weights_asked_for(ema_run, tmp_pa
 def test_diagnose_reports_the_weights_it_diagnosed(ema_run, tmp_path):
     from pyrovae.api import diagnose_report
 
-    result = diagnose_report(ema_run, out=tmp_path / "d", n=4, draws=20, nuts=0,
+    result = diagnose_report(ema_run, out=tmp_path / "d", n=4, draws=100, nuts=0,
                              weights="trained", device="cpu")  # fmt: skip
     attrs = result.inference_data.attrs
     assert (attrs["weights"], attrs["checkpoint"], attrs["epoch"]) == ("trained", "best", "1")

@@ -248,7 +248,7 @@ def test_two_level_vae_resumes_evaluates_and_diagnoses(tmp_path) -> None:
     result = runner.invoke(main, evaluate)
     assert result.exit_code == 0, result.output
     assert "I(x; z)" in result.output
-    diagnose = ["diagnose", "--run", str(out), "-n", "5", "--draws", "50", "--nuts", "1"]
+    diagnose = ["diagnose", "--run", str(out), "-n", "5", "--draws", "100", "--nuts", "1"]
     result = runner.invoke(
         main, [*diagnose, "--nuts-draws", "10", "--chains", "2", "--no-progress"]
     )

@@ -238,14 +238,14 @@ def test_diagnose_every_guide(make_vae, guide, tmp_path):
         tmp_path,
         labels=labels,
         n=5,
-        draws=40,
+        draws=100,
         nuts=1,
         nuts_draws=10,
         nuts_warmup=10,
         chains=2,
         ppc_draws=10,
     )
-    _check_report(result, tmp_path, 5, 40, 3, nuts=1)
+    _check_report(result, tmp_path, 5, 100, 3, nuts=1)
 
 
 @pytest.mark.parametrize("prior", PRIORS.names())
@@ -254,10 +254,10 @@ def test_diagnose_every_prior(make_vae, prior, tmp_path):
     images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = diagnose(vae, images, tmp_path, n=4, draws=30, nuts=0, ppc_draws=10)
+        result = diagnose(vae, images, tmp_path, n=4, draws=100, nuts=0, ppc_draws=10)
     # Without labels the latent plot has one colour and no colour map to complain about.
     assert not [w for w in caught if "colormapping" in str(w.message)]
-    _check_report(result, tmp_path, 4, 30, 3, nuts=0)
+    _check_report(result, tmp_path, 4, 100, 3, nuts=0)
 
 
 def test_diagnose_cli(tmp_path, tiny_config):
@@ -268,7 +268,7 @@ def test_diagnose_cli(tmp_path, tiny_config):
     train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     out = tmp_path / "report"
     args = ["diagnose", "--run", str(tmp_path / "run"), "-n", "6", "--out", str(out)]
-    args += ["--draws", "50", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
+    args += ["--draws", "100", "--nuts", "1", "--nuts-draws", "10", "--chains", "2"]
     result = CliRunner().invoke(main, [*args, "--no-progress", "--full-netcdf"])
     assert result.exit_code == 0, result.output
     assert "PSIS over 6 points" in result.output
@@ -293,7 +293,7 @@ def test_diagnose_runs_in_eval_mode_and_leaves_the_mode_as_it_was(make_vae, tmp_
     modes: list[bool] = []
     vae.encoder.register_forward_pre_hook(lambda module, _: modes.append(module.training))
     images = torch.bernoulli(torch.full((6, 1, 4, 4), 0.3))
-    diagnose(vae, images, tmp_path, n=3, draws=20, nuts=0, ppc_draws=5)
+    diagnose(vae, images, tmp_path, n=3, draws=100, nuts=0, ppc_draws=5)
     assert modes and not any(modes)
     assert vae.training
 
@@ -308,7 +308,7 @@ def test_diagnose_rejects_more_nuts_points_than_points(make_vae, tmp_path):
     # From Python, text or fractions were TypeErrors.
     for options, message in [({"n": "5"}, "^n must be a whole number"),
                              ({"nuts": 1.5}, "^nuts must be a whole number"),
-                             ({"draws": 5}, "^draws must be at least 10")]:  # fmt: skip
+                             ({"draws": 50}, "^draws must be at least 100")]:  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             diagnose(vae, torch.zeros(4, 1, 4, 4), tmp_path, **options)
     result = CliRunner().invoke(main, ["diagnose", "--run", str(tmp_path / "none")])
@@ -321,7 +321,7 @@ def test_diagnose_run_leaves_the_callers_rng_alone(tmp_path, tiny_config):
     tiny_config.train.epochs = 1
     train(tiny_config, tmp_path / "run", progress=False, log=lambda _: None)
     state = torch.get_rng_state()
-    idata = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=10, nuts=0, seed=5)
+    idata = diagnose_run(tmp_path / "run", out=tmp_path / "d", n=2, draws=100, nuts=0, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
     assert isinstance(idata, az.InferenceData)  # the InferenceData it wrote, returned
     assert idata.sample_stats["pareto_k"].shape == (2,)
@@ -374,7 +374,7 @@ def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypat
             images,
             tmp_path,
             n=3,
-            draws=20,
+            draws=100,
             nuts=1,
             nuts_draws=10,
             nuts_warmup=10,
@@ -384,7 +384,7 @@ def test_diagnose_shows_progress_for_psis_and_nuts(make_vae, tmp_path, monkeypat
         )
         shown = terminal.getvalue()
         bars = ("PSIS draws", "NUTS, 2 chains", "latent codes")
-        stages = ("] PSIS: 20 draws", "] NUTS reference: 1 points", "] figures", "] done in")
+        stages = ("] PSIS: 100 draws", "] NUTS reference: 1 points", "] figures", "] done in")
         for step in bars + stages:
             assert (step in shown) == progress, shown
 
@@ -436,7 +436,7 @@ def test_incomplete_data_are_scored_on_their_observed_values(tmp_path):
     vae = VAE(config).eval()
     x = torch.rand(6, 1, 4, 4)
     x[0, 0, :2] = torch.nan
-    result = diagnose(vae, x, tmp_path, n=6, draws=50, nuts=2, nuts_draws=10, nuts_warmup=10,
+    result = diagnose(vae, x, tmp_path, n=6, draws=100, nuts=2, nuts_draws=10, nuts_warmup=10,
                       chains=2, ppc_draws=5, latent_points=6)  # fmt: skip
     assert len(result.khat) == 6
     assert np.isfinite(result.inference_data.log_likelihood["x"].values).all()

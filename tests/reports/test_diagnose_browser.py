@@ -32,7 +32,7 @@ def test_report_loads_without_console_errors_and_shows_the_verdict(make_vae, tmp
     labels = torch.arange(12) % 3
     result = diagnose(
         vae, images, tmp_path, labels=labels, class_names=["T-shirt/top", "Trouser", "Bag"],
-        n=12, draws=30, nuts=1, nuts_draws=10, nuts_warmup=20, chains=2, ppc_draws=10,
+        n=12, draws=100, nuts=1, nuts_draws=10, nuts_warmup=20, chains=2, ppc_draws=10,
         latent_points=12,
     )  # fmt: skip
     errors: list[str] = []

@@ -607,7 +607,7 @@ def test_evaluate_and_diagnose_the_training_split_of_a_bernoulli_run(tmp_path, t
     second = CliRunner().invoke(main, [*args, "--metrics", "logpx,elbo"])
     assert first.output.splitlines()[3] == second.output.splitlines()[3]  # the log p(x) row
     args = ["diagnose", "--run", str(trained_run), "--split", "train", "-n", "4"]
-    args += ["--draws", "20", "--nuts", "0", "--out", str(tmp_path / "d"), "--no-progress"]
+    args += ["--draws", "100", "--nuts", "0", "--out", str(tmp_path / "d"), "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "PSIS over 4 points" in result.output
