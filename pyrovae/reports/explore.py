@@ -231,9 +231,10 @@ def manifold_codes(
     vae: VAE, means: torch.Tensor
 ) -> tuple[torch.Tensor, list[str], list[str], str, str]:
     """Codes ``(GRID_SIDE**2, n_latent)`` of the manifold grid, row by row from the top,
-    with the tick labels and names of the two axes."""
+    with the tick labels and names of the two axes: the prior's quantiles for a 2-D
+    latent space with a prior, else the two principal directions of the posterior means."""
     side = torch.linspace(-SD_RANGE, SD_RANGE, GRID_SIDE)
-    if vae.n_latent == 2:
+    if vae.n_latent == 2 and vae.has_prior:  # an autoencoder has no prior to take quantiles of
         levels = torch.linspace(*QUANTILE_RANGE, GRID_SIDE)
         axes = prior_quantiles(vae, levels)  # (GRID_SIDE, 2)
         first, second = axes[:, 0], axes[:, 1]

@@ -65,6 +65,18 @@ def test_a_wider_latent_is_gridded_along_the_principal_directions_of_the_means()
     assert float(spread[2:].max()) < 0.5
 
 
+def test_a_2d_autoencoder_is_gridded_along_its_means_having_no_prior():
+    """Its manifold took the prior's quantiles, failing after two figures were written."""
+    import dataclasses
+
+    from pyrovae.model.autoencoder import Autoencoder
+
+    config = model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2)
+    ae = Autoencoder(dataclasses.replace(config, kind="ae"))
+    codes, *_, xname, _ = manifold_codes(ae, torch.randn(50, 2))
+    assert codes.shape == (GRID_SIDE**2, 2) and "principal direction 1" in xname
+
+
 def test_dimensions_are_ranked_by_their_average_kl():
     vae = _vae(3)
     x = torch.rand(20, 1, 4, 4)
