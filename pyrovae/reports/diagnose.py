@@ -40,7 +40,7 @@ from pyrovae.inference.psis import (
 )
 from pyrovae.model.vae import VAE
 from pyrovae.reports.diagnose_data import DiagnosisDraws, inference_data
-from pyrovae.reports.diagnose_page import PageInputs, render_page
+from pyrovae.reports.diagnose_page import PageInputs, plus_minus_share, render_page
 from pyrovae.reports.evaluate import json_safe
 from pyrovae.runtime import eval_mode, module_device, progress_bar
 
@@ -182,7 +182,7 @@ class DiagnosisResult:
         lines.append(
             f"PPC on mean intensity: observed {p['observed_mean']:.4f}, replicated "
             f"{p['replicated_mean']:.4f} ± {p['replicated_mean_mc_stderr']:.4f}; "
-            f"{p['outside_95']:.0%} ± {p['outside_95_stderr']:.0%} of images outside "
+            f"{p['outside_95']:.0%}{plus_minus_share(p['outside_95_stderr'])} of images outside "
             "their 95% predictive interval"
         )
         lines += [f"wrote {path}" for path in self.paths.values()]
@@ -217,7 +217,8 @@ def posterior_predictive_summary(observed: np.ndarray, replicated: np.ndarray) -
         if draws > 1
         else math.nan,
         "outside_95": outside,
-        "outside_95_stderr": math.sqrt(outside * (1 - outside) / n),
+        # One image's share has no spread to estimate (it read "100% ± 0%").
+        "outside_95_stderr": math.sqrt(outside * (1 - outside) / n) if n > 1 else math.nan,
         "p_value_mean": float(p_values.mean()),
         "p_value_mean_mc_stderr": float(np.sqrt(np.sum(p_values * (1 - p_values) / draws)) / n),
     }

@@ -9,6 +9,7 @@ axes, all embedded: the page is one file that reads on a phone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -251,6 +252,12 @@ def _nuts_context(
     return {**nuts, "rows": rows, "figure": figures.overlay}
 
 
+def plus_minus_share(stderr: float | None) -> str:
+    """`` ± 3%`` for the standard error of a share, nothing where it is undefined (one
+    image: it read "100% ± 0%")."""
+    return "" if stderr is None or not math.isfinite(stderr) else f" ± {stderr:.0%}"
+
+
 def _ppc_context(ppc: dict[str, float], figure: str) -> dict[str, Any]:
-    return {**ppc, "outside": f"{ppc['outside_95']:.0%} ± {ppc['outside_95_stderr']:.0%}",
-            "figure": figure}  # fmt: skip
+    outside = f"{ppc['outside_95']:.0%}{plus_minus_share(ppc['outside_95_stderr'])}"
+    return {**ppc, "outside": outside, "figure": figure}

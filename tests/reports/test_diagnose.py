@@ -43,6 +43,12 @@ def test_posterior_predictive_summary_standard_errors():
     # Mean of 400 x 50 standard normals: its sd over replications is 1 / sqrt(50 * 400).
     assert ppc["replicated_mean_mc_stderr"] == pytest.approx(1 / math.sqrt(20000), rel=0.2)
     assert abs(ppc["replicated_mean"]) < 4 * ppc["replicated_mean_mc_stderr"]
+    # One image's share has no standard error (it was 0: "100% ± 0%"), and none is shown.
+    one = posterior_predictive_summary(observed[-1:], replicated[:, -1:])
+    assert one["outside_95"] == 1.0 and math.isnan(one["outside_95_stderr"])
+    from pyrovae.reports.diagnose_page import plus_minus_share
+
+    assert plus_minus_share(one["outside_95_stderr"]) == "" and plus_minus_share(0.03) == " ± 3%"
 
 
 @pytest.mark.parametrize("draws", [25, 100])
