@@ -168,8 +168,8 @@ def fit(
     data = load_data(config, device, context, checkpoint=checkpoint, source=source)
     data = labelled.prepare_labels(config, data)  # cvae, m2: the labels and their classes
     binary = component_class(config.model, "likelihood").binary
-    if not binary and checkpoint is None:
-        warn_unused_binarization(config)
+    if checkpoint is None:
+        warn_of_idle_options(config, binary=binary)
     held = hold_out_validation(data, config.data.val_fraction, config.train.seed, binary=binary)
     data = held.data
     torch.manual_seed(config.train.seed)
@@ -222,15 +222,31 @@ def fit(
     return TrainResult(run_dir=run_dir, config=config, vae=vae, history=history, timing=timing)
 
 
-def warn_unused_binarization(config: RunConfig) -> None:
-    """Say that ``--binarize static`` does nothing for a likelihood that is not binary."""
-    if config.data.binarize == "static":
-        warnings.warn(
+def warn_of_idle_options(config: RunConfig, *, binary: bool) -> None:
+    """Say which options given to a fresh run do nothing, or less than they seem:
+    ``--binarize static`` for a likelihood that is not binary, ``--beta`` and
+    ``--kl-warmup`` for an autoencoder (no KL term to weight), and fewer ``--labeled``
+    points than m2 has classes (some classes get no labelled example)."""
+    idle = []
+    if not binary and config.data.binarize == "static":
+        idle.append(
             f"--binarize static is for binary likelihoods; likelihood "
-            f"{config.model.likelihood} reads the values as they are",
-            UserWarning,
-            stacklevel=3,
+            f"{config.model.likelihood} reads the values as they are"
         )
+    train, kind = config.train, config.model.kind
+    if kind == "ae" and (train.beta != 1.0 or train.kl_warmup):
+        idle.append(
+            "--beta and --kl-warmup weight the KL term, which an autoencoder (--model ae) "
+            "has none of: they change nothing"
+        )
+    labeled, n_classes = config.data.labeled, config.model.n_classes
+    if kind == "m2" and labeled is not None and n_classes and labeled < n_classes:
+        idle.append(
+            f"--labeled {labeled} is fewer than the {n_classes} classes: "
+            f"{n_classes - labeled} classes get no labelled example"
+        )
+    for text in idle:
+        warnings.warn(text, UserWarning, stacklevel=3)
 
 
 @dataclass

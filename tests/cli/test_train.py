@@ -357,3 +357,14 @@ def test_static_binarization_with_a_likelihood_that_is_not_binary_is_warned_of(r
     result = runner.invoke(main, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "--binarize static is for binary likelihoods; likelihood gaussian" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--model", "ae", "--beta", "2", "--kl-warmup", "1"], "which an autoencoder (--model ae) has"),
+     (["--model", "m2", "--labeled", "3"], "--labeled 3 is fewer than the 10 classes: 7 classes")],
+)  # fmt: skip
+def test_options_that_change_nothing_are_warned_of(runner, tmp_path, args, message):
+    result = runner.invoke(main, ["train", *TINY, "--epochs", "1", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert message in result.output
