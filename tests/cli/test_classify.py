@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 
 import pyrovae
 from pyrovae.cli import main
+from pyrovae.errors import ConfigError
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--batch-size", "64"]
 N_POINTS, N_LABELLED = 120, 30
@@ -62,6 +63,9 @@ def test_evaluate_reports_the_accuracy_of_an_m2_run(runs):
     assert result.log_px is not None and result.elbo is None
     assert result.accuracy is not None and result.accuracy_n is not None
     assert any("not computed" in text for text in result.warnings)
+    # Asked for nothing an m2 run computes, it computed log p(x) anyway, with a warning.
+    with pytest.raises(ConfigError, match="--metrics elbo,active: a --model m2 run computes"):
+        pyrovae.evaluate_run(runs / "m2", k=4, n=12, device="cpu", metrics="elbo,active")
 
 
 def test_classify_round_trip(runs, data, tmp_path):

@@ -361,7 +361,7 @@ def test_static_binarization_with_a_likelihood_that_is_not_binary_is_warned_of(r
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--model", "ae", "--beta", "2", "--kl-warmup", "1"], "which an autoencoder (--model ae) has"),
+    [(["--model", "ae", "--beta", "2", "--kl-warmup", "1"], "which an autoencoder (--model ae)"),
      (["--model", "m2", "--labeled", "3"], "--labeled 3 is fewer than the 10 classes: 7 classes")],
 )  # fmt: skip
 def test_options_that_change_nothing_are_warned_of(runner, tmp_path, args, message):
