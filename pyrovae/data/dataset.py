@@ -152,11 +152,12 @@ class ArrayData:
 
 
 def source_row(rows: torch.Tensor | None, index: int) -> str:
-    """``" (row R of the data before the split)"`` for point ``index`` of a split whose
-    points are the rows ``rows`` of one array (:attr:`ArrayData.train_rows`), else ``""``."""
+    """``" (row R of the array it was split from)"`` for point ``index`` of a split whose
+    points are the rows ``rows`` of one array (:attr:`ArrayData.train_rows`: the file or
+    ``data=``, or a file's own training array for the validation split), else ``""``."""
     if rows is None or not 0 <= index < len(rows):
         return ""
-    return f" (row {int(rows[index])} of the data before the split)"
+    return f" (row {int(rows[index])} of the array it was split from)"
 
 
 def split_indices(n: int, seed: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -219,6 +219,8 @@ def _declared_count(raw: Path) -> int | None:
             header = handle.read(8)
     except OSError:
         return None
-    if len(header) < 8 or header[:2] != b"\x00\x00":
+    # Magic: two zero bytes, 0x08 (unsigned bytes), then 1 or 3 dimensions; a zero-filled
+    # file (an interrupted download) has no header to believe.
+    if len(header) < 8 or header[:3] != b"\x00\x00\x08" or header[3] not in (1, 3):
         return None
     return int.from_bytes(header[4:8], "big")

@@ -114,7 +114,8 @@ class NpyRows(Dataset):
         if values.dtype.kind in "iu":
             values = values.astype(np.uint8, copy=False)
         elif values.dtype.kind == "b" or values.dtype != np.float32:
-            values = values.astype(np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: inf, which check() explains
+                values = values.astype(np.float32)
         return torch.from_numpy(values.reshape(-1, *self._shape[1:]))
 
     def _read(self, wanted: np.ndarray) -> np.ndarray:
@@ -160,14 +161,16 @@ class NpyRows(Dataset):
         """The checks a file read whole gets, a slice at a time; float values in [0, 1]
         where ``unit_interval_for`` names a likelihood that needs them (a binary one),
         else any finite value."""
-        self.check_stored(what)
+        self.check_stored(what, floats=False)  # the floats' range is checked in this pass
         if self.file_dtype.kind != "f":
             return
         for start in range(0, len(self), CHECK_ROWS):
             values = self[start : start + CHECK_ROWS]
+            if self.file_dtype.itemsize > 4 and bool(torch.isinf(values).any()):
+                self._check_float32_range(what, start)  # inf from the cast, or in the file?
             if bool(torch.isnan(values).any()):
                 raise DataError(
-                    f"{what} (rows from {start}) holds missing values (NaN), which a "
+                    f"{what} (points from {start}) holds missing values (NaN), which a "
                     "streamed file cannot train on: train with --stream no"
                 )
             check_for_likelihood(
@@ -175,25 +178,19 @@ class NpyRows(Dataset):
                 rows=torch.from_numpy(self.rows[start : start + CHECK_ROWS]),
             )  # fmt: skip
 
-    def check_stored(self, what: str) -> None:
-        """The checks that come before any row is read as pixels: a dtype of numbers, and
-        integers in 0..255 (read as ``uint8``, others would wrap around)."""
+    def check_stored(self, what: str, *, floats: bool = True) -> None:
+        """The checks that come before any row is read as pixels: a dtype of numbers,
+        integers in 0..255 (read as ``uint8``, others would wrap around) and, with
+        ``floats``, float64 values within float32's range (else they become inf)."""
         kind = self.file_dtype.kind
         if kind not in "biuf":
             raise DataError(
                 f"{what}: unsupported dtype {self.file_dtype}; expected uint8, integers in "
                 "0..255, bool, or floats"
             )
-        if kind == "f" and self.file_dtype.itemsize > 4:  # float64 that float32 cannot hold
-            limit = float(np.finfo(np.float32).max)
+        if kind == "f" and self.file_dtype.itemsize > 4 and floats:
             for start in range(0, len(self), CHECK_ROWS):
-                raw = np.abs(self._read(self.rows[start : start + CHECK_ROWS]).astype(np.float64))
-                finite = raw[np.isfinite(raw)]  # inf and NaN are judged where they are read
-                if finite.size and float(finite.max()) > limit:
-                    raise DataError(
-                        f"{what} has values beyond float32's range (largest magnitude "
-                        f"{float(finite.max()):.3g}); rescale the data"
-                    )
+                self._check_float32_range(what, start)
             return
         if kind not in "iu" or self.file_dtype.itemsize == 1 and kind == "u":
             return
@@ -204,6 +201,16 @@ class NpyRows(Dataset):
                 raise DataError(
                     f"{what}: integer pixels run from {lo} to {hi}; expected 0..255 (or floats)"
                 )
+
+    def _check_float32_range(self, what: str, start: int) -> None:
+        """Refuse finite float64 values beyond float32's range in the rows from ``start``."""
+        raw = np.abs(self._read(self.rows[start : start + CHECK_ROWS]).astype(np.float64))
+        finite = raw[np.isfinite(raw)]  # inf and NaN are judged where they are read
+        if finite.size and float(finite.max()) > float(np.finfo(np.float32).max):
+            raise DataError(
+                f"{what} has values beyond float32's range (largest magnitude "
+                f"{float(finite.max()):.3g}); rescale the data"
+            )
 
     def is_binary(self) -> bool:
         return all(

@@ -194,7 +194,8 @@ def posterior_predictive_summary(observed: np.ndarray, replicated: np.ndarray) -
     ``replicated`` ``(draws, n)`` ones.
 
     ``outside_95`` (share of images outside their central 95% predictive interval)
-    has a binomial standard error over the n images. An image is outside where
+    has a binomial standard error over the n images (NaN for one image or a share of
+    0 or 1, where that estimate is 0). An image is outside where
     its randomized PIT, (#{replicated < observed} + U (#{replicated = observed} + 1))
     / (draws + 1) with U uniform (seeded), is below 0.025 or above 0.975: for a
     model that fits, the PIT is exactly uniform, so the share is 5% in expectation
@@ -217,8 +218,11 @@ def posterior_predictive_summary(observed: np.ndarray, replicated: np.ndarray) -
         if draws > 1
         else math.nan,
         "outside_95": outside,
-        # One image's share has no spread to estimate (it read "100% ± 0%").
-        "outside_95_stderr": math.sqrt(outside * (1 - outside) / n) if n > 1 else math.nan,
+        # Undefined for one image, and for a share of 0 or 1, where the binomial estimate
+        # sqrt(p (1 - p) / n) is 0 whatever n: it read "100% ± 0%".
+        "outside_95_stderr": math.sqrt(outside * (1 - outside) / n)
+        if n > 1 and 0.0 < outside < 1.0
+        else math.nan,
         "p_value_mean": float(p_values.mean()),
         "p_value_mean_mc_stderr": float(np.sqrt(np.sum(p_values * (1 - p_values) / draws)) / n),
     }

@@ -365,7 +365,7 @@ def test_fuzz_diagnose(scratch: Scratch, trained: Path, data: st.DataObject) -> 
     specs = split_and_seed()
     specs |= {
         "-n": (text(st.integers(1, 4)), hostile(st.sampled_from([0, -1])), True),
-        "--draws": (text(st.integers(10, 40)), hostile(st.sampled_from([0, 9, -1])), True),
+        "--draws": (text(st.integers(100, 120)), hostile(st.sampled_from([0, 99, -1])), True),
         "--nuts": (st.just("0"), hostile(st.sampled_from([-1])), True),
         "--out": (fresh_path(scratch, ""), hostile_path(scratch, ""), False),
         "--checkpoint": (st.sampled_from(["best", "last"]), odd_strings, False),

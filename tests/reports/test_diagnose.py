@@ -43,9 +43,12 @@ def test_posterior_predictive_summary_standard_errors():
     # Mean of 400 x 50 standard normals: its sd over replications is 1 / sqrt(50 * 400).
     assert ppc["replicated_mean_mc_stderr"] == pytest.approx(1 / math.sqrt(20000), rel=0.2)
     assert abs(ppc["replicated_mean"]) < 4 * ppc["replicated_mean_mc_stderr"]
-    # One image's share has no standard error (it was 0: "100% ± 0%"), and none is shown.
+    # One image's share, or a share of 0 or 1, has no standard error (it was 0: "100% ±
+    # 0%"), and none is shown.
     one = posterior_predictive_summary(observed[-1:], replicated[:, -1:])
     assert one["outside_95"] == 1.0 and math.isnan(one["outside_95_stderr"])
+    none = posterior_predictive_summary(observed[:45], replicated[:, :45])
+    assert none["outside_95"] == 0.0 and math.isnan(none["outside_95_stderr"])
     from pyrovae.reports.diagnose_page import plus_minus_share
 
     assert plus_minus_share(one["outside_95_stderr"]) == "" and plus_minus_share(0.03) == " ± 3%"
@@ -212,7 +215,11 @@ def _check_report(result, out, n, draws, n_latent, nuts):
     assert sum(summary["khat_shares"].values()) == pytest.approx(1.0)
     assert summary["verdict"] == result.verdict and summary["trust"] in ("yes", "mostly", "no")
     ppc = summary["ppc"]
-    assert 0 <= ppc["outside_95_stderr"] <= 0.5 and ppc["replicated_mean_mc_stderr"] >= 0
+    assert ppc["replicated_mean_mc_stderr"] >= 0
+    if 0 < ppc["outside_95"] < 1:  # else no standard error is defined (null)
+        assert 0 < ppc["outside_95_stderr"] <= 0.5
+    else:
+        assert ppc["outside_95_stderr"] is None
     assert ppc["p_value_mean_mc_stderr"] >= 0
     html = (out / REPORT_HTML).read_text()
     tiles = html.count('class="tile"')
