@@ -379,10 +379,9 @@ def check_data_fits(
     vae: VAE, data: ArrayData, config: RunConfig, held: Held, *, resumed: bool
 ) -> None:
     """The model's components against their contract (:func:`check_contract`, on two test
-    points), the data
-    (checked to be finite when read) against the likelihood's support and, on a fresh
-    run, the prior's :func:`check_prior_range` (a run trained on its data resumes on
-    them as it was)."""
+    points), the data (checked to be finite when read) against the likelihood's support
+    and, on a fresh run, the prior's :func:`check_prior_range` (a run trained on its data
+    resumes on them as it was); ``held``: the validation points and their rows."""
     check_contract(vae, to_unit_float(data.test[:2]))  # real points: a plugin may need them
     validation, rows = held.validation, held.validation_rows
     check_in_support(vae, data, config, validation=validation, validation_rows=rows)
