@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.data.pixels import check_finite
+from pyrovae.data.pixels import check_finite, check_float32_range
 from pyrovae.errors import DataError, describe_exception
 
 _NPZ_IMAGE_KEYS = ("x", "images", "arr_0")
@@ -159,12 +159,7 @@ def _images_from_array(arr: np.ndarray, where: str) -> torch.Tensor:
     # NaN marks a missing value (pyrovae.data.missing); the run checks what it allows,
     # and the range its likelihood takes ([0, 1] for a Bernoulli; any value for a Gaussian).
     check_finite(tensor, where, missing=True)
-    largest = float(np.nanmax(np.abs(arr))) if arr.size and not np.isnan(arr).all() else 0.0
-    if largest > float(np.finfo(np.float32).max):
-        raise DataError(
-            f"{where} has values beyond float32's range (largest magnitude {largest:.3g}); "
-            "rescale the data"
-        )
+    check_float32_range(arr, where)
     return tensor.to(torch.float32)
 
 

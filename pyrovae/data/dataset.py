@@ -172,15 +172,6 @@ def split_indices(n: int, seed: int, test_fraction: float) -> tuple[torch.Tensor
 
 
 def random_split(
-    images: torch.Tensor, labels: torch.Tensor | None, seed: int, test_fraction: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    train_idx, test_idx = split_indices(images.shape[0], seed, test_fraction)
-    if labels is None:
-        return images[train_idx], images[test_idx], None, None
-    return images[train_idx], images[test_idx], labels[train_idx], labels[test_idx]
-
-
-def randomly_split(
     name: str,
     images: torch.Tensor,
     labels: torch.Tensor | None,
@@ -188,9 +179,16 @@ def randomly_split(
     test_fraction: float,
     **fields: object,
 ) -> ArrayData:
-    """:func:`random_split` of one array as an :class:`ArrayData` that knows each point's
-    row (``fields``: its other fields, e.g. ``classes``)."""
-    train, test, train_labels, test_labels = random_split(images, labels, seed, test_fraction)
+    """One array split at random (:func:`split_indices`) into an :class:`ArrayData` that
+    knows each point's row in it (``fields``: its other fields, e.g. ``classes``)."""
     train_rows, test_rows = split_indices(images.shape[0], seed, test_fraction)
-    return ArrayData(name, train, test, train_labels, test_labels, train_rows=train_rows,
-                     test_rows=test_rows, **fields)  # type: ignore[arg-type]  # fmt: skip
+    return ArrayData(
+        name,
+        images[train_rows],
+        images[test_rows],
+        None if labels is None else labels[train_rows],
+        None if labels is None else labels[test_rows],
+        train_rows=train_rows,
+        test_rows=test_rows,
+        **fields,  # type: ignore[arg-type]
+    )

@@ -29,7 +29,6 @@ from pyrovae.data.dataset import (
     ArrayData,
     is_image_shape,
     random_split,
-    randomly_split,
     split_indices,
 )
 from pyrovae.data.digits import load_digits
@@ -178,10 +177,7 @@ def _image_folder(
         if streamed is not None:
             return streamed
     images = read_image_folder(path, listing, reader)
-    train, test, train_labels, test_labels = random_split(
-        images, listing.labels, seed, test_fraction
-    )
-    return ArrayData(name, train, test, train_labels, test_labels, classes=listing.classes)
+    return random_split(name, images, listing.labels, seed, test_fraction, classes=listing.classes)
 
 
 def _array_file(path: Path, text: str, stream: str, seed: int, test_fraction: float) -> ArrayData:
@@ -208,7 +204,7 @@ def _array_file(path: Path, text: str, stream: str, seed: int, test_fraction: fl
         (train, train_labels), (test, test_labels) = parts
     else:
         ((images, labels),) = parts
-        return randomly_split(text, images, labels, seed, test_fraction)
+        return random_split(text, images, labels, seed, test_fraction)
     return ArrayData(text, train, test, train_labels, test_labels)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pyrovae.data.dataset import MEMORY, ArrayData, random_split, split_indices
-from pyrovae.data.pixels import to_unit_float
+from pyrovae.data.dataset import MEMORY, ArrayData, random_split
+from pyrovae.data.pixels import check_float32_range, to_unit_float
 from pyrovae.errors import ConfigError, DataError
 
 #: What ``data=`` and ``test_data=`` accept.
@@ -57,28 +57,23 @@ def from_python(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, train_labels = to_points(data, "data")
-    rows: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if test_data is None:
-        rows = split_indices(train.shape[0], seed, val_fraction)
-        train, test, train_labels, test_labels = random_split(
-            train, train_labels, seed, val_fraction
-        )
-        if test.shape[0] == 0:
+        split = random_split(MEMORY, train, train_labels, seed, val_fraction)
+        if split.test.shape[0] == 0:
             raise DataError(
-                f"data holds {train.shape[0]} point(s): nothing is left to test on; "
+                f"data holds {split.train.shape[0]} point(s): nothing is left to test on; "
                 "pass more data, test_data=, or a larger val_fraction"
             )
-    else:
-        test, test_labels = to_points(test_data, "test_data")
-        if test.shape[1:] != train.shape[1:]:
-            raise DataError(
-                f"test_data points have shape {tuple(test.shape[1:])} but data points have "
-                f"{tuple(train.shape[1:])}; both must have one shape"
-            )
+        return split
+    test, test_labels = to_points(test_data, "test_data")
+    if test.shape[1:] != train.shape[1:]:
+        raise DataError(
+            f"test_data points have shape {tuple(test.shape[1:])} but data points have "
+            f"{tuple(train.shape[1:])}; both must have one shape"
+        )
     if test.dtype != train.dtype:  # uint8 pixels in one split, floats in the other
         train, test = to_unit_float(train), to_unit_float(test)
-    return ArrayData(MEMORY, train, test, train_labels, test_labels, train_rows=rows[0],
-                     test_rows=rows[1])  # fmt: skip
+    return ArrayData(MEMORY, train, test, train_labels, test_labels)
 
 
 def to_points(source: Any, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -211,13 +206,8 @@ def _checked(points: np.ndarray, what: str) -> torch.Tensor:
         # Checked in the source precision, so a huge float64 is reported as such, not as inf.
         if kind == "f":
             _check_finite(points, what)
-        with np.errstate(over="ignore"):  # reported below, in one line
-            points = points.astype(np.float32)
-        if kind == "f" and np.isinf(points).any():
-            raise DataError(
-                f"{what} has values beyond float32's range (largest magnitude "
-                f"{float(np.nanmax(np.abs(points))):.3g}); rescale the data"
-            )
+            check_float32_range(points, what)
+        points = points.astype(np.float32)
     return torch.from_numpy(points)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from pyrovae.data.dataset import source_row
@@ -189,6 +190,18 @@ def _check_values(
         raise DataError(
             f"{what} has {n_outside} values outside [0, 1] (min {lo:.4g}, max {hi:.4g}, "
             f"first at index {first_outside}{source_row(rows, first_outside)}); {fix}"
+        )
+
+
+def check_float32_range(values: np.ndarray, what: str) -> None:
+    """Refuse finite values (of a float64 or wider array) beyond float32's range, which
+    the float32 data would hold as inf: one line naming the largest, not "inf values".
+    inf and NaN themselves are judged where the data are checked for them."""
+    magnitudes = np.abs(values[np.isfinite(values)])
+    if magnitudes.size and float(magnitudes.max()) > float(np.finfo(np.float32).max):
+        raise DataError(
+            f"{what} has values beyond float32's range (largest magnitude "
+            f"{float(magnitudes.max()):.3g}); rescale the data"
         )
 
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyrovae.data.folders import ImageReader
-from pyrovae.data.pixels import check_for_likelihood, is_binary
+from pyrovae.data.pixels import check_float32_range, check_for_likelihood, is_binary
 from pyrovae.errors import DataError, describe_exception
 
 #: ``--stream auto`` streams data that would take more than this share of available memory.
@@ -204,13 +204,7 @@ class NpyRows(Dataset):
 
     def _check_float32_range(self, what: str, start: int) -> None:
         """Refuse finite float64 values beyond float32's range in the rows from ``start``."""
-        raw = np.abs(self._read(self.rows[start : start + CHECK_ROWS]).astype(np.float64))
-        finite = raw[np.isfinite(raw)]  # inf and NaN are judged where they are read
-        if finite.size and float(finite.max()) > float(np.finfo(np.float32).max):
-            raise DataError(
-                f"{what} has values beyond float32's range (largest magnitude "
-                f"{float(finite.max()):.3g}); rescale the data"
-            )
+        check_float32_range(self._read(self.rows[start : start + CHECK_ROWS]), what)
 
     def is_binary(self) -> bool:
         return all(
