@@ -79,6 +79,11 @@ def plot_ppc(idata: az.InferenceData) -> str:
     ax = fig.subplots()
     n_draws = idata["posterior_predictive"].sizes["draw"]
     options = {"var_names": ["mean_intensity"], "num_pp_samples": min(50, n_draws)}
+    if idata["observed_data"]["mean_intensity"].size < 2:
+        # One image: each replication is one value, which has no density (ArviZ warns
+        # "Your data appears to have a single value"); its distribution function has.
+        az.plot_ppc(idata, ax=ax, random_seed=0, kind="cumulative", **options)
+        return _ppc_labelled(ax)
     try:
         az.plot_ppc(idata, ax=ax, random_seed=0, **options)
     except ValueError:
@@ -86,9 +91,14 @@ def plot_ppc(idata: az.InferenceData) -> str:
         # no density estimate; empirical distribution functions have no such trouble.
         ax.clear()
         az.plot_ppc(idata, ax=ax, random_seed=0, kind="cumulative", **options)
+    return _ppc_labelled(ax)
+
+
+def _ppc_labelled(ax: Any) -> str:
+    """The PPC figure with its axes named, as PNG data."""
     ax.set_xlabel("per-image mean intensity")
     ax.set_ylabel("density" if ax.get_ylabel() == "" else ax.get_ylabel())
-    return figure_png(fig)
+    return figure_png(ax.figure)
 
 
 @in_style

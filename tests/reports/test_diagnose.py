@@ -467,3 +467,16 @@ def test_an_interrupted_diagnose_leaves_no_empty_folder(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         module.diagnose(linear_gaussian_vae(ppca), images, tmp_path / "new" / "report", n=6)
     assert not (tmp_path / "new").exists()
+
+
+def test_diagnose_of_one_image_draws_its_ppc_without_arviz_warnings(make_vae, tmp_path):
+    # One image: each replication is one value, which ArviZ's density estimate refused
+    # with "Your data appears to have a single value"; its distribution function is drawn.
+    vae = make_vae()
+    images = torch.bernoulli(torch.full((20, 1, 4, 4), 0.3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = diagnose(vae, images, tmp_path, n=1, draws=100, nuts=0, ppc_draws=10)
+    assert not [w for w in caught if "single value" in str(w.message)], caught
+    assert "data:image/png" in (tmp_path / REPORT_HTML).read_text()
+    assert result.n == 1
