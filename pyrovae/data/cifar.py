@@ -91,8 +91,11 @@ def _numpy_constructors() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        # Python 3 writing bytes under protocol 2 goes through _codecs.encode.
+        # Python 3 writing bytes under protocol 2 goes through _codecs.encode, and
+        # empty bytes (the buffer of an empty array) through bytes().
         ("_codecs", "encode"): codecs.encode,
+        ("__builtin__", "bytes"): bytes,
+        ("builtins", "bytes"): bytes,
     }
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
@@ -150,6 +153,8 @@ def _read_split(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, list[
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
                 and data.shape[1] == 3 * 32 * 32 and len(batch_labels) == len(data)):  # fmt: skip
             raise ValueError(f"{name} holds no uint8 array of rows of 3072 bytes with a label each")
+        if len(data) == 0:
+            raise ValueError(f"{name} holds 0 images")
         if not all(isinstance(label, (int, np.integer)) for label in batch_labels):
             raise ValueError(f"{name} has labels that are not whole numbers")
         rows.append(data)

@@ -277,3 +277,16 @@ def test_a_cifar10_pickle_of_the_wrong_things_is_one_line(tmp_path, record, prob
         load_dataset("cifar10", tmp_path, download=False)
     message = str(exc_info.value)
     assert "\n" not in message and "could not read CIFAR-10" in message and problem in message
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_a_cifar10_batch_of_0_images_says_so(tmp_path, protocol):
+    # Under protocol 2 the empty array's buffer is pickled as bytes(), which was
+    # refused as code that loading would run.
+    write_cifar(tmp_path)
+    with open(tmp_path / cifar.FOLDER / "test_batch", "wb") as handle:
+        empty = {"data": np.zeros((0, 3072), np.uint8), "labels": []}
+        pickle.dump(empty, handle, protocol=protocol)
+    with pytest.raises(DataError, match="test_batch holds 0 images") as exc_info:
+        load_dataset("cifar10", tmp_path, download=False)
+    assert "\n" not in str(exc_info.value)
