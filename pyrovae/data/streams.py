@@ -171,7 +171,8 @@ class NpyRows(Dataset):
             if bool(torch.isnan(values).any()):
                 raise DataError(
                     f"{what} (points from {start}) holds missing values (NaN), which a "
-                    "streamed file cannot train on: train with --stream no"
+                    "streamed file cannot hold: train on it with --stream no (a run streamed "
+                    "from it was trained without them, so the file has changed since)"
                 )
             check_for_likelihood(
                 values, f"{what} (points from {start})", unit_interval_for,

@@ -98,8 +98,10 @@ def test_streamed_values_get_the_checks_of_a_file_read_whole(tmp_path):
     gaps[:, 1, 1] = np.nan  # in every row: the training rows as the test rows
     np.save(tmp_path / "gaps.npy", gaps)
     config.data.dataset, config.data.binarize = str(tmp_path / "gaps.npy"), "dynamic"
-    with pytest.raises(DataError, match=r"missing values \(NaN\).*--stream no"):
+    with pytest.raises(DataError, match=r"missing values \(NaN\).*--stream no") as exc_info:
         prepare_data(config, torch.device("cpu"), binary=True)
+    # prepare_data also loads a trained run's data (evaluate, sample): there the file changed.
+    assert "the file has changed since" in str(exc_info.value)
 
 
 def test_bad_values_in_the_test_rows_alone_are_refused_not_wrapped(tmp_path):
