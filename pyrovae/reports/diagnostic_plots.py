@@ -79,11 +79,17 @@ def plot_ppc(idata: az.InferenceData) -> str:
     ax = fig.subplots()
     n_draws = idata["posterior_predictive"].sizes["draw"]
     options = {"var_names": ["mean_intensity"], "num_pp_samples": min(50, n_draws)}
-    if idata["observed_data"]["mean_intensity"].size < 2:
+    observed = np.asarray(idata["observed_data"]["mean_intensity"]).ravel()
+    if observed.size < 2:
         # One image: each replication is one value, which has no density (ArviZ warns
-        # "Your data appears to have a single value"); its distribution function has.
-        az.plot_ppc(idata, ax=ax, random_seed=0, kind="cumulative", **options)
-        return _ppc_labelled(ax)
+        # "Your data appears to have a single value") and draws no visible line. The
+        # replications pooled over draws are its posterior predictive distribution.
+        replicated = np.asarray(idata["posterior_predictive"]["mean_intensity"]).ravel()
+        ax.hist(replicated, bins="auto", density=True, color="C0", alpha=0.6,
+                label=f"replicated ({replicated.size} draws)")  # fmt: skip
+        ax.axvline(float(observed[0]), color="black", label="observed")
+        ax.legend(fontsize=8)
+        return _ppc_labelled(ax, "density")
     try:
         az.plot_ppc(idata, ax=ax, random_seed=0, **options)
     except ValueError:
@@ -91,13 +97,14 @@ def plot_ppc(idata: az.InferenceData) -> str:
         # no density estimate; empirical distribution functions have no such trouble.
         ax.clear()
         az.plot_ppc(idata, ax=ax, random_seed=0, kind="cumulative", **options)
-    return _ppc_labelled(ax)
+        return _ppc_labelled(ax, "share of images at or below")
+    return _ppc_labelled(ax, "density")
 
 
-def _ppc_labelled(ax: Any) -> str:
+def _ppc_labelled(ax: Any, ylabel: str) -> str:
     """The PPC figure with its axes named, as PNG data."""
     ax.set_xlabel("per-image mean intensity")
-    ax.set_ylabel("density" if ax.get_ylabel() == "" else ax.get_ylabel())
+    ax.set_ylabel(ylabel)
     return figure_png(ax.figure)
 
 

@@ -480,3 +480,23 @@ def test_diagnose_of_one_image_draws_its_ppc_without_arviz_warnings(make_vae, tm
     assert not [w for w in caught if "single value" in str(w.message)], caught
     assert "data:image/png" in (tmp_path / REPORT_HTML).read_text()
     assert result.n == 1
+
+
+def test_the_ppc_of_one_image_shows_its_observed_value_among_the_replications(monkeypatch):
+    from pyrovae.reports import diagnostic_plots
+
+    drawn = []
+    monkeypatch.setattr(diagnostic_plots, "figure_png", lambda fig: drawn.append(fig) or "png")
+    replicated = np.random.default_rng(0).uniform(0.2, 0.4, size=(1, 40, 1))
+    idata = az.from_dict(
+        posterior_predictive={"mean_intensity": replicated},
+        observed_data={"mean_intensity": np.array([0.3])},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diagnostic_plots.plot_ppc(idata)
+    assert not [w for w in caught if "single value" in str(w.message)]
+    (ax,) = drawn[0].axes
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == [0.3]  # the observed value
+    assert sum(patch.get_height() for patch in ax.patches) > 0  # the 40 replications
+    assert ax.get_ylabel() == "density"
