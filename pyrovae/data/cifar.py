@@ -94,13 +94,23 @@ def _numpy_constructors() -> dict[tuple[str, str], Any]:
         # Python 3 writing bytes under protocol 2 goes through _codecs.encode, and
         # empty bytes (the buffer of an empty array) through bytes().
         ("_codecs", "encode"): codecs.encode,
-        ("__builtin__", "bytes"): bytes,
-        ("builtins", "bytes"): bytes,
+        ("__builtin__", "bytes"): _empty_bytes,
+        ("builtins", "bytes"): _empty_bytes,
     }
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
     return allowed
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()`` as a pickle calls it for b"": with no argument, so that a pickle
+    cannot ask for ``bytes(N)``, N zero bytes of memory for a few bytes of file."""
+    if args:
+        raise pickle.UnpicklingError(
+            "it calls bytes() with arguments, which no array's buffer needs: refused"
+        )
+    return b""
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):

@@ -290,3 +290,13 @@ def test_a_cifar10_batch_of_0_images_says_so(tmp_path, protocol):
     with pytest.raises(DataError, match="test_batch holds 0 images") as exc_info:
         load_dataset("cifar10", tmp_path, download=False)
     assert "\n" not in str(exc_info.value)
+
+
+def test_a_cifar10_pickle_asking_for_gigabytes_of_bytes_is_one_line(tmp_path):
+    # bytes() is allowed for an empty array's buffer, bytes(N) (N zero bytes) is not.
+    write_cifar(tmp_path)
+    record = b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00@\x85R."  # bytes(2**30)
+    (tmp_path / cifar.FOLDER / "test_batch").write_bytes(record)
+    with pytest.raises(DataError, match="could not read CIFAR-10") as exc_info:
+        load_dataset("cifar10", tmp_path, download=False)
+    assert "\n" not in str(exc_info.value) and "bytes() with arguments" in str(exc_info.value)
