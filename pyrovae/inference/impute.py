@@ -125,6 +125,8 @@ def impute_batch(
         raise ConfigError(
             f"need at least 2 particles and 0 or more draws, got {particles}, {draws}"
         )
+    if not vae.likelihood.maskable:  # its mean and draws would ignore the observed values
+        raise ConfigError(f"cannot impute with this run: {vae.likelihood.unmaskable()}")
     observed = check_incomplete(x, "the input")
     # A binary likelihood scores observed intensities in [0, 1] by their cross-entropy, as
     # a soft observation, rather than refuse them as outside {0, 1}.

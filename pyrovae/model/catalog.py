@@ -11,7 +11,7 @@ from pyrovae.model.spec import KINDS, REGISTRIES
 #: The capability attributes worth showing, per kind (what operations ask for).
 CAPABILITIES: dict[str, tuple[str, ...]] = {
     "network": (),
-    "likelihood": ("binary", "discrete"),
+    "likelihood": ("binary", "discrete", "maskable"),
     "guide": ("scores_any_z", "temperable", "has_closed_form_mean"),
     "prior": ("temperable", "needs_posterior"),
 }

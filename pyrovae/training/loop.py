@@ -346,6 +346,9 @@ def load_data(
     config.model.data_shape = data.data_shape
     # NaN marks missing values: the model is built to leave them out (config.json records it).
     config.model.missing = config.model.missing or data_has_missing(data)
+    likelihood = component_class(config.model, "likelihood")
+    if config.model.missing and not likelihood.maskable:
+        raise ConfigError(f"{data.name} has missing values (NaN), but {likelihood.unmaskable()}")
     # Every option written out, and who provides each component: the run is rebuilt as trained.
     config.model = completed(config.model)
     return data

@@ -46,6 +46,9 @@ class Likelihood(nn.Module, Component):
     #: True when ``log_prob`` is the log of a probability mass, so -log p(x) is a code
     #: length; False for a density (bits/dim then needs 8-bit data to dequantize).
     discrete: ClassVar[bool] = False
+    #: True when log p(x|z) can leave out missing values (:meth:`masked`): False where a
+    #: value's probability reads other values, as in an autoregressive likelihood.
+    maskable: ClassVar[bool] = True
 
     def __init__(self, context: ModelContext, **options: object) -> None:
         super().__init__()
@@ -69,6 +72,8 @@ class Likelihood(nn.Module, Component):
         mask
             ``(..., *data_shape)`` booleans, broadcastable to ``px``'s elements.
         """
+        if not self.maskable:
+            raise ConfigError(self.unmaskable())
         if not isinstance(px, Independent):
             raise ConfigError(
                 f"{self.title()} returns a {type(px).__name__}, not a distribution independent "
@@ -76,3 +81,11 @@ class Likelihood(nn.Module, Component):
             )
         base: dist.TorchDistribution = px.base_dist  # type: ignore[assignment]
         return base.mask(mask).to_event(px.reinterpreted_batch_ndims)
+
+    @classmethod
+    def unmaskable(cls) -> str:
+        """The message of a likelihood that cannot leave missing values out."""
+        return (
+            f"{cls.title()} cannot leave missing values out: each value's probability "
+            "reads the values before it; use --likelihood bernoulli for incomplete data"
+        )

@@ -1,0 +1,161 @@
+"""The autoregressive Bernoulli likelihood against exact answers: its conditionals read
+only the pixels before them, it sums to 1 over every image, its draws follow its
+log_prob, and its mean is E[x|z] (all by enumeration of tiny images)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrovae.cli import main
+from pyrovae.errors import ConfigError
+from pyrovae.inference.impute import impute_batch
+from pyrovae.model.context import ModelContext
+from pyrovae.model.likelihoods.autoregressive import AutoregressiveBernoulliLikelihood, odd_kernel
+from pyrovae.model.likelihoods.bernoulli import BernoulliLikelihood
+from pyrovae.model.spec import model_config
+from pyrovae.model.vae import VAE
+
+NAME = AutoregressiveBernoulliLikelihood.name
+
+
+def _likelihood(shape, **options) -> AutoregressiveBernoulliLikelihood:
+    """The likelihood with every weight drawn at random (trained-looking, not zero)."""
+    likelihood = AutoregressiveBernoulliLikelihood(
+        ModelContext(data_shape=shape, n_latent=2),
+        **AutoregressiveBernoulliLikelihood.resolve_options(options),
+    )
+    with torch.no_grad():
+        for parameter in likelihood.parameters():
+            parameter.normal_()
+    return likelihood
+
+
+def _all_images(shape) -> torch.Tensor:
+    """Every binary image of ``shape``, ``(2**size, 1, *shape)``, in raster order of bits."""
+    size = int(np.prod(shape))
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=size))).view(-1, 1, *shape)
+
+
+@pytest.mark.parametrize("shape, kernel", [((1, 5, 6), 3), ((2, 4, 4), 5), ((3, 3, 5), 3)])
+def test_each_logit_reads_only_the_pixels_before_it(shape, kernel):
+    likelihood = _likelihood(shape, ar_kernel=kernel)
+    x = torch.bernoulli(torch.full((1, *shape), 0.5)).requires_grad_()
+    decoded = torch.randn(1, *shape)
+    logits = likelihood.logits(decoded, likelihood.context(x))
+    height, width = shape[1:]
+    for channel, row, col in itertools.product(*map(range, shape)):
+        (grad,) = torch.autograd.grad(logits[0, channel, row, col], x, retain_graph=True)
+        reads = grad[0].abs().sum(0) > 0  # (H, W): the pixels this logit depends on
+        position = torch.arange(height * width).view(height, width)
+        assert not reads[position >= row * width + col].any()
+    # ... and it does read some of them: the term is not zero.
+    (grad,) = torch.autograd.grad(logits[0, :, -1, -1].sum(), x)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4), (2, 2, 3)])
+def test_probabilities_of_all_images_sum_to_one(shape):
+    likelihood = _likelihood(shape, ar_channels=3, ar_kernel=3)
+    decoded = torch.randn(2, *shape)
+    log_p = likelihood(decoded).log_prob(_all_images(shape))  # (2**size, 2)
+    torch.testing.assert_close(log_p.exp().sum(0), torch.ones(2, dtype=log_p.dtype))
+
+
+def test_draws_follow_log_prob():
+    shape, n = (2, 1, 2), 40_000
+    likelihood = _likelihood(shape, ar_channels=4, ar_kernel=3)
+    px = likelihood(torch.randn(*shape))
+    p = px.log_prob(_all_images(shape).squeeze(1)).exp().detach()  # (16,)
+    draws = px.sample((n,))  # (n, *shape)
+    assert draws.shape == (n, *shape) and set(draws.unique().tolist()) <= {0.0, 1.0}
+    bits = 2 ** torch.arange(3, -1, -1, dtype=torch.float32)
+    counts = torch.bincount((draws.reshape(n, 4) @ bits).long(), minlength=16).float()
+    # Each frequency within 4.5 binomial standard errors (fixed seed: not flaky).
+    stderr = (p * (1 - p) / n).sqrt()
+    assert ((counts / n - p).abs() <= 4.5 * stderr + 1e-4).all()
+
+
+def test_mean_estimates_the_exact_expectation():
+    shape = (1, 2, 3)
+    likelihood = _likelihood(shape, ar_kernel=3, ar_mean_draws=4000)
+    px = likelihood(torch.randn(2, *shape))
+    images = _all_images(shape)  # (64, 1, *shape)
+    p = px.log_prob(images).exp().detach()  # (64, 2)
+    exact = (p[..., None, None, None] * images).sum(0)  # (2, *shape)
+    mean = px.mean
+    assert mean.shape == (2, *shape)
+    # 4000 draws: a standard error of at most 0.5 / sqrt(4000) = 0.008 per pixel.
+    torch.testing.assert_close(mean, exact, atol=0.035, rtol=0)
+    torch.testing.assert_close(px.variance, exact * (1 - exact), atol=0.035, rtol=0)
+
+
+def test_untrained_is_the_plain_bernoulli_decoder():
+    context = ModelContext(data_shape=(1, 4, 4), n_latent=2)
+    autoregressive = AutoregressiveBernoulliLikelihood(context)
+    decoded, x = torch.randn(3, 1, 4, 4), torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    expected = BernoulliLikelihood(context)(decoded).log_prob(x)
+    torch.testing.assert_close(autoregressive(decoded).log_prob(x), expected)
+
+
+def test_draws_of_z_share_one_pass_over_the_images():
+    shape = (1, 4, 4)
+    likelihood = _likelihood(shape)
+    decoded = torch.randn(5, 3, *shape)  # (K draws, batch, ...)
+    x = torch.bernoulli(torch.full((3, *shape), 0.5))
+    px = likelihood(decoded)
+    assert px.batch_shape == (5, 3) and px.event_shape == shape
+    one_by_one = torch.stack([likelihood(d).log_prob(x) for d in decoded])
+    torch.testing.assert_close(px.log_prob(x), one_by_one)
+    assert px.expand((2, 5, 3)).log_prob(x).shape == (2, 5, 3)
+
+
+def test_option_and_shape_errors():
+    assert odd_kernel("5") == 5
+    for bad in ("4", 1, "x"):
+        with pytest.raises(ValueError, match="odd whole number|whole number"):
+            odd_kernel(bad)
+    with pytest.raises(ConfigError, match=r"needs images .* shape \(12,\)"):
+        AutoregressiveBernoulliLikelihood(ModelContext(data_shape=(12,), n_latent=2))
+
+
+def test_missing_values_are_refused_with_a_reason():
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, likelihood=NAME))
+    x = torch.bernoulli(torch.full((2, 1, 4, 4), 0.5))
+    mask = torch.ones_like(x, dtype=torch.bool)
+    with pytest.raises(ConfigError, match="cannot leave missing values out"):
+        vae.log_px(x, torch.zeros(2, 2), mask)
+    x[0, 0, 0, 0] = torch.nan
+    with pytest.raises(ConfigError, match="cannot impute with this run: .*--likelihood bernoulli"):
+        impute_batch(vae, x)
+
+
+def test_training_on_data_with_nan_fails_before_the_run_exists(tmp_path):
+    x = np.random.default_rng(0).random((40, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run"
+    args = ["train", "--likelihood", NAME, "--dataset", str(tmp_path / "x.npy"), "--epochs", "1"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code != 0
+    assert "has missing values (NaN), but likelihood 'autoregressive-bernoulli'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not out.exists()
+
+
+def test_train_sample_and_evaluate_from_the_command_line(tmp_path):
+    runner, run = CliRunner(), str(tmp_path / "run")
+    result = runner.invoke(main, ["train", "--likelihood", NAME, "--ar-channels", "4",
+                                  "--epochs", "1", "--no-progress", "--out", run])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["sample", "--run", run, "-n", "4", "--out",
+                                  str(tmp_path / "s.png")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.png").stat().st_size > 0
+    result = runner.invoke(main, ["evaluate", "--run", run, "-k", "20", "--metrics", "logpx,elbo"])
+    assert result.exit_code == 0, result.output
+    assert "log p(x) (IS, K=20)" in result.output
