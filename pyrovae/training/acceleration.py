@@ -139,21 +139,30 @@ def release(vae: nn.Module, precision: MixedPrecision | None) -> None:
     run their own ``forward`` in float32 again (a copy or pickle of it then works)."""
     if precision is not None:
         precision.remove()
-    for module in networks(vae):
+    for module in compiled_modules(vae):
         module.__dict__.pop("forward", None)
+
+
+def compiled_modules(vae: nn.Module) -> list[nn.Module]:
+    """What ``--compile`` compiles: :func:`networks`, and the parts of the likelihood that
+    ask for it (:meth:`~pyrovae.model.likelihoods.base.Likelihood.compiled_parts`)."""
+    likelihood = getattr(vae, "likelihood", None)
+    parts = likelihood.compiled_parts() if likelihood is not None else []
+    return networks(vae) + list(parts)
 
 
 def compile_networks(
     vae: nn.Module, backend: str = "inductor", mode: str | None = None
 ) -> list[nn.Module]:
-    """Compile the ``forward`` of each of :func:`networks` with ``torch.compile``, in
-    place (names and checkpoints unchanged); returns the modules compiled.
+    """Compile the ``forward`` of each of :func:`compiled_modules` (the networks, and the
+    likelihood's parts that ask for it) with ``torch.compile``, in place (names and
+    checkpoints unchanged); returns the modules compiled.
 
     ``mode`` is ``torch.compile``'s: ``"reduce-overhead"`` replays each network's
     kernels as a CUDA graph on a GPU (``benchmarks/train_throughput.py
     --compile-mode`` measures it); ``None`` is its default."""
     _quiet_cuda_home_notice()
-    compiled = networks(vae)
+    compiled = compiled_modules(vae)
     for module in compiled:
         # An instance attribute: nn.Module.__call__ runs it, hooks included, and
         # state_dict() keeps the module's own parameter names.

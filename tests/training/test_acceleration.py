@@ -145,6 +145,30 @@ def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
         torch.testing.assert_close(twin.state_dict()[name], value)
 
 
+def test_compile_fuses_the_autoregressive_likelihoods_hidden_units_too(make_vae):
+    from pyrovae.training.acceleration import release
+
+    torch.manual_seed(0)
+    base = make_vae(hidden=32, likelihood="autoregressive-bernoulli")
+    with torch.no_grad():  # a term that is not zero, as after training
+        for parameter in (base.likelihood.u, base.likelihood.w):
+            parameter.normal_()
+    twin = copy.deepcopy(base)
+    names = list(twin.state_dict())
+    compiled = compile_networks(twin, backend="eager")
+    assert compiled == [*networks(twin), twin.likelihood.hidden_units]
+    assert list(twin.state_dict()) == names  # checkpoints load into either
+    x = torch.rand(32, 1, 4, 4).bernoulli()
+    results = []
+    for vae in (base, twin):
+        step = _step(vae)
+        torch.manual_seed(1)
+        results.append([step(x).item() for _ in range(3)])
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    release(twin, None)
+    assert all("forward" not in module.__dict__ for module in compiled)
+
+
 def test_the_compile_mode_reaches_torch_compile(make_vae, monkeypatch):
     from pyrovae.training import acceleration
 

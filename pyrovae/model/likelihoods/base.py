@@ -58,6 +58,11 @@ class Likelihood(nn.Module, Component):
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
+    def compiled_parts(self) -> list[nn.Module]:
+        """Modules of this likelihood that ``train --compile`` compiles besides the networks:
+        element-wise work that ``torch.compile`` fuses (none by default)."""
+        return []
+
     def masked(self, px: dist.TorchDistribution, mask: torch.Tensor) -> dist.TorchDistribution:
         """``px`` (from :meth:`forward`) scoring only the values where ``mask`` is True.
 
