@@ -395,7 +395,8 @@ RESUME_OPTIONS = {"resume", "epochs", "device", "lr", "particles", "progress", "
     default=TrainConfig.compile,
     show_default=True,
     help="Compile the encoder's and decoder's forward with torch.compile (checkpoints are "
-    "unchanged). The first steps pay the compilation. Meant for GPUs; slower on a CPU.",
+    "unchanged), and what the likelihood asks for. The first steps pay the compilation. "
+    "Meant for GPUs; slower on a CPU, except for --likelihood autoregressive-bernoulli.",
 )
 @verbosity_options
 @click.pass_context
