@@ -277,8 +277,9 @@ class TrainConfig:
 
     Speed: ``precision`` ``bf16`` runs the encoder and decoder under bf16
     autocast in the training steps (the ELBO, weights and optimizer stay
-    float32); ``compile`` compiles their ``forward`` with ``torch.compile``
-    (:mod:`pyrovae.training.acceleration`). Both are for GPUs. ``threads`` is
+    float32); ``compile`` compiles their ``forward`` with ``torch.compile``, and the
+    parts the likelihood asks for (:mod:`pyrovae.training.acceleration`). Both are
+    for GPUs (``compile`` also for the autoregressive likelihood on a CPU). ``threads`` is
     how many CPU threads torch's operators run on (``--threads``; ``None``:
     unchanged, torch's choice or ``OMP_NUM_THREADS``); recorded so that a
     resumed run keeps it (in one process: under torchrun each process keeps

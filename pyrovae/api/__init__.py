@@ -377,6 +377,11 @@ class Run:
         # A file may have changed since training; points from Python are new to the run.
         check_in_support(self.vae, prepared, self.config)
         if not self.vae.missing and data_has_missing(prepared):
+            likelihood = self.vae.likelihood
+            if not likelihood.maskable:  # neither impute nor a run on these data would take them
+                raise DataError(
+                    f"the data hold missing values (NaN), but {likelihood.unmaskable()}"
+                )
             fill = (
                 "fill them with `pyrovae impute` first, or "
                 if self.config.model.kind == "vae"

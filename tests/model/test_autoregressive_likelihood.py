@@ -11,8 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import pyrovae
 from pyrovae.cli import main
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, DataError
 from pyrovae.inference.impute import impute_batch
 from pyrovae.model.context import ModelContext
 from pyrovae.model.likelihoods.autoregressive import AutoregressiveBernoulliLikelihood, odd_kernel
@@ -80,18 +81,58 @@ def test_draws_follow_log_prob():
     assert ((counts / n - p).abs() <= 4.5 * stderr + 1e-4).all()
 
 
-def test_mean_estimates_the_exact_expectation():
+def test_mean_and_variance_estimate_the_exact_moments():
     shape = (1, 2, 3)
     likelihood = _likelihood(shape, ar_kernel=3, ar_mean_draws=4000)
-    px = likelihood(torch.randn(2, *shape))
+    # Two images far apart, so that a mean paired with the wrong image fails.
+    decoded = torch.randn(2, *shape) + torch.tensor([-3.0, 3.0]).view(2, 1, 1, 1)
+    px = likelihood(decoded)
     images = _all_images(shape)  # (64, 1, *shape)
     p = px.log_prob(images).exp().detach()  # (64, 2)
     exact = (p[..., None, None, None] * images).sum(0)  # (2, *shape)
+    assert (exact[1] - exact[0]).abs().max() > 0.3
     mean = px.mean
     assert mean.shape == (2, *shape)
     # 4000 draws: a standard error of at most 0.5 / sqrt(4000) = 0.008 per pixel.
     torch.testing.assert_close(mean, exact, atol=0.035, rtol=0)
     torch.testing.assert_close(px.variance, exact * (1 - exact), atol=0.035, rtol=0)
+
+
+def test_the_variance_is_unbiased_from_two_draws():
+    # Over many copies of one image, the two-draw estimate averages to the exact
+    # variance; m(1 - m) of the two-draw mean would be low by that mean's variance.
+    shape, n = (1, 2, 2), 40_000
+    likelihood = _likelihood(shape, ar_kernel=3, ar_mean_draws=2)
+    decoded = torch.randn(*shape)
+    images = _all_images(shape).squeeze(1)
+    p = likelihood(decoded).log_prob(images).exp().detach()
+    exact = (p[:, None, None, None] * images).sum(0)
+    estimates = likelihood(decoded.expand(n, *shape)).variance  # (n, *shape)
+    stderr = estimates.std(0) / n**0.5
+    assert ((estimates.mean(0) - exact * (1 - exact)).abs() <= 4.5 * stderr + 1e-4).all()
+
+
+def test_the_mean_averages_probabilities_not_drawn_pixels():
+    # Rao-Blackwellized: one draw's mean is its conditional probabilities, not 0s and 1s.
+    likelihood = _likelihood((1, 3, 3), ar_kernel=3, ar_mean_draws=1)
+    px = likelihood(torch.randn(4, 1, 3, 3))
+    mean = px.mean
+    assert ((mean > 0.01) & (mean < 0.99)).float().mean() > 0.5
+    torch.testing.assert_close(px.variance.shape, mean.shape)
+
+
+def test_each_element_of_a_batch_is_drawn_from_its_own_decoder_output():
+    shape = (2, 3, 3)
+    likelihood = AutoregressiveBernoulliLikelihood(ModelContext(data_shape=shape, n_latent=2))
+    # Untrained (u = w = 0): pixels are Bernoulli(sigmoid(decoded)); at +-30, certain.
+    sign = torch.randint(0, 2, (4, 5, *shape)).float() * 2 - 1
+    px = likelihood(30 * sign)
+    draws = px.sample((3,))
+    assert draws.shape == (3, 4, 5, *shape)
+    torch.testing.assert_close(draws, (sign > 0).float().expand_as(draws))
+    expanded = px.expand((2, 4, 5)).sample()
+    torch.testing.assert_close(expanded, (sign > 0).float().expand_as(expanded))
+    torch.testing.assert_close(px.mean, (sign > 0).float(), atol=1e-6, rtol=0)
 
 
 def test_untrained_is_the_plain_bernoulli_decoder():
@@ -102,7 +143,7 @@ def test_untrained_is_the_plain_bernoulli_decoder():
     torch.testing.assert_close(autoregressive(decoded).log_prob(x), expected)
 
 
-def test_draws_of_z_share_one_pass_over_the_images():
+def test_log_prob_broadcasts_draws_of_z_against_the_images():
     shape = (1, 4, 4)
     likelihood = _likelihood(shape)
     decoded = torch.randn(5, 3, *shape)  # (K draws, batch, ...)
@@ -132,6 +173,18 @@ def test_missing_values_are_refused_with_a_reason():
     x[0, 0, 0, 0] = torch.nan
     with pytest.raises(ConfigError, match="cannot impute with this run: .*--likelihood bernoulli"):
         impute_batch(vae, x)
+
+
+def test_scoring_data_with_nan_names_the_likelihood_not_impute(tmp_path):
+    run = tmp_path / "run"
+    args = ["--ar-channels", "2", "--epochs", "1", "--no-progress", "--out", str(run)]
+    result = CliRunner().invoke(main, ["train", "--likelihood", NAME, *args])
+    assert result.exit_code == 0, result.output
+    x = np.random.default_rng(0).random((3, 1, 8, 8))
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="cannot leave missing values out") as error:
+        pyrovae.evaluate_run(run, data=x, k=2, metrics="logpx")
+    assert "impute" not in str(error.value)
 
 
 def test_training_on_data_with_nan_fails_before_the_run_exists(tmp_path):

@@ -165,6 +165,7 @@ def test_compile_fuses_the_autoregressive_likelihoods_hidden_units_too(make_vae)
         torch.manual_seed(1)
         results.append([step(x).item() for _ in range(3)])
     assert results[0] == pytest.approx(results[1], rel=1e-6)
+    assert "forward" in twin.likelihood.hidden_units.__dict__  # compiled, in place
     release(twin, None)
     assert all("forward" not in module.__dict__ for module in compiled)
 

@@ -135,6 +135,13 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
     def forward(self, decoded: torch.Tensor) -> dist.TorchDistribution:
         return AutoregressiveBernoulli(decoded, self)
 
+    @classmethod
+    def unmaskable(cls) -> str:
+        return (
+            f"{cls.title()} cannot leave missing values out: each pixel's probability "
+            "reads the pixels before it; use --likelihood bernoulli for incomplete data"
+        )
+
     def masked_weight(self) -> torch.Tensor:
         return self.conv.weight * self.mask
 
@@ -223,18 +230,31 @@ class AutoregressiveBernoulli(dist.TorchDistribution):
         decoded = self.decoded.expand(shape).reshape(-1, *self.event_shape)
         return self.likelihood.draw(decoded)[0].reshape(shape)
 
+    def _probabilities(self) -> torch.Tensor:
+        """p(x_i = 1 | x_<i, z) along ``ar_mean_draws`` sequential draws of x:
+        ``(draws, *batch, C, H, W)``; each is an unbiased estimate of E[x|z]."""
+        draws = self.likelihood.mean_draws
+        decoded = self.decoded.reshape(-1, *self.event_shape)
+        repeated = decoded.repeat(draws, 1, 1, 1)  # (draws * N, C, H, W), image n at n + k N
+        probs = self.likelihood.draw(repeated)[1]
+        return probs.reshape(draws, *self.decoded.shape)
+
     @property
     def mean(self) -> torch.Tensor:
         """E[x|z], estimated without bias: p(x_i = 1 | x_<i, z) averaged over
-        ``ar_mean_draws`` sequential draws of x (Rao-Blackwellized)."""
-        draws = self.likelihood.mean_draws
-        decoded = self.decoded.reshape(-1, *self.event_shape)
-        repeated = decoded.repeat(draws, 1, 1, 1)  # (draws * N, C, H, W)
-        probs = self.likelihood.draw(repeated)[1].reshape(draws, *decoded.shape)
-        return probs.mean(0).reshape(self.decoded.shape)
+        ``ar_mean_draws`` sequential draws of x (Rao-Blackwellized: the conditional
+        probabilities, not the drawn pixels, are averaged)."""
+        return self._probabilities().mean(0)
 
     @property
     def variance(self) -> torch.Tensor:
-        """Var[x_i | z] = E[x_i](1 - E[x_i]) for binary x_i, from :attr:`mean`."""
-        mean = self.mean
-        return mean * (1 - mean)
+        """Var[x_i | z] = m(1 - m) for binary x_i with m = E[x_i], estimated without bias:
+        m and m² from the means a and b of two independent halves of the
+        ``ar_mean_draws`` draws, as (a + b) / 2 and ab (m(1 - m) of one estimate
+        would be low by its variance). With one draw, that one's p(1 - p)."""
+        probs = self._probabilities()
+        if probs.shape[0] < 2:
+            return probs[0] * (1 - probs[0])
+        half = probs.shape[0] // 2  # an odd last draw is left out: (a + b) / 2 - ab >= 0
+        first, second = probs[:half].mean(0), probs[half : 2 * half].mean(0)
+        return (first + second) / 2 - first * second

@@ -89,8 +89,8 @@ class Likelihood(nn.Module, Component):
 
     @classmethod
     def unmaskable(cls) -> str:
-        """The message of a likelihood that cannot leave missing values out."""
+        """Why a likelihood that declares ``maskable`` False refuses missing values, in words."""
         return (
-            f"{cls.title()} cannot leave missing values out: each value's probability "
-            "reads the values before it; use --likelihood bernoulli for incomplete data"
+            f"{cls.title()} cannot leave missing values out; for incomplete data use a "
+            "likelihood that can (pyrovae components lists them as maskable)"
         )
