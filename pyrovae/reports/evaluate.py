@@ -45,6 +45,7 @@ __all__ = [
     "EvaluationResult",
     "default_k",
     "evaluate",
+    "negative_kl_warnings",
     "parse_memory_budget",
     "parse_metrics",
 ]
@@ -521,6 +522,31 @@ def _add_surgery(result: EvaluationResult, inputs: _Inputs) -> None:
             f"log {m} = {math.log(m):.2f} there, so over all the images it may be larger, and "
             "the marginal KL smaller"
         )
+    result.warnings += negative_kl_warnings(result.surgery)
+
+
+def negative_kl_warnings(s: SurgeryResult) -> list[str]:
+    """What to make of a marginal KL estimated below zero, where no KL can be.
+
+    KL(q(z) || p(z)) is the average KL less the estimate of I(x; z), so when the
+    aggregate posterior is close to the prior its Monte Carlo error can take it
+    below 0: within two standard errors that is a KL of about 0, further down a
+    sign that the standard error understates the error (heavy-tailed densities).
+    """
+    if not s.marginal_kl < 0:
+        return []
+    figure = f"{s.marginal_kl:.3f} ± {s.marginal_kl_mc_stderr:.3f} (MC)"
+    if s.marginal_kl >= -2 * s.marginal_kl_mc_stderr:
+        return [
+            f"KL(q(z) || p(z)) is estimated at {figure}, below 0 within its Monte Carlo "
+            "error: read it as about 0 (the aggregate posterior is as close to the prior as "
+            "these draws can tell)"
+        ]
+    return [
+        f"KL(q(z) || p(z)) is estimated at {figure}, more than 2 standard errors below 0, "
+        "where no KL can be: its Monte Carlo error is larger than estimated (heavy-tailed "
+        "densities), so the split of the average KL is not to be trusted"
+    ]
 
 
 def _add_gaps(result: EvaluationResult, inputs: _Inputs) -> None:

@@ -17,13 +17,13 @@ from torch.distributions import kl_divergence
 from pyrovae.inference.gaps import inference_gaps
 from pyrovae.inference.importance import importance_batch, importance_log_marginal
 from pyrovae.inference.latent import ACTIVE_UNIT_THRESHOLD
-from pyrovae.inference.surgery import elbo_surgery
+from pyrovae.inference.surgery import SurgeryResult, elbo_surgery
 from pyrovae.model.guides.base import GUIDES
 from pyrovae.model.ppca import PPCA, linear_gaussian_vae
 from pyrovae.model.priors.base import PRIORS
 from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
-from pyrovae.reports.evaluate import EvaluationResult, evaluate
+from pyrovae.reports.evaluate import EvaluationResult, evaluate, negative_kl_warnings
 
 
 def ppca_with_marginal_guide(n_dims: int = 12, n_latent: int = 2, n: int = 16, widen: float = 1.0):
@@ -481,6 +481,56 @@ def test_surgery_on_part_of_the_images_says_what_its_figures_cover(make_vae):
     assert "warning: ELBO surgery took 10" in result.format_table()
     whole = evaluate(vae, images, k=2, metrics="surgery")
     assert not any("ELBO surgery took" in w for w in whole.warnings)
+
+
+def _surgery(marginal_kl: float, stderr: float) -> SurgeryResult:
+    return SurgeryResult(
+        average_kl=1.0,
+        average_kl_mc_stderr=0.0,
+        marginal_kl=marginal_kl,
+        marginal_kl_mc_stderr=stderr,
+        mutual_information=1.0 - marginal_kl,
+        mutual_information_mc_stderr=stderr,
+        mutual_information_bound=math.log(100),
+        points=100,
+        draws=1000,
+        kl_analytic=True,
+    )
+
+
+def test_a_marginal_kl_below_zero_is_explained_by_its_error_or_flagged():
+    assert negative_kl_warnings(_surgery(0.02, 0.01)) == []
+    assert negative_kl_warnings(_surgery(0.0, 0.0)) == []
+    (within,) = negative_kl_warnings(_surgery(-0.015, 0.01))
+    assert "-0.015 ± 0.010 (MC)" in within and "read it as about 0" in within
+    (beyond,) = negative_kl_warnings(_surgery(-0.5, 0.1))
+    assert "more than 2 standard errors below 0" in beyond and "not to be trusted" in beyond
+
+
+def test_evaluate_warns_of_a_negative_marginal_kl(make_vae):
+    # q(z|x) nearly p(z) for every x: the true marginal KL is about 1e-7, the estimate
+    # differs from it by its Monte Carlo error, so some seeds put it below 0.
+    vae = make_vae()
+    head = vae.guide_net
+    with torch.no_grad():
+        for layer in (head.loc, head.raw_scale):
+            layer.weight.mul_(1e-4)
+            layer.bias.zero_()
+        head.raw_scale.bias.fill_(math.log(math.expm1(1.0 - head.min_scale)))
+    images = _binary_images(30)
+    seen = {True: 0, False: 0}
+    for seed in range(8):
+        torch.manual_seed(seed)
+        result = evaluate(vae, images, k=2, metrics="surgery", surgery_draws=60)
+        assert result.surgery is not None
+        negative = result.surgery.marginal_kl < 0
+        seen[negative] += 1
+        warned = [w for w in result.warnings if w.startswith("KL(q(z) || p(z)) is estimated")]
+        assert len(warned) == int(negative)
+        if negative:
+            assert "read it as about 0" in warned[0]
+            assert f"warning: {warned[0]}" in result.format_table()
+    assert seen[True] and seen[False]
 
 
 def _near_orthogonal_ppca(n_dims: int = 12, n_latent: int = 3) -> PPCA:
