@@ -386,12 +386,14 @@ class TrainStep:
         kl: torch.Tensor | None = None
         if type(objective) is TraceMeanField_ELBO:
             try:
-                kl = kl_divergence(qz, pz).sum() * particles
+                kl = kl_divergence(qz, pz).sum()
+                kl = kl if particles == 1 else kl * particles
             except NotImplementedError:
                 kl = None
         if kl is None:
             kl = (qz.log_prob(z) - pz.log_prob(z)).sum()
-        return -(log_px.sum() - (kl if beta == 1.0 else beta * kl)) / particles, features
+        loss = kl - log_px.sum() if beta == 1.0 else beta * kl - log_px.sum()
+        return (loss if particles == 1 else loss / particles), features
 
     def _direct_matches_pyro(
         self, x: torch.Tensor, beta: float, x_in: torch.Tensor | None = None

@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
 from pyrovae.components import Option
 from pyrovae.model.context import ModelContext
+from pyrovae.model.distributions import FlowDistribution, Reverse
 from pyrovae.model.flows import FLOW_HIDDEN, FLOWS
 from pyrovae.model.guides.normal import DiagonalNormalGuide
 
@@ -78,9 +78,9 @@ class FlowGuide(DiagonalNormalGuide):
         transforms: list[Any] = []
         for i, layer in enumerate(self.layers):
             if self.permute_between_layers and i > 0:
-                transforms.append(T.Permute(self.reverse))
+                transforms.append(Reverse(self.reverse))
             if isinstance(layer, ConditionalTransformModule):
                 transforms.append(layer.condition(context))
             else:  # an unconditioned layer: the same transform for every x
                 transforms.append(layer)
-        return dist.TransformedDistribution(base, transforms)
+        return FlowDistribution(base, transforms)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.model.context import ModelContext
+from pyrovae.model.distributions import ReparameterizedNormal
 from pyrovae.model.guides.base import Guide, tempered_gaussian
 
 
@@ -35,7 +36,7 @@ class DiagonalNormalGuide(Guide):
         """Normal(mu(h), sigma(h)), event ``(n_latent,)``."""
         z_loc = self.loc(h)  # (batch, n_latent)
         z_scale = F.softplus(self.raw_scale(h)) + self.min_scale  # (batch, n_latent)
-        return dist.Normal(z_loc, z_scale).to_event(1)
+        return ReparameterizedNormal(z_loc, z_scale).to_event(1)
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         return self.gaussian(h)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pyrovae.model.context import ModelContext
+from pyrovae.model.distributions import FlowDistribution, Reverse, StandardNormal
 from pyrovae.model.flows import FLOW_HIDDEN, FLOWS, check_made_widths, made
 from pyrovae.model.priors.base import Prior
 
@@ -55,13 +56,17 @@ class FlowPrior(Prior):
         self.register_buffer("reverse", torch.arange(n_latent - 1, -1, -1))
 
     def _flow(self, temperature: float = 1.0) -> dist.TorchDistribution:
-        base = dist.Normal(self.loc, temperature * self.scale).to_event(1)
+        base = (
+            StandardNormal(self.loc, self.scale)
+            if temperature == 1.0
+            else dist.Normal(self.loc, temperature * self.scale)
+        ).to_event(1)
         transforms: list[T.Transform] = []
         for i, layer in enumerate(self.layers):
             if i > 0:
-                transforms.append(T.Permute(self.reverse))
+                transforms.append(Reverse(self.reverse))
             transforms.append(cast(T.AffineAutoregressive, layer).inv)
-        return dist.TransformedDistribution(base, transforms)
+        return FlowDistribution(base, transforms)
 
     def forward(self) -> dist.TorchDistribution:
         return self._flow()

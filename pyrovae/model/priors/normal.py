@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import torch
 
 from pyrovae.model.context import ModelContext
+from pyrovae.model.distributions import StandardNormal
 from pyrovae.model.priors.base import Prior
 
 
@@ -23,7 +24,7 @@ class StandardNormalPrior(Prior):
         self.register_buffer("scale", torch.ones(self.n_latent))
 
     def forward(self) -> dist.TorchDistribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return StandardNormal(self.loc, self.scale).to_event(1)
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         return dist.Normal(self.loc, temperature * self.scale).to_event(1).sample((n,))
