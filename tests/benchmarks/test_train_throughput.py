@@ -77,3 +77,36 @@ def test_data_dir_reaches_both_sides_and_the_memory_runs(
     assert len(children) == 2  # pyrovae's and the plain loop's
     for command in children:
         assert command[command.index("--data-dir") + 1] == str(tmp_path / "fmnist")
+
+
+def test_operation_counts_leave_out_the_optimizers_update():
+    torch.manual_seed(0)
+    config = train_throughput._config("mlp", 16, "cpu", "iaf")
+    config.model.data_shape = (1, 28, 28)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    plain = train_throughput.PlainSide(config, images)
+    one_by_one = train_throughput.operations_per_step(plain)  # torch's Adam, tensor by tensor
+    plain.optimizer = torch.optim.Adam(plain.model.parameters(), lr=1e-3, fused=True)
+    assert train_throughput.operations_per_step(plain) == one_by_one
+    assert "step" not in vars(plain.optimizer)  # the update is the class's again
+    pyrovae = train_throughput.PyrovaeSide(config, images)
+    counted = train_throughput.operations_per_step(pyrovae)
+    # The loss and its gradient: a forward and a backward pass of every layer.
+    assert 100 < counted < 400 and 100 < one_by_one < 400
+
+
+def test_kernels_prints_a_row_of_counts(tmp_path, monkeypatch, capsys, write_idx_set):
+    from pyrovae.data import idx
+
+    monkeypatch.setattr(idx, "_SYSTEM_DIRS", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "_download_idx_set", None)
+    write_idx_set(tmp_path / "fmnist", gz=True, n_train=64, n_test=8)
+    monkeypatch.setattr(train_throughput, "DATA", dict(train_throughput.DATA))
+    train_throughput.main(["--kernels", "--data-dir", str(tmp_path / "fmnist"), "--device", "cpu",
+                           "--arch", "mlp", "--batch-size", "16"])  # fmt: skip
+    row = capsys.readouterr().out.splitlines()[-1]
+    cells = [cell.strip(" *") for cell in row.strip("|").split("|")]
+    assert cells[:4] == ["cpu", "mlp", "normal", "16"], row
+    pyrovae, plain, ratio = int(cells[4]), int(cells[5]), float(cells[6])
+    assert ratio == pytest.approx(plain / pyrovae, abs=0.005)
