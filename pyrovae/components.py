@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,10 +122,16 @@ def choice_or_positive_float(*names: str) -> Parser:
 
 
 def _whole(value: Any) -> int:
+    """An int from an integer (numpy's too), a float with no fraction (``5.0`` from
+    Python) or text of an integer."""
     if isinstance(value, bool):
         raise ValueError(f"must be a whole number, got {value!r}")
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
     if isinstance(value, str):
         try:
             return int(value.strip())
@@ -172,6 +179,10 @@ class Option:
         into the option's value; raises ``ValueError`` with the reason.
     metavar
         How ``--help`` shows the value (default: from the parser).
+    sizes_model
+        Whether a larger value makes the model larger (more parameters), for the
+        message that names what to lower when it does not fit in memory; ``None``:
+        a count or a list of sizes does.
     """
 
     name: str
@@ -179,6 +190,7 @@ class Option:
     help: str
     parse: Parser = str
     metavar: str | None = None
+    sizes_model: bool | None = None
 
     @property
     def flag(self) -> str:

@@ -85,6 +85,12 @@ def test_a_registered_component_is_listed_offered_and_checked(laplacian: None) -
         model_config(prior="normal", spread=3)
 
 
+def test_the_listing_keeps_a_long_name_apart_from_its_summary() -> None:
+    listing = CliRunner().invoke(main, ["components"]).output
+    assert "  autoregressive-bernoulli Binary pixels" in listing
+    assert "  bernoulli             Binary pixels" in listing  # short names stay aligned
+
+
 def test_registering_twice_or_without_a_name_is_refused(laplacian: None) -> None:
     class Other(_Laplacian):
         pass
@@ -140,3 +146,13 @@ def test_a_summary_is_the_docstrings_first_paragraph_on_one_line():
         """The ``mlp`` network's layers, ``x`` and ``y``."""
 
     assert Literal.summary() == "The `mlp` network's layers, `x` and `y`."
+
+
+def test_whole_number_options_take_numpy_integers_and_floats_without_a_fraction() -> None:
+    import numpy as np
+
+    assert positive_int(np.int64(3)) == 3 and type(positive_int(np.int64(3))) is int
+    assert positive_int(3.0) == 3 and positive_int("7") == 7
+    for bad in (3.5, float("nan"), float("inf"), True, "3.0", 0):
+        with pytest.raises(ValueError, match="whole number"):
+            positive_int(bad)

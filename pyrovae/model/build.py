@@ -86,13 +86,16 @@ def check_fits_in_memory(config: ModelConfig, device: torch.device) -> None:
 
 def size_flags(config: ModelConfig) -> str:
     """The options that size the model, as flags: every count or list of sizes its
-    components declare (``--hidden``, ``--channels-base``, ``--prior-components``, ...)
-    and ``--latent-dim``, for a message saying what to lower."""
+    components declare (``--hidden``, ``--channels-base``, ``--prior-components``,
+    ``--ar-channels``, ...; an option's ``sizes_model`` says otherwise) and
+    ``--latent-dim``, for a message saying what to lower."""
     classes = resolve(config).classes
     flags = []
-    for kind in ("network", "guide", "prior"):
+    for kind in ("network", "likelihood", "guide", "prior"):
         for option in getattr(classes[kind], "options", ()):
-            sized = isinstance(option.default, tuple) or type(option.default) is int
+            sized = option.sizes_model
+            if sized is None:  # undeclared: a count or a list of sizes
+                sized = isinstance(option.default, tuple) or type(option.default) is int
             flag = "--" + option.name.replace("_", "-")
             if sized and flag not in flags:
                 flags.append(flag)

@@ -39,7 +39,7 @@ def catalog_text(only: str | None = None) -> str:
             if only is not None and provider != only:
                 continue
             source = "" if provider == "pyrovae" else f"  (from {provider})"
-            lines.append(f"  {cls.name:<22}{cls.summary()}{source}")
+            lines.append(f"  {cls.name:<21} {cls.summary()}{source}")  # a long name too
             for option in cls.options:
                 lines.append(
                     f"      {option.flag} {option.shown_as} (default {_default(option.default)}):"

@@ -16,7 +16,12 @@ from pyrovae.cli import main
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.inference.impute import impute_batch
 from pyrovae.model.context import ModelContext
-from pyrovae.model.likelihoods.autoregressive import AutoregressiveBernoulliLikelihood, odd_kernel
+from pyrovae.model.likelihoods.autoregressive import (
+    MAX_MEAN_DRAWS,
+    AutoregressiveBernoulliLikelihood,
+    mean_draws,
+    odd_kernel,
+)
 from pyrovae.model.likelihoods.bernoulli import BernoulliLikelihood
 from pyrovae.model.spec import model_config
 from pyrovae.model.vae import VAE
@@ -99,15 +104,20 @@ def test_mean_and_variance_estimate_the_exact_moments():
 
 
 def test_the_variance_is_unbiased_from_two_draws():
-    # Over many copies of one image, the two-draw estimate averages to the exact
+    # Over many estimates for one image, the two-draw estimate averages to the exact
     # variance; m(1 - m) of the two-draw mean would be low by that mean's variance.
-    shape, n = (1, 2, 2), 40_000
+    # The estimates come from separate calls: the images of one call share their
+    # random numbers (common random numbers), so copies in a batch are one estimate.
+    shape, n = (1, 2, 2), 4000
     likelihood = _likelihood(shape, ar_kernel=3, ar_mean_draws=2)
     decoded = torch.randn(*shape)
     images = _all_images(shape).squeeze(1)
     p = likelihood(decoded).log_prob(images).exp().detach()
     exact = (p[:, None, None, None] * images).sum(0)
-    estimates = likelihood(decoded.expand(n, *shape)).variance  # (n, *shape)
+    px = likelihood(decoded[None])
+    copies = likelihood(decoded.expand(3, *shape)).variance
+    assert (copies == copies[0]).all()  # one call: the same random numbers for each copy
+    estimates = torch.cat([px.variance for _ in range(n)])  # (n, *shape)
     stderr = estimates.std(0) / n**0.5
     assert ((estimates.mean(0) - exact * (1 - exact)).abs() <= 4.5 * stderr + 1e-4).all()
 
@@ -162,6 +172,53 @@ def test_option_and_shape_errors():
             odd_kernel(bad)
     with pytest.raises(ConfigError, match=r"needs images .* shape \(12,\)"):
         AutoregressiveBernoulliLikelihood(ModelContext(data_shape=(12,), n_latent=2))
+    # On 8 x 8 images a window of more than 15 pixels reads only zero padding beyond.
+    wide = ModelContext(data_shape=(1, 8, 6), n_latent=2)
+    assert AutoregressiveBernoulliLikelihood(wide, ar_kernel=15).kernel == 15
+    with pytest.raises(ConfigError, match=r"--ar-kernel 17 is wider than 8x6 images .* at most 15"):
+        AutoregressiveBernoulliLikelihood(wide, ar_kernel=17)
+    assert mean_draws(MAX_MEAN_DRAWS) == MAX_MEAN_DRAWS
+    with pytest.raises(ValueError, match=f"from 1 to {MAX_MEAN_DRAWS}, got 4097"):
+        mean_draws(MAX_MEAN_DRAWS + 1)
+
+
+def test_mean_draws_come_in_chunks_of_bounded_memory(monkeypatch):
+    from pyrovae.model.likelihoods import autoregressive
+
+    shape = (1, 2, 3)
+    likelihood = _likelihood(shape, ar_kernel=3, ar_mean_draws=3001)
+    decoded = torch.randn(2, *shape) + torch.tensor([-3.0, 3.0]).view(2, 1, 1, 1)
+    px = likelihood(decoded)
+    p = px.log_prob(_all_images(shape)).exp().detach()
+    exact = (p[..., None, None, None] * _all_images(shape)).sum(0)
+    # 120 probabilities a chunk: 10 draws of the 2 images of 6 pixels at a time.
+    monkeypatch.setattr(autoregressive, "MEAN_CHUNK_VALUES", 120)
+    sizes, draw = [], likelihood.draw
+
+    def counted(decoded, groups=None):
+        sizes.append(decoded.shape[0])
+        return draw(decoded, groups)
+
+    monkeypatch.setattr(likelihood, "draw", counted)
+    torch.testing.assert_close(px.mean, exact, atol=0.035, rtol=0)
+    assert max(sizes) == 20 and sum(sizes) == 2 * 3001
+    torch.testing.assert_close(px.variance, exact * (1 - exact), atol=0.035, rtol=0)
+
+
+def test_nearby_codes_get_nearby_means():
+    # The images of one call share their random numbers: E[x|z] at two close codes
+    # differs by what the codes change, far less than two calls at one code differ.
+    # (A pixel whose probability moves past its uniform number still flips, and the
+    # pixels after it with it, so this holds on average over pixels and calls.)
+    likelihood = _likelihood((1, 4, 4), ar_kernel=3, ar_mean_draws=16)
+    decoded = torch.randn(1, 1, 4, 4)
+    near, apart = [], []
+    for _ in range(20):
+        both = likelihood(torch.cat([decoded, decoded + 0.01])).mean
+        again = likelihood(decoded).mean
+        near.append((both[1] - both[0]).abs().mean())
+        apart.append((again[0] - both[0]).abs().mean())
+    assert torch.stack(near).mean() < 0.2 * torch.stack(apart).mean()
 
 
 def test_missing_values_are_refused_with_a_reason():

@@ -42,6 +42,21 @@ from pyrovae.errors import ConfigError
 from pyrovae.model.context import ModelContext
 from pyrovae.model.likelihoods.base import Likelihood
 
+#: The most draws E[x|z] is estimated from: each is a sequential pass over the pixels,
+#: and 4096 put its Monte Carlo error under 1/64 of one draw's.
+MAX_MEAN_DRAWS = 4096
+#: Values of p(x_i = 1 | x_<i, z) one pass of mean draws holds (64 MiB of float32): the
+#: draws come in chunks of this size, so memory does not grow with ``ar_mean_draws``.
+MEAN_CHUNK_VALUES = 1 << 24
+
+
+def mean_draws(value: Any) -> int:
+    """A number of draws from 1 to :data:`MAX_MEAN_DRAWS`."""
+    draws = positive_int(value)
+    if draws > MAX_MEAN_DRAWS:
+        raise ValueError(f"must be a whole number from 1 to {MAX_MEAN_DRAWS}, got {value!r}")
+    return draws
+
 
 def odd_kernel(value: Any) -> int:
     """An odd window size of at least 3 (``"5"`` -> 5)."""
@@ -103,8 +118,11 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
         Option(
             "ar_mean_draws",
             16,
-            "Sequential draws that estimate E[x|z] (sample and reconstruct images).",
-            positive_int,
+            f"Sequential draws that estimate E[x|z] (sample and reconstruct images), "
+            f"at most {MAX_MEAN_DRAWS}.",
+            mean_draws,
+            "INTEGER",
+            sizes_model=False,
         ),
     )
     mask: torch.Tensor  # a buffer
@@ -123,7 +141,14 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
                 f"{self.title()} needs images (channels, height, width); "
                 f"these data points have shape {self.data_shape}"
             )
-        n_channels = self.data_shape[0]
+        n_channels, height, width = self.data_shape
+        widest = 2 * max(height, width) - 1
+        if ar_kernel > widest:
+            raise ConfigError(
+                f"--ar-kernel {ar_kernel} is wider than {height}x{width} images can use: a "
+                f"window of more than 2 x {max(height, width)} - 1 = {widest} pixels reads only "
+                f"zero padding beyond that; choose an odd size of at most {widest}"
+            )
         self.kernel, self.mean_draws = ar_kernel, ar_mean_draws
         self.conv = nn.Conv2d(n_channels, ar_channels, ar_kernel, padding=ar_kernel // 2)
         self.register_buffer("mask", causal_mask(ar_channels, n_channels, ar_kernel))
@@ -139,7 +164,8 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
     def unmaskable(cls) -> str:
         return (
             f"{cls.title()} cannot leave missing values out: each pixel's probability "
-            "reads the pixels before it; use --likelihood bernoulli for incomplete data"
+            "reads the pixels before it; a run trained with --likelihood bernoulli takes "
+            "incomplete data"
         )
 
     def masked_weight(self) -> torch.Tensor:
@@ -161,9 +187,17 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
         return [self.hidden_units]
 
     @torch.no_grad()
-    def draw(self, decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(
+        self, decoded: torch.Tensor, groups: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One sequential draw x ~ p(x|z) per image of ``decoded`` ``(N, C, H, W)``, and the
-        probabilities p(x_i = 1 | x_<i, z) it was drawn with, both ``(N, C, H, W)``."""
+        probabilities p(x_i = 1 | x_<i, z) it was drawn with, both ``(N, C, H, W)``.
+
+        ``groups``: the images come in that many consecutive blocks of equal size whose
+        images draw each pixel from the same uniform number (common random numbers:
+        each image's draw follows its own p(x|z), but images of a block are drawn
+        alike where their probabilities are alike); ``None``: every image independently.
+        """
         n, _, height, width = decoded.shape
         pad = self.kernel // 2
         padded = decoded.new_zeros(n, decoded.shape[1], height + 2 * pad, width + 2 * pad)
@@ -180,8 +214,17 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
                 )
                 p = torch.sigmoid(logit[:, :, 0, 0])  # (N, C)
                 probs[:, :, row, col] = p
-                padded[:, :, row + pad, col + pad] = torch.bernoulli(p)
+                padded[:, :, row + pad, col + pad] = _bernoulli(p, groups)
         return padded[:, :, pad : pad + height, pad : pad + width], probs
+
+
+def _bernoulli(p: torch.Tensor, groups: int | None) -> torch.Tensor:
+    """Bernoulli draws of probabilities ``p`` ``(N, C)``, independent, or with one uniform
+    number per block of ``N / groups`` rows (and channel)."""
+    if groups is None:
+        return torch.bernoulli(p)
+    uniform = torch.rand(groups, 1, p.shape[1], dtype=p.dtype, device=p.device)
+    return (uniform < p.reshape(groups, -1, p.shape[1])).reshape(p.shape).to(p.dtype)
 
 
 class AutoregressiveBernoulli(dist.TorchDistribution):
@@ -230,21 +273,38 @@ class AutoregressiveBernoulli(dist.TorchDistribution):
         decoded = self.decoded.expand(shape).reshape(-1, *self.event_shape)
         return self.likelihood.draw(decoded)[0].reshape(shape)
 
-    def _probabilities(self) -> torch.Tensor:
-        """p(x_i = 1 | x_<i, z) along ``ar_mean_draws`` sequential draws of x:
-        ``(draws, *batch, C, H, W)``; each is an unbiased estimate of E[x|z]."""
+    def _probability_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """p(x_i = 1 | x_<i, z) along ``ar_mean_draws`` sequential draws of x, each an
+        unbiased estimate of E[x|z], summed over the first half of the draws, the second
+        half and the odd last one (zeros when the count is even): three
+        ``(*batch, C, H, W)``.
+
+        The draws come in chunks of at most :data:`MEAN_CHUNK_VALUES` probabilities;
+        the images of one draw share their uniform numbers (:meth:`draw`'s
+        ``groups``), so that figures of E[x|z] at nearby codes differ by what the
+        codes change, not by independent Monte Carlo noise.
+        """
         draws = self.likelihood.mean_draws
-        decoded = self.decoded.reshape(-1, *self.event_shape)
-        repeated = decoded.repeat(draws, 1, 1, 1)  # (draws * N, C, H, W), image n at n + k N
-        probs = self.likelihood.draw(repeated)[1]
-        return probs.reshape(draws, *self.decoded.shape)
+        half = draws // 2
+        decoded = self.decoded.reshape(-1, *self.event_shape)  # (N, C, H, W)
+        per_draw = max(1, MEAN_CHUNK_VALUES // decoded.numel())
+        sums = [torch.zeros_like(decoded) for _ in range(3)]
+        for start in range(0, draws, per_draw):
+            count = min(per_draw, draws - start)
+            repeated = decoded.repeat(count, 1, 1, 1)  # (count * N, ...), image n at n + k N
+            probs = self.likelihood.draw(repeated, groups=count)[1].reshape(count, *decoded.shape)
+            for k, p in enumerate(probs, start):
+                sums[0 if k < half else 1 if k < 2 * half else 2] += p
+        first, second, odd = (s.reshape(self.decoded.shape) for s in sums)
+        return first, second, odd
 
     @property
     def mean(self) -> torch.Tensor:
         """E[x|z], estimated without bias: p(x_i = 1 | x_<i, z) averaged over
         ``ar_mean_draws`` sequential draws of x (Rao-Blackwellized: the conditional
         probabilities, not the drawn pixels, are averaged)."""
-        return self._probabilities().mean(0)
+        first, second, odd = self._probability_sums()
+        return (first + second + odd) / self.likelihood.mean_draws
 
     @property
     def variance(self) -> torch.Tensor:
@@ -252,9 +312,10 @@ class AutoregressiveBernoulli(dist.TorchDistribution):
         m and m² from the means a and b of two independent halves of the
         ``ar_mean_draws`` draws, as (a + b) / 2 and ab (m(1 - m) of one estimate
         would be low by its variance). With one draw, that one's p(1 - p)."""
-        probs = self._probabilities()
-        if probs.shape[0] < 2:
-            return probs[0] * (1 - probs[0])
-        half = probs.shape[0] // 2  # an odd last draw is left out: (a + b) / 2 - ab >= 0
-        first, second = probs[:half].mean(0), probs[half : 2 * half].mean(0)
-        return (first + second) / 2 - first * second
+        first, second, odd = self._probability_sums()
+        half = self.likelihood.mean_draws // 2
+        if half == 0:
+            return odd * (1 - odd)
+        # An odd last draw is left out: (a + b) / 2 - ab >= 0.
+        a, b = first / half, second / half
+        return (a + b) / 2 - a * b
