@@ -413,6 +413,8 @@ def train_command(ctx: click.Context, **options: Any) -> None:
     from pyrovae.model.build import check_model_config
 
     component_given = component_values(options)
+    if options["resume"] is None:
+        _leave_out_other_components_options(ctx, options, component_given)
     progress = options.pop("progress") and not quiet()
     devices = options.pop("devices")
     # Launch only once the options are known to be good: a bad one is then one
@@ -510,6 +512,39 @@ def _resume(
         _launch(ctx, devices)
     with _interruptible():
         resume(options["resume"], progress=progress, log=_log.info, **changes)
+
+
+def _leave_out_other_components_options(
+    ctx: click.Context, options: dict[str, Any], component_given: dict[str, Any]
+) -> None:
+    """Drop the options a ``--config`` file gives that none of the chosen components
+    declares, saying so: a run's config.toml holds its components' options, and the
+    command line may choose other components (``--likelihood bernoulli`` on an
+    autoregressive run's file). Given on the command line, such an option is an error."""
+    from pyrovae.model.spec import KINDS, REGISTRIES
+
+    from_file = ctx.meta.get("pyrovae.config_names") or set()
+    try:
+        chosen = [REGISTRIES[kind].get(options[kind]) for kind in KINDS]
+    except ConfigError:
+        return  # an unknown component: the config's own check says so
+    left_out = sorted(
+        name
+        for name, value in component_given.items()
+        if value is not None
+        and name in from_file
+        and ctx.get_parameter_source(name) == click.core.ParameterSource.DEFAULT_MAP
+        and not any(cls.option(name) is not None for cls in chosen)
+    )
+    for name in left_out:
+        component_given[name] = None
+    if left_out:
+        _log.warning(
+            "%s: left out %s, options of components other than the chosen %s",
+            ctx.meta["pyrovae.config_file"],
+            ", ".join(left_out),
+            ", ".join(cls.title() for cls in chosen),
+        )
 
 
 def _run_config(options: dict[str, Any], component_given: dict[str, Any]) -> RunConfig:

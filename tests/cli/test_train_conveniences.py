@@ -229,3 +229,34 @@ def test_a_module_networks_config_toml_trains_the_same_run_again(tmp_path, monke
     assert result.exit_code == 0, result.output
     a, b = (json.loads((run / "config.json").read_text()) for run in (first, second))
     assert a["model"] == b["model"] and a["train"] == b["train"]
+
+
+def test_a_config_files_options_of_other_components_are_left_out_with_a_warning(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "ar.toml").write_text(
+        'likelihood = "autoregressive-bernoulli"\nar_kernel = 3\nar_channels = 4\n'
+        "latent_dim = 2\nepochs = 1\n"
+    )
+    out = tmp_path / "plain"
+    config_file = ["--config", str(tmp_path / "ar.toml")]
+    result = runner.invoke(main, ["train", *config_file, "--likelihood", "bernoulli", *TINY,
+                                  "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ar.toml: left out ar_channels, ar_kernel, options of components other than" in (
+        result.output
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["likelihood"] == "bernoulli"
+    assert config["model"]["options"]["likelihood"] == {}
+    # Given on the command line, such an option is still an error.
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "ar.toml"),
+                                  "--likelihood", "bernoulli", "--ar-kernel", "5", *TINY,
+                                  "--out", str(tmp_path / "x")])  # fmt: skip
+    assert "--ar-kernel is not an option of the chosen" in _one_line_error(result)
+    # With the file's own components, its options are taken.
+    out = tmp_path / "ar"
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "ar.toml"), *TINY,
+                                  "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0 and "left out" not in result.output, result.output
+    options = json.loads((out / "config.json").read_text())["model"]["options"]["likelihood"]
+    assert options["ar_kernel"] == 3 and options["ar_channels"] == 4
