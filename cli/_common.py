@@ -41,13 +41,15 @@ class RegistryChoice(click.Choice):
 
 
 def user_errors(command: F) -> F:
-    """Turn :class:`pyrovae.errors.PyrovaeError` into a one-line message and exit 1;
-    Python's warnings are one line each (:func:`_show_warning`) while the command runs,
-    and go to the handler before it again after (the CLI may run in a Python session)."""
+    """Turn :class:`pyrovae.errors.PyrovaeError`, and running out of memory, into a
+    one-line message and exit 1; Python's warnings are one line each
+    (:func:`_show_warning`) while the command runs, and go to the handler before it
+    again after (the CLI may run in a Python session)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pyrovae.errors import PyrovaeError
+        from pyrovae.errors import PyrovaeError, first_line
+        from pyrovae.runtime import is_out_of_memory
 
         try:
             with warnings.catch_warnings():  # restores the filters and the handler
@@ -55,6 +57,14 @@ def user_errors(command: F) -> F:
                 return command(*args, **kwargs)
         except PyrovaeError as err:
             raise click.ClickException(str(err)) from None
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            name = f"pyrovae {click.get_current_context().info_name}"
+            raise click.ClickException(
+                f"{name} ran out of memory ({first_line(err, 120)}): ask for fewer images "
+                "or draws at a time, or run it where more memory is free"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

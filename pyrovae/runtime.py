@@ -71,7 +71,7 @@ def is_out_of_memory(err: BaseException) -> bool:
     """Whether ``err`` says an allocation failed (host memory or a GPU's)."""
     text = str(err).lower()
     return isinstance(err, MemoryError | torch.OutOfMemoryError) or (
-        "out of memory" in text or "can't allocate memory" in text
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
     )
 
 

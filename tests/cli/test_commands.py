@@ -560,3 +560,36 @@ def test_training_goes_on_when_the_pipe_of_both_its_streams_closes(tmp_path):
     assert process.wait(timeout=120) == 0
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "run" / "samples.png").exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: "
+            "you tried to allocate 102400000000 bytes."
+        ),
+        MemoryError(),
+    ],
+)
+def test_running_out_of_memory_in_any_command_is_one_line(monkeypatch, error):
+    from pyrovae.model import catalog
+
+    def allocate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(catalog, "catalog_text", allocate)
+    result = CliRunner().invoke(main, ["components"])
+    _assert_one_line_error(result)
+    assert "pyrovae components ran out of memory" in result.output
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch):
+    from pyrovae.model import catalog
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(catalog, "catalog_text", fail)
+    result = CliRunner().invoke(main, ["components"])
+    assert isinstance(result.exception, RuntimeError) and "memory" not in result.output
