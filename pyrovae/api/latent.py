@@ -42,7 +42,7 @@ from pyrovae.files import (
 )
 from pyrovae.inference.moments import DEFAULT_DRAWS
 from pyrovae.model.vae import VAE
-from pyrovae.reports.encode import Encoding, check_points, encode_points
+from pyrovae.reports.encode import Encoding, check_points, encode_points, non_finite_reason
 from pyrovae.reports.explore import TSNE_POINTS, ExploreResult, Log, write_latent_figures
 from pyrovae.reports.probe import LABEL_COUNTS, ProbeResult, linear_probe, save_probe_plot
 from pyrovae.runtime import isolated_rng
@@ -158,7 +158,7 @@ def encode(
     else:
         if dataset is not None:
             raise ConfigError("give x= (points) or dataset= (a data set), not both")
-        points, point_labels, what = read_points(x, labels)
+        points, point_labels, what = read_points(x, labels, missing=run.vae.missing)
     points = check_points(points, run.vae, what)
     with isolated_rng(run.device, seed):
         encoding = encode_points(run.vae, points, point_labels, draws=draws, progress=progress)
@@ -185,9 +185,12 @@ def dataset_split(
     return split_images(config, prepared, split, binary=binary)
 
 
-def read_points(x: Any, labels: Any = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+def read_points(
+    x: Any, labels: Any = None, *, missing: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """Points (and labels) from an array, a tensor or a ``.npy`` / ``.npz`` path, and
-    what to call them in messages."""
+    what to call them in messages; ``missing``: NaN is a missing value (for a run
+    trained on incomplete data), not an error."""
     what = "x"
     if isinstance(x, (str, os.PathLike)):
         what = os.fspath(x)
@@ -198,10 +201,13 @@ def read_points(x: Any, labels: Any = None) -> tuple[torch.Tensor, torch.Tensor 
         raise DataError(
             f"{what} is a single number; expected points (N, ...) with one data point per row"
         )
-    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
-        rows = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
-        first = int(np.flatnonzero(rows)[0])
-        raise DataError(f"{what} has NaN or infinite values (first in point {first}); repair them")
+    if array.dtype.kind == "f" and array.size:
+        bad = np.isinf(array) if missing else ~np.isfinite(array)
+        if bad.any():
+            first = int(np.flatnonzero(bad.reshape(array.shape[0], -1).any(axis=1))[0])
+            raise DataError(
+                f"{what} {non_finite_reason(missing)} (first in point {first}); repair them"
+            )
     points, _ = to_points(array, what)
     return points, _labels(labels, points.shape[0], what), what
 

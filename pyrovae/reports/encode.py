@@ -97,12 +97,24 @@ class Encoding:
         return atomic_write(path, write)
 
 
+def non_finite_reason(missing: bool) -> str:
+    """What is wrong with non-finite points, for a run that takes missing values
+    (``missing``: NaN is one) or not."""
+    if missing:
+        return "has infinite values (NaN marks a missing value; infinity is no value)"
+    return (
+        "has NaN or infinite values (NaN is a missing value only for a run trained on data "
+        "with missing values)"
+    )
+
+
 def check_points(x: torch.Tensor, vae: VAE, what: str) -> torch.Tensor:
     """``x`` as ``(N, *data_shape)`` points the run can encode, or a one-line DataError.
 
     Flat rows ``(N, D)`` are reshaped when ``D`` is the size of one data point;
     values must be finite and, for a likelihood with a bounded support (binary
-    and continuous Bernoulli: [0, 1]), inside it.
+    and continuous Bernoulli: [0, 1]), inside it; NaN is a missing value for a
+    VAE trained on incomplete data (``vae.missing``: its encoder reads the mask).
     """
     shape = vae.data_shape
     if x.dim() == 2 and x.shape[1] == math.prod(shape) and len(shape) > 1:
@@ -114,16 +126,23 @@ def check_points(x: torch.Tensor, vae: VAE, what: str) -> torch.Tensor:
         )
     if x.shape[0] == 0:
         raise DataError(f"{what} holds no points")
-    if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
-        first = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
-        raise DataError(f"{what} has NaN or infinite values (first in point {first}); repair them")
+    points = x
+    if x.dtype.is_floating_point:
+        bad = torch.isinf(x) if vae.missing else ~torch.isfinite(x)
+        if bool(bad.any()):
+            first = int(bad.flatten(1).any(1).nonzero()[0, 0])
+            raise DataError(
+                f"{what} {non_finite_reason(vae.missing)} (first in point {first}); repair them"
+            )
+        if vae.missing:  # the observed values are checked
+            x = torch.nan_to_num(x, nan=0.0)
     if vae.likelihood.binary:
         check_finite_unit_interval(x, f"{what} (for a binary likelihood)")
-        return x
+        return points
     with torch.no_grad(), eval_mode(vae):
         support = vae.px(torch.zeros(1, vae.n_latent, device=module_device(vae))).support
     if support is None:  # a likelihood that states no support takes any finite value
-        return x
+        return points
     ok = support.check(to_unit_float(x).to(module_device(vae)))
     if not bool(ok.all()):
         first = int((~ok).reshape(x.shape[0], -1).any(1).nonzero()[0, 0])
@@ -131,7 +150,7 @@ def check_points(x: torch.Tensor, vae: VAE, what: str) -> torch.Tensor:
             f"{what} has values outside the likelihood's support ({support}; first in point "
             f"{first}); scale the data as the run's training data were"
         )
-    return x
+    return points
 
 
 @torch.no_grad()

@@ -138,3 +138,31 @@ def test_odd_points_and_labels_from_a_file_are_one_line_or_read(tmp_path):
     np.savez(tmp_path / "big_endian.npz", x=x, y=np.arange(5, dtype=">i4"))
     _, labels, _ = read_points(tmp_path / "big_endian.npz")
     assert labels is not None and labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_run_trained_on_incomplete_data_encodes_points_with_missing_values():
+    from pyrovae.api.latent import read_points
+
+    vae = VAE(model_config(data_shape=(1, 4, 4), hidden=(8,), latent_dim=2, missing=True))
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    holed = x.clone()
+    holed[0, 0, :2] = float("nan")  # the top half of the first point is missing
+    points = check_points(holed, vae, "x.npy")
+    assert torch.isnan(points[0, 0, :2]).all()  # kept: the encoder reads the mask
+    encoding = encode_points(vae, points, draws=10)
+    assert bool(torch.isfinite(encoding.mean).all())
+    torch.testing.assert_close(encoding.mean[1:], encode_points(vae, x, draws=10).mean[1:])
+    assert not torch.allclose(encoding.mean[0], encode_points(vae, x[:1], draws=10).mean[0])
+    read, _, _ = read_points(holed.numpy(), missing=True)
+    assert torch.isnan(read).sum() == 8
+    # Infinity is no missing value; NaN is one only for such a run.
+    holed[1, 0, 0, 0] = float("inf")
+    with pytest.raises(DataError, match=r"infinite values \(NaN marks a missing value"):
+        check_points(holed, vae, "x.npy")
+    with pytest.raises(DataError, match=r"infinite values \(NaN marks a missing value"):
+        read_points(holed.numpy(), missing=True)
+    with pytest.raises(DataError, match="NaN is a missing value only for a run trained"):
+        check_points(x.masked_fill(x > 0, float("nan")), _bernoulli_vae(), "x.npy")
+    # The observed values are still checked against the likelihood's support.
+    with pytest.raises(DataError, match=r"outside \[0, 1\]"):
+        check_points(torch.full((1, 1, 4, 4), 2.0), vae, "x.npy")
