@@ -40,29 +40,45 @@ class ReparameterizedNormal(dist.Normal):
     """Normal(loc, scale) whose :meth:`log_prob` at its latest :meth:`rsample` reads
     the standard normal noise of that draw.
 
-    Any other value, the draw of an earlier call or a copy of it, is scored by the
-    generic form. The draws consume the random stream as Pyro's Normal does.
+    Any other value is scored by the generic form: the draw of an earlier call, a
+    copy, the draw changed in place since, or a draw made without gradients and
+    scored with them (the shortcut's gradient is that of the reparameterized draw,
+    -log sigma; the generic form's, at a fixed value, is the score function). The
+    draws consume the random stream as Pyro's Normal does.
     """
 
-    _draw: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: The latest draw: its value, its noise, the value's version (in-place changes
+    #: count it up) and whether gradients were on.
+    _draw: tuple[torch.Tensor, torch.Tensor, int, bool] | None = None
 
     def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
         value = self.loc + eps * self.scale
-        self._draw = (value, eps)
+        self._draw = (value, eps, value._version, torch.is_grad_enabled())
         return value
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         draw = self._draw
-        if draw is None or value is not draw[0]:
+        if (
+            draw is None
+            or value is not draw[0]
+            or value._version != draw[2]
+            or (torch.is_grad_enabled() and not draw[3])
+        ):
             return super().log_prob(value)
         return -0.5 * draw[1].pow(2) - self.scale.log() - LOG_SQRT_2PI
 
 
 class StandardNormal(dist.Normal):
     """Normal(0, 1), made from a location of zeros and a scale of ones (its batch
-    shape), whose :meth:`log_prob` is -value^2 / 2 - log sqrt(2 pi)."""
+    shape), whose :meth:`log_prob` is -value^2 / 2 - log sqrt(2 pi).
+
+    The location and scale must be 0 and 1: the density and the KL divergence from
+    it do not read them (checking them would read them back from a GPU every step).
+    The priors build it from buffers of zeros and ones, and a prior at another
+    temperature from a plain Normal.
+    """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
