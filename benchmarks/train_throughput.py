@@ -523,7 +523,7 @@ HEADER = (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     parser.add_argument("--batch-size", nargs="+", type=int, default=[128, 256, 1024])
@@ -571,45 +571,28 @@ def main(argv: list[str] | None = None) -> None:
         help="count the tensor operations of a step (kernels on a GPU) instead of timing",
     )
     parser.add_argument("--_memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.compile = args.compile or args.compile_mode is not None
-    SPEED.update(precision=args.precision, compile=args.compile, compile_mode=args.compile_mode)
-    DATA["data_dir"] = args.data_dir
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args._memory_child:
-        side, arch, batch, device, steps, guide = args._memory_child
-        _memory_child(side, arch, int(batch), device, int(steps), guide)
-        return
-    if args.quick:
-        args.arch, args.batch_size, args.reps = ["mlp"], [256], 3
-    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return parser
 
-    print(
-        f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"precision {args.precision}{', compiled' if args.compile else ''}"
-        + (f" ({args.compile_mode})" if args.compile_mode else "")
-        + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
-    )
-    if args.ablation:
-        for device, arch, guide, batch_size in itertools.product(
-            devices, args.arch, args.guide, args.batch_size
-        ):
-            print(f"\n{device}, {arch}, {guide} guide, batch {batch_size}: "
-                  "images/s ratio to plain PyTorch")  # fmt: skip
-            result = run_ablation(
-                arch, batch_size, torch.device(device), args.images, args.reps, guide
-            )
-            for name, (median, low, high) in result.items():
-                print(f"| {name} | **{median:.2f}** ({low:.2f}-{high:.2f}) |", flush=True)
-        return
-    if args.kernels:
-        print(KERNELS_HEADER)
-        cases = itertools.product(devices, args.arch, args.guide, args.batch_size)
-        for device, arch, guide, batch_size in cases:
-            print(run_kernels(arch, batch_size, torch.device(device), guide), flush=True)
-        return
+
+def _print_ablation(args: argparse.Namespace, devices: list[str]) -> None:
+    for device, arch, guide, batch_size in itertools.product(
+        devices, args.arch, args.guide, args.batch_size
+    ):
+        print(f"\n{device}, {arch}, {guide} guide, batch {batch_size}: "
+              "images/s ratio to plain PyTorch")  # fmt: skip
+        result = run_ablation(arch, batch_size, torch.device(device), args.images, args.reps, guide)
+        for name, (median, low, high) in result.items():
+            print(f"| {name} | **{median:.2f}** ({low:.2f}-{high:.2f}) |", flush=True)
+
+
+def _print_kernels(args: argparse.Namespace, devices: list[str]) -> None:
+    print(KERNELS_HEADER)
+    cases = itertools.product(devices, args.arch, args.guide, args.batch_size)
+    for device, arch, guide, batch_size in cases:
+        print(run_kernels(arch, batch_size, torch.device(device), guide), flush=True)
+
+
+def _print_cases(args: argparse.Namespace, devices: list[str]) -> None:
     print(HEADER, flush=True)
     results = []
     cases = itertools.product(devices, args.arch, args.guide, args.batch_size)
@@ -630,6 +613,35 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump([asdict(r) for r in results], handle, indent=2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    args.compile = args.compile or args.compile_mode is not None
+    SPEED.update(precision=args.precision, compile=args.compile, compile_mode=args.compile_mode)
+    DATA["data_dir"] = args.data_dir
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._memory_child:
+        side, arch, batch, device, steps, guide = args._memory_child
+        _memory_child(side, arch, int(batch), device, int(steps), guide)
+        return
+    if args.quick:
+        args.arch, args.batch_size, args.reps = ["mlp"], [256], 3
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"precision {args.precision}{', compiled' if args.compile else ''}"
+        + (f" ({args.compile_mode})" if args.compile_mode else "")
+        + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else "")
+    )
+    if args.ablation:
+        _print_ablation(args, devices)
+    elif args.kernels:
+        _print_kernels(args, devices)
+    else:
+        _print_cases(args, devices)
 
 
 if __name__ == "__main__":

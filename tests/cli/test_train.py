@@ -53,11 +53,6 @@ def _one_line_error(result) -> str:
             ["--likelihood", "autoregressive-bernoulli", "--ar-channels", "100000000"],
             "lower --hidden, --ar-channels, --ar-kernel or --latent-dim",
         ),
-        (
-            ["--likelihood", "autoregressive-bernoulli", "--ar-mean-draws", "100000000"],
-            "--ar-mean-draws of likelihood 'autoregressive-bernoulli': must be a whole number "
-            "from 1 to 4096",
-        ),
     ],
 )
 def test_out_of_range_values_are_one_line_errors(runner, tmp_path, args, message):

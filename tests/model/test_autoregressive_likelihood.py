@@ -19,7 +19,6 @@ from pyrovae.model.context import ModelContext
 from pyrovae.model.likelihoods.autoregressive import (
     MAX_MEAN_DRAWS,
     AutoregressiveBernoulliLikelihood,
-    mean_draws,
     odd_kernel,
 )
 from pyrovae.model.likelihoods.bernoulli import BernoulliLikelihood
@@ -177,9 +176,12 @@ def test_option_and_shape_errors():
     assert AutoregressiveBernoulliLikelihood(wide, ar_kernel=15).kernel == 15
     with pytest.raises(ConfigError, match=r"--ar-kernel 17 is wider than 8x6 images .* at most 15"):
         AutoregressiveBernoulliLikelihood(wide, ar_kernel=17)
-    assert mean_draws(MAX_MEAN_DRAWS) == MAX_MEAN_DRAWS
-    with pytest.raises(ValueError, match=f"from 1 to {MAX_MEAN_DRAWS}, got 4097"):
-        mean_draws(MAX_MEAN_DRAWS + 1)
+    # More draws than MAX_MEAN_DRAWS draw that many, with a warning (a run saved with
+    # more still loads).
+    options = AutoregressiveBernoulliLikelihood.resolve_options({"ar_mean_draws": 100_000})
+    with pytest.warns(UserWarning, match=f"100000 is more than {MAX_MEAN_DRAWS}: E.x.z. is"):
+        likelihood = AutoregressiveBernoulliLikelihood(wide, **options)
+    assert likelihood.mean_draws == MAX_MEAN_DRAWS
 
 
 def test_mean_draws_come_in_chunks_of_bounded_memory(monkeypatch):
@@ -191,8 +193,9 @@ def test_mean_draws_come_in_chunks_of_bounded_memory(monkeypatch):
     px = likelihood(decoded)
     p = px.log_prob(_all_images(shape)).exp().detach()
     exact = (p[..., None, None, None] * _all_images(shape)).sum(0)
-    # 120 probabilities a chunk: 10 draws of the 2 images of 6 pixels at a time.
-    monkeypatch.setattr(autoregressive, "MEAN_CHUNK_VALUES", 120)
+    # An image of a draw holds 41 values (6 probabilities, 6 logits, 4 x 5 padded, a 3 x 3
+    # window): 820 a chunk are 10 draws of the 2 images at a time.
+    monkeypatch.setattr(autoregressive, "MEAN_CHUNK_VALUES", 820)
     sizes, draw = [], likelihood.draw
 
     def counted(decoded, groups=None):
@@ -203,6 +206,31 @@ def test_mean_draws_come_in_chunks_of_bounded_memory(monkeypatch):
     torch.testing.assert_close(px.mean, exact, atol=0.035, rtol=0)
     assert max(sizes) == 20 and sum(sizes) == 2 * 3001
     torch.testing.assert_close(px.variance, exact * (1 - exact), atol=0.035, rtol=0)
+
+
+@pytest.mark.parametrize("draws", [1, 2, 3, 7, 10, 33])
+@pytest.mark.parametrize("per_chunk", [1, 2, 3, 5, 100])
+def test_each_draw_is_summed_into_its_half(monkeypatch, draws, per_chunk):
+    # Draw k's "probabilities" are k itself: the sums say which draws went where.
+    from pyrovae.model.likelihoods import autoregressive
+
+    likelihood = _likelihood((1, 2, 2), ar_kernel=3, ar_mean_draws=draws)
+    monkeypatch.setattr(autoregressive, "MEAN_CHUNK_VALUES", per_chunk * 3 * 33)
+    seen = [0]
+
+    def numbered(decoded, groups=None):
+        count = decoded.shape[0] // 3
+        k = torch.arange(seen[0], seen[0] + count, dtype=decoded.dtype)
+        seen[0] += count
+        return decoded, k.repeat_interleave(3).view(-1, 1, 1, 1).expand_as(decoded).clone()
+
+    monkeypatch.setattr(likelihood, "draw", numbered)
+    first, second, odd = likelihood(torch.zeros(3, 1, 2, 2))._probability_sums()
+    half = draws // 2
+    assert float(first[0, 0, 0, 0]) == sum(range(half))
+    assert float(second[0, 0, 0, 0]) == sum(range(half, 2 * half))
+    assert float(odd[0, 0, 0, 0]) == (draws - 1 if draws % 2 else 0)
+    assert seen[0] == draws
 
 
 def test_nearby_codes_get_nearby_means():

@@ -166,3 +166,28 @@ def test_a_run_trained_on_incomplete_data_encodes_points_with_missing_values():
     # The observed values are still checked against the likelihood's support.
     with pytest.raises(DataError, match=r"outside \[0, 1\]"):
         check_points(torch.full((1, 1, 4, 4), 2.0), vae, "x.npy")
+
+
+def test_the_api_and_the_command_encode_missing_values_of_a_run_trained_with_them(tmp_path):
+    from click.testing import CliRunner
+
+    from pyrovae.cli import main
+
+    x = torch.bernoulli(torch.full((64, 1, 4, 4), 0.5))
+    train = x.clone()
+    train[torch.rand(train.shape) < 0.3] = torch.nan
+    pyrovae.train(data=train, out=tmp_path / "run", epochs=1, hidden=(8,), latent_dim=2,
+                  likelihood="bernoulli", progress=False, log=lambda _: None)  # fmt: skip
+    run = pyrovae.load_run(tmp_path / "run", device="cpu")
+    holed = x[:5].clone()
+    holed[0, 0, :2] = torch.nan
+    encoding = pyrovae.encode(run, holed)
+    assert bool(torch.isfinite(encoding.mean).all())
+    torch.testing.assert_close(encoding.mean[1:], pyrovae.encode(run, x[1:5]).mean)
+    np.save(tmp_path / "holed.npy", holed.numpy())
+    result = CliRunner().invoke(main, ["encode", "--run", str(tmp_path / "run"), "--input",
+                                       str(tmp_path / "holed.npy"), "--out",
+                                       str(tmp_path / "z.npz")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "z.npz") as saved:
+        np.testing.assert_allclose(saved["mean"], encoding.mean.numpy(), rtol=1e-5)

@@ -29,6 +29,7 @@ conditional after it, so this likelihood cannot leave missing values out
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import pyro.distributions as dist
@@ -45,17 +46,11 @@ from pyrovae.model.likelihoods.base import Likelihood
 #: The most draws E[x|z] is estimated from: each is a sequential pass over the pixels,
 #: and 4096 put its Monte Carlo error under 1/64 of one draw's.
 MAX_MEAN_DRAWS = 4096
-#: Values of p(x_i = 1 | x_<i, z) one pass of mean draws holds (64 MiB of float32): the
-#: draws come in chunks of this size, so memory does not grow with ``ar_mean_draws``.
+#: Values (float32: 64 MiB) one chunk of mean draws holds: the probabilities, the
+#: decoder's logits repeated, the zero-padded images drawn into and a pixel's window;
+#: the draws come in chunks of this size, so memory does not grow with
+#: ``ar_mean_draws`` (one draw of more images than fit is one chunk).
 MEAN_CHUNK_VALUES = 1 << 24
-
-
-def mean_draws(value: Any) -> int:
-    """A number of draws from 1 to :data:`MAX_MEAN_DRAWS`."""
-    draws = positive_int(value)
-    if draws > MAX_MEAN_DRAWS:
-        raise ValueError(f"must be a whole number from 1 to {MAX_MEAN_DRAWS}, got {value!r}")
-    return draws
 
 
 def odd_kernel(value: Any) -> int:
@@ -118,9 +113,9 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
         Option(
             "ar_mean_draws",
             16,
-            f"Sequential draws that estimate E[x|z] (sample and reconstruct images), "
-            f"at most {MAX_MEAN_DRAWS}.",
-            mean_draws,
+            f"Sequential draws that estimate E[x|z] (sample and reconstruct images); "
+            f"more than {MAX_MEAN_DRAWS} draw {MAX_MEAN_DRAWS}.",
+            positive_int,
             "INTEGER",
             sizes_model=False,
         ),
@@ -149,7 +144,13 @@ class AutoregressiveBernoulliLikelihood(Likelihood):
                 f"window of more than 2 x {max(height, width)} - 1 = {widest} pixels reads only "
                 f"zero padding beyond that; choose an odd size of at most {widest}"
             )
-        self.kernel, self.mean_draws = ar_kernel, ar_mean_draws
+        if ar_mean_draws > MAX_MEAN_DRAWS:  # a warning, not an error: older runs load
+            warnings.warn(
+                f"--ar-mean-draws {ar_mean_draws} is more than {MAX_MEAN_DRAWS}: E[x|z] is "
+                f"estimated from {MAX_MEAN_DRAWS} draws",
+                stacklevel=2,
+            )
+        self.kernel, self.mean_draws = ar_kernel, min(ar_mean_draws, MAX_MEAN_DRAWS)
         self.conv = nn.Conv2d(n_channels, ar_channels, ar_kernel, padding=ar_kernel // 2)
         self.register_buffer("mask", causal_mask(ar_channels, n_channels, ar_kernel))
         self.u = nn.Parameter(torch.zeros(n_channels, ar_channels, 1, 1))
@@ -279,7 +280,7 @@ class AutoregressiveBernoulli(dist.TorchDistribution):
         half and the odd last one (zeros when the count is even): three
         ``(*batch, C, H, W)``.
 
-        The draws come in chunks of at most :data:`MEAN_CHUNK_VALUES` probabilities;
+        The draws come in chunks of at most :data:`MEAN_CHUNK_VALUES` values in memory;
         the images of one draw share their uniform numbers (:meth:`draw`'s
         ``groups``), so that figures of E[x|z] at nearby codes differ by what the
         codes change, not by independent Monte Carlo noise.
@@ -287,7 +288,13 @@ class AutoregressiveBernoulli(dist.TorchDistribution):
         draws = self.likelihood.mean_draws
         half = draws // 2
         decoded = self.decoded.reshape(-1, *self.event_shape)  # (N, C, H, W)
-        per_draw = max(1, MEAN_CHUNK_VALUES // decoded.numel())
+        channels, height, width = self.event_shape
+        pad = self.likelihood.kernel // 2
+        # Per image of a draw: its probabilities and logits, its padded image, a window.
+        per_image = channels * (
+            2 * height * width + (height + 2 * pad) * (width + 2 * pad) + (2 * pad + 1) ** 2
+        )
+        per_draw = max(1, MEAN_CHUNK_VALUES // (decoded.shape[0] * per_image))
         sums = [torch.zeros_like(decoded) for _ in range(3)]
         for start in range(0, draws, per_draw):
             count = min(per_draw, draws - start)
