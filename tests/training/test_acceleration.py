@@ -126,6 +126,13 @@ def test_every_network_of_an_m2_model_computes_in_bf16_the_classifier_too():
     torch.testing.assert_close(low, full, rtol=0.05, atol=0.05)
 
 
+def _three_steps(vae, x: torch.Tensor) -> list[float]:
+    """The losses of three steps of ``vae`` on the batch ``x``, from one seed."""
+    step = _step(vae)
+    torch.manual_seed(1)
+    return [step(x).item() for _ in range(3)]
+
+
 def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
     torch.manual_seed(0)
     base = make_vae(hidden=32)
@@ -135,12 +142,8 @@ def test_compiled_networks_take_the_same_steps_under_the_same_names(make_vae):
     assert compile_networks(twin, backend="eager") == networks(twin)
     assert list(twin.state_dict()) == names
     x = torch.rand(32, 1, 4, 4).bernoulli()
-    results = []
-    for vae in (base, twin):
-        step = _step(vae)
-        torch.manual_seed(1)
-        results.append([step(x).item() for _ in range(3)])
-    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    losses, twin_losses = _three_steps(base, x), _three_steps(twin, x)
+    assert losses == pytest.approx(twin_losses, rel=1e-6)
     for name, value in base.state_dict().items():
         torch.testing.assert_close(twin.state_dict()[name], value)
 
@@ -159,12 +162,8 @@ def test_compile_fuses_the_autoregressive_likelihoods_hidden_units_too(make_vae)
     assert compiled == [*networks(twin), twin.likelihood.hidden_units]
     assert list(twin.state_dict()) == names  # checkpoints load into either
     x = torch.rand(32, 1, 4, 4).bernoulli()
-    results = []
-    for vae in (base, twin):
-        step = _step(vae)
-        torch.manual_seed(1)
-        results.append([step(x).item() for _ in range(3)])
-    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    losses, twin_losses = _three_steps(base, x), _three_steps(twin, x)
+    assert losses == pytest.approx(twin_losses, rel=1e-6)
     assert "forward" in twin.likelihood.hidden_units.__dict__  # compiled, in place
     release(twin, None)
     assert all("forward" not in module.__dict__ for module in compiled)
